@@ -1,0 +1,19 @@
+//! Schema migrations for CygnetCI.
+//!
+//! Migrations are append-only and reversible: a released migration is never edited, a change to
+//! the schema is a new file. Each runs on SQLite and PostgreSQL alike; backend branches exist only
+//! where the two truly differ.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261130_000001_tenancy;
+
+/// Every migration, in the order they apply.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261130_000001_tenancy::Migration)]
+    }
+}

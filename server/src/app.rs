@@ -1,0 +1,152 @@
+//! Assembling and running the server: database, bootstrap, gRPC services, graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cygnet_proto::v1::{
+    customer_service_server::CustomerServiceServer, user_service_server::UserServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::bootstrap::{Bootstrap, bootstrap_admin};
+use crate::config::ServerConfig;
+use crate::grpc::{ApiContext, CustomerApi, UserApi};
+use crate::store::Store;
+use crate::tls;
+
+/// A server whose database is migrated and bootstrapped, ready to serve.
+pub struct App {
+    config: ServerConfig,
+    store: Store,
+}
+
+impl App {
+    /// Prepares the data directory, connects to the database, applies pending migrations and
+    /// creates the first platform administrator on an empty database.
+    pub async fn start(config: ServerConfig) -> anyhow::Result<App> {
+        tls::install_crypto_provider();
+        create_data_dir(&config.data_dir)?;
+        let store = Store::connect(&config.database)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot open database: {error}"))?;
+        store
+            .migrate_up()
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot apply migrations: {error}"))?;
+        match bootstrap_admin(&store, &config.data_dir, config.bootstrap_token.as_deref()).await? {
+            Bootstrap::AlreadyDone => {}
+            Bootstrap::CreatedWithConfiguredToken => {
+                tracing::info!(
+                    "created platform administrator 'admin' with CYGNET_BOOTSTRAP_TOKEN"
+                );
+            }
+            Bootstrap::CreatedWithTokenFile(path) => tracing::info!(
+                token_file = %path.display(),
+                "created platform administrator 'admin'; its bearer token is in the token file"
+            ),
+        }
+        Ok(App { config, store })
+    }
+
+    /// The database handle, for tests and tools that run beside the server.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves gRPC on `listener` until `shutdown` completes, then stops accepting, gives open
+    /// requests and streams `shutdown_grace_seconds` to finish, and closes the database.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let address = listener.local_addr()?;
+        let context = ApiContext::new(self.store.clone());
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<CustomerServiceServer<CustomerApi>>()
+            .await;
+        health_reporter
+            .set_serving::<UserServiceServer<UserApi>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let mut builder = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()));
+        if let Some(files) = &self.config.tls {
+            builder = builder.tls_config(tls::server_tls_config(files)?)?;
+        }
+        let router = builder
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(CustomerServiceServer::new(CustomerApi::new(
+                context.clone(),
+            )))
+            .add_service(UserServiceServer::new(UserApi::new(context)));
+
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
+        let reporter = health_reporter.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, draining open requests");
+            reporter
+                .set_not_serving::<CustomerServiceServer<CustomerApi>>()
+                .await;
+            reporter
+                .set_not_serving::<UserServiceServer<UserApi>>()
+                .await;
+            let _ = stop_accepting.send(());
+        };
+        tracing::info!(
+            %address,
+            tls = self.config.tls.is_some(),
+            "cygnet-server listening"
+        );
+        let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::pin!(serving);
+        let result = tokio::select! {
+            result = &mut serving => result,
+            _ = async {
+                let _ = stopped.await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still open after the grace period; closing them");
+                Ok(())
+            }
+        };
+        self.store.close().await?;
+        tracing::info!("stopped");
+        result.map_err(Into::into)
+    }
+}
+
+/// Creates the data directory (mode 0700: it holds the database and the admin token).
+fn create_data_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path).map_err(|error| {
+        anyhow::anyhow!("cannot create data directory {}: {error}", path.display())
+    })
+}

@@ -1,0 +1,18 @@
+//! Authentication (bearer token → [`Principal`]) and authorization ([`Principal`] + customer id +
+//! [`Action`] → [`TenantScope`]).
+//!
+//! A [`TenantScope`] or [`PlatformAdmin`] can only be made here, after the checks; the store's
+//! methods over tenant data take one, so every tenant query is filtered by construction.
+
+mod authenticate;
+mod authorize;
+mod error;
+mod permissions;
+mod scope;
+pub mod token;
+
+pub use authenticate::{Authenticator, Principal};
+pub use authorize::Authorizer;
+pub use error::AuthError;
+pub use permissions::Action;
+pub use scope::{PlatformAdmin, TenantScope};

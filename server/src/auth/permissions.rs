@@ -1,0 +1,65 @@
+//! What each role may do. `docs/permissions.md` is the human-readable copy of this table; keep
+//! the two in step.
+
+use crate::domain::Role;
+
+/// Something a caller wants to do inside one customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read the customer record and its settings.
+    ReadCustomer,
+    /// Change the customer's profile and settings.
+    UpdateCustomer,
+    /// Deactivate or reactivate the customer (platform administrators only).
+    ChangeCustomerStatus,
+    /// List members and their users.
+    ReadMembers,
+    /// Add members or change their roles.
+    ManageMembers,
+    /// Remove a member; allowed in a deactivated customer, since taking access away is always safe.
+    RemoveMember,
+}
+
+impl Action {
+    /// Roles that may perform the action. Platform administrators may perform every action.
+    pub fn allowed_roles(self) -> &'static [Role] {
+        use Role::*;
+        match self {
+            Action::ReadCustomer | Action::ReadMembers => &[Admin, Devops, Developer, Qa, Viewer],
+            Action::UpdateCustomer | Action::ManageMembers | Action::RemoveMember => &[Admin],
+            Action::ChangeCustomerStatus => &[],
+        }
+    }
+
+    /// Whether the action creates or changes something, and so is refused (FAILED_PRECONDITION)
+    /// while the customer is deactivated.
+    pub fn needs_active_customer(self) -> bool {
+        matches!(self, Action::UpdateCustomer | Action::ManageMembers)
+    }
+
+    /// A short description for PERMISSION_DENIED messages, e.g. "manage members of".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::ReadCustomer => "read",
+            Action::UpdateCustomer => "update",
+            Action::ChangeCustomerStatus => "deactivate or reactivate",
+            Action::ReadMembers => "list members of",
+            Action::ManageMembers => "manage members of",
+            Action::RemoveMember => "remove members from",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admins_manage_members_and_nobody_but_platform_admins_changes_status() {
+        assert_eq!(Action::ManageMembers.allowed_roles(), &[Role::Admin]);
+        assert!(Action::ChangeCustomerStatus.allowed_roles().is_empty());
+        for role in Role::ALL {
+            assert!(Action::ReadCustomer.allowed_roles().contains(&role));
+        }
+    }
+}

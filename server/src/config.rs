@@ -1,0 +1,356 @@
+//! Server configuration: defaults → `--config FILE` (TOML) → `CYGNET_*` environment → CLI flags,
+//! validated once into [`ServerConfig`]. A bad value stops start-up with one line naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::store::DatabaseOptions;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Certificate files for serving TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain of the server.
+    pub cert: PathBuf,
+    /// PEM private key of the server.
+    pub key: PathBuf,
+    /// PEM CA that client certificates must chain to (mTLS for agents); optional.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseOptions,
+    /// Used as the first platform administrator's token on an empty database.
+    pub bootstrap_token: Option<String>,
+    pub log_format: LogFormat,
+    pub tls: Option<TlsFiles>,
+    /// How long shutdown waits for open streams and in-flight requests.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Values given on the command line; they override every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// A configuration problem, printed as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn key(key: &str, env: &str, problem: impl std::fmt::Display) -> Self {
+        ConfigError(format!("{key} ({env}): {problem}"))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    listen: String,
+    data_dir: PathBuf,
+    database_url: Option<String>,
+    database_max_connections: Option<u32>,
+    bootstrap_token: Option<String>,
+    log_format: String,
+    shutdown_grace_seconds: u64,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+}
+
+/// Default address: loopback only, so a first start exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./cygnet-data";
+
+impl ServerConfig {
+    /// Loads and validates the configuration from every layer.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<ServerConfig, ConfigError> {
+        Self::load_from(file, overrides, config::Environment::with_prefix("CYGNET"))
+    }
+
+    /// As [`ServerConfig::load`], with the environment given explicitly (tests pass a map).
+    pub fn load_from(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        environment: config::Environment,
+    ) -> Result<ServerConfig, ConfigError> {
+        let mut builder = config::Config::builder()
+            .set_default("listen", DEFAULT_LISTEN)
+            .and_then(|b| b.set_default("data_dir", DEFAULT_DATA_DIR))
+            .and_then(|b| b.set_default("log_format", "plain"))
+            .and_then(|b| b.set_default("shutdown_grace_seconds", 10))
+            .map_err(|error| ConfigError(error.to_string()))?;
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "--config {}: file not found",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(environment.prefix_separator("_").separator("__"));
+        let set = |builder: config::ConfigBuilder<config::builder::DefaultState>,
+                   key: &str,
+                   value: Option<String>| {
+            builder
+                .set_override_option(key, value)
+                .map_err(|error| ConfigError(error.to_string()))
+        };
+        builder = set(builder, "listen", overrides.listen.clone())?;
+        builder = set(
+            builder,
+            "data_dir",
+            overrides
+                .data_dir
+                .as_ref()
+                .map(|dir| dir.display().to_string()),
+        )?;
+        builder = set(builder, "database_url", overrides.database_url.clone())?;
+        builder = set(builder, "log_format", overrides.log_format.clone())?;
+        let raw: RawConfig = builder
+            .build()
+            .and_then(|config| config.try_deserialize())
+            .map_err(|error| ConfigError(error.to_string()))?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<ServerConfig, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            ConfigError::key(
+                "listen",
+                "CYGNET_LISTEN",
+                format!("{:?} is not an address like 127.0.0.1:50051", self.listen),
+            )
+        })?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                "data_dir",
+                "CYGNET_DATA_DIR",
+                "must not be empty",
+            ));
+        }
+        let url = match self.database_url.filter(|url| !url.trim().is_empty()) {
+            Some(url) => {
+                let known = ["sqlite:", "postgres://", "postgresql://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme));
+                if !known {
+                    return Err(ConfigError::key(
+                        "database_url",
+                        "CYGNET_DATABASE_URL",
+                        "must start with sqlite:, postgres:// or postgresql://",
+                    ));
+                }
+                url
+            }
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("cygnet.db").display()
+            ),
+        };
+        let is_sqlite = url.starts_with("sqlite:");
+        let max_connections = match self.database_max_connections {
+            Some(0) => {
+                return Err(ConfigError::key(
+                    "database_max_connections",
+                    "CYGNET_DATABASE_MAX_CONNECTIONS",
+                    "must be at least 1",
+                ));
+            }
+            Some(max) => max,
+            None if is_sqlite => 8,
+            None => 16,
+        };
+        let bootstrap_token = match self.bootstrap_token.filter(|token| !token.is_empty()) {
+            Some(token)
+                if token.len() < 16
+                    || token.len() > 256
+                    || !token.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                return Err(ConfigError::key(
+                    "bootstrap_token",
+                    "CYGNET_BOOTSTRAP_TOKEN",
+                    "must be 16-256 printable ASCII characters without spaces",
+                ));
+            }
+            token => token,
+        };
+        let log_format = match self.log_format.to_ascii_lowercase().as_str() {
+            "plain" | "text" => LogFormat::Plain,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::key(
+                    "log_format",
+                    "CYGNET_LOG_FORMAT",
+                    format!("{other:?} is not one of plain, json"),
+                ));
+            }
+        };
+        let tls = match (self.tls.cert, self.tls.key) {
+            (None, None) if self.tls.client_ca.is_none() => None,
+            (Some(cert), Some(key)) => {
+                for (name, env, path) in [
+                    ("tls.cert", "CYGNET_TLS__CERT", Some(&cert)),
+                    ("tls.key", "CYGNET_TLS__KEY", Some(&key)),
+                    (
+                        "tls.client_ca",
+                        "CYGNET_TLS__CLIENT_CA",
+                        self.tls.client_ca.as_ref(),
+                    ),
+                ] {
+                    if let Some(path) = path
+                        && !path.is_file()
+                    {
+                        return Err(ConfigError::key(
+                            name,
+                            env,
+                            format!("file {} not found", path.display()),
+                        ));
+                    }
+                }
+                Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: self.tls.client_ca,
+                })
+            }
+            _ => {
+                return Err(ConfigError::key(
+                    "tls.cert/tls.key",
+                    "CYGNET_TLS__CERT/CYGNET_TLS__KEY",
+                    "set both to serve TLS (tls.client_ca needs them too)",
+                ));
+            }
+        };
+        Ok(ServerConfig {
+            listen,
+            data_dir: self.data_dir,
+            database: DatabaseOptions {
+                url,
+                max_connections,
+            },
+            bootstrap_token,
+            log_format,
+            tls,
+            shutdown_grace_seconds: self.shutdown_grace_seconds,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(env: &[(&str, &str)], overrides: &Overrides) -> Result<ServerConfig, ConfigError> {
+        let map: HashMap<String, String> = env
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        ServerConfig::load_from(
+            None,
+            overrides,
+            config::Environment::with_prefix("CYGNET").source(Some(map)),
+        )
+    }
+
+    #[test]
+    fn defaults_use_sqlite_in_the_data_directory() {
+        let config = load(&[], &Overrides::default()).expect("defaults");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            config.database.url,
+            "sqlite://./cygnet-data/cygnet.db?mode=rwc"
+        );
+        assert_eq!(config.log_format, LogFormat::Plain);
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn environment_then_flags_override() {
+        let config = load(
+            &[
+                ("CYGNET_LISTEN", "127.0.0.1:1"),
+                ("CYGNET_DATA_DIR", "/tmp/x"),
+            ],
+            &Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.database.url, "sqlite:///tmp/x/cygnet.db?mode=rwc");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let error = load(&[("CYGNET_LISTEN", "nowhere")], &Overrides::default())
+            .expect_err("bad listen")
+            .to_string();
+        assert!(error.contains("CYGNET_LISTEN"), "{error}");
+        let error = load(&[("CYGNET_LOG_FORMAT", "xml")], &Overrides::default())
+            .expect_err("bad format")
+            .to_string();
+        assert!(error.contains("log_format"), "{error}");
+        let error = load(
+            &[("CYGNET_BOOTSTRAP_TOKEN", "short")],
+            &Overrides::default(),
+        )
+        .expect_err("short token")
+        .to_string();
+        assert!(error.contains("CYGNET_BOOTSTRAP_TOKEN"), "{error}");
+        let error = load(
+            &[("CYGNET_TLS__CERT", "/nonexistent.pem")],
+            &Overrides::default(),
+        )
+        .expect_err("cert without key")
+        .to_string();
+        assert!(error.contains("tls.cert"), "{error}");
+        let error = load(
+            &[("CYGNET_DATABASE_MAX_CONNECTIONS", "many")],
+            &Overrides::default(),
+        )
+        .expect_err("not a number")
+        .to_string();
+        assert!(error.contains("database_max_connections"), "{error}");
+        let error = load(
+            &[("CYGNET_DATABASE_URL", "mysql://x")],
+            &Overrides::default(),
+        )
+        .expect_err("unknown database")
+        .to_string();
+        assert!(error.contains("CYGNET_DATABASE_URL"), "{error}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Validated domain types: what the rest of the server reasons about.
+//!
+//! Wire types (protobuf) are converted into these at the gRPC edge, where validation turns bad
+//! input into INVALID_ARGUMENT; rows are converted into these inside `store/`.
+
+pub mod customer;
+pub mod ids;
+pub mod page;
+pub mod role;
+pub mod user;
+pub mod validate;
+
+pub use customer::{Customer, CustomerPatch, NewCustomer};
+pub use ids::{CustomerId, TokenId, UserId};
+pub use page::{Page, PageRequest};
+pub use role::Role;
+pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};
+pub use validate::ValidationError;

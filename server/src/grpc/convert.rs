@@ -1,0 +1,165 @@
+//! Domain → protobuf conversions, and the timestamp conversions both directions need.
+
+use chrono::{DateTime, Utc};
+use cygnet_proto::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::domain::{ApiToken, Customer, Membership, Role, User, ValidationError};
+
+pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    })
+}
+
+/// A request timestamp; out-of-range values are INVALID_ARGUMENT naming `field`.
+pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>, ValidationError> {
+    u32::try_from(value.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .ok_or_else(|| ValidationError::new(field, "is not a valid timestamp"))
+}
+
+pub fn role_to_pb(role: Role) -> pb::Role {
+    match role {
+        Role::Admin => pb::Role::Admin,
+        Role::Devops => pb::Role::Devops,
+        Role::Developer => pb::Role::Developer,
+        Role::Qa => pb::Role::Qa,
+        Role::Viewer => pb::Role::Viewer,
+    }
+}
+
+/// A role from a request: unspecified and unknown values are INVALID_ARGUMENT.
+pub fn parse_role(field: &str, value: i32) -> Result<Role, ValidationError> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Admin) => Ok(Role::Admin),
+        Ok(pb::Role::Devops) => Ok(Role::Devops),
+        Ok(pb::Role::Developer) => Ok(Role::Developer),
+        Ok(pb::Role::Qa) => Ok(Role::Qa),
+        Ok(pb::Role::Viewer) => Ok(Role::Viewer),
+        Ok(pb::Role::Unspecified) => Err(ValidationError::new(
+            field,
+            "is required: one of ROLE_ADMIN, ROLE_DEVOPS, ROLE_DEVELOPER, ROLE_QA, ROLE_VIEWER",
+        )),
+        Err(_) => Err(ValidationError::new(
+            field,
+            format!("has unknown value {value}"),
+        )),
+    }
+}
+
+impl From<Customer> for pb::Customer {
+    fn from(customer: Customer) -> Self {
+        pb::Customer {
+            id: customer.id.get(),
+            name: customer.name,
+            display_name: customer.display_name,
+            description: customer.description,
+            logo_url: customer.logo_url,
+            contact_email: customer.contact_email,
+            contact_phone: customer.contact_phone,
+            address: customer.address,
+            is_active: customer.is_active,
+            settings: customer.settings.to_string(),
+            created_at: timestamp(customer.created_at),
+            updated_at: timestamp(customer.updated_at),
+            created_by: customer.created_by.map_or(0, |id| id.get()),
+        }
+    }
+}
+
+impl From<User> for pb::User {
+    fn from(user: User) -> Self {
+        pb::User {
+            id: user.id.get(),
+            username: user.username,
+            email: user.email,
+            full_name: user.full_name,
+            is_active: user.is_active,
+            is_superuser: user.is_superuser,
+            created_at: timestamp(user.created_at),
+            last_seen_at: user.last_seen_at.and_then(timestamp),
+        }
+    }
+}
+
+impl From<Membership> for pb::Membership {
+    fn from(membership: Membership) -> Self {
+        pb::Membership {
+            user_id: membership.user_id.get(),
+            customer_id: membership.customer_id.get(),
+            role: role_to_pb(membership.role).into(),
+            is_default: membership.is_default,
+            assigned_at: timestamp(membership.assigned_at),
+        }
+    }
+}
+
+pub fn member((membership, user): (Membership, User)) -> pb::Member {
+    pb::Member {
+        membership: Some(membership.into()),
+        user: Some(user.into()),
+    }
+}
+
+pub fn user_customer((membership, customer): (Membership, Customer)) -> pb::UserCustomer {
+    pb::UserCustomer {
+        membership: Some(membership.into()),
+        customer: Some(customer.into()),
+    }
+}
+
+impl From<ApiToken> for pb::ApiToken {
+    fn from(token: ApiToken) -> Self {
+        pb::ApiToken {
+            id: token.id.get(),
+            user_id: token.user_id.get(),
+            name: token.name,
+            token_prefix: token.token_prefix,
+            created_at: timestamp(token.created_at),
+            expires_at: token.expires_at.and_then(timestamp),
+            last_used_at: token.last_used_at.and_then(timestamp),
+            revoked_at: token.revoked_at.and_then(timestamp),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_round_trip_and_unknown_values_are_refused() {
+        for role in Role::ALL {
+            assert_eq!(
+                parse_role("role", role_to_pb(role).into()).expect("known"),
+                role
+            );
+        }
+        assert_eq!(
+            parse_role("role", 42).expect_err("unknown").to_string(),
+            "role has unknown value 42"
+        );
+        assert!(parse_role("role", 0).is_err());
+    }
+
+    #[test]
+    fn timestamps() {
+        let bad = Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert!(parse_timestamp("expires_at", &bad).is_err());
+        let good = Timestamp {
+            seconds: 1_800_000_000,
+            nanos: 5,
+        };
+        assert_eq!(
+            timestamp(parse_timestamp("expires_at", &good).expect("valid")),
+            Some(good)
+        );
+    }
+}

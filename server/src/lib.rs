@@ -1,0 +1,18 @@
+//! The CygnetCI control plane.
+//!
+//! Layers, outermost first (see `docs/architecture.md`): `grpc` (thin handlers) → `auth`
+//! (principal, tenant scope) → `domain` (validated types) → `store` (the only sea-orm code).
+
+pub mod app;
+pub mod auth;
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod store;
+pub mod telemetry;
+pub mod tls;
+
+pub use app::App;
+pub use config::ServerConfig;

@@ -1,0 +1,104 @@
+//! `cygnet-server`: parse configuration, initialise logging, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cygnet_server::cli::{Cli, Command, MigrateAction};
+use cygnet_server::store::{MigrationCommand, Store};
+use cygnet_server::{App, ServerConfig, telemetry, tls};
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match ServerConfig::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("cygnet-server: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cygnet-server: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(config).await,
+            Command::Migrate { action } => migrate(config, action).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("cygnet-server: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.listen))?;
+    let app = App::start(config).await?;
+    app.serve(listener, shutdown_signal()).await
+}
+
+async fn migrate(config: ServerConfig, action: MigrateAction) -> anyhow::Result<()> {
+    tls::install_crypto_provider();
+    let store = Store::connect(&config.database).await?;
+    match action {
+        MigrateAction::Up => {
+            store.migrate(MigrationCommand::Up).await?;
+            println!("all migrations applied");
+        }
+        MigrateAction::Down { steps } => {
+            store.migrate(MigrationCommand::Down { steps }).await?;
+            println!("reverted {steps} migration(s)");
+        }
+        MigrateAction::Status => {
+            for (name, applied) in store.migration_status().await? {
+                println!("{} {name}", if applied { "applied" } else { "pending" });
+            }
+        }
+    }
+    store.close().await?;
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second signal exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("cygnet-server: second signal, exiting immediately");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,205 @@
+//! API tokens.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
+};
+
+use super::entities::{api_token, user};
+use super::{Store, StoreError, now};
+use crate::auth::token::GeneratedSecret;
+use crate::domain::{ApiToken, NewApiToken, Page, PageRequest, TokenId, User, UserId};
+
+/// A stored token with its user, as authentication needs it.
+#[derive(Debug, Clone)]
+pub struct AuthenticatedToken {
+    pub token_id: TokenId,
+    pub token_hash: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub user: User,
+}
+
+impl Store {
+    /// Stores a token for `user_id`. The user must exist and be active.
+    pub async fn create_token(
+        &self,
+        user_id: UserId,
+        new: NewApiToken,
+        secret: &GeneratedSecret,
+    ) -> Result<ApiToken, StoreError> {
+        let transaction = self.begin_write().await?;
+        let owner = user::Entity::find_by_id(user_id.get())
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {user_id} not found")))?;
+        if !owner.is_active {
+            return Err(StoreError::FailedPrecondition(format!(
+                "user {user_id} is deactivated"
+            )));
+        }
+        let row = api_token::ActiveModel {
+            user_id: Set(user_id.get()),
+            name: Set(new.name),
+            token_hash: Set(secret.hash.clone()),
+            token_prefix: Set(secret.display_prefix.clone()),
+            created_at: Set(now()),
+            expires_at: Set(new.expires_at),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await
+        .map_err(|error| {
+            StoreError::on_unique_violation(error, |_| "token already exists".into())
+        })?;
+        transaction.commit().await?;
+        Ok(row.into())
+    }
+
+    /// A user's tokens, by id, revoked ones included.
+    pub async fn list_tokens(
+        &self,
+        user_id: UserId,
+        page: PageRequest,
+    ) -> Result<Page<ApiToken>, StoreError> {
+        let mut query =
+            api_token::Entity::find().filter(api_token::Column::UserId.eq(user_id.get()));
+        if let Some(after) = page.after {
+            query = query.filter(api_token::Column::Id.gt(after));
+        }
+        let rows = query
+            .order_by_asc(api_token::Column::Id)
+            .limit(page.fetch_limit())
+            .all(&self.db)
+            .await?;
+        Ok(Page::from_rows(rows, page, |row| row.id).map(ApiToken::from))
+    }
+
+    /// Revokes a token. With `owner`, only that user's token is found (another user's is
+    /// NOT_FOUND). Revoking a revoked token changes nothing.
+    pub async fn revoke_token(
+        &self,
+        token_id: TokenId,
+        owner: Option<UserId>,
+    ) -> Result<ApiToken, StoreError> {
+        let not_found = || StoreError::NotFound(format!("token {token_id} not found"));
+        let transaction = self.begin_write().await?;
+        let current = api_token::Entity::find_by_id(token_id.get())
+            .one(&transaction)
+            .await?
+            .ok_or_else(not_found)?;
+        if owner.is_some_and(|owner| owner.get() != current.user_id) {
+            return Err(not_found());
+        }
+        if current.revoked_at.is_some() {
+            return Ok(current.into());
+        }
+        let mut row: api_token::ActiveModel = current.into();
+        row.revoked_at = Set(Some(now()));
+        let updated = row.update(&transaction).await?;
+        transaction.commit().await?;
+        Ok(updated.into())
+    }
+
+    /// The token with this hash and its user, for authentication.
+    pub async fn find_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AuthenticatedToken>, StoreError> {
+        let Some(token) = api_token::Entity::find()
+            .filter(api_token::Column::TokenHash.eq(token_hash))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(owner) = user::Entity::find_by_id(token.user_id)
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(AuthenticatedToken {
+            token_id: TokenId::from_db(token.id),
+            token_hash: token.token_hash,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+            last_used_at: token.last_used_at,
+            user: owner.into(),
+        }))
+    }
+
+    /// Records that a token was used (and its user seen) at `at`.
+    pub async fn touch_token(
+        &self,
+        token_id: TokenId,
+        user_id: UserId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        api_token::Entity::update_many()
+            .col_expr(api_token::Column::LastUsedAt, Expr::value(at))
+            .filter(api_token::Column::Id.eq(token_id.get()))
+            .exec(&self.db)
+            .await?;
+        user::Entity::update_many()
+            .col_expr(user::Column::LastSeenAt, Expr::value(at))
+            .filter(user::Column::Id.eq(user_id.get()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the first platform administrator and their token, both or neither. Returns `None`
+    /// when any user exists already (another replica may have won the race).
+    pub async fn bootstrap_admin(
+        &self,
+        secret: &GeneratedSecret,
+    ) -> Result<Option<User>, StoreError> {
+        let transaction = self.begin_write().await?;
+        let existing = user::Entity::find().limit(1).one(&transaction).await?;
+        if existing.is_some() {
+            return Ok(None);
+        }
+        let now = now();
+        let admin = user::ActiveModel {
+            username: Set("admin".into()),
+            email: Set("admin@localhost.localdomain".into()),
+            full_name: Set("Platform administrator".into()),
+            is_active: Set(true),
+            is_superuser: Set(true),
+            created_at: Set(now),
+            last_seen_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await;
+        let admin = match admin {
+            Ok(admin) => admin,
+            Err(error) => {
+                return match StoreError::on_unique_violation(error, |_| String::new()) {
+                    StoreError::AlreadyExists(_) => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        api_token::ActiveModel {
+            user_id: Set(admin.id),
+            name: Set("bootstrap".into()),
+            token_hash: Set(secret.hash.clone()),
+            token_prefix: Set(secret.display_prefix.clone()),
+            created_at: Set(now),
+            expires_at: Set(None),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(admin.into()))
+    }
+}
