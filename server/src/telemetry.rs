@@ -1,4 +1,7 @@
-//! Logging: `tracing-subscriber` with `RUST_LOG` (default `info`), plain or JSON.
+//! Logging: `tracing-subscriber` with `RUST_LOG` (default `info`), plain or JSON, to stderr
+//! (stdout is kept for command output such as `migrate status`).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -13,12 +16,21 @@ pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let registry = tracing_subscriber::registry().with(filter);
+    let colour = std::io::stderr().is_terminal();
     let _ = match format {
-        LogFormat::Plain => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Plain => registry
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(colour)
+                    .with_target(false),
+            )
+            .try_init(),
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
+                    .with_writer(std::io::stderr)
                     .flatten_event(true)
                     .with_current_span(true),
             )

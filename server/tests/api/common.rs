@@ -1,0 +1,458 @@
+//! The test harness: start a server, make clients, create fixtures.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cygnet_proto::v1 as pb;
+use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
+use cygnet_proto::v1::user_service_client::UserServiceClient;
+use cygnet_server::App;
+use cygnet_server::config::{LogFormat, ServerConfig};
+use cygnet_server::store::DatabaseOptions;
+use sea_orm::{ConnectionTrait, Database};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// The token every test server's platform administrator has.
+pub const ADMIN_TOKEN: &str = "test-bootstrap-token-0123456789";
+
+/// Which database a test server uses.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// Admin URL of a PostgreSQL server; each test creates its own database there.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL, when `CYGNET_TEST_DATABASE_URL` is set.
+    pub fn postgres() -> Option<Backend> {
+        std::env::var("CYGNET_TEST_DATABASE_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .map(Backend::Postgres)
+    }
+}
+
+/// Generates one test per backend for each async fn `name(backend: Backend)` listed.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match $crate::common::Backend::postgres() {
+                        Some(backend) => super::$name(backend).await,
+                        None => eprintln!("CYGNET_TEST_DATABASE_URL is not set: PostgreSQL run skipped"),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// A database created for one test and dropped after it.
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl PostgresDatabase {
+    async fn create(admin_url: &str) -> (PostgresDatabase, String) {
+        let name = format!(
+            "cygnet_test_{}_{}_{}",
+            std::process::id(),
+            DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default()
+        );
+        let admin = Database::connect(admin_url)
+            .await
+            .expect("connect to PostgreSQL");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        admin.close().await.expect("close admin connection");
+        let url = replace_database(admin_url, &name);
+        (
+            PostgresDatabase {
+                admin_url: admin_url.to_owned(),
+                name,
+            },
+            url,
+        )
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; a separate thread with its own runtime may block.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `postgres://user@host:port/db?x` with the database replaced.
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut result = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    result
+}
+
+/// Options for [`TestServer::start_with`].
+#[derive(Default)]
+pub struct TestOptions {
+    /// Leave the bootstrap token unset, so the server generates one into its data directory.
+    pub generated_admin_token: bool,
+    /// Serve TLS with these files.
+    pub tls: Option<cygnet_server::config::TlsFiles>,
+    /// Use this data directory instead of a fresh one (to restart on the same database).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A running server with its own database.
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    channel: Option<Channel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _temp_dir: Option<tempfile::TempDir>,
+    _postgres: Option<PostgresDatabase>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, TestOptions::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: TestOptions) -> TestServer {
+        let (temp_dir, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let temp = tempfile::tempdir().expect("temp dir");
+                let dir = temp.path().join("data");
+                (Some(temp), dir)
+            }
+        };
+        let (postgres, url) = match &backend {
+            Backend::Sqlite => (
+                None,
+                format!("sqlite://{}?mode=rwc", data_dir.join("cygnet.db").display()),
+            ),
+            Backend::Postgres(admin_url) => {
+                let (database, url) = PostgresDatabase::create(admin_url).await;
+                (Some(database), url)
+            }
+        };
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: data_dir.clone(),
+            database: DatabaseOptions {
+                url: url.clone(),
+                max_connections: 4,
+            },
+            bootstrap_token: (!options.generated_admin_token).then(|| ADMIN_TOKEN.to_owned()),
+            log_format: LogFormat::Plain,
+            tls: options.tls.clone(),
+            shutdown_grace_seconds: 5,
+        };
+        let mut server = Self::launch(config).await;
+        server._temp_dir = temp_dir;
+        server._postgres = postgres;
+        if options.tls.is_none() {
+            server.connect_plaintext().await;
+        }
+        server
+    }
+
+    async fn connect_plaintext(&mut self) {
+        self.channel = Some(
+            Endpoint::from_shared(format!("http://{}", self.address))
+                .expect("endpoint")
+                .connect()
+                .await
+                .expect("connect to test server"),
+        );
+    }
+
+    /// Starts a server on an existing database (a restart); the caller keeps the database alive.
+    pub async fn start_on_url(database_url: &str, options: TestOptions) -> TestServer {
+        let data_dir = options
+            .data_dir
+            .clone()
+            .expect("restart needs the data directory");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir,
+            database: DatabaseOptions {
+                url: database_url.to_owned(),
+                max_connections: 4,
+            },
+            bootstrap_token: (!options.generated_admin_token).then(|| ADMIN_TOKEN.to_owned()),
+            log_format: LogFormat::Plain,
+            tls: None,
+            shutdown_grace_seconds: 5,
+        };
+        let mut server = Self::launch(config).await;
+        server.connect_plaintext().await;
+        server
+    }
+
+    async fn launch(config: ServerConfig) -> TestServer {
+        let listener = TcpListener::bind(config.listen).await.expect("bind port 0");
+        let address = listener.local_addr().expect("local address");
+        let data_dir = config.data_dir.clone();
+        let database_url = config.database.url.clone();
+        let app = App::start(config).await.expect("server starts");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            address,
+            data_dir,
+            database_url,
+            channel: None,
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _temp_dir: None,
+            _postgres: None,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it; the database is kept until drop.
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone().expect("plaintext channel")
+    }
+
+    pub fn customers(&self, token: &str) -> CustomerClient {
+        CustomerServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn users(&self, token: &str) -> UserClient {
+        UserServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn admin_customers(&self) -> CustomerClient {
+        self.customers(ADMIN_TOKEN)
+    }
+
+    pub fn admin_users(&self) -> UserClient {
+        self.users(ADMIN_TOKEN)
+    }
+
+    /// Creates a customer as the platform administrator.
+    pub async fn create_customer(&self, name: &str) -> pb::Customer {
+        self.admin_customers()
+            .create_customer(pb::CreateCustomerRequest {
+                name: name.into(),
+                display_name: format!("{name} display"),
+                ..Default::default()
+            })
+            .await
+            .expect("create customer")
+            .into_inner()
+            .customer
+            .expect("customer")
+    }
+
+    /// Creates a user with a token, as the platform administrator.
+    pub async fn create_user(&self, username: &str) -> TestUser {
+        let user = self
+            .admin_users()
+            .create_user(pb::CreateUserRequest {
+                username: username.into(),
+                email: format!("{username}@example.com"),
+                full_name: format!("{username} full name"),
+                is_superuser: false,
+            })
+            .await
+            .expect("create user")
+            .into_inner()
+            .user
+            .expect("user");
+        let token = self
+            .admin_users()
+            .create_api_token(pb::CreateApiTokenRequest {
+                name: "test".into(),
+                user_id: user.id,
+                expires_at: None,
+            })
+            .await
+            .expect("create token")
+            .into_inner();
+        TestUser {
+            id: user.id,
+            username: user.username,
+            token: token.secret,
+            token_id: token.token.expect("token").id,
+        }
+    }
+
+    /// Adds a user to a customer as the platform administrator.
+    pub async fn add_member(&self, customer_id: i64, user_id: i64, role: pb::Role) -> pb::Member {
+        self.admin_customers()
+            .add_member(pb::AddMemberRequest {
+                customer_id,
+                user_id,
+                role: role.into(),
+            })
+            .await
+            .expect("add member")
+            .into_inner()
+            .member
+            .expect("member")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A user created for a test, with a live token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+    pub token_id: i64,
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Self {
+        Bearer(format!("Bearer {token}").parse().ok())
+    }
+
+    /// No authorization metadata at all.
+    pub fn none() -> Self {
+        Bearer(None)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type CustomerClient = CustomerServiceClient<InterceptedService<Channel, Bearer>>;
+pub type UserClient = UserServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Asserts a call failed with `code` and a message containing `fragment`.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, fragment: &str) {
+    match result {
+        Ok(value) => panic!("expected {code:?} containing {fragment:?}, got Ok({value:?})"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "status {status:?}");
+            assert!(
+                status.message().contains(fragment),
+                "message {:?} should contain {fragment:?}",
+                status.message()
+            );
+        }
+    }
+}
+
+/// The repository root, for scripts such as `certs/gen-dev-certs.sh`.
+pub fn repository_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
+
+#[test]
+fn database_names_are_replaced() {
+    assert_eq!(
+        replace_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        replace_database("postgres://postgres@localhost/test?sslmode=disable", "x"),
+        "postgres://postgres@localhost/x?sslmode=disable"
+    );
+    assert_eq!(
+        replace_database("postgres://localhost", "x"),
+        "postgres://localhost/x"
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests: a real `cygnet-server` on 127.0.0.1:0 with a fresh database and the real
+//! migrations, driven through generated gRPC clients. Tests marked by `backend_tests!` run on
+//! SQLite always and on PostgreSQL when `CYGNET_TEST_DATABASE_URL` is set.
+
+mod common;
+
+mod bad_input;
+mod bootstrap;
+mod customers;
+mod isolation;
+mod process;
+mod tls;
+mod users;
