@@ -353,4 +353,17 @@ mod tests {
         .to_string();
         assert!(error.contains("CYGNET_DATABASE_URL"), "{error}");
     }
+
+    #[test]
+    fn the_example_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.toml");
+        let config = ServerConfig::load_from(
+            Some(&example),
+            &Overrides::default(),
+            config::Environment::with_prefix("CYGNET").source(Some(HashMap::new())),
+        )
+        .expect("examples/server.toml is valid");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.shutdown_grace_seconds, 10);
+    }
 }
