@@ -32,6 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // No `XClient::connect(url)` constructor: it would clash with the `Connect` RPC; clients are
+        // built with `XClient::new(channel)`.
+        .build_transport(false)
         .compile_fds(descriptor_set)?;
     Ok(())
 }

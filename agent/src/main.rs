@@ -1,1 +1,153 @@
-fn main() {}
+//! `cygnet-agent`: parse configuration, initialise logging, run until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cygnet_agent::config::AgentConfig;
+use cygnet_agent::metrics::HostMetrics;
+use cygnet_agent::session::Agent;
+use cygnet_agent::workdir::prepare_customer_directory;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// CygnetCI build agent.
+#[derive(Debug, Parser)]
+#[command(name = "cygnet-agent", version, about)]
+struct Cli {
+    /// Configuration file: appsettings.json (JSON) or a .toml file, with an "AgentConfiguration"
+    /// (or "Agent") section. Default: ./appsettings.json when it exists. Environment variables
+    /// such as AgentConfiguration__CustomerId=1 override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format: plain or json.
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = cli.config.clone().or_else(|| {
+        let default = PathBuf::from("appsettings.json");
+        default.is_file().then_some(default)
+    });
+    let config = match AgentConfig::load(file.as_deref(), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("cygnet-agent: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&cli.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work_directory =
+        match prepare_customer_directory(&config.work_directory, config.customer_id) {
+            Ok(path) => path,
+            Err(error) => {
+                eprintln!(
+                    "cygnet-agent: AgentConfiguration:WorkDirectory {}: {error}",
+                    config.work_directory.display()
+                );
+                return ExitCode::from(2);
+            }
+        };
+    let metrics = match HostMetrics::new(&work_directory) {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("cygnet-agent: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        customer_id = config.customer_id,
+        uuid = %config.agent_uuid,
+        server = %config.server_url,
+        work_directory = %work_directory.display(),
+        "cygnet-agent starting"
+    );
+    let agent = match Agent::new(config, metrics) {
+        Ok(agent) => agent,
+        Err(error) => {
+            eprintln!("cygnet-agent: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cygnet-agent: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received, closing the stream");
+            let _ = stop.send(true);
+            wait_for_signal().await;
+            eprintln!("cygnet-agent: second signal, exiting immediately");
+            std::process::exit(130);
+        });
+        agent.run(stopped).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("cygnet-agent: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: &str) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,h2=warn,hyper=warn,tower=warn"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if format == "json" {
+        registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr)
+                    .flatten_event(true),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .try_init()
+    };
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

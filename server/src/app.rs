@@ -3,16 +3,20 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use cygnet_proto::v1::{
-    customer_service_server::CustomerServiceServer, user_service_server::UserServiceServer,
+    agent_service_server::AgentServiceServer, customer_service_server::CustomerServiceServer,
+    user_service_server::UserServiceServer,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::agents::{AgentHub, spawn_liveness_task};
 use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
-use crate::grpc::{ApiContext, CustomerApi, UserApi};
+use crate::grpc::{AgentApi, ApiContext, CustomerApi, UserApi};
 use crate::store::Store;
 use crate::tls;
 
@@ -63,7 +67,24 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let address = listener.local_addr()?;
-        let context = ApiContext::new(self.store.clone());
+        let require_client_certificates = self
+            .config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca.is_some());
+        let context = ApiContext::new(
+            self.store.clone(),
+            self.config.agents,
+            require_client_certificates,
+        );
+        let hub = Arc::new(AgentHub::new());
+        let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+        let liveness = spawn_liveness_task(
+            hub.clone(),
+            self.store.clone(),
+            self.config.agents,
+            background_stopped,
+        );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -71,6 +92,9 @@ impl App {
             .await;
         health_reporter
             .set_serving::<UserServiceServer<UserApi>>()
+            .await;
+        health_reporter
+            .set_serving::<AgentServiceServer<AgentApi>>()
             .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
@@ -95,7 +119,8 @@ impl App {
             .add_service(CustomerServiceServer::new(CustomerApi::new(
                 context.clone(),
             )))
-            .add_service(UserServiceServer::new(UserApi::new(context)));
+            .add_service(UserServiceServer::new(UserApi::new(context.clone())))
+            .add_service(AgentServiceServer::new(AgentApi::new(context, hub)));
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
@@ -109,6 +134,11 @@ impl App {
             reporter
                 .set_not_serving::<UserServiceServer<UserApi>>()
                 .await;
+            reporter
+                .set_not_serving::<AgentServiceServer<AgentApi>>()
+                .await;
+            // Agent streams never end by themselves: end them now so draining can finish.
+            let _ = stop_background.send(true);
             let _ = stop_accepting.send(());
         };
         tracing::info!(
@@ -128,6 +158,9 @@ impl App {
                 Ok(())
             }
         };
+        if let Err(error) = liveness.await {
+            tracing::warn!(%error, "agent liveness task failed");
+        }
         self.store.close().await?;
         tracing::info!("stopped");
         result.map_err(Into::into)

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -38,6 +39,36 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// How long shutdown waits for open streams and in-flight requests.
     pub shutdown_grace_seconds: u64,
+    /// Agent heartbeats, liveness and metrics history.
+    pub agents: AgentSettings,
+}
+
+/// Agent heartbeat and metrics settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// How often agents send heartbeats; three missed intervals make an agent offline.
+    pub heartbeat_interval: Duration,
+    /// How often an agent's figures are appended to its metrics history.
+    pub sample_interval: Duration,
+    /// How long metrics history is kept.
+    pub retention: Duration,
+}
+
+impl AgentSettings {
+    /// An agent silent for this long is offline.
+    pub fn offline_after(&self) -> Duration {
+        self.heartbeat_interval * 3
+    }
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(10),
+            sample_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// Values given on the command line; they override every other layer.
@@ -69,6 +100,9 @@ struct RawConfig {
     bootstrap_token: Option<String>,
     log_format: String,
     shutdown_grace_seconds: u64,
+    heartbeat_interval_seconds: u64,
+    metrics_sample_seconds: u64,
+    metrics_retention_hours: u64,
     #[serde(default)]
     tls: RawTls,
 }
@@ -102,6 +136,9 @@ impl ServerConfig {
             .and_then(|b| b.set_default("data_dir", DEFAULT_DATA_DIR))
             .and_then(|b| b.set_default("log_format", "plain"))
             .and_then(|b| b.set_default("shutdown_grace_seconds", 10))
+            .and_then(|b| b.set_default("heartbeat_interval_seconds", 10))
+            .and_then(|b| b.set_default("metrics_sample_seconds", 60))
+            .and_then(|b| b.set_default("metrics_retention_hours", 168))
             .map_err(|error| ConfigError(error.to_string()))?;
         if let Some(file) = file {
             if !file.is_file() {
@@ -252,6 +289,39 @@ impl RawConfig {
                 ));
             }
         };
+        let ranged = |key: &str, env: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+            if range.contains(&value) {
+                Ok(value)
+            } else {
+                Err(ConfigError::key(
+                    key,
+                    env,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ))
+            }
+        };
+        let agents = AgentSettings {
+            heartbeat_interval: Duration::from_secs(ranged(
+                "heartbeat_interval_seconds",
+                "CYGNET_HEARTBEAT_INTERVAL_SECONDS",
+                self.heartbeat_interval_seconds,
+                1..=3600,
+            )?),
+            sample_interval: Duration::from_secs(ranged(
+                "metrics_sample_seconds",
+                "CYGNET_METRICS_SAMPLE_SECONDS",
+                self.metrics_sample_seconds,
+                1..=86_400,
+            )?),
+            retention: Duration::from_secs(
+                3600 * ranged(
+                    "metrics_retention_hours",
+                    "CYGNET_METRICS_RETENTION_HOURS",
+                    self.metrics_retention_hours,
+                    1..=87_600,
+                )?,
+            ),
+        };
         Ok(ServerConfig {
             listen,
             data_dir: self.data_dir,
@@ -263,6 +333,7 @@ impl RawConfig {
             log_format,
             tls,
             shutdown_grace_seconds: self.shutdown_grace_seconds,
+            agents,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! Layers, outermost first (see `docs/architecture.md`): `grpc` (thin handlers) → `auth`
 //! (principal, tenant scope) → `domain` (validated types) → `store` (the only sea-orm code).
 
+pub mod agents;
 pub mod app;
 pub mod auth;
 pub mod bootstrap;

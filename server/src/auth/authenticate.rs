@@ -87,7 +87,7 @@ impl Authenticator {
     }
 }
 
-fn bearer_secret(metadata: &MetadataMap) -> Result<&str, AuthError> {
+pub(super) fn bearer_secret(metadata: &MetadataMap) -> Result<&str, AuthError> {
     let value = metadata
         .get("authorization")
         .ok_or_else(|| {

@@ -4,6 +4,7 @@
 //! A [`TenantScope`] or [`PlatformAdmin`] can only be made here, after the checks; the store's
 //! methods over tenant data take one, so every tenant query is filtered by construction.
 
+mod agent;
 mod authenticate;
 mod authorize;
 mod error;
@@ -11,6 +12,10 @@ mod permissions;
 mod scope;
 pub mod token;
 
+pub use agent::{
+    AGENT_CREDENTIAL_PREFIX, AGENT_UUID_METADATA, AgentAuthenticator, AuthenticatedAgent,
+    certificate_common_name,
+};
 pub use authenticate::{Authenticator, Principal};
 pub use authorize::Authorizer;
 pub use error::AuthError;

@@ -18,6 +18,14 @@ pub enum Action {
     ManageMembers,
     /// Remove a member; allowed in a deactivated customer, since taking access away is always safe.
     RemoveMember,
+    /// List and read agents, their metrics and registration tokens.
+    ReadAgents,
+    /// Create registration tokens and change agents.
+    ManageAgents,
+    /// Delete agents and revoke registration tokens; allowed in a deactivated customer.
+    RetireAgents,
+    /// Read the activity feed.
+    ReadActivity,
 }
 
 impl Action {
@@ -25,8 +33,12 @@ impl Action {
     pub fn allowed_roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Action::ReadCustomer | Action::ReadMembers => &[Admin, Devops, Developer, Qa, Viewer],
+            Action::ReadCustomer
+            | Action::ReadMembers
+            | Action::ReadAgents
+            | Action::ReadActivity => &[Admin, Devops, Developer, Qa, Viewer],
             Action::UpdateCustomer | Action::ManageMembers | Action::RemoveMember => &[Admin],
+            Action::ManageAgents | Action::RetireAgents => &[Admin, Devops],
             Action::ChangeCustomerStatus => &[],
         }
     }
@@ -34,7 +46,10 @@ impl Action {
     /// Whether the action creates or changes something, and so is refused (FAILED_PRECONDITION)
     /// while the customer is deactivated.
     pub fn needs_active_customer(self) -> bool {
-        matches!(self, Action::UpdateCustomer | Action::ManageMembers)
+        matches!(
+            self,
+            Action::UpdateCustomer | Action::ManageMembers | Action::ManageAgents
+        )
     }
 
     /// A short description for PERMISSION_DENIED messages, e.g. "manage members of".
@@ -46,6 +61,10 @@ impl Action {
             Action::ReadMembers => "list members of",
             Action::ManageMembers => "manage members of",
             Action::RemoveMember => "remove members from",
+            Action::ReadAgents => "read agents of",
+            Action::ManageAgents => "manage agents of",
+            Action::RetireAgents => "delete agents or revoke registration tokens of",
+            Action::ReadActivity => "read the activity of",
         }
     }
 }

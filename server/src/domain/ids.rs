@@ -51,6 +51,14 @@ id_type!(
     /// An API token id.
     TokenId
 );
+id_type!(
+    /// An agent id.
+    AgentId
+);
+id_type!(
+    /// A registration token id.
+    RegistrationTokenId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

@@ -3,6 +3,8 @@
 //! Wire types (protobuf) are converted into these at the gRPC edge, where validation turns bad
 //! input into INVALID_ARGUMENT; rows are converted into these inside `store/`.
 
+pub mod activity;
+pub mod agent;
 pub mod customer;
 pub mod ids;
 pub mod page;
@@ -10,8 +12,13 @@ pub mod role;
 pub mod user;
 pub mod validate;
 
+pub use activity::{ActivityEvent, NewActivity};
+pub use agent::{
+    Agent, AgentFigures, AgentFilter, AgentPatch, AgentRegistration, AgentStatus,
+    NewRegistrationToken, RegistrationToken,
+};
 pub use customer::{Customer, CustomerPatch, NewCustomer};
-pub use ids::{CustomerId, TokenId, UserId};
+pub use ids::{AgentId, CustomerId, RegistrationTokenId, TokenId, UserId};
 pub use page::{Page, PageRequest};
 pub use role::Role;
 pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};

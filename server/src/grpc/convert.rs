@@ -4,7 +4,10 @@ use chrono::{DateTime, Utc};
 use cygnet_proto::v1 as pb;
 use prost_types::Timestamp;
 
-use crate::domain::{ApiToken, Customer, Membership, Role, User, ValidationError};
+use crate::domain::{
+    ActivityEvent, Agent, AgentFigures, AgentStatus, ApiToken, Customer, Membership,
+    RegistrationToken, Role, User, ValidationError,
+};
 
 pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
     Some(Timestamp {
@@ -123,6 +126,92 @@ impl From<ApiToken> for pb::ApiToken {
             expires_at: token.expires_at.and_then(timestamp),
             last_used_at: token.last_used_at.and_then(timestamp),
             revoked_at: token.revoked_at.and_then(timestamp),
+        }
+    }
+}
+
+pub fn sample(figures: AgentFigures, at: DateTime<Utc>) -> pb::AgentSample {
+    pb::AgentSample {
+        sampled_at: timestamp(at),
+        cpu_percent: figures.cpu_percent,
+        memory_percent: figures.memory_percent,
+        memory_used_bytes: figures.memory_used_bytes,
+        memory_total_bytes: figures.memory_total_bytes,
+        disk_free_bytes: figures.disk_free_bytes,
+        load_average: figures.load_average,
+        running_jobs: figures.running_jobs,
+    }
+}
+
+/// The figures as the agent reported them; `AgentFigures::sanitized` makes them safe to keep.
+pub fn figures_from_heartbeat(heartbeat: &pb::Heartbeat) -> AgentFigures {
+    AgentFigures {
+        cpu_percent: heartbeat.cpu_percent,
+        memory_percent: heartbeat.memory_percent,
+        memory_used_bytes: heartbeat.memory_used_bytes,
+        memory_total_bytes: heartbeat.memory_total_bytes,
+        disk_free_bytes: heartbeat.disk_free_bytes,
+        load_average: heartbeat.load_average,
+        running_jobs: heartbeat.running_jobs,
+    }
+}
+
+impl From<Agent> for pb::Agent {
+    fn from(agent: Agent) -> Self {
+        pb::Agent {
+            id: agent.id.get(),
+            customer_id: agent.customer_id.get(),
+            uuid: agent.uuid,
+            name: agent.name,
+            location: agent.location,
+            labels: agent.labels,
+            hostname: agent.hostname,
+            os: agent.os,
+            arch: agent.arch,
+            version: agent.version,
+            max_concurrent_jobs: agent.max_concurrent_jobs,
+            enabled: agent.enabled,
+            status: match agent.status {
+                AgentStatus::Online => pb::AgentStatus::Online,
+                AgentStatus::Offline => pb::AgentStatus::Offline,
+            }
+            .into(),
+            last_seen_at: agent.last_seen_at.and_then(timestamp),
+            registered_at: timestamp(agent.registered_at),
+            updated_at: timestamp(agent.updated_at),
+            latest: agent.latest.map(|(figures, at)| sample(figures, at)),
+        }
+    }
+}
+
+impl From<RegistrationToken> for pb::RegistrationToken {
+    fn from(token: RegistrationToken) -> Self {
+        pb::RegistrationToken {
+            id: token.id.get(),
+            customer_id: token.customer_id.get(),
+            description: token.description,
+            token_prefix: token.token_prefix,
+            created_by: token.created_by.get(),
+            created_at: timestamp(token.created_at),
+            expires_at: token.expires_at.and_then(timestamp),
+            max_uses: token.max_uses,
+            use_count: token.use_count,
+            revoked_at: token.revoked_at.and_then(timestamp),
+        }
+    }
+}
+
+impl From<ActivityEvent> for pb::ActivityEvent {
+    fn from(event: ActivityEvent) -> Self {
+        pb::ActivityEvent {
+            id: event.id,
+            customer_id: event.customer_id.get(),
+            kind: event.kind,
+            subject_type: event.subject_type,
+            subject_id: event.subject_id,
+            message: event.message,
+            actor_user_id: event.actor.map_or(0, |actor| actor.get()),
+            created_at: timestamp(event.created_at),
         }
     }
 }

@@ -314,4 +314,29 @@ impl CustomerService for CustomerApi {
             next_page_token: page.next_page_token,
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_activity(
+        &self,
+        request: Request<pb::ListActivityRequest>,
+    ) -> Result<Response<pb::ListActivityResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let request_body = request.get_ref();
+        let customer_id = CustomerId::parse(request_body.customer_id, "customer_id")?;
+        let page = PageRequest::parse(request_body.page_size, &request_body.page_token)?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ReadActivity)
+            .await?;
+        let page = self.context.store.list_activity(&scope, page).await?;
+        Ok(Response::new(pb::ListActivityResponse {
+            events: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
 }

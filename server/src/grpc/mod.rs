@@ -3,15 +3,19 @@
 //! Handlers never touch sea-orm; errors of every layer become a `tonic::Status` in `status.rs`
 //! only.
 
+mod agent_stream;
+mod agents;
 mod convert;
 mod customers;
 mod status;
 mod users;
 
+pub use agents::AgentApi;
 pub use customers::CustomerApi;
 pub use users::UserApi;
 
-use crate::auth::{Authenticator, Authorizer};
+use crate::auth::{AgentAuthenticator, Authenticator, Authorizer};
+use crate::config::AgentSettings;
 use crate::store::Store;
 
 /// What every handler needs; cheap to clone.
@@ -20,13 +24,26 @@ pub struct ApiContext {
     pub store: Store,
     pub authenticator: Authenticator,
     pub authorizer: Authorizer,
+    pub agent_authenticator: AgentAuthenticator,
+    pub agent_settings: AgentSettings,
 }
 
 impl ApiContext {
-    pub fn new(store: Store) -> Self {
+    /// `require_client_certificates`: the server verifies client certificates (mTLS), so agents
+    /// must present one whose CN is their uuid.
+    pub fn new(
+        store: Store,
+        agent_settings: AgentSettings,
+        require_client_certificates: bool,
+    ) -> Self {
         Self {
             authenticator: Authenticator::new(store.clone()),
             authorizer: Authorizer::new(store.clone()),
+            agent_authenticator: AgentAuthenticator::new(
+                store.clone(),
+                require_client_certificates,
+            ),
+            agent_settings,
             store,
         }
     }

@@ -19,6 +19,7 @@ impl From<StoreError> for Status {
             StoreError::NotFound(message) => Status::not_found(message),
             StoreError::AlreadyExists(message) => Status::already_exists(message),
             StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
+            StoreError::Unauthenticated(message) => Status::unauthenticated(message),
             StoreError::Database(error) => database_status(error),
         }
     }

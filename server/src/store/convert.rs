@@ -73,3 +73,19 @@ impl TryFrom<user_customer::Model> for Membership {
         })
     }
 }
+
+/// A stored non-negative count as unsigned; a negative value (impossible through the API) reads
+/// as 0.
+pub(super) fn unsigned<T: TryInto<u64>>(value: T) -> u64 {
+    value.try_into().unwrap_or(0)
+}
+
+/// An unsigned figure as the signed 64-bit column it is stored in, saturating.
+pub(super) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// An unsigned count as a 32-bit column, saturating.
+pub(super) fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}

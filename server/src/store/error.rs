@@ -9,6 +9,9 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A credential checked inside a transaction (a registration token) did not authenticate.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("database error: {0}")]
     Database(#[from] DbErr),
 }

@@ -6,12 +6,16 @@
 //! transaction; nothing partial is ever committed.
 
 mod access;
+mod activity;
+mod agent_liveness;
+mod agents;
 mod connect;
 mod convert;
 mod customers;
 pub(crate) mod entities;
 mod error;
 mod memberships;
+mod registration_tokens;
 mod tokens;
 mod users;
 
@@ -22,6 +26,8 @@ use sea_orm::{
 };
 
 pub use access::CustomerAccess;
+pub use agent_liveness::HeartbeatRecord;
+pub use agents::FoundAgent;
 pub use connect::{DatabaseOptions, MigrationCommand};
 pub use error::StoreError;
 pub use tokens::AuthenticatedToken;

@@ -10,7 +10,7 @@ use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
 use cygnet_server::App;
-use cygnet_server::config::{LogFormat, ServerConfig};
+use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
 use cygnet_server::store::DatabaseOptions;
 use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
@@ -159,6 +159,10 @@ pub struct TestOptions {
     pub tls: Option<cygnet_server::config::TlsFiles>,
     /// Use this data directory instead of a fresh one (to restart on the same database).
     pub data_dir: Option<PathBuf>,
+    /// Heartbeat and metrics settings (tests that watch liveness use short intervals).
+    pub agents: AgentSettings,
+    /// Listen on this address instead of a fresh port (to restart where agents expect it).
+    pub listen: Option<SocketAddr>,
 }
 
 /// A running server with its own database.
@@ -198,7 +202,9 @@ impl TestServer {
             }
         };
         let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
+            listen: options
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
             data_dir: data_dir.clone(),
             database: DatabaseOptions {
                 url: url.clone(),
@@ -208,6 +214,7 @@ impl TestServer {
             log_format: LogFormat::Plain,
             tls: options.tls.clone(),
             shutdown_grace_seconds: 5,
+            agents: options.agents,
         };
         let mut server = Self::launch(config).await;
         server._temp_dir = temp_dir;
@@ -235,7 +242,9 @@ impl TestServer {
             .clone()
             .expect("restart needs the data directory");
         let config = ServerConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
+            listen: options
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
             data_dir,
             database: DatabaseOptions {
                 url: database_url.to_owned(),
@@ -245,6 +254,7 @@ impl TestServer {
             log_format: LogFormat::Plain,
             tls: None,
             shutdown_grace_seconds: 5,
+            agents: options.agents,
         };
         let mut server = Self::launch(config).await;
         server.connect_plaintext().await;

@@ -1,6 +1,11 @@
 //! sea-orm row types, one module per table. Only `store/` sees these.
 
+pub mod activity_event;
+pub mod agent;
+pub mod agent_label;
+pub mod agent_sample;
 pub mod api_token;
 pub mod customer;
+pub mod registration_token;
 pub mod user;
 pub mod user_customer;

@@ -1,0 +1,448 @@
+//! Agent configuration.
+//!
+//! The file is the original system's `appsettings.json` unchanged — an `"AgentConfiguration"`
+//! section (or the original agent's `"Agent"` section) — or a TOML file with the same section and
+//! keys. Environment variables override it in the .NET style: `AgentConfiguration__CustomerId=1`,
+//! `AgentConfiguration__Tls__CaCertificate=/etc/cygnet/ca.pem` (also with the `Agent__` prefix).
+//! Keys are case-insensitive. A missing or malformed key stops start-up with one line naming it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use config::{Value, ValueKind};
+
+/// Section names accepted in the file and as environment prefixes, in order of preference.
+const SECTIONS: [&str; 2] = ["AgentConfiguration", "Agent"];
+
+/// TLS settings for reaching the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// CA certificate (PEM) that signed the server's certificate; the system roots when unset.
+    pub ca_certificate: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mTLS; its CN must be the agent uuid.
+    pub client_certificate: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    pub client_key: Option<PathBuf>,
+}
+
+/// The validated agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub customer_id: i64,
+    pub agent_uuid: String,
+    pub server_url: String,
+    pub registration_token: Option<String>,
+    pub name: String,
+    pub location: String,
+    pub labels: Vec<String>,
+    pub work_directory: PathBuf,
+    pub state_directory: PathBuf,
+    pub max_concurrent_jobs: i32,
+    pub tls: TlsSettings,
+}
+
+/// A configuration problem, printed as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+fn key_error(key: &str, problem: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("AgentConfiguration:{key} {problem}"))
+}
+
+/// Lower-cased dotted key → value, from the file's section and the environment.
+struct Settings {
+    values: BTreeMap<String, Value>,
+}
+
+impl Settings {
+    fn raw(&self, key: &str) -> Option<&Value> {
+        self.values.get(&key.to_ascii_lowercase())
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.raw(key).map(|value| &value.kind) {
+            None | Some(ValueKind::Nil) => Ok(None),
+            Some(ValueKind::String(text)) => Ok(Some(text.clone())),
+            Some(ValueKind::I64(number)) => Ok(Some(number.to_string())),
+            Some(ValueKind::U64(number)) => Ok(Some(number.to_string())),
+            Some(ValueKind::Boolean(flag)) => Ok(Some(flag.to_string())),
+            Some(_) => Err(key_error(key, "must be a string")),
+        }
+    }
+
+    fn required_string(&self, key: &str) -> Result<String, ConfigError> {
+        self.string(key)?
+            .filter(|text| !text.trim().is_empty())
+            .ok_or_else(|| key_error(key, "is required"))
+    }
+
+    fn integer(&self, key: &str) -> Result<Option<i64>, ConfigError> {
+        match self.raw(key).map(|value| &value.kind) {
+            None | Some(ValueKind::Nil) => Ok(None),
+            Some(ValueKind::I64(number)) => Ok(Some(*number)),
+            Some(ValueKind::U64(number)) => i64::try_from(*number)
+                .map(Some)
+                .map_err(|_| key_error(key, "is too large")),
+            Some(ValueKind::String(text)) => text
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| key_error(key, format!("must be an integer, not {text:?}"))),
+            Some(_) => Err(key_error(key, "must be an integer")),
+        }
+    }
+
+    fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self
+            .string(key)?
+            .filter(|text| !text.trim().is_empty())
+            .map(PathBuf::from))
+    }
+
+    /// A list: a JSON/TOML array of strings, or one comma-separated string (environment).
+    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        match self.raw(key).map(|value| &value.kind) {
+            None | Some(ValueKind::Nil) => Ok(Vec::new()),
+            Some(ValueKind::String(text)) => Ok(text
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            Some(ValueKind::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| match &item.kind {
+                    ValueKind::String(text) => Ok(text.clone()),
+                    _ => Err(key_error(&format!("{key}[{index}]"), "must be a string")),
+                })
+                .collect(),
+            Some(_) => Err(key_error(key, "must be a list of strings")),
+        }
+    }
+}
+
+fn flatten(prefix: &str, value: Value, into: &mut BTreeMap<String, Value>) {
+    match value.kind {
+        ValueKind::Table(table) => {
+            for (key, value) in table {
+                let path = if prefix.is_empty() {
+                    key.to_ascii_lowercase()
+                } else {
+                    format!("{prefix}.{}", key.to_ascii_lowercase())
+                };
+                flatten(&path, value, into);
+            }
+        }
+        _ => {
+            into.insert(prefix.to_owned(), value);
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, Value>, ConfigError> {
+    if !path.is_file() {
+        return Err(ConfigError(format!(
+            "--config {}: file not found",
+            path.display()
+        )));
+    }
+    let format = match path.extension().and_then(|ext| ext.to_str()) {
+        Some(ext) if ext.eq_ignore_ascii_case("toml") => config::FileFormat::Toml,
+        _ => config::FileFormat::Json,
+    };
+    let root: Value = config::Config::builder()
+        .add_source(config::File::from(path).format(format))
+        .build()
+        .and_then(|built| built.try_deserialize())
+        .map_err(|error| ConfigError(format!("{}: {error}", path.display())))?;
+    let ValueKind::Table(table) = root.kind else {
+        return Err(ConfigError(format!("{}: not an object", path.display())));
+    };
+    let section = SECTIONS.iter().find_map(|name| {
+        table
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
+    });
+    let Some(section) = section else {
+        return Err(ConfigError(format!(
+            "{}: no \"AgentConfiguration\" (or \"Agent\") section",
+            path.display()
+        )));
+    };
+    let mut values = BTreeMap::new();
+    flatten("", section, &mut values);
+    Ok(values)
+}
+
+/// `AgentConfiguration__Tls__CaCertificate` → `tls.cacertificate`.
+fn environment_key(name: &str) -> Option<String> {
+    SECTIONS.iter().find_map(|section| {
+        let prefix = format!("{section}__");
+        (name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(&prefix))
+            .then(|| name[prefix.len()..].replace("__", ".").to_ascii_lowercase())
+    })
+}
+
+impl AgentConfig {
+    /// Loads the file (if any), applies the environment and validates.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<AgentConfig, ConfigError> {
+        let mut values = match file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        for (name, value) in environment {
+            if let Some(key) = environment_key(&name) {
+                values.insert(key, Value::new(None, ValueKind::String(value)));
+            }
+        }
+        Settings { values }.validate()
+    }
+}
+
+impl Settings {
+    fn validate(self) -> Result<AgentConfig, ConfigError> {
+        let customer_id = self
+            .integer("CustomerId")?
+            .ok_or_else(|| key_error("CustomerId", "is required"))?;
+        if customer_id <= 0 {
+            return Err(key_error("CustomerId", "must be a positive id"));
+        }
+        let agent_uuid = match self.string("AgentUuid")? {
+            Some(uuid) => uuid,
+            None => self
+                .string("Uuid")?
+                .ok_or_else(|| key_error("AgentUuid", "is required"))?,
+        };
+        let uuid_ok = !agent_uuid.is_empty()
+            && agent_uuid.len() <= 128
+            && agent_uuid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        if !uuid_ok {
+            return Err(key_error(
+                "AgentUuid",
+                "must be 1-128 characters of letters, digits, '.', '_', ':' and '-'",
+            ));
+        }
+        let server_url = self.required_string("ServerUrl")?;
+        if !(server_url.starts_with("http://") || server_url.starts_with("https://")) {
+            return Err(key_error(
+                "ServerUrl",
+                "must start with http:// or https://",
+            ));
+        }
+        let max_concurrent_jobs = self.integer("MaxConcurrentJobs")?.unwrap_or(1);
+        if !(1..=64).contains(&max_concurrent_jobs) {
+            return Err(key_error("MaxConcurrentJobs", "must be between 1 and 64"));
+        }
+        let tls = TlsSettings {
+            ca_certificate: self.path("Tls.CaCertificate")?,
+            client_certificate: self.path("Tls.ClientCertificate")?,
+            client_key: self.path("Tls.ClientKey")?,
+        };
+        for (key, path) in [
+            ("Tls:CaCertificate", &tls.ca_certificate),
+            ("Tls:ClientCertificate", &tls.client_certificate),
+            ("Tls:ClientKey", &tls.client_key),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(key_error(key, format!("file {} not found", path.display())));
+            }
+        }
+        if tls.client_certificate.is_some() != tls.client_key.is_some() {
+            return Err(key_error(
+                "Tls:ClientCertificate",
+                "and Tls:ClientKey must be set together",
+            ));
+        }
+        Ok(AgentConfig {
+            customer_id,
+            name: self.string("Name")?.unwrap_or_else(|| agent_uuid.clone()),
+            agent_uuid,
+            server_url,
+            registration_token: self.string("RegistrationToken")?.filter(|t| !t.is_empty()),
+            location: self.string("Location")?.unwrap_or_default(),
+            labels: self.list("Labels")?,
+            work_directory: self
+                .path("WorkDirectory")?
+                .unwrap_or_else(|| PathBuf::from("./cygnet-work")),
+            state_directory: self
+                .path("StateDirectory")?
+                .unwrap_or_else(|| PathBuf::from("./cygnet-agent-state")),
+            max_concurrent_jobs: max_concurrent_jobs as i32,
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_appsettings_json_loads_unchanged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(
+            dir.path(),
+            "appsettings.json",
+            r#"{"AgentConfiguration": {"CustomerId": 1, "AgentUuid": "acme-001", "ServerUrl": "http://api.cygnetci.com"}}"#,
+        );
+        let config = AgentConfig::load(Some(&file), env(&[])).expect("valid");
+        assert_eq!(config.customer_id, 1);
+        assert_eq!(config.agent_uuid, "acme-001");
+        assert_eq!(config.name, "acme-001");
+        assert_eq!(config.server_url, "http://api.cygnetci.com");
+        assert_eq!(config.max_concurrent_jobs, 1);
+        assert_eq!(config.registration_token, None);
+    }
+
+    #[test]
+    fn the_original_agent_section_and_environment_overrides() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(
+            dir.path(),
+            "appsettings.json",
+            r#"{"Logging": {}, "Agent": {"customerid": 3, "AgentUuid": "tech-001", "ServerUrl": "http://x", "Labels": ["linux", "docker"]}}"#,
+        );
+        let config = AgentConfig::load(
+            Some(&file),
+            env(&[
+                ("AgentConfiguration__CustomerId", "4"),
+                ("Agent__Location", "Staging"),
+                ("AGENTCONFIGURATION__MAXCONCURRENTJOBS", "3"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(config.customer_id, 4);
+        assert_eq!(config.location, "Staging");
+        assert_eq!(config.labels, ["linux", "docker"]);
+        assert_eq!(config.max_concurrent_jobs, 3);
+    }
+
+    #[test]
+    fn toml_and_environment_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(
+            dir.path(),
+            "agent.toml",
+            "[AgentConfiguration]\nCustomerId = 2\nAgentUuid = \"gc-1\"\nServerUrl = \"https://ci.example.com\"\nLabels = [\"arm\"]\n",
+        );
+        let config = AgentConfig::load(Some(&file), env(&[])).expect("toml");
+        assert_eq!(
+            (config.customer_id, config.labels.as_slice()),
+            (2, &["arm".to_owned()][..])
+        );
+        let config = AgentConfig::load(
+            None,
+            env(&[
+                ("AgentConfiguration__CustomerId", "9"),
+                ("AgentConfiguration__AgentUuid", "env-1"),
+                ("AgentConfiguration__ServerUrl", "http://localhost:50051"),
+                ("AgentConfiguration__Labels", "a, b"),
+            ]),
+        )
+        .expect("environment only");
+        assert_eq!(config.labels, ["a", "b"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (vec![], "CustomerId is required"),
+            (
+                vec![("AgentConfiguration__CustomerId", "one")],
+                "CustomerId must be an integer",
+            ),
+            (
+                vec![("AgentConfiguration__CustomerId", "0")],
+                "CustomerId must be a positive id",
+            ),
+            (
+                vec![("AgentConfiguration__CustomerId", "1")],
+                "AgentUuid is required",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a b"),
+                ],
+                "AgentUuid must be",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a"),
+                ],
+                "ServerUrl is required",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a"),
+                    ("AgentConfiguration__ServerUrl", "ftp://x"),
+                ],
+                "ServerUrl must start with",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a"),
+                    ("AgentConfiguration__ServerUrl", "http://x"),
+                    ("AgentConfiguration__MaxConcurrentJobs", "100"),
+                ],
+                "MaxConcurrentJobs must be between",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a"),
+                    ("AgentConfiguration__ServerUrl", "http://x"),
+                    (
+                        "AgentConfiguration__Tls__CaCertificate",
+                        "/nonexistent/ca.pem",
+                    ),
+                ],
+                "Tls:CaCertificate file /nonexistent/ca.pem not found",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let error = AgentConfig::load(None, env(&pairs))
+                .expect_err(expected)
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "{error:?} should contain {expected:?}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(dir.path(), "appsettings.json", r#"{"Other": {}}"#);
+        let error = AgentConfig::load(Some(&file), env(&[]))
+            .expect_err("no section")
+            .to_string();
+        assert!(error.contains("AgentConfiguration"), "{error}");
+        let file = write(dir.path(), "broken.json", "{not json");
+        assert!(AgentConfig::load(Some(&file), env(&[])).is_err());
+    }
+}

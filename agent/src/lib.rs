@@ -1,0 +1,14 @@
+//! `cygnet-agent`: the CygnetCI build-agent daemon.
+//!
+//! It reads the original system's `appsettings.json` shape (or TOML, or .NET-style environment
+//! variables), registers once for its customer and keeps the credential in its state directory,
+//! then holds one stream to the server: heartbeats with the host's real CPU/memory/disk figures
+//! up, commands down. It reconnects forever with capped, jittered exponential backoff.
+
+pub mod backoff;
+pub mod client;
+pub mod config;
+pub mod metrics;
+pub mod session;
+pub mod state;
+pub mod workdir;

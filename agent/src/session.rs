@@ -1,0 +1,328 @@
+//! Registering and holding the stream: the agent's life cycle.
+//!
+//! ```text
+//!   ┌──────────── no stored credential ───────────┐
+//!   ▼                                             │
+//! register ──▶ connect ──▶ heartbeat loop ──▶ stream ends ──▶ backoff ──┐
+//!   ▲             ▲                                                      │
+//!   │             └──────────────────────────────────────────────────────┘
+//!   └── credential refused (UNAUTHENTICATED): forget it, register again
+//! ```
+//! Each change of state is logged once, not once per retry.
+
+use std::time::{Duration, Instant};
+
+use cygnet_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::backoff::Backoff;
+use crate::config::AgentConfig;
+use crate::metrics::{HostFacts, HostMetrics};
+use crate::state::{AgentState, StateStore};
+
+/// Metadata naming the agent on Connect, next to its credential.
+const AGENT_UUID_METADATA: &str = "x-cygnet-agent-uuid";
+/// How long the server has to send Welcome after the stream opens.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a clean shutdown waits for the server to close its half of the stream.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Nothing the agent can do by retrying: fix the configuration.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// How a stream ended.
+enum StreamEnd {
+    /// The agent is shutting down; the stream was closed cleanly.
+    Shutdown,
+    /// The server ended the stream (with a reason).
+    Closed(Status),
+}
+
+/// Logs a state only when it differs from the previous one.
+#[derive(Default)]
+struct StateLog {
+    last: Option<String>,
+}
+
+impl StateLog {
+    fn info(&mut self, state: String) {
+        if self.last.as_deref() != Some(state.as_str()) {
+            tracing::info!("{state}");
+            self.last = Some(state);
+        }
+    }
+
+    fn warn(&mut self, state: String) {
+        if self.last.as_deref() != Some(state.as_str()) {
+            tracing::warn!("{state}");
+            self.last = Some(state);
+        }
+    }
+}
+
+/// The running agent.
+pub struct Agent {
+    config: AgentConfig,
+    endpoint: Endpoint,
+    states: StateStore,
+    metrics: HostMetrics,
+    log: StateLog,
+}
+
+impl Agent {
+    /// Checks that the agent can start: with no stored credential for this identity it needs a
+    /// registration token.
+    pub fn new(config: AgentConfig, metrics: HostMetrics) -> Result<Self, AgentError> {
+        let states = StateStore::open(&config.state_directory).map_err(|error| {
+            AgentError::Fatal(format!(
+                "AgentConfiguration:StateDirectory {}: {error}",
+                config.state_directory.display()
+            ))
+        })?;
+        let endpoint = crate::client::endpoint(&config)
+            .map_err(|error| AgentError::Fatal(format!("{error:#}")))?;
+        let agent = Self {
+            config,
+            endpoint,
+            states,
+            metrics,
+            log: StateLog::default(),
+        };
+        if agent.stored_state().is_none() && agent.config.registration_token.is_none() {
+            return Err(AgentError::Fatal(
+                "AgentConfiguration:RegistrationToken is required: this agent has no stored credential yet".into(),
+            ));
+        }
+        Ok(agent)
+    }
+
+    fn stored_state(&self) -> Option<AgentState> {
+        self.states.load().filter(|state| {
+            state.matches(
+                self.config.customer_id,
+                &self.config.agent_uuid,
+                &self.config.server_url,
+            )
+        })
+    }
+
+    /// Runs until `shutdown` turns true. Returns an error only for conditions retrying cannot
+    /// fix.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+        let mut backoff = Backoff::default();
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let outcome = self.attempt(&mut shutdown, &mut backoff).await;
+            match outcome {
+                Ok(StreamEnd::Shutdown) => {
+                    tracing::info!("stream closed; agent stopping");
+                    return Ok(());
+                }
+                Ok(StreamEnd::Closed(status)) => {
+                    self.log
+                        .warn(format!("disconnected by the server: {}", status.message()));
+                }
+                Err(status) if status.code() == Code::Unauthenticated => {
+                    self.log
+                        .warn(format!("credential refused: {}", status.message()));
+                    if let Err(error) = self.states.clear() {
+                        tracing::warn!(%error, "could not forget the refused credential");
+                    }
+                    if self.config.registration_token.is_none() {
+                        return Err(AgentError::Fatal(format!(
+                            "the server refused this agent's credential ({}) and no AgentConfiguration:RegistrationToken is configured to register again",
+                            status.message()
+                        )));
+                    }
+                }
+                Err(status) => {
+                    self.log.warn(describe_failure(&status));
+                }
+            }
+            let delay = backoff.next_delay();
+            tracing::debug!(
+                delay_ms = delay.as_millis() as u64,
+                "reconnecting after backoff"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// One try: register if needed, connect, run the stream.
+    async fn attempt(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<StreamEnd, Status> {
+        let channel = self.endpoint.connect().await.map_err(|error| {
+            Status::unavailable(format!("cannot reach {}: {error}", self.config.server_url))
+        })?;
+        let state = match self.stored_state() {
+            Some(state) => state,
+            None => self.register(channel.clone()).await?,
+        };
+        self.stream(channel, &state, shutdown, backoff).await
+    }
+
+    async fn register(&mut self, channel: Channel) -> Result<AgentState, Status> {
+        let Some(registration_token) = self.config.registration_token.clone() else {
+            return Err(Status::unauthenticated("no registration token configured"));
+        };
+        let facts = HostFacts::read();
+        let response = AgentServiceClient::new(channel)
+            .register_agent(pb::RegisterAgentRequest {
+                customer_id: self.config.customer_id,
+                uuid: self.config.agent_uuid.clone(),
+                name: self.config.name.clone(),
+                location: self.config.location.clone(),
+                labels: self.config.labels.clone(),
+                hostname: facts.hostname,
+                os: facts.os,
+                arch: facts.arch,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                max_concurrent_jobs: self.config.max_concurrent_jobs,
+                registration_token,
+            })
+            .await
+            .map_err(|status| match status.code() {
+                // A refused registration: retried with backoff (an operator may fix the token or
+                // reactivate the customer) but reported clearly.
+                Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::AlreadyExists
+                | Code::PermissionDenied
+                | Code::Unauthenticated => Status::new(
+                    Code::Aborted,
+                    format!(
+                        "registration refused ({:?}): {}",
+                        status.code(),
+                        status.message()
+                    ),
+                ),
+                _ => status,
+            })?
+            .into_inner();
+        let state = AgentState {
+            agent_id: response.agent_id,
+            customer_id: self.config.customer_id,
+            agent_uuid: self.config.agent_uuid.clone(),
+            server_url: self.config.server_url.clone(),
+            credential: response.credential,
+        };
+        self.states
+            .save(&state)
+            .map_err(|error| Status::internal(format!("cannot store the credential: {error}")))?;
+        self.log.info(format!(
+            "registered as agent {} of customer {}",
+            state.agent_id, state.customer_id
+        ));
+        Ok(state)
+    }
+
+    async fn stream(
+        &mut self,
+        channel: Channel,
+        state: &AgentState,
+        shutdown: &mut watch::Receiver<bool>,
+        backoff: &mut Backoff,
+    ) -> Result<StreamEnd, Status> {
+        let (outgoing, outgoing_stream) = mpsc::channel::<pb::ConnectRequest>(8);
+        let mut request = Request::new(ReceiverStream::new(outgoing_stream));
+        let bearer = format!("Bearer {}", state.credential)
+            .parse()
+            .map_err(|_| Status::unauthenticated("stored credential is not valid metadata"))?;
+        request.metadata_mut().insert("authorization", bearer);
+        let uuid = state
+            .agent_uuid
+            .parse()
+            .map_err(|_| Status::invalid_argument("agent uuid is not valid metadata"))?;
+        request.metadata_mut().insert(AGENT_UUID_METADATA, uuid);
+        let mut inbound = AgentServiceClient::new(channel)
+            .connect(request)
+            .await?
+            .into_inner();
+
+        let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(pb::ConnectResponse {
+                command: Some(pb::connect_response::Command::Welcome(welcome)),
+            }))) => welcome,
+            Ok(Ok(_)) => {
+                return Err(Status::internal(
+                    "server did not start the stream with Welcome",
+                ));
+            }
+            Ok(Err(status)) => return Err(status),
+            Err(_) => return Err(Status::deadline_exceeded("no Welcome from the server")),
+        };
+        if welcome.customer_id != self.config.customer_id {
+            return Err(Status::unauthenticated(format!(
+                "server says this agent belongs to customer {}, configured CustomerId is {}",
+                welcome.customer_id, self.config.customer_id
+            )));
+        }
+        let interval = Duration::from_secs(
+            u64::try_from(welcome.heartbeat_interval_seconds.max(1)).unwrap_or(10),
+        );
+        self.log.info(format!(
+            "connected to {} as agent {} (heartbeat every {} s)",
+            self.config.server_url,
+            welcome.agent_id,
+            interval.as_secs()
+        ));
+        let connected_at = Instant::now();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let heartbeat = self.metrics.heartbeat(0);
+                    let message = pb::ConnectRequest {
+                        message: Some(pb::connect_request::Message::Heartbeat(heartbeat)),
+                    };
+                    if outgoing.send(message).await.is_err() {
+                        return Err(Status::unavailable("stream closed while sending"));
+                    }
+                    if connected_at.elapsed() >= interval {
+                        backoff.reset();
+                    }
+                }
+                message = inbound.message() => match message {
+                    Ok(Some(_command)) => {}
+                    Ok(None) => return Ok(StreamEnd::Closed(Status::unavailable("server closed the stream"))),
+                    Err(status) if matches!(status.code(), Code::Unauthenticated) => return Err(status),
+                    Err(status) => return Ok(StreamEnd::Closed(status)),
+                },
+                _ = shutdown.changed() => {
+                    // Close our half; the server marks the agent offline at once and ends its half.
+                    drop(outgoing);
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                        while let Ok(Some(_)) = inbound.message().await {}
+                    })
+                    .await;
+                    return Ok(StreamEnd::Shutdown);
+                }
+            }
+        }
+    }
+}
+
+fn describe_failure(status: &Status) -> String {
+    match status.code() {
+        Code::Unavailable => format!("server unreachable: {}", status.message()),
+        Code::Aborted => status.message().to_owned(),
+        code => format!("connection failed ({code:?}): {}", status.message()),
+    }
+}

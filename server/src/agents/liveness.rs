@@ -1,0 +1,93 @@
+//! The background task behind agent liveness. Every heartbeat interval it persists the figures
+//! that arrived (one transaction for all agents), ends streams that went silent, and marks
+//! offline agents whose server vanished without saying so; hourly it prunes old history. On
+//! shutdown it saves what is left and marks this server's agents offline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::Status;
+
+use super::AgentHub;
+use crate::config::AgentSettings;
+use crate::store::{Store, now};
+
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Starts the task; it ends after `shutdown` turns true, once agents are marked offline.
+pub fn spawn_liveness_task(
+    hub: Arc<AgentHub>,
+    store: Store,
+    settings: AgentSettings,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => run_once(&hub, &store, &settings).await,
+                _ = prune.tick() => prune_history(&store, &settings).await,
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        save_figures(&hub, &store, &settings).await;
+        let status = Status::unavailable("server shutting down");
+        for (agent, connection_id) in hub.disconnect_all(&status) {
+            if let Err(error) = store
+                .mark_agent_offline(&agent, connection_id, now(), "server shutting down")
+                .await
+            {
+                tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
+            }
+        }
+    })
+}
+
+async fn run_once(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
+    save_figures(hub, store, settings).await;
+    let offline_after = settings.offline_after();
+    for (agent, connection_id) in hub.expire_silent(offline_after) {
+        let reason = format!("no heartbeat for {} s", offline_after.as_secs());
+        tracing::info!(agent_id = agent.agent_id().get(), customer_id = agent.customer_id().get(), %reason, "agent offline");
+        if let Err(error) = store
+            .mark_agent_offline(&agent, connection_id, now(), &reason)
+            .await
+        {
+            tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
+        }
+    }
+    let at = now();
+    let cutoff = at - offline_after;
+    match store.sweep_stale_agents(cutoff, at).await {
+        Ok(0) => {}
+        Ok(swept) => tracing::info!(swept, "marked agents without recent heartbeats offline"),
+        Err(error) => tracing::warn!(%error, "could not sweep stale agents"),
+    }
+}
+
+async fn save_figures(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
+    let records = hub.take_unsaved(settings.sample_interval);
+    if let Err(error) = store.save_heartbeats(&records).await {
+        tracing::warn!(%error, agents = records.len(), "could not save agent heartbeats");
+    }
+}
+
+async fn prune_history(store: &Store, settings: &AgentSettings) {
+    let Ok(retention) = chrono::Duration::from_std(settings.retention) else {
+        return;
+    };
+    match store.prune_agent_samples(now() - retention).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "pruned agent metrics history"),
+        Err(error) => tracing::warn!(%error, "could not prune agent metrics history"),
+    }
+}

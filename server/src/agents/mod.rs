@@ -1,0 +1,8 @@
+//! Connected agents: the in-memory hub of open streams and latest figures, and the background
+//! task that persists figures, expires silent agents and prunes history.
+
+mod hub;
+mod liveness;
+
+pub use hub::{AgentHub, SessionTicket};
+pub use liveness::spawn_liveness_task;

@@ -1,0 +1,222 @@
+//! The agent side of `AgentService`: RegisterAgent and the Connect stream.
+
+use std::pin::Pin;
+
+use cygnet_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::agents::AgentApi;
+use super::convert;
+use crate::auth::{AGENT_CREDENTIAL_PREFIX, AuthenticatedAgent, certificate_common_name, token};
+use crate::domain::agent::{host_fact, labels, max_concurrent_jobs, uuid};
+use crate::domain::validate::optional_line;
+use crate::domain::{AgentFigures, AgentRegistration, CustomerId, ValidationError};
+use crate::store::now;
+
+/// The server → agent half of a Connect stream.
+pub type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
+
+/// Commands buffered per stream before the sender waits.
+const COMMAND_BUFFER: usize = 32;
+
+/// The CN of the client certificate the request came with, if any.
+fn client_certificate_cn<T>(request: &Request<T>) -> Option<String> {
+    let certificates = request.peer_certs()?;
+    certificates
+        .first()
+        .and_then(|leaf| certificate_common_name(leaf.as_ref()))
+}
+
+impl TryFrom<&pb::RegisterAgentRequest> for AgentRegistration {
+    type Error = ValidationError;
+
+    fn try_from(request: &pb::RegisterAgentRequest) -> Result<Self, ValidationError> {
+        let uuid = uuid("uuid", &request.uuid)?;
+        let name = if request.name.is_empty() {
+            uuid.clone()
+        } else {
+            optional_line("name", &request.name, 200)?
+        };
+        Ok(AgentRegistration {
+            customer_id: CustomerId::parse(request.customer_id, "customer_id")?,
+            name,
+            location: optional_line("location", &request.location, 200)?,
+            labels: labels("labels", &request.labels)?,
+            hostname: host_fact("hostname", &request.hostname)?,
+            os: host_fact("os", &request.os)?,
+            arch: host_fact("arch", &request.arch)?,
+            version: host_fact("version", &request.version)?,
+            max_concurrent_jobs: max_concurrent_jobs(
+                "max_concurrent_jobs",
+                request.max_concurrent_jobs,
+                true,
+            )?,
+            uuid,
+        })
+    }
+}
+
+fn heartbeat_interval_seconds(api: &AgentApi) -> i32 {
+    i32::try_from(api.context.agent_settings.heartbeat_interval.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, uuid = %request.get_ref().uuid))]
+pub(super) async fn register_agent(
+    api: &AgentApi,
+    request: Request<pb::RegisterAgentRequest>,
+) -> Result<Response<pb::RegisterAgentResponse>, Status> {
+    let body = request.get_ref();
+    let registration = AgentRegistration::try_from(body)?;
+    if body.registration_token.is_empty() {
+        return Err(ValidationError::new("registration_token", "is required").into());
+    }
+    if body.registration_token.len() > 256 {
+        return Err(
+            ValidationError::new("registration_token", "must be at most 256 characters").into(),
+        );
+    }
+    api.context.agent_authenticator.check_client_certificate(
+        client_certificate_cn(&request).as_deref(),
+        &registration.uuid,
+    )?;
+    let credential = token::generate(AGENT_CREDENTIAL_PREFIX);
+    let registered = api
+        .context
+        .store
+        .register_agent(
+            registration,
+            &token::hash(&body.registration_token),
+            &credential.hash,
+        )
+        .await?;
+    // A re-registration replaced the credential: a stream still open with the old one ends.
+    if !registered.created {
+        api.hub.disconnect(
+            registered.agent_id,
+            Status::unauthenticated("agent registered again; its old credential was revoked"),
+        );
+    }
+    tracing::info!(
+        agent_id = registered.agent_id.get(),
+        created = registered.created,
+        "agent registered"
+    );
+    Ok(Response::new(pb::RegisterAgentResponse {
+        agent_id: registered.agent_id.get(),
+        credential: credential.secret,
+        heartbeat_interval_seconds: heartbeat_interval_seconds(api),
+    }))
+}
+
+#[tracing::instrument(skip_all)]
+pub(super) async fn connect(
+    api: &AgentApi,
+    request: Request<Streaming<pb::ConnectRequest>>,
+) -> Result<Response<ConnectStream>, Status> {
+    let certificate_cn = client_certificate_cn(&request);
+    let agent = api
+        .context
+        .agent_authenticator
+        .authenticate(request.metadata(), certificate_cn.as_deref())
+        .await?;
+    let inbound = request.into_inner();
+    let ticket = api.hub.attach(agent.clone());
+    let connected_at = now();
+    if let Err(error) = api
+        .context
+        .store
+        .mark_agent_online(
+            &agent,
+            ticket.connection_id,
+            connected_at,
+            api.context.online_cutoff(),
+        )
+        .await
+    {
+        api.hub.detach(agent.agent_id(), ticket.connection_id);
+        return Err(error.into());
+    }
+    tracing::info!(
+        agent_id = agent.agent_id().get(),
+        customer_id = agent.customer_id().get(),
+        "agent connected"
+    );
+    let (commands, outbound) = mpsc::channel(COMMAND_BUFFER);
+    let welcome = pb::ConnectResponse {
+        command: Some(pb::connect_response::Command::Welcome(pb::Welcome {
+            agent_id: agent.agent_id().get(),
+            customer_id: agent.customer_id().get(),
+            heartbeat_interval_seconds: heartbeat_interval_seconds(api),
+            server_time: convert::timestamp(connected_at),
+        })),
+    };
+    // Cannot fail: the channel is new and empty.
+    let _ = commands.try_send(Ok(welcome));
+    tokio::spawn(read_agent_stream(
+        api.clone(),
+        agent,
+        ticket,
+        inbound,
+        commands,
+    ));
+    Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+}
+
+/// Reads what the agent sends until the stream ends or the hub ends the session, then marks the
+/// agent offline if this stream was still its current one.
+async fn read_agent_stream(
+    api: AgentApi,
+    agent: AuthenticatedAgent,
+    ticket: crate::agents::SessionTicket,
+    mut inbound: Streaming<pb::ConnectRequest>,
+    commands: mpsc::Sender<Result<pb::ConnectResponse, Status>>,
+) {
+    let connection_id = ticket.connection_id;
+    let mut kicked = ticket.kicked;
+    let mut warned_about_figures = false;
+    let reason = loop {
+        tokio::select! {
+            status = &mut kicked => {
+                // The hub already removed the session and records the outcome itself.
+                if let Ok(status) = status {
+                    let _ = commands.try_send(Err(status));
+                }
+                break None;
+            }
+            message = inbound.message() => match message {
+                Ok(Some(pb::ConnectRequest { message: Some(pb::connect_request::Message::Heartbeat(heartbeat)) })) => {
+                    let (figures, adjusted) = AgentFigures::sanitized(convert::figures_from_heartbeat(&heartbeat));
+                    if adjusted && !warned_about_figures {
+                        warned_about_figures = true;
+                        tracing::warn!(agent_id = agent.agent_id().get(), "agent reported out-of-range figures; they were clamped");
+                    }
+                    api.hub.heartbeat(agent.agent_id(), connection_id, figures, now());
+                }
+                Ok(Some(pb::ConnectRequest { message: None })) => {}
+                Ok(None) => break Some("stream closed by the agent"),
+                Err(_) => break Some("connection lost"),
+            },
+        }
+    };
+    if let Some(reason) = reason
+        && api.hub.detach(agent.agent_id(), connection_id)
+    {
+        tracing::info!(
+            agent_id = agent.agent_id().get(),
+            customer_id = agent.customer_id().get(),
+            reason,
+            "agent disconnected"
+        );
+        if let Err(error) = api
+            .context
+            .store
+            .mark_agent_offline(&agent, connection_id, now(), reason)
+            .await
+        {
+            tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
+        }
+    }
+}

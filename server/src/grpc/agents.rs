@@ -1,0 +1,402 @@
+//! `cygnet.v1.AgentService`, operator side: registration tokens and agents.
+
+use std::sync::Arc;
+
+use cygnet_proto::v1::{self as pb, agent_service_server::AgentService};
+use tonic::{Request, Response, Status};
+
+use super::{ApiContext, convert};
+use crate::agents::AgentHub;
+use crate::auth::{Action, token};
+use crate::domain::agent::{labels, max_concurrent_jobs};
+use crate::domain::validate::{optional_line, required_line};
+use crate::domain::{
+    Agent, AgentFilter, AgentId, AgentPatch, AgentStatus, CustomerId, NewRegistrationToken,
+    PageRequest, RegistrationTokenId, ValidationError,
+};
+use crate::store::now;
+
+/// Prefix of registration token secrets.
+pub const REGISTRATION_TOKEN_PREFIX: &str = "cygr_";
+/// Most samples one GetAgentMetrics returns.
+const MAX_METRIC_SAMPLES: u64 = 10_000;
+
+/// Overlays what this server knows live about a connected agent: it is online, and its figures
+/// are the ones just received (the database copy is up to one heartbeat interval older).
+pub(super) fn overlay_live(hub: &AgentHub, agent: &mut Agent) {
+    if !hub.is_connected(agent.id) {
+        return;
+    }
+    agent.status = AgentStatus::Online;
+    if let Some((figures, at)) = hub.latest(agent.id) {
+        agent.latest = Some((figures, at));
+        agent.last_seen_at = Some(agent.last_seen_at.map_or(at, |seen| seen.max(at)));
+    }
+}
+
+impl TryFrom<&pb::CreateRegistrationTokenRequest> for NewRegistrationToken {
+    type Error = ValidationError;
+
+    fn try_from(request: &pb::CreateRegistrationTokenRequest) -> Result<Self, ValidationError> {
+        let expires_at = request
+            .expires_at
+            .as_ref()
+            .map(|value| convert::parse_timestamp("expires_at", value))
+            .transpose()?;
+        if expires_at.is_some_and(|expires_at| expires_at <= now()) {
+            return Err(ValidationError::new("expires_at", "must be in the future"));
+        }
+        if request.max_uses < 0 {
+            return Err(ValidationError::new(
+                "max_uses",
+                "must be 0 (unlimited) or positive",
+            ));
+        }
+        Ok(NewRegistrationToken {
+            description: optional_line("description", &request.description, 200)?,
+            expires_at,
+            max_uses: request.max_uses,
+        })
+    }
+}
+
+impl TryFrom<&pb::UpdateAgentRequest> for AgentPatch {
+    type Error = ValidationError;
+
+    fn try_from(request: &pb::UpdateAgentRequest) -> Result<Self, ValidationError> {
+        Ok(AgentPatch {
+            name: request
+                .name
+                .as_deref()
+                .map(|name| required_line("name", name, 200))
+                .transpose()?,
+            location: request
+                .location
+                .as_deref()
+                .map(|location| optional_line("location", location, 200))
+                .transpose()?,
+            labels: request
+                .set_labels
+                .then(|| labels("labels", &request.labels))
+                .transpose()?,
+            enabled: request.enabled,
+            max_concurrent_jobs: request
+                .max_concurrent_jobs
+                .map(|max| max_concurrent_jobs("max_concurrent_jobs", max, false))
+                .transpose()?,
+        })
+    }
+}
+
+fn parse_status_filter(value: i32) -> Result<Option<AgentStatus>, ValidationError> {
+    match pb::AgentStatus::try_from(value) {
+        Ok(pb::AgentStatus::Unspecified) => Ok(None),
+        Ok(pb::AgentStatus::Online) => Ok(Some(AgentStatus::Online)),
+        Ok(pb::AgentStatus::Offline) => Ok(Some(AgentStatus::Offline)),
+        Err(_) => Err(ValidationError::new(
+            "status",
+            format!("has unknown value {value}"),
+        )),
+    }
+}
+
+impl ApiContext {
+    /// The moment before which a stored `online` counts as stale.
+    pub(super) fn online_cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        let offline_after = chrono::Duration::from_std(self.agent_settings.offline_after())
+            .unwrap_or(chrono::Duration::seconds(30));
+        now() - offline_after
+    }
+}
+
+/// Handler of `AgentService`. The agent side (RegisterAgent, Connect) is in `agent_stream.rs`.
+#[derive(Clone)]
+pub struct AgentApi {
+    pub(super) context: ApiContext,
+    pub(super) hub: Arc<AgentHub>,
+}
+
+impl AgentApi {
+    pub fn new(context: ApiContext, hub: Arc<AgentHub>) -> Self {
+        Self { context, hub }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    type ConnectStream = super::agent_stream::ConnectStream;
+
+    async fn register_agent(
+        &self,
+        request: Request<pb::RegisterAgentRequest>,
+    ) -> Result<Response<pb::RegisterAgentResponse>, Status> {
+        super::agent_stream::register_agent(self, request).await
+    }
+
+    async fn connect(
+        &self,
+        request: Request<tonic::Streaming<pb::ConnectRequest>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        super::agent_stream::connect(self, request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn create_registration_token(
+        &self,
+        request: Request<pb::CreateRegistrationTokenRequest>,
+    ) -> Result<Response<pb::CreateRegistrationTokenResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let new = NewRegistrationToken::try_from(body)?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ManageAgents)
+            .await?;
+        let secret = token::generate(REGISTRATION_TOKEN_PREFIX);
+        let created = self
+            .context
+            .store
+            .create_registration_token(&scope, new, &secret)
+            .await?;
+        tracing::info!(token_id = created.id.get(), "registration token created");
+        Ok(Response::new(pb::CreateRegistrationTokenResponse {
+            token: Some(created.into()),
+            secret: secret.secret,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_registration_tokens(
+        &self,
+        request: Request<pb::ListRegistrationTokensRequest>,
+    ) -> Result<Response<pb::ListRegistrationTokensResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ReadAgents)
+            .await?;
+        let page = self
+            .context
+            .store
+            .list_registration_tokens(&scope, page)
+            .await?;
+        Ok(Response::new(pb::ListRegistrationTokensResponse {
+            tokens: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn revoke_registration_token(
+        &self,
+        request: Request<pb::RevokeRegistrationTokenRequest>,
+    ) -> Result<Response<pb::RevokeRegistrationTokenResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let token_id = RegistrationTokenId::parse(body.token_id, "token_id")?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::RetireAgents)
+            .await?;
+        let revoked = self
+            .context
+            .store
+            .revoke_registration_token(&scope, token_id)
+            .await?;
+        tracing::info!(token_id = token_id.get(), "registration token revoked");
+        Ok(Response::new(pb::RevokeRegistrationTokenResponse {
+            token: Some(revoked.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let filter = AgentFilter {
+            status: parse_status_filter(body.status)?,
+            labels: labels("labels", &body.labels)?,
+        };
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ReadAgents)
+            .await?;
+        let page = self
+            .context
+            .store
+            .list_agents(&scope, &filter, page, self.context.online_cutoff())
+            .await?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: page
+                .items
+                .into_iter()
+                .map(|mut agent| {
+                    overlay_live(&self.hub, &mut agent);
+                    agent.into()
+                })
+                .collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_agent(
+        &self,
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::GetAgentResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ReadAgents)
+            .await?;
+        let mut agent = self
+            .context
+            .store
+            .get_agent(&scope, agent_id, self.context.online_cutoff())
+            .await?;
+        overlay_live(&self.hub, &mut agent);
+        Ok(Response::new(pb::GetAgentResponse {
+            agent: Some(agent.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn update_agent(
+        &self,
+        request: Request<pb::UpdateAgentRequest>,
+    ) -> Result<Response<pb::UpdateAgentResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        let patch = AgentPatch::try_from(body)?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ManageAgents)
+            .await?;
+        let mut agent = self
+            .context
+            .store
+            .update_agent(&scope, agent_id, patch, self.context.online_cutoff())
+            .await?;
+        overlay_live(&self.hub, &mut agent);
+        Ok(Response::new(pb::UpdateAgentResponse {
+            agent: Some(agent.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn delete_agent(
+        &self,
+        request: Request<pb::DeleteAgentRequest>,
+    ) -> Result<Response<pb::DeleteAgentResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::RetireAgents)
+            .await?;
+        self.context.store.delete_agent(&scope, agent_id).await?;
+        self.hub
+            .disconnect(agent_id, Status::unauthenticated("agent was deleted"));
+        tracing::info!(agent_id = agent_id.get(), "agent deleted");
+        Ok(Response::new(pb::DeleteAgentResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_agent_metrics(
+        &self,
+        request: Request<pb::GetAgentMetricsRequest>,
+    ) -> Result<Response<pb::GetAgentMetricsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        let end = match &body.end_time {
+            Some(end) => convert::parse_timestamp("end_time", end)?,
+            None => now(),
+        };
+        let start = match &body.start_time {
+            Some(start) => convert::parse_timestamp("start_time", start)?,
+            None => end - chrono::Duration::hours(1),
+        };
+        if start >= end {
+            return Err(ValidationError::new("start_time", "must be before end_time").into());
+        }
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ReadAgents)
+            .await?;
+        let (samples, truncated) = self
+            .context
+            .store
+            .agent_samples(&scope, agent_id, start, end, MAX_METRIC_SAMPLES)
+            .await?;
+        Ok(Response::new(pb::GetAgentMetricsResponse {
+            samples: samples
+                .into_iter()
+                .map(|(figures, at)| convert::sample(figures, at))
+                .collect(),
+            truncated,
+            sample_interval_seconds: i32::try_from(
+                self.context.agent_settings.sample_interval.as_secs(),
+            )
+            .unwrap_or(i32::MAX),
+        }))
+    }
+}

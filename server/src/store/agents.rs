@@ -1,0 +1,485 @@
+//! Agents: registration, reads and operator changes. Liveness lives in `agent_liveness.rs`.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+};
+
+use super::entities::{agent, agent_label, customer, registration_token};
+use super::{Store, StoreError, activity, convert, now};
+use crate::auth::{AuthenticatedAgent, TenantScope};
+use crate::domain::{
+    Agent, AgentFigures, AgentFilter, AgentId, AgentPatch, AgentRegistration, AgentStatus,
+    CustomerId, NewActivity, Page, PageRequest,
+};
+
+/// An agent found by its credential hash, for authentication.
+#[derive(Debug, Clone)]
+pub struct FoundAgent {
+    pub agent: AuthenticatedAgent,
+    pub credential_hash: String,
+}
+
+/// What registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    pub agent_id: AgentId,
+    /// False when an existing agent (same uuid, same customer) was re-registered.
+    pub created: bool,
+}
+
+/// Converts a row; `online_cutoff` turns an `online` row whose last heartbeat is older than that
+/// into `offline` (its server may have died without saying so).
+pub(super) fn agent_from_row(
+    row: agent::Model,
+    labels: Vec<String>,
+    online_cutoff: DateTime<Utc>,
+) -> Result<Agent, StoreError> {
+    let stored = AgentStatus::from_db(&row.status).ok_or_else(|| {
+        sea_orm::DbErr::Custom(format!("unknown agent status {:?} in database", row.status))
+    })?;
+    let fresh = row.last_seen_at.is_some_and(|seen| seen >= online_cutoff);
+    let status = if stored == AgentStatus::Online && fresh {
+        AgentStatus::Online
+    } else {
+        AgentStatus::Offline
+    };
+    let latest = match (
+        row.cpu_percent,
+        row.memory_percent,
+        row.memory_used_bytes,
+        row.memory_total_bytes,
+        row.disk_free_bytes,
+        row.load_average,
+        row.last_seen_at,
+    ) {
+        (Some(cpu), Some(memory), Some(used), Some(total), Some(disk), Some(load), Some(at)) => {
+            Some((
+                AgentFigures {
+                    cpu_percent: cpu,
+                    memory_percent: memory,
+                    memory_used_bytes: convert::unsigned(used),
+                    memory_total_bytes: convert::unsigned(total),
+                    disk_free_bytes: convert::unsigned(disk),
+                    load_average: load,
+                    running_jobs: u32::try_from(row.running_jobs).unwrap_or(0),
+                },
+                at,
+            ))
+        }
+        _ => None,
+    };
+    Ok(Agent {
+        id: AgentId::from_db(row.id),
+        customer_id: CustomerId::from_db(row.customer_id),
+        uuid: row.uuid,
+        name: row.name,
+        location: row.location,
+        labels,
+        hostname: row.hostname,
+        os: row.os,
+        arch: row.arch,
+        version: row.version,
+        max_concurrent_jobs: row.max_concurrent_jobs,
+        enabled: row.enabled,
+        status,
+        last_seen_at: row.last_seen_at,
+        registered_at: row.registered_at,
+        updated_at: row.updated_at,
+        latest,
+    })
+}
+
+/// The labels of these agents, each list in insertion (alphabetical) order.
+async fn labels_of(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    agent_ids: &[i64],
+) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    let rows = agent_label::Entity::find()
+        .filter(agent_label::Column::CustomerId.eq(customer_id.get()))
+        .filter(agent_label::Column::AgentId.is_in(agent_ids.iter().copied()))
+        .order_by_asc(agent_label::Column::Label)
+        .all(db)
+        .await?;
+    let mut labels: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in rows {
+        labels.entry(row.agent_id).or_default().push(row.label);
+    }
+    Ok(labels)
+}
+
+async fn replace_labels(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    agent_id: i64,
+    labels: &[String],
+) -> Result<(), StoreError> {
+    agent_label::Entity::delete_many()
+        .filter(agent_label::Column::CustomerId.eq(customer_id.get()))
+        .filter(agent_label::Column::AgentId.eq(agent_id))
+        .exec(db)
+        .await?;
+    if !labels.is_empty() {
+        agent_label::Entity::insert_many(labels.iter().map(|label| agent_label::ActiveModel {
+            customer_id: Set(customer_id.get()),
+            agent_id: Set(agent_id),
+            label: Set(label.clone()),
+        }))
+        .exec(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One live agent row of the customer, or NOT_FOUND.
+async fn find_live_agent(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    agent_id: AgentId,
+) -> Result<agent::Model, StoreError> {
+    agent::Entity::find_by_id(agent_id.get())
+        .filter(agent::Column::CustomerId.eq(customer_id.get()))
+        .filter(agent::Column::DeletedAt.is_null())
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("agent {agent_id} not found")))
+}
+
+impl Store {
+    /// Registers (or re-registers) an agent, all or nothing: the customer must exist and be
+    /// active, the token must be a live registration token of that customer with uses left, and
+    /// the uuid must not belong to another customer. Re-registration keeps the agent id and
+    /// replaces the credential, so the old one stops working.
+    pub async fn register_agent(
+        &self,
+        registration: AgentRegistration,
+        registration_token_hash: &str,
+        credential_hash: &str,
+    ) -> Result<Registered, StoreError> {
+        let customer_id = registration.customer_id;
+        let now = now();
+        let transaction = self.begin_write().await?;
+
+        let customer = customer::Entity::find_by_id(customer_id.get())
+            .one(&transaction)
+            .await?;
+        if !customer.is_some_and(|customer| customer.is_active) {
+            return Err(StoreError::FailedPrecondition(format!(
+                "customer {customer_id} does not exist or is deactivated"
+            )));
+        }
+
+        let invalid_token = || {
+            StoreError::Unauthenticated(format!(
+                "registration token is not valid for customer {customer_id}"
+            ))
+        };
+        let token = registration_token::Entity::find()
+            .filter(registration_token::Column::TokenHash.eq(registration_token_hash))
+            .filter(registration_token::Column::CustomerId.eq(customer_id.get()))
+            .one(&transaction)
+            .await?
+            .filter(|token| {
+                crate::auth::token::hashes_equal(&token.token_hash, registration_token_hash)
+            })
+            .ok_or_else(invalid_token)?;
+        if token.revoked_at.is_some() {
+            return Err(StoreError::Unauthenticated(
+                "registration token has been revoked".into(),
+            ));
+        }
+        if token.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return Err(StoreError::Unauthenticated(
+                "registration token has expired".into(),
+            ));
+        }
+        // Count the use with a conditional update, so concurrent registrations cannot exceed
+        // the limit.
+        let counted = registration_token::Entity::update_many()
+            .col_expr(
+                registration_token::Column::UseCount,
+                Expr::col(registration_token::Column::UseCount).add(1),
+            )
+            .filter(registration_token::Column::Id.eq(token.id))
+            .filter(
+                Condition::any()
+                    .add(registration_token::Column::MaxUses.eq(0))
+                    .add(
+                        Expr::col(registration_token::Column::UseCount)
+                            .lt(Expr::col(registration_token::Column::MaxUses)),
+                    ),
+            )
+            .exec(&transaction)
+            .await?;
+        if counted.rows_affected == 0 {
+            return Err(StoreError::Unauthenticated(
+                "registration token has been used up".into(),
+            ));
+        }
+
+        let existing = agent::Entity::find()
+            .filter(agent::Column::Uuid.eq(registration.uuid.as_str()))
+            .one(&transaction)
+            .await?;
+        let (agent_id, created) = match existing {
+            Some(row) if row.customer_id != customer_id.get() => {
+                return Err(StoreError::AlreadyExists(format!(
+                    "agent uuid {:?} is already registered",
+                    registration.uuid
+                )));
+            }
+            Some(row) => {
+                let id = row.id;
+                let mut row: agent::ActiveModel = row.into();
+                row.name = Set(registration.name.clone());
+                row.location = Set(registration.location.clone());
+                row.hostname = Set(registration.hostname.clone());
+                row.os = Set(registration.os.clone());
+                row.arch = Set(registration.arch.clone());
+                row.version = Set(registration.version.clone());
+                row.max_concurrent_jobs = Set(registration.max_concurrent_jobs);
+                row.credential_hash = Set(credential_hash.to_owned());
+                row.deleted_at = Set(None);
+                row.updated_at = Set(now);
+                row.update(&transaction).await?;
+                (id, false)
+            }
+            None => {
+                let row = agent::ActiveModel {
+                    customer_id: Set(customer_id.get()),
+                    uuid: Set(registration.uuid.clone()),
+                    name: Set(registration.name.clone()),
+                    location: Set(registration.location.clone()),
+                    hostname: Set(registration.hostname.clone()),
+                    os: Set(registration.os.clone()),
+                    arch: Set(registration.arch.clone()),
+                    version: Set(registration.version.clone()),
+                    max_concurrent_jobs: Set(registration.max_concurrent_jobs),
+                    enabled: Set(true),
+                    status: Set(AgentStatus::Offline.as_str().to_owned()),
+                    credential_hash: Set(credential_hash.to_owned()),
+                    connection_id: Set(None),
+                    registered_at: Set(now),
+                    updated_at: Set(now),
+                    last_seen_at: Set(None),
+                    deleted_at: Set(None),
+                    cpu_percent: Set(None),
+                    memory_percent: Set(None),
+                    memory_used_bytes: Set(None),
+                    memory_total_bytes: Set(None),
+                    disk_free_bytes: Set(None),
+                    load_average: Set(None),
+                    running_jobs: Set(0),
+                    ..Default::default()
+                }
+                .insert(&transaction)
+                .await
+                .map_err(|error| {
+                    StoreError::on_unique_violation(error, |_| {
+                        format!("agent uuid {:?} is already registered", registration.uuid)
+                    })
+                })?;
+                (row.id, true)
+            }
+        };
+        replace_labels(&transaction, customer_id, agent_id, &registration.labels).await?;
+        activity::record(
+            &transaction,
+            customer_id,
+            NewActivity {
+                kind: if created {
+                    "agent.registered"
+                } else {
+                    "agent.reregistered"
+                },
+                subject_type: "agent",
+                subject_id: agent_id,
+                message: format!(
+                    "Agent {} {} (registration token {})",
+                    registration.name,
+                    if created {
+                        "registered"
+                    } else {
+                        "registered again"
+                    },
+                    token.token_prefix
+                ),
+                actor: None,
+            },
+            now,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(Registered {
+            agent_id: AgentId::from_db(agent_id),
+            created,
+        })
+    }
+
+    /// The live agent whose credential has this hash.
+    pub async fn find_agent_by_credential(
+        &self,
+        credential_hash: &str,
+    ) -> Result<Option<FoundAgent>, StoreError> {
+        let row = agent::Entity::find()
+            .filter(agent::Column::CredentialHash.eq(credential_hash))
+            .filter(agent::Column::DeletedAt.is_null())
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|row| FoundAgent {
+            agent: AuthenticatedAgent::new(
+                AgentId::from_db(row.id),
+                CustomerId::from_db(row.customer_id),
+                row.uuid,
+                row.name,
+            ),
+            credential_hash: row.credential_hash,
+        }))
+    }
+
+    /// The scope's agents by id, filtered by status (as of `online_cutoff`) and labels.
+    pub async fn list_agents(
+        &self,
+        scope: &TenantScope,
+        filter: &AgentFilter,
+        page: PageRequest,
+        online_cutoff: DateTime<Utc>,
+    ) -> Result<Page<Agent>, StoreError> {
+        let customer_id = scope.customer_id();
+        let mut query = agent::Entity::find()
+            .filter(agent::Column::CustomerId.eq(customer_id.get()))
+            .filter(agent::Column::DeletedAt.is_null());
+        let online = Condition::all()
+            .add(agent::Column::Status.eq(AgentStatus::Online.as_str()))
+            .add(agent::Column::LastSeenAt.gte(online_cutoff));
+        query = match filter.status {
+            Some(AgentStatus::Online) => query.filter(online),
+            Some(AgentStatus::Offline) => query.filter(online.not()),
+            None => query,
+        };
+        for label in &filter.labels {
+            let carrying = agent_label::Entity::find()
+                .select_only()
+                .column(agent_label::Column::AgentId)
+                .filter(agent_label::Column::CustomerId.eq(customer_id.get()))
+                .filter(agent_label::Column::Label.eq(label.as_str()))
+                .into_query();
+            query = query.filter(agent::Column::Id.in_subquery(carrying));
+        }
+        if let Some(after) = page.after {
+            query = query.filter(agent::Column::Id.gt(after));
+        }
+        let rows = query
+            .order_by_asc(agent::Column::Id)
+            .limit(page.fetch_limit())
+            .all(&self.db)
+            .await?;
+        let page = Page::from_rows(rows, page, |row| row.id);
+        let ids: Vec<i64> = page.items.iter().map(|row| row.id).collect();
+        let mut labels = labels_of(&self.db, customer_id, &ids).await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for row in page.items {
+            let agent_labels = labels.remove(&row.id).unwrap_or_default();
+            items.push(agent_from_row(row, agent_labels, online_cutoff)?);
+        }
+        Ok(Page {
+            items,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// One of the scope's agents.
+    pub async fn get_agent(
+        &self,
+        scope: &TenantScope,
+        agent_id: AgentId,
+        online_cutoff: DateTime<Utc>,
+    ) -> Result<Agent, StoreError> {
+        let row = find_live_agent(&self.db, scope.customer_id(), agent_id).await?;
+        let labels = labels_of(&self.db, scope.customer_id(), &[row.id])
+            .await?
+            .remove(&row.id)
+            .unwrap_or_default();
+        agent_from_row(row, labels, online_cutoff)
+    }
+
+    /// Applies a patch to one of the scope's agents.
+    pub async fn update_agent(
+        &self,
+        scope: &TenantScope,
+        agent_id: AgentId,
+        patch: AgentPatch,
+        online_cutoff: DateTime<Utc>,
+    ) -> Result<Agent, StoreError> {
+        let customer_id = scope.customer_id();
+        let transaction = self.begin_write().await?;
+        let current = find_live_agent(&transaction, customer_id, agent_id).await?;
+        let mut row: agent::ActiveModel = current.into();
+        if let Some(name) = patch.name {
+            row.name = Set(name);
+        }
+        if let Some(location) = patch.location {
+            row.location = Set(location);
+        }
+        if let Some(enabled) = patch.enabled {
+            row.enabled = Set(enabled);
+        }
+        if let Some(max) = patch.max_concurrent_jobs {
+            row.max_concurrent_jobs = Set(max);
+        }
+        row.updated_at = Set(now());
+        let updated = row.update(&transaction).await?;
+        if let Some(labels) = &patch.labels {
+            replace_labels(&transaction, customer_id, updated.id, labels).await?;
+        }
+        let labels = labels_of(&transaction, customer_id, &[updated.id])
+            .await?
+            .remove(&updated.id)
+            .unwrap_or_default();
+        transaction.commit().await?;
+        agent_from_row(updated, labels, online_cutoff)
+    }
+
+    /// Deletes one of the scope's agents: the row is kept (history refers to it) but hidden, its
+    /// credential no longer matches anything and its labels are dropped.
+    pub async fn delete_agent(
+        &self,
+        scope: &TenantScope,
+        agent_id: AgentId,
+    ) -> Result<(), StoreError> {
+        let customer_id = scope.customer_id();
+        let now = now();
+        let transaction = self.begin_write().await?;
+        let current = find_live_agent(&transaction, customer_id, agent_id).await?;
+        let name = current.name.clone();
+        let mut row: agent::ActiveModel = current.into();
+        row.deleted_at = Set(Some(now));
+        row.updated_at = Set(now);
+        row.status = Set(AgentStatus::Offline.as_str().to_owned());
+        row.connection_id = Set(None);
+        // Unique and never a SHA-256 hex digest, so no credential can match it.
+        row.credential_hash = Set(format!("deleted:{agent_id}"));
+        row.update(&transaction).await?;
+        replace_labels(&transaction, customer_id, agent_id.get(), &[]).await?;
+        activity::record(
+            &transaction,
+            customer_id,
+            NewActivity {
+                kind: "agent.deleted",
+                subject_type: "agent",
+                subject_id: agent_id.get(),
+                message: format!("Agent {name} was deleted"),
+                actor: Some(scope.actor()),
+            },
+            now,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
