@@ -503,7 +503,7 @@ async fn user_service_validates_every_field(backend: Backend) {
     assert_eq!(admin_tokens.len(), 1, "only the bootstrap token");
 }
 
-crate::backend_tests!(
+cygnet_testkit::backend_tests!(
     customer_service_validates_every_field,
     user_service_validates_every_field,
 );

@@ -7,7 +7,7 @@ use crate::common::{Backend, TestOptions, TestServer, assert_status};
 
 async fn generated_token_is_written_privately_and_survives_restart(backend: Backend) {
     let mut server = TestServer::start_with(
-        backend.clone(),
+        backend,
         TestOptions {
             generated_admin_token: true,
             ..TestOptions::default()
@@ -40,18 +40,8 @@ async fn generated_token_is_written_privately_and_survives_restart(backend: Back
     assert_eq!(me.default_customer_id, 0);
 
     // A restart on the same database keeps the admin and its token, and creates nobody.
-    server.stop().await;
-    let options = TestOptions {
-        generated_admin_token: true,
-        data_dir: Some(server.data_dir.clone()),
-        ..TestOptions::default()
-    };
-    let restarted = match backend {
-        Backend::Sqlite => TestServer::start_with(Backend::Sqlite, options).await,
-        // Reuse the same PostgreSQL database rather than a fresh one.
-        Backend::Postgres(_) => TestServer::start_on_url(&server.database_url, options).await,
-    };
-    let users = restarted
+    server.restart().await;
+    let users = server
         .users(&token)
         .list_users(pb::ListUsersRequest::default())
         .await
@@ -88,7 +78,7 @@ async fn configured_token_is_used_and_no_file_is_written(backend: Backend) {
     );
 }
 
-crate::backend_tests!(
+cygnet_testkit::backend_tests!(
     generated_token_is_written_privately_and_survives_restart,
     configured_token_is_used_and_no_file_is_written,
 );

@@ -412,7 +412,7 @@ async fn only_platform_admins_create_customers(backend: Backend) {
     assert_eq!(visible.len(), 1, "nothing was created");
 }
 
-crate::backend_tests!(
+cygnet_testkit::backend_tests!(
     customer_create_get_update_list,
     deactivated_customer_is_readable_but_frozen,
     members_and_roles,

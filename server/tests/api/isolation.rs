@@ -287,7 +287,7 @@ async fn unauthenticated_calls_are_refused_everywhere(backend: Backend) {
     );
 }
 
-crate::backend_tests!(
+cygnet_testkit::backend_tests!(
     member_of_a_sees_nothing_of_b,
     unauthenticated_calls_are_refused_everywhere,
 );

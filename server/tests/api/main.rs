@@ -2,8 +2,12 @@
 //! migrations, driven through generated gRPC clients. Tests marked by `backend_tests!` run on
 //! SQLite always and on PostgreSQL when `CYGNET_TEST_DATABASE_URL` is set.
 
-mod common;
+/// The shared harness, under the name the test modules use.
+mod common {
+    pub use cygnet_testkit::*;
+}
 
+mod agents;
 mod bad_input;
 mod bootstrap;
 mod customers;

@@ -410,7 +410,7 @@ async fn duplicate_users_are_refused(backend: Backend) {
     assert_eq!(all.len(), 2, "admin and dev1 only");
 }
 
-crate::backend_tests!(
+cygnet_testkit::backend_tests!(
     tokens_create_use_list_revoke,
     expired_tokens_are_refused,
     memberships_and_default_customer,

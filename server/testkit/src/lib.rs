@@ -1,12 +1,12 @@
-//! The test harness: start a server, make clients, create fixtures.
-
-#![allow(dead_code)]
+//! The test harness shared by the integration tests: start a real server on 127.0.0.1:0 with a
+//! fresh database (SQLite, or a PostgreSQL database of its own), make clients, create fixtures.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cygnet_proto::v1 as pb;
+use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
 use cygnet_server::App;
@@ -14,8 +14,9 @@ use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
 use cygnet_server::store::DatabaseOptions;
 use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -50,7 +51,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::common::Backend::Sqlite).await;
+                    super::$name($crate::Backend::Sqlite).await;
                 }
             )*
         }
@@ -58,7 +59,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    match $crate::common::Backend::postgres() {
+                    match $crate::Backend::postgres() {
                         Some(backend) => super::$name(backend).await,
                         None => eprintln!("CYGNET_TEST_DATABASE_URL is not set: PostgreSQL run skipped"),
                     }
@@ -157,12 +158,8 @@ pub struct TestOptions {
     pub generated_admin_token: bool,
     /// Serve TLS with these files.
     pub tls: Option<cygnet_server::config::TlsFiles>,
-    /// Use this data directory instead of a fresh one (to restart on the same database).
-    pub data_dir: Option<PathBuf>,
     /// Heartbeat and metrics settings (tests that watch liveness use short intervals).
     pub agents: AgentSettings,
-    /// Listen on this address instead of a fresh port (to restart where agents expect it).
-    pub listen: Option<SocketAddr>,
 }
 
 /// A running server with its own database.
@@ -170,10 +167,11 @@ pub struct TestServer {
     pub address: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
+    config: ServerConfig,
     channel: Option<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
-    _temp_dir: Option<tempfile::TempDir>,
+    _temp_dir: tempfile::TempDir,
     _postgres: Option<PostgresDatabase>,
 }
 
@@ -183,14 +181,8 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, options: TestOptions) -> TestServer {
-        let (temp_dir, data_dir) = match options.data_dir {
-            Some(dir) => (None, dir),
-            None => {
-                let temp = tempfile::tempdir().expect("temp dir");
-                let dir = temp.path().join("data");
-                (Some(temp), dir)
-            }
-        };
+        let temp_dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp_dir.path().join("data");
         let (postgres, url) = match &backend {
             Backend::Sqlite => (
                 None,
@@ -202,9 +194,7 @@ impl TestServer {
             }
         };
         let config = ServerConfig {
-            listen: options
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+            listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: data_dir.clone(),
             database: DatabaseOptions {
                 url: url.clone(),
@@ -216,70 +206,44 @@ impl TestServer {
             shutdown_grace_seconds: 5,
             agents: options.agents,
         };
-        let mut server = Self::launch(config).await;
-        server._temp_dir = temp_dir;
-        server._postgres = postgres;
-        if options.tls.is_none() {
-            server.connect_plaintext().await;
-        }
-        server
-    }
-
-    async fn connect_plaintext(&mut self) {
-        self.channel = Some(
-            Endpoint::from_shared(format!("http://{}", self.address))
-                .expect("endpoint")
-                .connect()
-                .await
-                .expect("connect to test server"),
-        );
-    }
-
-    /// Starts a server on an existing database (a restart); the caller keeps the database alive.
-    pub async fn start_on_url(database_url: &str, options: TestOptions) -> TestServer {
-        let data_dir = options
-            .data_dir
-            .clone()
-            .expect("restart needs the data directory");
-        let config = ServerConfig {
-            listen: options
-                .listen
-                .unwrap_or_else(|| "127.0.0.1:0".parse().expect("address")),
+        let mut server = TestServer {
+            address: config.listen,
             data_dir,
-            database: DatabaseOptions {
-                url: database_url.to_owned(),
-                max_connections: 4,
-            },
-            bootstrap_token: (!options.generated_admin_token).then(|| ADMIN_TOKEN.to_owned()),
-            log_format: LogFormat::Plain,
-            tls: None,
-            shutdown_grace_seconds: 5,
-            agents: options.agents,
-        };
-        let mut server = Self::launch(config).await;
-        server.connect_plaintext().await;
-        server
-    }
-
-    async fn launch(config: ServerConfig) -> TestServer {
-        let listener = TcpListener::bind(config.listen).await.expect("bind port 0");
-        let address = listener.local_addr().expect("local address");
-        let data_dir = config.data_dir.clone();
-        let database_url = config.database.url.clone();
-        let app = App::start(config).await.expect("server starts");
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async {
-            let _ = stopped.await;
-        }));
-        TestServer {
-            address,
-            data_dir,
-            database_url,
+            database_url: url,
+            config,
             channel: None,
-            shutdown: Some(shutdown),
-            task: Some(task),
-            _temp_dir: None,
-            _postgres: None,
+            shutdown: None,
+            task: None,
+            _temp_dir: temp_dir,
+            _postgres: postgres,
+        };
+        server.launch().await;
+        server
+    }
+
+    /// Binds (the same address again after a restart), starts the server and connects.
+    async fn launch(&mut self) {
+        let listener = TcpListener::bind(self.config.listen).await.expect("bind");
+        self.address = listener.local_addr().expect("local address");
+        // A restart must come back on the same port: agents are configured with it.
+        self.config.listen = self.address;
+        let app = App::start(self.config.clone())
+            .await
+            .expect("server starts");
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        self.task = Some(tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        })));
+        self.shutdown = Some(shutdown);
+        self.channel = None;
+        if self.config.tls.is_none() {
+            self.channel = Some(
+                Endpoint::from_shared(format!("http://{}", self.address))
+                    .expect("endpoint")
+                    .connect()
+                    .await
+                    .expect("connect to test server"),
+            );
         }
     }
 
@@ -295,6 +259,12 @@ impl TestServer {
         }
     }
 
+    /// Stops the server and starts it again on the same address, database and data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch().await;
+    }
+
     pub fn channel(&self) -> Channel {
         self.channel.clone().expect("plaintext channel")
     }
@@ -305,6 +275,62 @@ impl TestServer {
 
     pub fn users(&self, token: &str) -> UserClient {
         UserServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn agents(&self, token: &str) -> AgentClient {
+        AgentServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn admin_agents(&self) -> AgentClient {
+        self.agents(ADMIN_TOKEN)
+    }
+
+    /// Creates a registration token for the customer as the platform administrator.
+    pub async fn create_registration_token(&self, customer_id: i64) -> String {
+        self.admin_agents()
+            .create_registration_token(pb::CreateRegistrationTokenRequest {
+                customer_id,
+                description: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create registration token")
+            .into_inner()
+            .secret
+    }
+
+    /// Registers an agent the way `cygnet-agent` does.
+    pub async fn register_agent(
+        &self,
+        customer_id: i64,
+        uuid: &str,
+        registration_token: &str,
+    ) -> Result<pb::RegisterAgentResponse, Status> {
+        AgentServiceClient::new(self.channel())
+            .register_agent(pb::RegisterAgentRequest {
+                customer_id,
+                uuid: uuid.into(),
+                name: uuid.into(),
+                labels: vec!["linux".into()],
+                hostname: "test-host".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                version: "test".into(),
+                max_concurrent_jobs: 2,
+                registration_token: registration_token.into(),
+                ..Default::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Opens an agent stream with a credential, speaking the real protocol.
+    pub async fn connect_agent(
+        &self,
+        uuid: &str,
+        credential: &str,
+    ) -> Result<ProtocolAgent, Status> {
+        ProtocolAgent::connect(self.channel(), uuid, credential).await
     }
 
     pub fn admin_customers(&self) -> CustomerClient {
@@ -425,6 +451,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+pub type AgentClient = AgentServiceClient<InterceptedService<Channel, Bearer>>;
 pub type CustomerClient = CustomerServiceClient<InterceptedService<Channel, Bearer>>;
 pub type UserClient = UserServiceClient<InterceptedService<Channel, Bearer>>;
 
@@ -444,13 +471,114 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
     }
 }
 
-/// The repository root, for scripts such as `certs/gen-dev-certs.sh`.
-pub fn repository_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
+/// An agent speaking the real stream protocol from inside a test.
+pub struct ProtocolAgent {
+    pub welcome: pb::Welcome,
+    pub sender: mpsc::Sender<pb::ConnectRequest>,
+    pub inbound: tonic::Streaming<pb::ConnectResponse>,
 }
 
+impl std::fmt::Debug for ProtocolAgent {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ProtocolAgent")
+            .field("welcome", &self.welcome)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProtocolAgent {
+    pub async fn connect(
+        channel: Channel,
+        uuid: &str,
+        credential: &str,
+    ) -> Result<ProtocolAgent, Status> {
+        let (sender, outgoing) = mpsc::channel(16);
+        let mut request = Request::new(ReceiverStream::new(outgoing));
+        if let Ok(value) = format!("Bearer {credential}").parse() {
+            request.metadata_mut().insert("authorization", value);
+        }
+        if let Ok(value) = uuid.parse() {
+            request.metadata_mut().insert("x-cygnet-agent-uuid", value);
+        }
+        let mut inbound = AgentServiceClient::new(channel)
+            .connect(request)
+            .await?
+            .into_inner();
+        match inbound.message().await? {
+            Some(pb::ConnectResponse {
+                command: Some(pb::connect_response::Command::Welcome(welcome)),
+            }) => Ok(ProtocolAgent {
+                welcome,
+                sender,
+                inbound,
+            }),
+            other => panic!("expected Welcome first, got {other:?}"),
+        }
+    }
+
+    /// Sends one heartbeat.
+    pub async fn heartbeat(&self, heartbeat: pb::Heartbeat) {
+        self.sender
+            .send(pb::ConnectRequest {
+                message: Some(pb::connect_request::Message::Heartbeat(heartbeat)),
+            })
+            .await
+            .expect("stream open");
+    }
+
+    /// The status the server ended the stream with (`None`: ended without error).
+    pub async fn closed_with(mut self) -> Option<Status> {
+        loop {
+            match self.inbound.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    }
+}
+
+/// Plausible heartbeat figures.
+pub fn heartbeat(cpu_percent: f64, memory_percent: f64) -> pb::Heartbeat {
+    pb::Heartbeat {
+        cpu_percent,
+        memory_percent,
+        memory_used_bytes: 2 << 30,
+        memory_total_bytes: 8 << 30,
+        disk_free_bytes: 100 << 30,
+        load_average: 0.5,
+        running_jobs: 0,
+    }
+}
+
+/// Polls `check` until it holds or `within` passes (then panics naming `what`). For conditions
+/// that become true on the server's own schedule (heartbeat intervals), which a test can only
+/// observe.
+pub async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The repository root, for scripts such as `certs/gen-dev-certs.sh`.
+pub fn repository_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[cfg(test)]
 #[test]
 fn database_names_are_replaced() {
     assert_eq!(
