@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
 /// The token every test server's platform administrator has.
@@ -160,6 +160,8 @@ pub struct TestOptions {
     pub tls: Option<cygnet_server::config::TlsFiles>,
     /// Heartbeat and metrics settings (tests that watch liveness use short intervals).
     pub agents: AgentSettings,
+    /// How the harness's own clients reach a TLS server (`https://localhost:<port>`).
+    pub client_tls: Option<ClientTlsConfig>,
 }
 
 /// A running server with its own database.
@@ -168,6 +170,7 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     pub database_url: String,
     config: ServerConfig,
+    client_tls: Option<ClientTlsConfig>,
     channel: Option<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -211,6 +214,7 @@ impl TestServer {
             data_dir,
             database_url: url,
             config,
+            client_tls: options.client_tls,
             channel: None,
             shutdown: None,
             task: None,
@@ -235,16 +239,25 @@ impl TestServer {
             let _ = stopped.await;
         })));
         self.shutdown = Some(shutdown);
-        self.channel = None;
-        if self.config.tls.is_none() {
-            self.channel = Some(
+        self.channel = match (&self.config.tls, &self.client_tls) {
+            (None, _) => Some(
                 Endpoint::from_shared(format!("http://{}", self.address))
                     .expect("endpoint")
                     .connect()
                     .await
                     .expect("connect to test server"),
-            );
-        }
+            ),
+            (Some(_), Some(client_tls)) => Some(
+                Endpoint::from_shared(format!("https://localhost:{}", self.address.port()))
+                    .expect("endpoint")
+                    .tls_config(client_tls.clone())
+                    .expect("client TLS")
+                    .connect()
+                    .await
+                    .expect("connect to test server over TLS"),
+            ),
+            (Some(_), None) => None,
+        };
     }
 
     /// Stops the server gracefully and waits for it; the database is kept until drop.
@@ -265,8 +278,11 @@ impl TestServer {
         self.launch().await;
     }
 
+    /// The harness's connection (plaintext, or TLS with `TestOptions::client_tls`).
     pub fn channel(&self) -> Channel {
-        self.channel.clone().expect("plaintext channel")
+        self.channel
+            .clone()
+            .expect("no harness connection: a TLS server needs TestOptions::client_tls")
     }
 
     pub fn customers(&self, token: &str) -> CustomerClient {
@@ -571,6 +587,18 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+}
+
+/// Runs `certs/gen-dev-certs.sh` into `dir` with the agent certificate's CN.
+pub fn make_dev_certificates(dir: &Path, agent_uuid: &str) {
+    let status = std::process::Command::new("bash")
+        .arg(repository_root().join("certs/gen-dev-certs.sh"))
+        .arg(dir)
+        .arg(agent_uuid)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run certs/gen-dev-certs.sh");
+    assert!(status.success(), "gen-dev-certs.sh failed");
 }
 
 /// The repository root, for scripts such as `certs/gen-dev-certs.sh`.

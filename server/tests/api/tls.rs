@@ -1,22 +1,14 @@
 //! The server serves TLS from the files `certs/gen-dev-certs.sh` makes.
 
-use std::process::Command;
-
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
 use cygnet_server::config::TlsFiles;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::common::{ADMIN_TOKEN, Backend, Bearer, TestOptions, TestServer, repository_root};
+use crate::common::{ADMIN_TOKEN, Backend, Bearer, TestOptions, TestServer, make_dev_certificates};
 
 fn make_certificates(dir: &std::path::Path) {
-    let status = Command::new("bash")
-        .arg(repository_root().join("certs/gen-dev-certs.sh"))
-        .arg(dir)
-        .arg("acme-001")
-        .status()
-        .expect("run certs/gen-dev-certs.sh");
-    assert!(status.success(), "gen-dev-certs.sh failed");
+    make_dev_certificates(dir, "acme-001");
 }
 
 async fn tls_client(
