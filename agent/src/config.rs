@@ -445,4 +445,22 @@ mod tests {
         let file = write(dir.path(), "broken.json", "{not json");
         assert!(AgentConfig::load(Some(&file), env(&[])).is_err());
     }
+
+    #[test]
+    fn the_examples_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        // The example paths under /var/lib and /etc need not exist for loading, only TLS files
+        // must, and those are commented out.
+        let json = AgentConfig::load(Some(&examples.join("appsettings.json")), env(&[]))
+            .expect("examples/appsettings.json");
+        assert_eq!(
+            (json.customer_id, json.agent_uuid.as_str()),
+            (1, "acme-001")
+        );
+        assert_eq!(json.max_concurrent_jobs, 2);
+        let toml = AgentConfig::load(Some(&examples.join("agent.toml")), env(&[]))
+            .expect("examples/agent.toml");
+        assert_eq!(toml.labels, ["linux", "docker"]);
+        assert_eq!(toml.tls, TlsSettings::default());
+    }
 }

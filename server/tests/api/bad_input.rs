@@ -503,7 +503,192 @@ async fn user_service_validates_every_field(backend: Backend) {
     assert_eq!(admin_tokens.len(), 1, "only the bootstrap token");
 }
 
+async fn agent_service_validates_every_field(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let token = server.create_registration_token(acme.id).await;
+    let agent = server
+        .register_agent(acme.id, "acme-001", &token)
+        .await
+        .expect("register");
+    let mut admin = server.admin_agents();
+
+    for (request, field) in [
+        (
+            pb::CreateRegistrationTokenRequest {
+                customer_id: 0,
+                ..Default::default()
+            },
+            "customer_id",
+        ),
+        (
+            pb::CreateRegistrationTokenRequest {
+                customer_id: acme.id,
+                max_uses: -1,
+                ..Default::default()
+            },
+            "max_uses",
+        ),
+        (
+            pb::CreateRegistrationTokenRequest {
+                customer_id: acme.id,
+                description: "d".repeat(201),
+                ..Default::default()
+            },
+            "description",
+        ),
+        (
+            pb::CreateRegistrationTokenRequest {
+                customer_id: acme.id,
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: 1_000_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            },
+            "expires_at",
+        ),
+    ] {
+        assert_invalid(
+            "CreateRegistrationToken",
+            admin.create_registration_token(request).await,
+            field,
+        );
+    }
+    assert_invalid(
+        "ListRegistrationTokens",
+        admin
+            .list_registration_tokens(pb::ListRegistrationTokensRequest {
+                customer_id: acme.id,
+                page_size: -3,
+                ..Default::default()
+            })
+            .await,
+        "page_size",
+    );
+    assert_invalid(
+        "RevokeRegistrationToken",
+        admin
+            .revoke_registration_token(pb::RevokeRegistrationTokenRequest {
+                customer_id: acme.id,
+                token_id: 0,
+            })
+            .await,
+        "token_id",
+    );
+    for (request, field) in [
+        (
+            pb::ListAgentsRequest {
+                customer_id: -1,
+                ..Default::default()
+            },
+            "customer_id",
+        ),
+        (
+            pb::ListAgentsRequest {
+                customer_id: acme.id,
+                labels: vec![String::new()],
+                ..Default::default()
+            },
+            "labels[0]",
+        ),
+        (
+            pb::ListAgentsRequest {
+                customer_id: acme.id,
+                page_token: "nope".into(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        assert_invalid("ListAgents", admin.list_agents(request).await, field);
+    }
+    assert_invalid(
+        "GetAgent",
+        admin
+            .get_agent(pb::GetAgentRequest {
+                customer_id: acme.id,
+                agent_id: 0,
+            })
+            .await,
+        "agent_id",
+    );
+    assert_invalid(
+        "UpdateAgent",
+        admin
+            .update_agent(pb::UpdateAgentRequest {
+                customer_id: acme.id,
+                agent_id: agent.agent_id,
+                name: Some(String::new()),
+                ..Default::default()
+            })
+            .await,
+        "name",
+    );
+    assert_invalid(
+        "DeleteAgent",
+        admin
+            .delete_agent(pb::DeleteAgentRequest {
+                customer_id: acme.id,
+                agent_id: -9,
+            })
+            .await,
+        "agent_id",
+    );
+    assert_invalid(
+        "GetAgentMetrics",
+        admin
+            .get_agent_metrics(pb::GetAgentMetricsRequest {
+                customer_id: acme.id,
+                agent_id: agent.agent_id,
+                start_time: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: -5,
+                }),
+                end_time: None,
+            })
+            .await,
+        "start_time",
+    );
+    assert_invalid(
+        "ListActivity",
+        server
+            .admin_customers()
+            .list_activity(pb::ListActivityRequest {
+                customer_id: acme.id,
+                page_size: 100_000,
+                ..Default::default()
+            })
+            .await,
+        "page_size",
+    );
+
+    // Nothing was written: one token, one agent, unchanged.
+    let tokens = admin
+        .list_registration_tokens(pb::ListRegistrationTokensRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("tokens")
+        .into_inner()
+        .tokens;
+    assert_eq!(tokens.len(), 1);
+    let agents = admin
+        .list_agents(pb::ListAgentsRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("agents")
+        .into_inner()
+        .agents;
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].name, "acme-001");
+}
+
 cygnet_testkit::backend_tests!(
+    agent_service_validates_every_field,
     customer_service_validates_every_field,
     user_service_validates_every_field,
 );
