@@ -39,6 +39,16 @@ pub struct AgentConfig {
     pub state_directory: PathBuf,
     pub max_concurrent_jobs: i32,
     pub tls: TlsSettings,
+    /// Seconds between SIGTERM and SIGKILL when a step is cancelled or times out.
+    pub kill_grace_seconds: u64,
+    /// Output one job may log before it is truncated with a marker.
+    pub max_log_bytes_per_job: u64,
+    /// Finished workspaces kept per pipeline (0: removed when the job ends).
+    pub keep_workspaces: usize,
+    /// Largest artifact the agent uploads.
+    pub max_artifact_bytes: u64,
+    /// Memory for job events the server has not acknowledged; beyond it they spool to disk.
+    pub event_buffer_bytes: usize,
 }
 
 /// A configuration problem, printed as one line.
@@ -263,7 +273,25 @@ impl Settings {
                 "and Tls:ClientKey must be set together",
             ));
         }
+        let non_negative = |key: &str, default: i64, max: i64| -> Result<u64, ConfigError> {
+            let value = self.integer(key)?.unwrap_or(default);
+            if (0..=max).contains(&value) {
+                Ok(value as u64)
+            } else {
+                Err(key_error(key, format!("must be between 0 and {max}")))
+            }
+        };
+        let kill_grace_seconds = non_negative("KillGraceSeconds", 10, 3600)?;
+        let max_log_bytes_per_job = non_negative("MaxLogBytesPerJob", 256 << 20, 1 << 40)?;
+        let keep_workspaces = non_negative("KeepWorkspaces", 0, 1000)? as usize;
+        let max_artifact_bytes = non_negative("MaxArtifactBytes", 1 << 30, 1 << 30)?;
+        let event_buffer_bytes = non_negative("EventBufferBytes", 16 << 20, 1 << 32)? as usize;
         Ok(AgentConfig {
+            kill_grace_seconds,
+            max_log_bytes_per_job,
+            keep_workspaces,
+            max_artifact_bytes,
+            event_buffer_bytes,
             customer_id,
             name: self.string("Name")?.unwrap_or_else(|| agent_uuid.clone()),
             agent_uuid,

@@ -30,8 +30,12 @@ impl HostMetrics {
         })
     }
 
-    /// Current figures.
-    pub fn heartbeat(&mut self, running_jobs: u32) -> pb::Heartbeat {
+    /// Current figures, with the jobs the agent runs.
+    pub fn heartbeat(
+        &mut self,
+        running_jobs: u32,
+        running_execution_ids: Vec<i64>,
+    ) -> pb::Heartbeat {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         self.disks.refresh(true);
@@ -50,6 +54,7 @@ impl HostMetrics {
             disk_free_bytes: self.disk_free_bytes(),
             load_average: System::load_average().map_or(0.0, |load| load.one),
             running_jobs,
+            running_execution_ids,
         }
     }
 
@@ -90,7 +95,7 @@ mod tests {
     fn real_figures_are_sane() {
         let directory = tempfile::tempdir().expect("temp dir");
         let mut metrics = HostMetrics::new(directory.path()).expect("sysinfo");
-        let heartbeat = metrics.heartbeat(0);
+        let heartbeat = metrics.heartbeat(0, Vec::new());
         assert!(heartbeat.memory_total_bytes > 0);
         assert!(heartbeat.memory_used_bytes > 0);
         assert!((0.0..=100.0).contains(&heartbeat.memory_percent));

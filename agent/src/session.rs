@@ -10,6 +10,7 @@
 //! ```
 //! Each change of state is logged once, not once per retry.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cygnet_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
@@ -20,6 +21,7 @@ use tonic::{Code, Request, Status};
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::jobs::{JobSettings, Jobs, Outbox, UploadTarget};
 use crate::metrics::{HostFacts, HostMetrics};
 use crate::state::{AgentState, StateStore};
 
@@ -29,6 +31,10 @@ const AGENT_UUID_METADATA: &str = "x-cygnet-agent-uuid";
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for the server to close its half of the stream.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// While stopping, how often the agent checks whether its jobs have ended.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+/// How long past the kill grace a stopping agent waits for its last events to be acknowledged.
+const STOP_EXTRA: Duration = Duration::from_secs(10);
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +81,9 @@ pub struct Agent {
     states: StateStore,
     metrics: HostMetrics,
     log: StateLog,
+    jobs: Arc<Jobs>,
+    /// Set once SIGINT/SIGTERM arrived: running jobs are being stopped.
+    stopping_since: Option<Instant>,
 }
 
 impl Agent {
@@ -89,12 +98,33 @@ impl Agent {
         })?;
         let endpoint = crate::client::endpoint(&config)
             .map_err(|error| AgentError::Fatal(format!("{error:#}")))?;
+        let spool = config.state_directory.join("spool");
+        crate::workdir::create_private_directory(&spool).map_err(|error| {
+            AgentError::Fatal(format!(
+                "AgentConfiguration:StateDirectory {}: {error}",
+                spool.display()
+            ))
+        })?;
+        let outbox = Arc::new(Outbox::new(&spool, config.event_buffer_bytes));
+        let jobs = Jobs::new(
+            JobSettings {
+                customer_id: config.customer_id,
+                work_directory: config.work_directory.clone(),
+                kill_grace: Duration::from_secs(config.kill_grace_seconds),
+                max_log_bytes: config.max_log_bytes_per_job,
+                keep_workspaces: config.keep_workspaces,
+                max_artifact_bytes: config.max_artifact_bytes,
+            },
+            outbox,
+        );
         let agent = Self {
             config,
             endpoint,
             states,
             metrics,
             log: StateLog::default(),
+            jobs,
+            stopping_since: None,
         };
         if agent.stored_state().is_none() && agent.config.registration_token.is_none() {
             return Err(AgentError::Fatal(
@@ -250,7 +280,7 @@ impl Agent {
             .parse()
             .map_err(|_| Status::invalid_argument("agent uuid is not valid metadata"))?;
         request.metadata_mut().insert(AGENT_UUID_METADATA, uuid);
-        let mut inbound = AgentServiceClient::new(channel)
+        let mut inbound = AgentServiceClient::new(channel.clone())
             .connect(request)
             .await?
             .into_inner();
@@ -283,12 +313,48 @@ impl Agent {
             interval.as_secs()
         ));
         let connected_at = Instant::now();
+        self.jobs.set_upload_target(UploadTarget {
+            channel: channel.clone(),
+            credential: state.credential.clone(),
+            agent_uuid: state.agent_uuid.clone(),
+        });
+        // Everything the server has not acknowledged goes again on this stream.
+        let outbox = self.jobs.outbox().clone();
+        outbox.rewind();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop_check = tokio::time::interval(STOP_CHECK);
         loop {
+            for event in outbox.take_unsent() {
+                let message = pb::ConnectRequest {
+                    message: Some(pb::connect_request::Message::JobEvent(event)),
+                };
+                if outgoing.send(message).await.is_err() {
+                    return Err(Status::unavailable("stream closed while sending"));
+                }
+            }
+            if let Some(since) = self.stopping_since {
+                let drained =
+                    self.jobs.running_count() == 0 && outbox.pending_executions().is_empty();
+                let overdue = since.elapsed()
+                    > Duration::from_secs(self.config.kill_grace_seconds) + STOP_EXTRA;
+                if drained || overdue {
+                    if !drained {
+                        tracing::warn!("stopping with job events the server has not acknowledged");
+                    }
+                    // Close our half; the server marks the agent offline at once and ends its half.
+                    drop(outgoing);
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                        while let Ok(Some(_)) = inbound.message().await {}
+                    })
+                    .await;
+                    return Ok(StreamEnd::Shutdown);
+                }
+            }
             tokio::select! {
+                _ = outbox.changed.notified() => {}
                 _ = ticker.tick() => {
-                    let heartbeat = self.metrics.heartbeat(0);
+                    let heartbeat = self.metrics.heartbeat(self.jobs.running_count(), self.jobs.running_ids());
                     let message = pb::ConnectRequest {
                         message: Some(pb::connect_request::Message::Heartbeat(heartbeat)),
                     };
@@ -300,21 +366,49 @@ impl Agent {
                     }
                 }
                 message = inbound.message() => match message {
-                    Ok(Some(_command)) => {}
+                    Ok(Some(pb::ConnectResponse { command: Some(command) })) => self.handle(command),
+                    Ok(Some(_)) => {}
                     Ok(None) => return Ok(StreamEnd::Closed(Status::unavailable("server closed the stream"))),
                     Err(status) if matches!(status.code(), Code::Unauthenticated) => return Err(status),
                     Err(status) => return Ok(StreamEnd::Closed(status)),
                 },
-                _ = shutdown.changed() => {
-                    // Close our half; the server marks the agent offline at once and ends its half.
-                    drop(outgoing);
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-                        while let Ok(Some(_)) = inbound.message().await {}
-                    })
-                    .await;
-                    return Ok(StreamEnd::Shutdown);
+                _ = stop_check.tick(), if self.stopping_since.is_some() => {}
+                _ = shutdown.changed(), if self.stopping_since.is_none() => {
+                    self.stopping_since = Some(Instant::now());
+                    if self.jobs.running_count() > 0 {
+                        tracing::info!(jobs = self.jobs.running_count(), "stopping running jobs before exiting");
+                        self.jobs.cancel_all("agent shutting down");
+                    }
                 }
             }
+        }
+    }
+
+    /// Carries out one command from the server.
+    fn handle(&mut self, command: pb::connect_response::Command) {
+        use pb::connect_response::Command;
+        match command {
+            Command::AssignJob(assignment) => {
+                if self.stopping_since.is_some() {
+                    // Not started: the server gives it to another agent once this one is gone.
+                    tracing::info!(
+                        execution_id = assignment.execution_id,
+                        "assignment ignored: shutting down"
+                    );
+                    return;
+                }
+                tracing::info!(execution_id = assignment.execution_id, pipeline = %assignment.pipeline_name, "job assigned");
+                self.jobs.start(assignment);
+            }
+            Command::CancelJob(cancel) => {
+                tracing::info!(execution_id = cancel.execution_id, reason = %cancel.reason, "cancel requested");
+                self.jobs.cancel(cancel.execution_id, cancel.reason);
+            }
+            Command::EventAck(ack) => self
+                .jobs
+                .outbox()
+                .acknowledge(ack.execution_id, ack.sequence),
+            Command::Welcome(_) => {}
         }
     }
 }

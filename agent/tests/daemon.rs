@@ -17,6 +17,7 @@ fn one_second_heartbeats() -> TestOptions {
             heartbeat_interval: Duration::from_secs(1),
             sample_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3600),
+            grace: Duration::from_secs(60),
         },
         ..TestOptions::default()
     }

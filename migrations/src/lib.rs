@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261130_000001_tenancy;
 mod m20261201_000001_agents;
+mod m20261202_000001_pipelines;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261130_000001_tenancy::Migration),
             Box::new(m20261201_000001_agents::Migration),
+            Box::new(m20261202_000001_pipelines::Migration),
         ]
     }
 }

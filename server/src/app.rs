@@ -7,17 +7,20 @@ use std::sync::Arc;
 
 use cygnet_proto::v1::{
     agent_service_server::AgentServiceServer, customer_service_server::CustomerServiceServer,
-    user_service_server::UserServiceServer,
+    pipeline_service_server::PipelineServiceServer, user_service_server::UserServiceServer,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::agents::{AgentHub, spawn_liveness_task};
+use crate::artifacts::ArtifactStore;
 use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
-use crate::grpc::{AgentApi, ApiContext, CustomerApi, UserApi};
+use crate::dispatch::{Dispatcher, ExecutionSignals};
+use crate::grpc::{AgentApi, ApiContext, CustomerApi, PipelineApi, UserApi};
 use crate::store::Store;
+use crate::store::{Notifier, spawn_listener};
 use crate::tls;
 
 /// A server whose database is migrated and bootstrapped, ready to serve.
@@ -78,13 +81,25 @@ impl App {
             require_client_certificates,
         );
         let hub = Arc::new(AgentHub::new());
+        let signals = ExecutionSignals::default();
+        let notifier = Notifier::start(&self.store);
+        let dispatcher = Dispatcher::new(
+            self.store.clone(),
+            hub.clone(),
+            signals,
+            notifier,
+            self.config.agents.grace,
+        );
+        let artifacts = ArtifactStore::new(&self.config.data_dir);
         let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
         let liveness = spawn_liveness_task(
             hub.clone(),
             self.store.clone(),
             self.config.agents,
-            background_stopped,
+            background_stopped.clone(),
         );
+        let dispatch = dispatcher.spawn(background_stopped.clone());
+        let listener_task = spawn_listener(&self.store, dispatcher.clone(), background_stopped);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -95,6 +110,9 @@ impl App {
             .await;
         health_reporter
             .set_serving::<AgentServiceServer<AgentApi>>()
+            .await;
+        health_reporter
+            .set_serving::<PipelineServiceServer<PipelineApi>>()
             .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
@@ -120,7 +138,14 @@ impl App {
                 context.clone(),
             )))
             .add_service(UserServiceServer::new(UserApi::new(context.clone())))
-            .add_service(AgentServiceServer::new(AgentApi::new(context, hub)));
+            .add_service(PipelineServiceServer::new(PipelineApi::new(
+                context.clone(),
+                dispatcher.clone(),
+                artifacts.clone(),
+            )))
+            .add_service(AgentServiceServer::new(AgentApi::new(
+                context, hub, dispatcher, artifacts,
+            )));
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
@@ -136,6 +161,9 @@ impl App {
                 .await;
             reporter
                 .set_not_serving::<AgentServiceServer<AgentApi>>()
+                .await;
+            reporter
+                .set_not_serving::<PipelineServiceServer<PipelineApi>>()
                 .await;
             // Agent streams never end by themselves: end them now so draining can finish.
             let _ = stop_background.send(true);
@@ -160,6 +188,12 @@ impl App {
         };
         if let Err(error) = liveness.await {
             tracing::warn!(%error, "agent liveness task failed");
+        }
+        if let Err(error) = dispatch.await {
+            tracing::warn!(%error, "dispatch task failed");
+        }
+        if let Some(listener_task) = listener_task {
+            let _ = listener_task.await;
         }
         self.store.close().await?;
         tracing::info!("stopped");

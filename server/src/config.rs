@@ -52,6 +52,9 @@ pub struct AgentSettings {
     pub sample_interval: Duration,
     /// How long metrics history is kept.
     pub retention: Duration,
+    /// How long an agent may be gone before its jobs fail with `agent_lost`; an agent back within
+    /// this time keeps its running jobs.
+    pub grace: Duration,
 }
 
 impl AgentSettings {
@@ -67,6 +70,7 @@ impl Default for AgentSettings {
             heartbeat_interval: Duration::from_secs(10),
             sample_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
+            grace: Duration::from_secs(60),
         }
     }
 }
@@ -103,6 +107,7 @@ struct RawConfig {
     heartbeat_interval_seconds: u64,
     metrics_sample_seconds: u64,
     metrics_retention_hours: u64,
+    agent_grace_seconds: u64,
     #[serde(default)]
     tls: RawTls,
 }
@@ -139,6 +144,7 @@ impl ServerConfig {
             .and_then(|b| b.set_default("heartbeat_interval_seconds", 10))
             .and_then(|b| b.set_default("metrics_sample_seconds", 60))
             .and_then(|b| b.set_default("metrics_retention_hours", 168))
+            .and_then(|b| b.set_default("agent_grace_seconds", 60))
             .map_err(|error| ConfigError(error.to_string()))?;
         if let Some(file) = file {
             if !file.is_file() {
@@ -321,6 +327,12 @@ impl RawConfig {
                     1..=87_600,
                 )?,
             ),
+            grace: Duration::from_secs(ranged(
+                "agent_grace_seconds",
+                "CYGNET_AGENT_GRACE_SECONDS",
+                self.agent_grace_seconds,
+                1..=86_400,
+            )?),
         };
         Ok(ServerConfig {
             listen,

@@ -5,10 +5,12 @@
 
 pub mod agents;
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod grpc;
 pub mod store;

@@ -1,26 +1,46 @@
-//! The agents connected to this server. Heartbeats land here, in memory; the liveness task
-//! persists them in batches, so a heartbeat costs no database write of its own.
+//! The agents connected to this server: their streams, what they may run, what they run, and
+//! their latest figures. Heartbeats land here, in memory; the liveness task persists them in
+//! batches, so a heartbeat costs no database write of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use cygnet_proto::v1 as pb;
 use rand::RngExt;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::Status;
 
 use crate::auth::AuthenticatedAgent;
-use crate::domain::{AgentFigures, AgentId};
+use crate::domain::pipeline::AgentSelector;
+use crate::domain::{AgentFigures, AgentId, CustomerId, ExecutionId};
 use crate::store::HeartbeatRecord;
+
+/// The server → agent half of a stream.
+pub type CommandSender = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
+
+/// What an agent may be given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkSettings {
+    pub labels: Vec<String>,
+    pub enabled: bool,
+    pub max_concurrent_jobs: usize,
+}
 
 struct Session {
     connection_id: i64,
     agent: AuthenticatedAgent,
     /// Ends the session's stream with the given status.
     kick: oneshot::Sender<Status>,
+    commands: CommandSender,
+    settings: WorkSettings,
+    /// Executions claimed for this agent and not finished.
+    jobs: HashSet<ExecutionId>,
     last_heartbeat: Instant,
     latest: Option<(AgentFigures, DateTime<Utc>)>,
+    /// Executions the agent said it runs, in its latest heartbeat.
+    running: Vec<ExecutionId>,
     /// Figures arrived since the last flush.
     unsaved: bool,
     last_sample: Option<Instant>,
@@ -32,6 +52,9 @@ pub struct SessionTicket {
     /// Completes when the hub ends the session (replaced, expired, deleted, shutdown).
     pub kicked: oneshot::Receiver<Status>,
 }
+
+/// Why no agent can take an execution now.
+pub type NoAgent = String;
 
 /// Open agent streams of this server, keyed by agent.
 pub struct AgentHub {
@@ -52,24 +75,34 @@ impl AgentHub {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Session>> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is a
-        // single insert/remove/field write), so a poisoned lock is still usable.
+        // Every update under the lock is a single insert, remove or field write, so a panic
+        // cannot leave the map inconsistent: a poisoned lock is still usable.
         self.sessions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a new stream for the agent. An older stream of the same agent is ended with
-    /// ABORTED: the newest connection wins.
-    pub fn attach(&self, agent: AuthenticatedAgent) -> SessionTicket {
+    /// Registers a new stream for the agent, with what it may run and the jobs it already has.
+    /// An older stream of the same agent is ended with ABORTED: the newest connection wins.
+    pub fn attach(
+        &self,
+        agent: AuthenticatedAgent,
+        commands: CommandSender,
+        settings: WorkSettings,
+        jobs: HashSet<ExecutionId>,
+    ) -> SessionTicket {
         let connection_id = rand::rng().random_range(1..i64::MAX);
         let (kick, kicked) = oneshot::channel();
         let session = Session {
             connection_id,
             agent: agent.clone(),
             kick,
+            commands,
+            settings,
+            jobs,
             last_heartbeat: Instant::now(),
             latest: None,
+            running: Vec::new(),
             unsaved: false,
             last_sample: None,
         };
@@ -90,6 +123,7 @@ impl AgentHub {
         agent_id: AgentId,
         connection_id: i64,
         figures: AgentFigures,
+        running: Vec<ExecutionId>,
         at: DateTime<Utc>,
     ) -> bool {
         let mut sessions = self.sessions();
@@ -97,6 +131,7 @@ impl AgentHub {
             Some(session) if session.connection_id == connection_id => {
                 session.last_heartbeat = Instant::now();
                 session.latest = Some((figures, at));
+                session.running = running;
                 session.unsaved = true;
                 true
             }
@@ -135,8 +170,106 @@ impl AgentHub {
         self.sessions().len()
     }
 
+    /// Changes what a connected agent may run (after UpdateAgent).
+    pub fn update_settings(&self, agent_id: AgentId, settings: WorkSettings) {
+        if let Some(session) = self.sessions().get_mut(&agent_id) {
+            session.settings = settings;
+        }
+    }
+
+    /// Picks the connected agent of `customer_id` that the selector allows, that is enabled and
+    /// has a free slot, preferring the least busy; or says why there is none.
+    pub fn pick(
+        &self,
+        customer_id: CustomerId,
+        selector: &AgentSelector,
+    ) -> Result<AgentId, NoAgent> {
+        let sessions = self.sessions();
+        let mut matching = 0;
+        let mut enabled = 0;
+        let mut best: Option<(usize, AgentId)> = None;
+        for (agent_id, session) in sessions.iter() {
+            if session.agent.customer_id() != customer_id {
+                continue;
+            }
+            if selector.agent_id.is_some_and(|wanted| wanted != *agent_id) {
+                continue;
+            }
+            if !selector
+                .labels
+                .iter()
+                .all(|label| session.settings.labels.contains(label))
+            {
+                continue;
+            }
+            matching += 1;
+            if !session.settings.enabled {
+                continue;
+            }
+            enabled += 1;
+            let busy = session.jobs.len();
+            if busy >= session.settings.max_concurrent_jobs {
+                continue;
+            }
+            if best.is_none_or(|(least, _)| busy < least) {
+                best = Some((busy, *agent_id));
+            }
+        }
+        match best {
+            Some((_, agent_id)) => Ok(agent_id),
+            None if matching == 0 => {
+                Err(format!("no online agent matches {}", selector.describe()))
+            }
+            None if enabled == 0 => Err(format!(
+                "every agent matching {} is disabled",
+                selector.describe()
+            )),
+            None => Err(format!(
+                "every agent matching {} is busy",
+                selector.describe()
+            )),
+        }
+    }
+
+    /// Takes a slot of the agent for the execution; false when it has none left (or left).
+    pub fn reserve(&self, agent_id: AgentId, execution_id: ExecutionId) -> bool {
+        match self.sessions().get_mut(&agent_id) {
+            Some(session) if session.jobs.len() < session.settings.max_concurrent_jobs => {
+                session.jobs.insert(execution_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Frees the execution's slot on the agent.
+    pub fn release(&self, agent_id: AgentId, execution_id: ExecutionId) {
+        if let Some(session) = self.sessions().get_mut(&agent_id) {
+            session.jobs.remove(&execution_id);
+        }
+    }
+
+    /// Queues a command on the agent's stream; false when the agent is not connected here or its
+    /// stream is not keeping up.
+    pub fn send(&self, agent_id: AgentId, command: pb::connect_response::Command) -> bool {
+        let sessions = self.sessions();
+        let Some(session) = sessions.get(&agent_id) else {
+            return false;
+        };
+        session
+            .commands
+            .try_send(Ok(pb::ConnectResponse {
+                command: Some(command),
+            }))
+            .is_ok()
+    }
+
     /// Takes the figures that arrived since the last call, marking those due for the history.
-    pub fn take_unsaved(&self, sample_interval: Duration) -> Vec<HeartbeatRecord> {
+    pub fn take_unsaved(
+        &self,
+        sample_interval: Duration,
+        lease_until: DateTime<Utc>,
+    ) -> Vec<HeartbeatRecord> {
         let now = Instant::now();
         let mut records = Vec::new();
         for (agent_id, session) in self.sessions().iter_mut() {
@@ -160,6 +293,8 @@ impl AgentHub {
                 figures,
                 at,
                 sample,
+                running: session.running.clone(),
+                lease_until,
             });
         }
         records
@@ -188,7 +323,7 @@ impl AgentHub {
             .collect()
     }
 
-    /// Ends the agent's stream, if any (the agent was deleted).
+    /// Ends the agent's stream, if any (the agent was deleted or registered again).
     pub fn disconnect(&self, agent_id: AgentId, status: Status) {
         if let Some(session) = self.sessions().remove(&agent_id) {
             let _ = session.kick.send(status);
@@ -205,19 +340,47 @@ impl AgentHub {
             })
             .collect()
     }
+
+    /// The agents connected here.
+    pub fn connected_agents(&self) -> Vec<AgentId> {
+        self.sessions().keys().copied().collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::CustomerId;
 
-    fn agent(id: i64) -> AuthenticatedAgent {
+    fn agent(id: i64, customer: i64) -> AuthenticatedAgent {
         AuthenticatedAgent::new(
             AgentId::from_db(id),
-            CustomerId::from_db(1),
+            CustomerId::from_db(customer),
             format!("agent-{id}"),
             format!("Agent {id}"),
+        )
+    }
+
+    fn settings(labels: &[&str], max: usize) -> WorkSettings {
+        WorkSettings {
+            labels: labels.iter().map(|label| label.to_string()).collect(),
+            enabled: true,
+            max_concurrent_jobs: max,
+        }
+    }
+
+    fn attach(
+        hub: &AgentHub,
+        id: i64,
+        customer: i64,
+        work: WorkSettings,
+    ) -> (
+        SessionTicket,
+        mpsc::Receiver<Result<pb::ConnectResponse, Status>>,
+    ) {
+        let (sender, receiver) = mpsc::channel(8);
+        (
+            hub.attach(agent(id, customer), sender, work, HashSet::new()),
+            receiver,
         )
     }
 
@@ -236,8 +399,8 @@ mod tests {
     #[test]
     fn a_newer_stream_replaces_the_older() {
         let hub = AgentHub::new();
-        let mut first = hub.attach(agent(1));
-        let second = hub.attach(agent(1));
+        let (mut first, _one) = attach(&hub, 1, 1, settings(&[], 1));
+        let (second, _two) = attach(&hub, 1, 1, settings(&[], 1));
         assert_eq!(
             first.kicked.try_recv().expect("kicked").code(),
             tonic::Code::Aborted
@@ -246,55 +409,103 @@ mod tests {
             AgentId::from_db(1),
             first.connection_id,
             figures(),
+            vec![],
             Utc::now()
         ));
         assert!(hub.heartbeat(
             AgentId::from_db(1),
             second.connection_id,
             figures(),
+            vec![],
             Utc::now()
         ));
         assert!(!hub.detach(AgentId::from_db(1), first.connection_id));
-        assert!(hub.is_connected(AgentId::from_db(1)));
         assert!(hub.detach(AgentId::from_db(1), second.connection_id));
         assert!(!hub.is_connected(AgentId::from_db(1)));
     }
 
     #[test]
-    fn unsaved_figures_are_taken_once_and_sampled_by_interval() {
+    fn picking_respects_customer_selector_enabled_and_capacity() {
         let hub = AgentHub::new();
-        let ticket = hub.attach(agent(7));
-        assert!(hub.take_unsaved(Duration::from_secs(60)).is_empty());
+        let _a = attach(&hub, 1, 1, settings(&["linux"], 1));
+        let _b = attach(&hub, 2, 1, settings(&["linux", "docker"], 2));
+        let _c = attach(&hub, 3, 2, settings(&["linux", "docker"], 5));
+        let docker = AgentSelector {
+            agent_id: None,
+            labels: vec!["docker".into()],
+        };
+        let customer = CustomerId::from_db(1);
+        assert_eq!(hub.pick(customer, &docker), Ok(AgentId::from_db(2)));
+        assert!(hub.reserve(AgentId::from_db(2), ExecutionId::from_db(10)));
+        assert!(hub.reserve(AgentId::from_db(2), ExecutionId::from_db(11)));
+        assert!(!hub.reserve(AgentId::from_db(2), ExecutionId::from_db(12)));
+        assert_eq!(
+            hub.pick(customer, &docker),
+            Err("every agent matching labels [docker] is busy".into())
+        );
+        hub.release(AgentId::from_db(2), ExecutionId::from_db(10));
+        assert_eq!(hub.pick(customer, &docker), Ok(AgentId::from_db(2)));
+        let gpu = AgentSelector {
+            agent_id: None,
+            labels: vec!["gpu".into()],
+        };
+        assert_eq!(
+            hub.pick(customer, &gpu),
+            Err("no online agent matches labels [gpu]".into())
+        );
+        let mut disabled = settings(&["linux"], 1);
+        disabled.enabled = false;
+        hub.update_settings(AgentId::from_db(1), disabled);
+        let one = AgentSelector {
+            agent_id: Some(AgentId::from_db(1)),
+            labels: vec![],
+        };
+        assert_eq!(
+            hub.pick(customer, &one),
+            Err("every agent matching agent 1 is disabled".into())
+        );
+        // Another customer's agent is never picked, whatever the selector says.
+        let theirs = AgentSelector {
+            agent_id: Some(AgentId::from_db(3)),
+            labels: vec![],
+        };
+        assert!(hub.pick(customer, &theirs).is_err());
+    }
+
+    #[test]
+    fn unsaved_figures_are_taken_once_with_leases() {
+        let hub = AgentHub::new();
+        let (ticket, _rx) = attach(&hub, 7, 1, settings(&[], 1));
+        let until = Utc::now();
+        assert!(hub.take_unsaved(Duration::from_secs(60), until).is_empty());
         hub.heartbeat(
             AgentId::from_db(7),
             ticket.connection_id,
             figures(),
+            vec![ExecutionId::from_db(5)],
             Utc::now(),
         );
-        let records = hub.take_unsaved(Duration::from_secs(60));
+        let records = hub.take_unsaved(Duration::from_secs(60), until);
         assert_eq!(records.len(), 1);
         assert!(records[0].sample);
-        assert!(hub.take_unsaved(Duration::from_secs(60)).is_empty());
+        assert_eq!(records[0].running, [ExecutionId::from_db(5)]);
+        assert!(hub.take_unsaved(Duration::from_secs(60), until).is_empty());
         hub.heartbeat(
             AgentId::from_db(7),
             ticket.connection_id,
             figures(),
+            vec![],
             Utc::now(),
         );
-        let records = hub.take_unsaved(Duration::from_secs(60));
-        assert!(
-            !records[0].sample,
-            "second sample within the interval is not kept"
-        );
+        assert!(!hub.take_unsaved(Duration::from_secs(60), until)[0].sample);
     }
 
     #[test]
     fn silent_streams_expire() {
         let hub = AgentHub::new();
-        let mut ticket = hub.attach(agent(3));
+        let (mut ticket, _rx) = attach(&hub, 3, 1, settings(&[], 1));
         assert!(hub.expire_silent(Duration::from_secs(60)).is_empty());
-        let expired = hub.expire_silent(Duration::ZERO);
-        assert_eq!(expired.len(), 1);
+        assert_eq!(hub.expire_silent(Duration::ZERO).len(), 1);
         assert_eq!(
             ticket.kicked.try_recv().expect("kicked").code(),
             tonic::Code::DeadlineExceeded

@@ -75,7 +75,9 @@ async fn run_once(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
 }
 
 async fn save_figures(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
-    let records = hub.take_unsaved(settings.sample_interval);
+    let lease_until =
+        now() + chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::seconds(60));
+    let records = hub.take_unsaved(settings.sample_interval, lease_until);
     if let Err(error) = store.save_heartbeats(&records).await {
         tracing::warn!(%error, agents = records.len(), "could not save agent heartbeats");
     }

@@ -4,5 +4,5 @@
 mod hub;
 mod liveness;
 
-pub use hub::{AgentHub, SessionTicket};
+pub use hub::{AgentHub, CommandSender, SessionTicket, WorkSettings};
 pub use liveness::spawn_liveness_task;

@@ -26,6 +26,16 @@ pub enum Action {
     RetireAgents,
     /// Read the activity feed.
     ReadActivity,
+    /// Read pipelines, executions, logs and artifacts.
+    ReadPipelines,
+    /// Create and change pipelines.
+    ManagePipelines,
+    /// Delete pipelines; allowed in a deactivated customer.
+    DeletePipelines,
+    /// Run (and retry) pipelines.
+    RunPipelines,
+    /// Cancel executions; allowed in a deactivated customer (stopping work is always safe).
+    CancelExecutions,
 }
 
 impl Action {
@@ -36,7 +46,12 @@ impl Action {
             Action::ReadCustomer
             | Action::ReadMembers
             | Action::ReadAgents
-            | Action::ReadActivity => &[Admin, Devops, Developer, Qa, Viewer],
+            | Action::ReadActivity
+            | Action::ReadPipelines => &[Admin, Devops, Developer, Qa, Viewer],
+            Action::ManagePipelines
+            | Action::DeletePipelines
+            | Action::RunPipelines
+            | Action::CancelExecutions => &[Admin, Devops, Developer],
             Action::UpdateCustomer | Action::ManageMembers | Action::RemoveMember => &[Admin],
             Action::ManageAgents | Action::RetireAgents => &[Admin, Devops],
             Action::ChangeCustomerStatus => &[],
@@ -48,7 +63,11 @@ impl Action {
     pub fn needs_active_customer(self) -> bool {
         matches!(
             self,
-            Action::UpdateCustomer | Action::ManageMembers | Action::ManageAgents
+            Action::UpdateCustomer
+                | Action::ManageMembers
+                | Action::ManageAgents
+                | Action::ManagePipelines
+                | Action::RunPipelines
         )
     }
 
@@ -65,6 +84,11 @@ impl Action {
             Action::ManageAgents => "manage agents of",
             Action::RetireAgents => "delete agents or revoke registration tokens of",
             Action::ReadActivity => "read the activity of",
+            Action::ReadPipelines => "read pipelines of",
+            Action::ManagePipelines => "create or change pipelines of",
+            Action::DeletePipelines => "delete pipelines of",
+            Action::RunPipelines => "run pipelines of",
+            Action::CancelExecutions => "cancel executions of",
         }
     }
 }

@@ -59,6 +59,14 @@ id_type!(
     /// A registration token id.
     RegistrationTokenId
 );
+id_type!(
+    /// A pipeline id.
+    PipelineId
+);
+id_type!(
+    /// An execution id.
+    ExecutionId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

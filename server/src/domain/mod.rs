@@ -6,8 +6,10 @@
 pub mod activity;
 pub mod agent;
 pub mod customer;
+pub mod execution;
 pub mod ids;
 pub mod page;
+pub mod pipeline;
 pub mod role;
 pub mod user;
 pub mod validate;
@@ -18,7 +20,7 @@ pub use agent::{
     NewRegistrationToken, RegistrationToken,
 };
 pub use customer::{Customer, CustomerPatch, NewCustomer};
-pub use ids::{AgentId, CustomerId, RegistrationTokenId, TokenId, UserId};
+pub use ids::{AgentId, CustomerId, ExecutionId, PipelineId, RegistrationTokenId, TokenId, UserId};
 pub use page::{Page, PageRequest};
 pub use role::Role;
 pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};

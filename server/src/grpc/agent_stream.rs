@@ -8,22 +8,25 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::agent_jobs::{apply_job_event, requeue};
 use super::agents::AgentApi;
 use super::convert;
+use crate::agents::{SessionTicket, WorkSettings};
 use crate::auth::{AGENT_CREDENTIAL_PREFIX, AuthenticatedAgent, certificate_common_name, token};
 use crate::domain::agent::{host_fact, labels, max_concurrent_jobs, uuid};
+use crate::domain::execution::ExecutionStatus;
 use crate::domain::validate::optional_line;
-use crate::domain::{AgentFigures, AgentRegistration, CustomerId, ValidationError};
+use crate::domain::{AgentFigures, AgentRegistration, CustomerId, ExecutionId, ValidationError};
 use crate::store::now;
 
 /// The server → agent half of a Connect stream.
 pub type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
 
-/// Commands buffered per stream before the sender waits.
-const COMMAND_BUFFER: usize = 32;
+/// Commands (assignments, cancellations, acknowledgements) buffered per stream.
+const COMMAND_BUFFER: usize = 1024;
 
 /// The CN of the client certificate the request came with, if any.
-fn client_certificate_cn<T>(request: &Request<T>) -> Option<String> {
+pub(super) fn client_certificate_cn<T>(request: &Request<T>) -> Option<String> {
     let certificates = request.peer_certs()?;
     certificates
         .first()
@@ -123,8 +126,28 @@ pub(super) async fn connect(
         .authenticate(request.metadata(), certificate_cn.as_deref())
         .await?;
     let inbound = request.into_inner();
-    let ticket = api.hub.attach(agent.clone());
+    let (labels, enabled, max_concurrent_jobs) =
+        api.context.store.agent_work_settings(&agent).await?;
+    let on_agent = api
+        .context
+        .store
+        .executions_on_agent(agent.agent_id())
+        .await?;
+    let (commands, outbound) = mpsc::channel(COMMAND_BUFFER);
     let connected_at = now();
+    let ticket = api.hub.attach(
+        agent.clone(),
+        commands.clone(),
+        WorkSettings {
+            labels,
+            enabled,
+            max_concurrent_jobs: usize::try_from(max_concurrent_jobs).unwrap_or(1),
+        },
+        on_agent
+            .iter()
+            .map(|(execution_id, ..)| *execution_id)
+            .collect(),
+    );
     if let Err(error) = api
         .context
         .store
@@ -142,9 +165,9 @@ pub(super) async fn connect(
     tracing::info!(
         agent_id = agent.agent_id().get(),
         customer_id = agent.customer_id().get(),
+        jobs = on_agent.len(),
         "agent connected"
     );
-    let (commands, outbound) = mpsc::channel(COMMAND_BUFFER);
     let welcome = pb::ConnectResponse {
         command: Some(pb::connect_response::Command::Welcome(pb::Welcome {
             agent_id: agent.agent_id().get(),
@@ -153,15 +176,36 @@ pub(super) async fn connect(
             server_time: convert::timestamp(connected_at),
         })),
     };
-    // Cannot fail: the channel is new and empty.
+    // Cannot fail: the channel is new and far from full.
     let _ = commands.try_send(Ok(welcome));
+    // Cancellations asked while the agent was away.
+    for (execution_id, _, _, cancel_reason) in &on_agent {
+        if !cancel_reason.is_empty() {
+            let _ = commands.try_send(Ok(pb::ConnectResponse {
+                command: Some(pb::connect_response::Command::CancelJob(pb::CancelJob {
+                    execution_id: execution_id.get(),
+                    reason: cancel_reason.clone(),
+                })),
+            }));
+        }
+    }
+    // Assigned before this stream: the agent's first heartbeat says whether it has them.
+    let unconfirmed: Vec<ExecutionId> = on_agent
+        .iter()
+        .filter(|(_, status, assigned_at, _)| {
+            *status == ExecutionStatus::Assigned && assigned_at.is_some_and(|at| at < connected_at)
+        })
+        .map(|(execution_id, ..)| *execution_id)
+        .collect();
     tokio::spawn(read_agent_stream(
         api.clone(),
         agent,
         ticket,
         inbound,
         commands,
+        unconfirmed,
     ));
+    api.dispatcher.wake();
     Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
 }
 
@@ -170,10 +214,12 @@ pub(super) async fn connect(
 async fn read_agent_stream(
     api: AgentApi,
     agent: AuthenticatedAgent,
-    ticket: crate::agents::SessionTicket,
+    ticket: SessionTicket,
     mut inbound: Streaming<pb::ConnectRequest>,
     commands: mpsc::Sender<Result<pb::ConnectResponse, Status>>,
+    mut unconfirmed: Vec<ExecutionId>,
 ) {
+    use pb::connect_request::Message;
     let connection_id = ticket.connection_id;
     let mut kicked = ticket.kicked;
     let mut warned_about_figures = false;
@@ -187,13 +233,31 @@ async fn read_agent_stream(
                 break None;
             }
             message = inbound.message() => match message {
-                Ok(Some(pb::ConnectRequest { message: Some(pb::connect_request::Message::Heartbeat(heartbeat)) })) => {
-                    let (figures, adjusted) = AgentFigures::sanitized(convert::figures_from_heartbeat(&heartbeat));
+                Ok(Some(pb::ConnectRequest { message: Some(Message::Heartbeat(heartbeat)) })) => {
+                    let (figures, adjusted) =
+                        AgentFigures::sanitized(convert::figures_from_heartbeat(&heartbeat));
                     if adjusted && !warned_about_figures {
                         warned_about_figures = true;
                         tracing::warn!(agent_id = agent.agent_id().get(), "agent reported out-of-range figures; they were clamped");
                     }
-                    api.hub.heartbeat(agent.agent_id(), connection_id, figures, now());
+                    let running: Vec<ExecutionId> = heartbeat
+                        .running_execution_ids
+                        .iter()
+                        .filter(|id| **id > 0)
+                        .map(|id| ExecutionId::from_db(*id))
+                        .collect();
+                    // An assignment made before this stream that the agent does not have never
+                    // reached it: it goes back to the queue (it cannot run twice, the agent
+                    // does not know it).
+                    for execution_id in std::mem::take(&mut unconfirmed) {
+                        if !running.contains(&execution_id) {
+                            requeue(&api, agent.agent_id(), execution_id).await;
+                        }
+                    }
+                    api.hub.heartbeat(agent.agent_id(), connection_id, figures, running, now());
+                }
+                Ok(Some(pb::ConnectRequest { message: Some(Message::JobEvent(event)) })) => {
+                    apply_job_event(&api, &agent, &commands, event).await;
                 }
                 Ok(Some(pb::ConnectRequest { message: None })) => {}
                 Ok(None) => break Some("stream closed by the agent"),

@@ -6,8 +6,10 @@ use cygnet_proto::v1::{self as pb, agent_service_server::AgentService};
 use tonic::{Request, Response, Status};
 
 use super::{ApiContext, convert};
-use crate::agents::AgentHub;
+use crate::agents::{AgentHub, WorkSettings};
+use crate::artifacts::ArtifactStore;
 use crate::auth::{Action, token};
+use crate::dispatch::Dispatcher;
 use crate::domain::agent::{labels, max_concurrent_jobs};
 use crate::domain::validate::{optional_line, required_line};
 use crate::domain::{
@@ -114,11 +116,23 @@ impl ApiContext {
 pub struct AgentApi {
     pub(super) context: ApiContext,
     pub(super) hub: Arc<AgentHub>,
+    pub(super) dispatcher: Dispatcher,
+    pub(super) artifacts: ArtifactStore,
 }
 
 impl AgentApi {
-    pub fn new(context: ApiContext, hub: Arc<AgentHub>) -> Self {
-        Self { context, hub }
+    pub fn new(
+        context: ApiContext,
+        hub: Arc<AgentHub>,
+        dispatcher: Dispatcher,
+        artifacts: ArtifactStore,
+    ) -> Self {
+        Self {
+            context,
+            hub,
+            dispatcher,
+            artifacts,
+        }
     }
 }
 
@@ -138,6 +152,13 @@ impl AgentService for AgentApi {
         request: Request<tonic::Streaming<pb::ConnectRequest>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         super::agent_stream::connect(self, request).await
+    }
+
+    async fn upload_artifact(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadArtifactRequest>>,
+    ) -> Result<Response<pb::UploadArtifactResponse>, Status> {
+        super::agent_jobs::upload_artifact(self, request).await
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
@@ -322,6 +343,16 @@ impl AgentService for AgentApi {
             .store
             .update_agent(&scope, agent_id, patch, self.context.online_cutoff())
             .await?;
+        self.hub.update_settings(
+            agent_id,
+            WorkSettings {
+                labels: agent.labels.clone(),
+                enabled: agent.enabled,
+                max_concurrent_jobs: usize::try_from(agent.max_concurrent_jobs).unwrap_or(1),
+            },
+        );
+        // A re-enabled or larger agent may take queued work now.
+        self.dispatcher.wake();
         overlay_live(&self.hub, &mut agent);
         Ok(Response::new(pb::UpdateAgentResponse {
             agent: Some(agent.into()),

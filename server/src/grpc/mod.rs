@@ -3,15 +3,20 @@
 //! Handlers never touch sea-orm; errors of every layer become a `tonic::Status` in `status.rs`
 //! only.
 
+mod agent_jobs;
 mod agent_stream;
 mod agents;
 mod convert;
 mod customers;
+mod pipeline_convert;
+mod pipelines;
 mod status;
 mod users;
 
 pub use agents::AgentApi;
 pub use customers::CustomerApi;
+pub use pipeline_convert::step_to_pb;
+pub use pipelines::PipelineApi;
 pub use users::UserApi;
 
 use crate::auth::{AgentAuthenticator, Authenticator, Authorizer};

@@ -8,13 +8,14 @@ use sea_orm::{
     QuerySelect,
 };
 
-use super::entities::{agent, agent_sample};
+use super::entities::{agent, agent_sample, execution};
 use super::{Store, StoreError, activity, convert};
 use crate::auth::{AuthenticatedAgent, TenantScope};
-use crate::domain::{AgentFigures, AgentId, AgentStatus, CustomerId, NewActivity};
+use crate::domain::execution::ExecutionStatus;
+use crate::domain::{AgentFigures, AgentId, AgentStatus, CustomerId, ExecutionId, NewActivity};
 
 /// The latest figures of one connected agent, to persist.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct HeartbeatRecord {
     pub agent_id: AgentId,
     pub customer_id: CustomerId,
@@ -24,6 +25,9 @@ pub struct HeartbeatRecord {
     pub at: DateTime<Utc>,
     /// Also append the figures to the metrics history.
     pub sample: bool,
+    /// The executions the agent reported running: their leases are renewed until `lease_until`.
+    pub running: Vec<ExecutionId>,
+    pub lease_until: DateTime<Utc>,
 }
 
 fn offline_event(agent_id: i64, name: &str, reason: &str) -> NewActivity {
@@ -165,6 +169,25 @@ impl Store {
                 .filter(agent::Column::ConnectionId.eq(record.connection_id))
                 .exec(&transaction)
                 .await?;
+            if !record.running.is_empty() {
+                execution::Entity::update_many()
+                    .col_expr(
+                        execution::Column::LeaseExpiresAt,
+                        Expr::value(record.lease_until),
+                    )
+                    .filter(execution::Column::CustomerId.eq(record.customer_id.get()))
+                    .filter(execution::Column::AgentId.eq(record.agent_id.get()))
+                    .filter(execution::Column::Id.is_in(record.running.iter().map(|id| id.get())))
+                    .filter(
+                        execution::Column::Status.is_in(
+                            ExecutionStatus::ON_AGENT
+                                .iter()
+                                .map(|status| status.as_str()),
+                        ),
+                    )
+                    .exec(&transaction)
+                    .await?;
+            }
         }
         let samples: Vec<agent_sample::ActiveModel> = records
             .iter()

@@ -483,3 +483,18 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// What dispatch needs of an agent: its labels, whether it is enabled and its capacity.
+    pub async fn agent_work_settings(
+        &self,
+        agent: &AuthenticatedAgent,
+    ) -> Result<(Vec<String>, bool, i32), StoreError> {
+        let row = find_live_agent(&self.db, agent.customer_id(), agent.agent_id()).await?;
+        let labels = labels_of(&self.db, agent.customer_id(), &[row.id])
+            .await?
+            .remove(&row.id)
+            .unwrap_or_default();
+        Ok((labels, row.enabled, row.max_concurrent_jobs))
+    }
+}

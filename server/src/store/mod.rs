@@ -12,9 +12,14 @@ mod agents;
 mod connect;
 mod convert;
 mod customers;
+mod dispatch;
 pub(crate) mod entities;
 mod error;
+mod executions;
+mod job_events;
 mod memberships;
+mod notifications;
+mod pipelines;
 mod registration_tokens;
 mod tokens;
 mod users;
@@ -29,7 +34,10 @@ pub use access::CustomerAccess;
 pub use agent_liveness::HeartbeatRecord;
 pub use agents::FoundAgent;
 pub use connect::{DatabaseOptions, MigrationCommand};
+pub use dispatch::LostExecution;
 pub use error::StoreError;
+pub use executions::Cancellation;
+pub use notifications::{NotificationHandler, Notifier, spawn_listener};
 pub use tokens::AuthenticatedToken;
 
 /// Handle to the database; cheap to clone.

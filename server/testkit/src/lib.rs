@@ -565,6 +565,7 @@ pub fn heartbeat(cpu_percent: f64, memory_percent: f64) -> pb::Heartbeat {
         disk_free_bytes: 100 << 30,
         load_average: 0.5,
         running_jobs: 0,
+        running_execution_ids: Vec::new(),
     }
 }
 

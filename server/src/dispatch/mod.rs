@@ -1,0 +1,276 @@
+//! Push dispatch: queued executions go to a matching connected agent of the same customer the
+//! moment one is free, over its stream. Claims are single conditional updates in the database, so
+//! an execution starts exactly once even with several server replicas; leases (renewed by the
+//! agent's heartbeats) turn an execution whose agent vanished into `failed: agent_lost` instead
+//! of leaving it running forever.
+
+mod signals;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cygnet_proto::v1 as pb;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use signals::ExecutionSignals;
+
+use crate::agents::AgentHub;
+use crate::domain::execution::QueuedExecution;
+use crate::domain::{AgentId, ExecutionId};
+use crate::store::{NotificationHandler, Notifier, Store, now};
+
+/// How often the dispatcher looks at the queue even without being woken: the safety net for a
+/// missed wake-up or a notification from another replica.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Queued executions considered per round.
+const BATCH: u64 = 256;
+
+/// Wakes the dispatch loop; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    hub: Arc<AgentHub>,
+    signals: ExecutionSignals,
+    notifier: Notifier,
+    wake: Notify,
+    grace: Duration,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        hub: Arc<AgentHub>,
+        signals: ExecutionSignals,
+        notifier: Notifier,
+        grace: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                signals,
+                notifier,
+                wake: Notify::new(),
+                grace,
+            }),
+        }
+    }
+
+    /// Asks for a dispatch round now (new execution, a slot freed, an agent connected).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Tells every replica (this one included) that there is new work.
+    pub fn announce_work(&self) {
+        self.wake();
+        self.inner.notifier.work_queued();
+    }
+
+    /// Asks the agent running `execution_id` to stop it, wherever it is connected.
+    pub fn request_cancel(&self, agent_id: AgentId, execution_id: ExecutionId, reason: &str) {
+        let sent = self.inner.hub.send(
+            agent_id,
+            pb::connect_response::Command::CancelJob(pb::CancelJob {
+                execution_id: execution_id.get(),
+                reason: reason.to_owned(),
+            }),
+        );
+        if !sent {
+            // Connected to another replica (or reconnecting): the sweep there resends it.
+            self.inner.notifier.cancel_requested();
+        }
+    }
+
+    pub fn signals(&self) -> &ExecutionSignals {
+        &self.inner.signals
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
+    }
+
+    /// The lease a claim or heartbeat grants: until `now + grace`.
+    pub fn lease_until(&self) -> chrono::DateTime<chrono::Utc> {
+        now()
+            + chrono::Duration::from_std(self.inner.grace).unwrap_or(chrono::Duration::seconds(60))
+    }
+
+    /// Runs the dispatch loop until `shutdown` turns true.
+    pub fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        let dispatcher = self.clone();
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = dispatcher.inner.wake.notified() => dispatcher.dispatch_round().await,
+                    _ = sweep.tick() => {
+                        dispatcher.expire_leases().await;
+                        dispatcher.resend_cancellations().await;
+                        dispatcher.dispatch_round().await;
+                    }
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Matches queued executions, oldest first, with free agents connected here.
+    async fn dispatch_round(&self) {
+        let inner = &self.inner;
+        if inner.hub.connected_count() == 0 {
+            return;
+        }
+        let queued = match inner.store.queued_executions(BATCH).await {
+            Ok(queued) => queued,
+            Err(error) => {
+                tracing::warn!(%error, "could not read the queue");
+                return;
+            }
+        };
+        for execution in queued {
+            match inner.hub.pick(execution.customer_id, &execution.selector) {
+                Ok(agent_id) => self.assign(agent_id, execution).await,
+                Err(reason) => {
+                    if reason != execution.queue_reason
+                        && let Err(error) =
+                            inner.store.set_queue_reason(execution.id, &reason).await
+                    {
+                        tracing::warn!(%error, execution_id = execution.id.get(), "could not record the queue reason");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn assign(&self, agent_id: AgentId, execution: QueuedExecution) {
+        let inner = &self.inner;
+        if !inner.hub.reserve(agent_id, execution.id) {
+            return;
+        }
+        match inner
+            .store
+            .claim_execution(execution.id, agent_id, self.lease_until())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another dispatcher (or a cancellation) got there first.
+                inner.hub.release(agent_id, execution.id);
+                return;
+            }
+            Err(error) => {
+                inner.hub.release(agent_id, execution.id);
+                tracing::warn!(%error, execution_id = execution.id.get(), "could not claim execution");
+                return;
+            }
+        }
+        let assignment = pb::connect_response::Command::AssignJob(pb::JobAssignment {
+            execution_id: execution.id.get(),
+            customer_id: execution.customer_id.get(),
+            pipeline_id: execution.pipeline_id.get(),
+            pipeline_name: execution.pipeline_name.clone(),
+            steps: execution
+                .steps
+                .iter()
+                .map(crate::grpc::step_to_pb)
+                .collect(),
+            parameters: execution.parameters.clone().into_iter().collect(),
+            timeout_seconds: execution.timeout_seconds,
+        });
+        if inner.hub.send(agent_id, assignment) {
+            tracing::info!(
+                execution_id = execution.id.get(),
+                agent_id = agent_id.get(),
+                customer_id = execution.customer_id.get(),
+                "execution assigned"
+            );
+            inner.signals.bump(execution.id);
+            inner.notifier.execution_changed(execution.id);
+        } else {
+            // The stream went away between the pick and the send: back to the queue.
+            inner.hub.release(agent_id, execution.id);
+            if let Err(error) = inner.store.release_claim(execution.id, agent_id).await {
+                tracing::warn!(%error, execution_id = execution.id.get(), "could not requeue execution");
+            }
+        }
+    }
+
+    /// Ends executions whose agent stopped renewing their lease.
+    async fn expire_leases(&self) {
+        let inner = &self.inner;
+        let at = now();
+        let lost = match inner.store.expired_leases(at).await {
+            Ok(lost) => lost,
+            Err(error) => {
+                tracing::warn!(%error, "could not read expired leases");
+                return;
+            }
+        };
+        for execution in lost {
+            match inner.store.end_lost_execution(&execution, at).await {
+                Ok(Some(status)) => {
+                    tracing::warn!(
+                        execution_id = execution.id.get(),
+                        status = status.as_str(),
+                        "agent lost; execution ended"
+                    );
+                    if let Some(agent_id) = execution.agent_id {
+                        inner.hub.release(agent_id, execution.id);
+                    }
+                    inner.signals.bump(execution.id);
+                    inner.notifier.execution_changed(execution.id);
+                    self.wake();
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, execution_id = execution.id.get(), "could not end lost execution")
+                }
+            }
+        }
+    }
+
+    /// Repeats pending cancellations to agents connected here (the request may have been made on
+    /// another replica, or while the agent was reconnecting). Agents ignore repeats.
+    async fn resend_cancellations(&self) {
+        let inner = &self.inner;
+        for agent_id in inner.hub.connected_agents() {
+            let on_agent = match inner.store.pending_cancellations(agent_id).await {
+                Ok(on_agent) => on_agent,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read pending cancellations");
+                    return;
+                }
+            };
+            for (execution_id, reason) in on_agent {
+                inner.hub.send(
+                    agent_id,
+                    pb::connect_response::Command::CancelJob(pb::CancelJob {
+                        execution_id: execution_id.get(),
+                        reason,
+                    }),
+                );
+            }
+        }
+    }
+}
+
+impl NotificationHandler for Dispatcher {
+    fn work(&self) {
+        self.wake();
+    }
+
+    fn execution_changed(&self, execution_id: ExecutionId) {
+        self.inner.signals.bump(execution_id);
+    }
+}

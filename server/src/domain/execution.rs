@@ -1,0 +1,272 @@
+//! Executions: runs of a pipeline, their steps, logs and artifacts, and the state machine
+//! `queued → assigned → running → {succeeded, failed, cancelled, timed_out}`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::pipeline::{AgentSelector, StepDefinition};
+use super::{AgentId, CustomerId, ExecutionId, PipelineId, UserId};
+
+/// Where an execution is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExecutionStatus {
+    Queued,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl ExecutionStatus {
+    pub const ALL: [ExecutionStatus; 7] = [
+        ExecutionStatus::Queued,
+        ExecutionStatus::Assigned,
+        ExecutionStatus::Running,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+        ExecutionStatus::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Queued => "queued",
+            ExecutionStatus::Assigned => "assigned",
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+    }
+
+    /// Whether the execution has ended; a terminal status never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Succeeded
+                | ExecutionStatus::Failed
+                | ExecutionStatus::Cancelled
+                | ExecutionStatus::TimedOut
+        )
+    }
+
+    /// The statuses an agent holds a lease on.
+    pub const ON_AGENT: [ExecutionStatus; 2] =
+        [ExecutionStatus::Assigned, ExecutionStatus::Running];
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+    TimedOut,
+}
+
+impl StepStatus {
+    pub const ALL: [StepStatus; 7] = [
+        StepStatus::Pending,
+        StepStatus::Running,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+        StepStatus::Cancelled,
+        StepStatus::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::TimedOut => "timed_out",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, StepStatus::Pending | StepStatus::Running)
+    }
+}
+
+/// Where a piece of log output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    System,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::System => "system",
+        }
+    }
+
+    pub fn from_db(value: &str) -> Option<Self> {
+        [LogStream::Stdout, LogStream::Stderr, LogStream::System]
+            .into_iter()
+            .find(|stream| stream.as_str() == value)
+    }
+}
+
+/// One step of an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepExecution {
+    pub index: i32,
+    pub name: String,
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    pub id: ExecutionId,
+    pub customer_id: CustomerId,
+    pub pipeline_id: PipelineId,
+    pub pipeline_name: String,
+    pub status: ExecutionStatus,
+    pub parameters: BTreeMap<String, String>,
+    pub triggered_by: UserId,
+    pub triggered_by_username: String,
+    pub agent_id: Option<AgentId>,
+    pub queue_reason: String,
+    pub failure_reason: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Empty in listings; GetExecution fills it.
+    pub steps: Vec<StepExecution>,
+    pub retry_of: Option<ExecutionId>,
+    pub timeout_seconds: i32,
+}
+
+/// What dispatch needs of a queued execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedExecution {
+    pub id: ExecutionId,
+    pub customer_id: CustomerId,
+    pub pipeline_id: PipelineId,
+    pub pipeline_name: String,
+    pub selector: AgentSelector,
+    pub steps: Vec<StepDefinition>,
+    pub parameters: BTreeMap<String, String>,
+    pub timeout_seconds: i32,
+    pub queue_reason: String,
+}
+
+/// A validated request to run a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRequest {
+    pub pipeline_id: PipelineId,
+    pub parameters: BTreeMap<String, String>,
+    pub agent_id: Option<AgentId>,
+}
+
+/// Which executions a listing wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    pub pipeline_id: Option<PipelineId>,
+    pub status: Option<ExecutionStatus>,
+}
+
+/// A piece of an execution's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub sequence: i64,
+    pub step_index: i32,
+    pub stream: LogStream,
+    pub text: String,
+    pub logged_at: DateTime<Utc>,
+}
+
+/// A stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub id: i64,
+    pub execution_id: ExecutionId,
+    pub step_index: i32,
+    pub path: String,
+    pub size_bytes: i64,
+    pub sha256: String,
+    pub storage_key: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One event of a job, as an agent reports it (see `JobEvent` in the contract).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEventInput {
+    pub execution_id: ExecutionId,
+    pub sequence: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub kind: JobEventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEventKind {
+    Started {
+        workspace: String,
+    },
+    Rejected {
+        reason: String,
+    },
+    StepStarted {
+        step_index: i32,
+    },
+    Log {
+        step_index: i32,
+        stream: LogStream,
+        text: String,
+    },
+    StepFinished {
+        step_index: i32,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        reason: String,
+    },
+    Finished {
+        status: ExecutionStatus,
+        reason: String,
+    },
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobEventOutcome {
+    /// Every event up to this sequence is stored: the acknowledgement to send.
+    pub acknowledged: i64,
+    /// Whether this event was new (stored now) rather than a repeat.
+    pub stored: bool,
+    /// The execution's status when this event ended it.
+    pub finished: Option<ExecutionStatus>,
+}

@@ -1,0 +1,203 @@
+//! What agents report about their jobs, and their artifact uploads.
+
+use cygnet_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::agent_stream::client_certificate_cn;
+use super::agents::AgentApi;
+use super::pipeline_convert::job_event_from_pb;
+use crate::artifacts::{ArtifactStore, MAX_ARTIFACT_BYTES};
+use crate::auth::AuthenticatedAgent;
+use crate::domain::{AgentId, ExecutionId, ValidationError};
+use crate::store::StoreError;
+
+/// Puts an execution the agent never received back in the queue.
+pub(super) async fn requeue(api: &AgentApi, agent_id: AgentId, execution_id: ExecutionId) {
+    api.hub.release(agent_id, execution_id);
+    match api
+        .context
+        .store
+        .release_claim(execution_id, agent_id)
+        .await
+    {
+        Ok(true) => {
+            tracing::info!(
+                execution_id = execution_id.get(),
+                agent_id = agent_id.get(),
+                "assignment lost in a reconnect; execution queued again"
+            );
+            api.dispatcher.signals().bump(execution_id);
+            api.dispatcher.announce_work();
+        }
+        Ok(false) => {}
+        Err(error) => {
+            tracing::warn!(%error, execution_id = execution_id.get(), "could not requeue execution")
+        }
+    }
+}
+
+fn acknowledge(
+    commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
+    execution_id: i64,
+    sequence: i64,
+) {
+    // Acknowledgements are cumulative: if the buffer is full, a later one covers this one.
+    let _ = commands.try_send(Ok(pb::ConnectResponse {
+        command: Some(pb::connect_response::Command::EventAck(pb::EventAck {
+            execution_id,
+            sequence,
+        })),
+    }));
+}
+
+/// Stores one job event and acknowledges it.
+pub(super) async fn apply_job_event(
+    api: &AgentApi,
+    agent: &AuthenticatedAgent,
+    commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
+    event: pb::JobEvent,
+) {
+    let raw_execution_id = event.execution_id;
+    let event = match job_event_from_pb(event) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::warn!(agent_id = agent.agent_id().get(), %error, "malformed job event ignored");
+            return;
+        }
+    };
+    let execution_id = event.execution_id;
+    let outcome = match api.context.store.apply_job_event(agent, event).await {
+        Ok(outcome) => outcome,
+        Err(StoreError::NotFound(message)) => {
+            // Not this agent's execution: nothing is stored; the acknowledgement lets the agent
+            // drop it instead of sending it forever.
+            tracing::warn!(agent_id = agent.agent_id().get(), execution_id = raw_execution_id, %message, "job event for a foreign execution refused");
+            acknowledge(commands, raw_execution_id, i64::MAX);
+            return;
+        }
+        Err(error) => {
+            // Not acknowledged: the agent keeps the event and sends it again after reconnecting.
+            tracing::warn!(%error, execution_id = execution_id.get(), "could not store job event");
+            return;
+        }
+    };
+    acknowledge(commands, execution_id.get(), outcome.acknowledged);
+    if outcome.stored {
+        api.dispatcher.signals().bump(execution_id);
+        api.dispatcher.notifier().execution_changed(execution_id);
+    }
+    if let Some(status) = outcome.finished {
+        tracing::info!(
+            execution_id = execution_id.get(),
+            agent_id = agent.agent_id().get(),
+            status = status.as_str(),
+            "execution finished"
+        );
+        api.hub.release(agent.agent_id(), execution_id);
+        api.dispatcher.wake();
+    }
+}
+
+fn validate_header(header: &pb::ArtifactHeader) -> Result<ExecutionId, ValidationError> {
+    let execution_id = ExecutionId::parse(header.execution_id, "header.execution_id")?;
+    if header.step_index < 0 {
+        return Err(ValidationError::new(
+            "header.step_index",
+            "must not be negative",
+        ));
+    }
+    let escapes = header.path.starts_with('/')
+        || header
+            .path
+            .split(['/', '\\'])
+            .any(|part| part == ".." || part.is_empty())
+        || header.path.contains('\0');
+    if header.path.is_empty() || header.path.len() > 1024 || escapes {
+        return Err(ValidationError::new(
+            "header.path",
+            "must be a relative path inside the workspace, without '..'",
+        ));
+    }
+    if !(0..=MAX_ARTIFACT_BYTES).contains(&header.size_bytes) {
+        return Err(ValidationError::new(
+            "header.size_bytes",
+            format!("must be between 0 and {MAX_ARTIFACT_BYTES}"),
+        ));
+    }
+    let hex = header.sha256.len() == 64
+        && header
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex {
+        return Err(ValidationError::new(
+            "header.sha256",
+            "must be 64 lowercase hex digits",
+        ));
+    }
+    Ok(execution_id)
+}
+
+/// Stores an artifact of a running execution of the uploading agent.
+pub(super) async fn upload_artifact(
+    api: &AgentApi,
+    request: Request<Streaming<pb::UploadArtifactRequest>>,
+) -> Result<Response<pb::UploadArtifactResponse>, Status> {
+    let certificate_cn = client_certificate_cn(&request);
+    let agent = api
+        .context
+        .agent_authenticator
+        .authenticate(request.metadata(), certificate_cn.as_deref())
+        .await?;
+    let mut parts = request.into_inner();
+    let header = match parts.message().await? {
+        Some(pb::UploadArtifactRequest {
+            part: Some(pb::upload_artifact_request::Part::Header(header)),
+        }) => header,
+        _ => return Err(ValidationError::new("header", "must be the first message").into()),
+    };
+    let execution_id = validate_header(&header)?;
+    api.context
+        .store
+        .check_artifact_upload(&agent, execution_id)
+        .await?;
+    let key = ArtifactStore::new_key(agent.customer_id(), execution_id);
+    let mut writer = api
+        .artifacts
+        .begin(&key, header.size_bytes, &header.sha256)
+        .await
+        .map_err(|error| Status::internal(error.to_string()))?;
+    while let Some(part) = parts.message().await? {
+        match part.part {
+            Some(pb::upload_artifact_request::Part::Data(data)) => {
+                writer
+                    .write(&data)
+                    .await
+                    .map_err(|error| Status::invalid_argument(format!("data: {error}")))?;
+            }
+            _ => return Err(ValidationError::new("header", "must be sent only once").into()),
+        }
+    }
+    writer
+        .finish()
+        .await
+        .map_err(|error| Status::invalid_argument(format!("data: {error}")))?;
+    let stored = api
+        .context
+        .store
+        .create_artifact(&agent, execution_id, &header, &key)
+        .await;
+    match stored {
+        Ok(artifact) => {
+            tracing::info!(execution_id = execution_id.get(), path = %artifact.path, size = artifact.size_bytes, "artifact stored");
+            Ok(Response::new(pb::UploadArtifactResponse {
+                artifact: Some(artifact.into()),
+            }))
+        }
+        Err(error) => {
+            api.artifacts.remove(&key).await;
+            Err(error.into())
+        }
+    }
+}

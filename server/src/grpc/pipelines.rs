@@ -1,0 +1,603 @@
+//! `cygnet.v1.PipelineService`.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use cygnet_proto::v1::{self as pb, pipeline_service_server::PipelineService};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::ApiContext;
+use super::pipeline_convert::{execution_status_filter, run_parameters};
+use crate::artifacts::ArtifactStore;
+use crate::auth::{Action, TenantScope};
+use crate::dispatch::Dispatcher;
+use crate::domain::execution::{Execution, ExecutionFilter};
+use crate::domain::ids::parse_optional;
+use crate::domain::pipeline::{PipelineDefinition, PipelinePatch, resolve_parameters};
+use crate::domain::{AgentId, CustomerId, ExecutionId, PageRequest, PipelineId, ValidationError};
+use crate::store::{Cancellation, Store};
+
+/// How often a watcher looks for changes when nothing woke it (changes made on another replica
+/// without a notification).
+const WATCH_POLL: Duration = Duration::from_secs(1);
+/// Log chunks per watcher read.
+const WATCH_LOG_PAGE: u64 = 500;
+/// Bytes per DownloadArtifact message.
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
+
+/// Handler of `PipelineService`.
+#[derive(Clone)]
+pub struct PipelineApi {
+    context: ApiContext,
+    dispatcher: Dispatcher,
+    artifacts: ArtifactStore,
+}
+
+impl PipelineApi {
+    pub fn new(context: ApiContext, dispatcher: Dispatcher, artifacts: ArtifactStore) -> Self {
+        Self {
+            context,
+            dispatcher,
+            artifacts,
+        }
+    }
+
+    async fn scope<T>(
+        &self,
+        request: &Request<T>,
+        customer_id: i64,
+        action: Action,
+    ) -> Result<TenantScope, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let customer_id = CustomerId::parse(customer_id, "customer_id")?;
+        Ok(self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, action)
+            .await?)
+    }
+
+    /// Queues an execution of a pipeline and wakes dispatch.
+    async fn queue(
+        &self,
+        scope: &TenantScope,
+        pipeline_id: PipelineId,
+        parameters: &std::collections::BTreeMap<String, String>,
+        agent_id: Option<AgentId>,
+        retry_of: Option<ExecutionId>,
+    ) -> Result<Execution, Status> {
+        let pipeline = self.context.store.get_pipeline(scope, pipeline_id).await?;
+        let resolved = resolve_parameters(&pipeline.definition.parameters, parameters)?;
+        let execution = self
+            .context
+            .store
+            .create_execution(scope, &pipeline, resolved, agent_id, retry_of)
+            .await?;
+        tracing::info!(
+            execution_id = execution.id.get(),
+            pipeline_id = pipeline_id.get(),
+            "execution queued"
+        );
+        self.dispatcher.announce_work();
+        Ok(execution)
+    }
+}
+
+pub type WatchStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchExecutionResponse, Status>> + Send>>;
+pub type DownloadStream =
+    Pin<Box<dyn Stream<Item = Result<pb::DownloadArtifactResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PipelineService for PipelineApi {
+    type WatchExecutionStream = WatchStream;
+    type DownloadArtifactStream = DownloadStream;
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn create_pipeline(
+        &self,
+        request: Request<pb::CreatePipelineRequest>,
+    ) -> Result<Response<pb::CreatePipelineResponse>, Status> {
+        let definition = PipelineDefinition::try_from(request.get_ref());
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ManagePipelines,
+            )
+            .await?;
+        let pipeline = self
+            .context
+            .store
+            .create_pipeline(&scope, definition?)
+            .await?;
+        tracing::info!(pipeline_id = pipeline.id.get(), "pipeline created");
+        Ok(Response::new(pb::CreatePipelineResponse {
+            pipeline: Some(pipeline.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_pipeline(
+        &self,
+        request: Request<pb::GetPipelineRequest>,
+    ) -> Result<Response<pb::GetPipelineResponse>, Status> {
+        let pipeline_id = PipelineId::parse(request.get_ref().pipeline_id, "pipeline_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadPipelines,
+            )
+            .await?;
+        let pipeline = self
+            .context
+            .store
+            .get_pipeline(&scope, pipeline_id?)
+            .await?;
+        Ok(Response::new(pb::GetPipelineResponse {
+            pipeline: Some(pipeline.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_pipelines(
+        &self,
+        request: Request<pb::ListPipelinesRequest>,
+    ) -> Result<Response<pb::ListPipelinesResponse>, Status> {
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token);
+        let scope = self
+            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .await?;
+        let page = self.context.store.list_pipelines(&scope, page?).await?;
+        Ok(Response::new(pb::ListPipelinesResponse {
+            pipelines: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn update_pipeline(
+        &self,
+        request: Request<pb::UpdatePipelineRequest>,
+    ) -> Result<Response<pb::UpdatePipelineResponse>, Status> {
+        let body = request.get_ref();
+        let pipeline_id = PipelineId::parse(body.pipeline_id, "pipeline_id");
+        let patch = PipelinePatch::try_from(body);
+        let scope = self
+            .scope(&request, body.customer_id, Action::ManagePipelines)
+            .await?;
+        let pipeline = self
+            .context
+            .store
+            .update_pipeline(&scope, pipeline_id?, patch?)
+            .await?;
+        Ok(Response::new(pb::UpdatePipelineResponse {
+            pipeline: Some(pipeline.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn delete_pipeline(
+        &self,
+        request: Request<pb::DeletePipelineRequest>,
+    ) -> Result<Response<pb::DeletePipelineResponse>, Status> {
+        let pipeline_id = PipelineId::parse(request.get_ref().pipeline_id, "pipeline_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::DeletePipelines,
+            )
+            .await?;
+        self.context
+            .store
+            .delete_pipeline(&scope, pipeline_id?)
+            .await?;
+        Ok(Response::new(pb::DeletePipelineResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, pipeline_id = request.get_ref().pipeline_id))]
+    async fn run_pipeline(
+        &self,
+        request: Request<pb::RunPipelineRequest>,
+    ) -> Result<Response<pb::RunPipelineResponse>, Status> {
+        let body = request.get_ref();
+        let pipeline_id = PipelineId::parse(body.pipeline_id, "pipeline_id");
+        let agent_id = parse_optional(body.agent_id, "agent_id", AgentId::parse);
+        let parameters = run_parameters(&body.parameters);
+        let scope = self
+            .scope(&request, body.customer_id, Action::RunPipelines)
+            .await?;
+        let execution = self
+            .queue(&scope, pipeline_id?, &parameters, agent_id?, None)
+            .await?;
+        Ok(Response::new(pb::RunPipelineResponse {
+            execution: Some(execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
+    async fn get_execution(
+        &self,
+        request: Request<pb::GetExecutionRequest>,
+    ) -> Result<Response<pb::GetExecutionResponse>, Status> {
+        let execution_id = ExecutionId::parse(request.get_ref().execution_id, "execution_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadPipelines,
+            )
+            .await?;
+        let execution = self
+            .context
+            .store
+            .get_execution(&scope, execution_id?)
+            .await?;
+        Ok(Response::new(pb::GetExecutionResponse {
+            execution: Some(execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_executions(
+        &self,
+        request: Request<pb::ListExecutionsRequest>,
+    ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let filter = ExecutionFilter {
+            pipeline_id: parse_optional(body.pipeline_id, "pipeline_id", PipelineId::parse)?,
+            status: execution_status_filter("status", body.status)?,
+        };
+        let scope = self
+            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .await?;
+        let page = self
+            .context
+            .store
+            .list_executions(&scope, &filter, page)
+            .await?;
+        Ok(Response::new(pb::ListExecutionsResponse {
+            executions: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
+    async fn cancel_execution(
+        &self,
+        request: Request<pb::CancelExecutionRequest>,
+    ) -> Result<Response<pb::CancelExecutionResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::CancelExecutions)
+            .await?;
+        let reason = format!("cancelled by {}", principal.username);
+        let (execution, outcome) = self
+            .context
+            .store
+            .cancel_execution(&scope, execution_id, &reason)
+            .await?;
+        match outcome {
+            Cancellation::Requested { agent_id } => {
+                self.dispatcher
+                    .request_cancel(agent_id, execution_id, &reason);
+            }
+            Cancellation::Cancelled => {
+                self.dispatcher.signals().bump(execution_id);
+                self.dispatcher.notifier().execution_changed(execution_id);
+            }
+            Cancellation::AlreadyFinished => {}
+        }
+        tracing::info!(outcome = ?outcome, "cancellation requested");
+        Ok(Response::new(pb::CancelExecutionResponse {
+            execution: Some(execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
+    async fn retry_execution(
+        &self,
+        request: Request<pb::RetryExecutionRequest>,
+    ) -> Result<Response<pb::RetryExecutionResponse>, Status> {
+        let execution_id = ExecutionId::parse(request.get_ref().execution_id, "execution_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::RunPipelines,
+            )
+            .await?;
+        let execution_id = execution_id?;
+        let (pipeline_id, parameters, agent_id) = self
+            .context
+            .store
+            .execution_run_request(&scope, execution_id)
+            .await?;
+        let execution = self
+            .queue(
+                &scope,
+                pipeline_id,
+                &parameters,
+                agent_id,
+                Some(execution_id),
+            )
+            .await?;
+        Ok(Response::new(pb::RetryExecutionResponse {
+            execution: Some(execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
+    async fn get_execution_logs(
+        &self,
+        request: Request<pb::GetExecutionLogsRequest>,
+    ) -> Result<Response<pb::GetExecutionLogsResponse>, Status> {
+        let body = request.get_ref();
+        let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
+        let page = match body.page_size {
+            0 => PageRequest::parse(100, &body.page_token)?,
+            size => PageRequest::parse(size, &body.page_token)?,
+        };
+        if body.after_sequence < 0 {
+            return Err(ValidationError::new("after_sequence", "must not be negative").into());
+        }
+        if body.step_index.is_some_and(|index| index < -1) {
+            return Err(ValidationError::new(
+                "step_index",
+                "must be -1 (agent messages) or a step index",
+            )
+            .into());
+        }
+        let scope = self
+            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .await?;
+        let page = self
+            .context
+            .store
+            .execution_logs(
+                &scope,
+                execution_id,
+                body.step_index,
+                body.after_sequence,
+                page,
+            )
+            .await?;
+        Ok(Response::new(pb::GetExecutionLogsResponse {
+            chunks: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
+    async fn watch_execution(
+        &self,
+        request: Request<pb::WatchExecutionRequest>,
+    ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let body = request.get_ref();
+        let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
+        if body.after_sequence < 0 {
+            return Err(ValidationError::new("after_sequence", "must not be negative").into());
+        }
+        let after_sequence = body.after_sequence;
+        let scope = self
+            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .await?;
+        // Subscribe before the first read, so no change between the two is missed.
+        let signal = self.dispatcher.signals().subscribe(execution_id);
+        let execution = self
+            .context
+            .store
+            .get_execution(&scope, execution_id)
+            .await?;
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(watch(
+            self.context.store.clone(),
+            scope,
+            execution,
+            after_sequence,
+            signal,
+            sender,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
+    async fn list_artifacts(
+        &self,
+        request: Request<pb::ListArtifactsRequest>,
+    ) -> Result<Response<pb::ListArtifactsResponse>, Status> {
+        let execution_id = ExecutionId::parse(request.get_ref().execution_id, "execution_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadPipelines,
+            )
+            .await?;
+        let artifacts = self
+            .context
+            .store
+            .list_artifacts(&scope, execution_id?)
+            .await?;
+        Ok(Response::new(pb::ListArtifactsResponse {
+            artifacts: artifacts.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, artifact_id = request.get_ref().artifact_id))]
+    async fn download_artifact(
+        &self,
+        request: Request<pb::DownloadArtifactRequest>,
+    ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        let artifact_id = request.get_ref().artifact_id;
+        if artifact_id <= 0 {
+            return Err(ValidationError::new("artifact_id", "must be a positive id").into());
+        }
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadPipelines,
+            )
+            .await?;
+        let artifact = self.context.store.get_artifact(&scope, artifact_id).await?;
+        let mut file = self
+            .artifacts
+            .open(&artifact.storage_key)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, artifact_id, "artifact file missing");
+                Status::internal("artifact content is not available")
+            })?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut first = Some(pb::Artifact::from(artifact));
+            let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
+            loop {
+                let read = match file.read(&mut buffer).await {
+                    Ok(read) => read,
+                    Err(error) => {
+                        let _ = sender
+                            .send(Err(Status::internal(format!("reading artifact: {error}"))))
+                            .await;
+                        return;
+                    }
+                };
+                if read == 0 && first.is_none() {
+                    return;
+                }
+                let message = pb::DownloadArtifactResponse {
+                    artifact: first.take(),
+                    data: buffer[..read].to_vec(),
+                };
+                if sender.send(Ok(message)).await.is_err() || read == 0 {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// Streams an execution's changes to one watcher until it is finished (or the watcher leaves):
+/// new log chunks first, then status and step changes, re-read from the database whenever the
+/// execution's signal is bumped (or every second).
+async fn watch(
+    store: Store,
+    scope: TenantScope,
+    mut last: Execution,
+    mut sequence: i64,
+    mut signal: tokio::sync::watch::Receiver<u64>,
+    sender: mpsc::Sender<Result<pb::WatchExecutionResponse, Status>>,
+) {
+    use pb::watch_execution_response::Update;
+    let send = |update: Update| {
+        let sender = sender.clone();
+        async move {
+            sender
+                .send(Ok(pb::WatchExecutionResponse {
+                    update: Some(update),
+                }))
+                .await
+                .is_ok()
+        }
+    };
+    if !send(Update::Execution(last.clone().into())).await {
+        return;
+    }
+    let mut finished = false;
+    loop {
+        signal.mark_unchanged();
+        // New output, in order.
+        loop {
+            let page = match store
+                .execution_logs(
+                    &scope,
+                    last.id,
+                    None,
+                    sequence,
+                    PageRequest::first(WATCH_LOG_PAGE),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+            };
+            for chunk in page.items {
+                sequence = chunk.sequence;
+                if !send(Update::Log(chunk.into())).await {
+                    return;
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+        }
+        let current = match store.get_execution(&scope, last.id).await {
+            Ok(current) => current,
+            Err(error) => {
+                let _ = sender.send(Err(error.into())).await;
+                return;
+            }
+        };
+        for step in &current.steps {
+            let changed = last
+                .steps
+                .iter()
+                .find(|previous| previous.index == step.index)
+                .is_none_or(|previous| previous != step);
+            if changed && !send(Update::Step(step.clone().into())).await {
+                return;
+            }
+        }
+        if current.status.is_terminal() && !finished {
+            // Read the output once more (the final event's own chunk), then send the status.
+            last.steps = current.steps;
+            finished = true;
+            continue;
+        }
+        let status_changed = current.status != last.status
+            || current.agent_id != last.agent_id
+            || current.queue_reason != last.queue_reason;
+        if status_changed && !send(Update::Execution(current.clone().into())).await {
+            return;
+        }
+        if finished {
+            return;
+        }
+        last = current;
+        tokio::select! {
+            changed = signal.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(WATCH_POLL).await;
+                }
+            }
+            _ = tokio::time::sleep(WATCH_POLL) => {}
+            _ = sender.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! What dispatch and leases need: claiming a queued execution exactly once, giving a claim back,
+//! renewing and expiring leases. These act for the system, not for a member, and each touches
+//! one execution by id (with the agent it is claimed for).
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
+
+use super::entities::{agent, execution};
+use super::executions::{finished_event, skip_unfinished_steps, status_of};
+use super::{Store, StoreError, activity, now};
+use crate::domain::execution::ExecutionStatus;
+use crate::domain::{AgentId, CustomerId, ExecutionId};
+
+/// An execution whose agent stopped renewing its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostExecution {
+    pub id: ExecutionId,
+    pub customer_id: CustomerId,
+    pub agent_id: Option<AgentId>,
+}
+
+impl Store {
+    /// Claims a queued execution for an agent: one conditional update, so among any number of
+    /// dispatchers (and server replicas) exactly one wins. On PostgreSQL the row is locked with
+    /// `FOR UPDATE SKIP LOCKED` first, so contending replicas skip it instead of waiting.
+    pub async fn claim_execution(
+        &self,
+        execution_id: ExecutionId,
+        agent_id: AgentId,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let transaction = self.begin_write().await?;
+        if self.backend() == DbBackend::Postgres {
+            let locked = execution::Entity::find_by_id(execution_id.get())
+                .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .one(&transaction)
+                .await?;
+            if locked.is_none() {
+                return Ok(false);
+            }
+        }
+        let claimed = execution::Entity::update_many()
+            .col_expr(
+                execution::Column::Status,
+                Expr::value(ExecutionStatus::Assigned.as_str()),
+            )
+            .col_expr(execution::Column::AgentId, Expr::value(agent_id.get()))
+            .col_expr(execution::Column::AssignedAt, Expr::value(now()))
+            .col_expr(execution::Column::LeaseExpiresAt, Expr::value(lease_until))
+            .col_expr(execution::Column::QueueReason, Expr::value(""))
+            .filter(execution::Column::Id.eq(execution_id.get()))
+            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+            .exec(&transaction)
+            .await?
+            .rows_affected
+            == 1;
+        transaction.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Puts an execution the agent never received back in the queue.
+    pub async fn release_claim(
+        &self,
+        execution_id: ExecutionId,
+        agent_id: AgentId,
+    ) -> Result<bool, StoreError> {
+        let released = execution::Entity::update_many()
+            .col_expr(
+                execution::Column::Status,
+                Expr::value(ExecutionStatus::Queued.as_str()),
+            )
+            .col_expr(execution::Column::AgentId, Expr::value(Option::<i64>::None))
+            .col_expr(
+                execution::Column::AssignedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                execution::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(execution::Column::Id.eq(execution_id.get()))
+            .filter(execution::Column::AgentId.eq(agent_id.get()))
+            .filter(execution::Column::Status.eq(ExecutionStatus::Assigned.as_str()))
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            == 1;
+        Ok(released)
+    }
+
+    /// Records why a queued execution waits (only while it is queued).
+    pub async fn set_queue_reason(
+        &self,
+        execution_id: ExecutionId,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        execution::Entity::update_many()
+            .col_expr(execution::Column::QueueReason, Expr::value(reason))
+            .filter(execution::Column::Id.eq(execution_id.get()))
+            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The executions assigned to or running on an agent, with whether a cancellation was asked.
+    pub async fn executions_on_agent(
+        &self,
+        agent_id: AgentId,
+    ) -> Result<Vec<(ExecutionId, ExecutionStatus, Option<DateTime<Utc>>, String)>, StoreError>
+    {
+        let rows = execution::Entity::find()
+            .filter(execution::Column::AgentId.eq(agent_id.get()))
+            .filter(
+                execution::Column::Status.is_in(
+                    ExecutionStatus::ON_AGENT
+                        .iter()
+                        .map(|status| status.as_str()),
+                ),
+            )
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let status = status_of(&row)?;
+                let cancel = if row.cancel_requested_at.is_some() {
+                    row.cancel_reason.clone()
+                } else {
+                    String::new()
+                };
+                Ok((
+                    ExecutionId::from_db(row.id),
+                    status,
+                    row.assigned_at,
+                    cancel,
+                ))
+            })
+            .collect()
+    }
+
+    /// Executions on agents whose lease ran out.
+    pub async fn expired_leases(
+        &self,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LostExecution>, StoreError> {
+        let rows = execution::Entity::find()
+            .filter(
+                execution::Column::Status.is_in(
+                    ExecutionStatus::ON_AGENT
+                        .iter()
+                        .map(|status| status.as_str()),
+                ),
+            )
+            .filter(execution::Column::LeaseExpiresAt.lt(at))
+            .limit(500)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| LostExecution {
+                id: ExecutionId::from_db(row.id),
+                customer_id: CustomerId::from_db(row.customer_id),
+                agent_id: row.agent_id.map(AgentId::from_db),
+            })
+            .collect())
+    }
+
+    /// Ends an execution whose agent is gone: `failed` with reason `agent_lost` (or `cancelled`
+    /// when a cancellation was already asked), if its lease is still expired. Returns the final
+    /// status when it changed.
+    pub async fn end_lost_execution(
+        &self,
+        lost: &LostExecution,
+        at: DateTime<Utc>,
+    ) -> Result<Option<ExecutionStatus>, StoreError> {
+        let transaction = self.begin_write().await?;
+        let Some(row) = execution::Entity::find_by_id(lost.id.get())
+            .filter(execution::Column::CustomerId.eq(lost.customer_id.get()))
+            .one(&transaction)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (status, reason) = if row.cancel_requested_at.is_some() {
+            (
+                ExecutionStatus::Cancelled,
+                format!("{} (agent lost)", row.cancel_reason),
+            )
+        } else {
+            (ExecutionStatus::Failed, "agent_lost".to_owned())
+        };
+        let changed = execution::Entity::update_many()
+            .col_expr(execution::Column::Status, Expr::value(status.as_str()))
+            .col_expr(
+                execution::Column::FailureReason,
+                Expr::value(reason.as_str()),
+            )
+            .col_expr(execution::Column::FinishedAt, Expr::value(at))
+            .col_expr(
+                execution::Column::LeaseExpiresAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(execution::Column::Id.eq(row.id))
+            .filter(
+                execution::Column::Status.is_in(
+                    ExecutionStatus::ON_AGENT
+                        .iter()
+                        .map(|status| status.as_str()),
+                ),
+            )
+            .filter(execution::Column::LeaseExpiresAt.lt(at))
+            .exec(&transaction)
+            .await?
+            .rows_affected
+            == 1;
+        if !changed {
+            return Ok(None);
+        }
+        skip_unfinished_steps(&transaction, lost.customer_id, row.id, &reason, at).await?;
+        let agent_name = match row.agent_id {
+            Some(agent_id) => agent::Entity::find_by_id(agent_id)
+                .one(&transaction)
+                .await?
+                .map(|agent| agent.name),
+            None => None,
+        };
+        activity::record(
+            &transaction,
+            lost.customer_id,
+            finished_event(&row, status, &reason, agent_name.as_deref()),
+            at,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(Some(status))
+    }
+}
+
+impl Store {
+    /// Executions on `agent_id` whose cancellation was asked and which have not ended.
+    pub async fn pending_cancellations(
+        &self,
+        agent_id: AgentId,
+    ) -> Result<Vec<(ExecutionId, String)>, StoreError> {
+        Ok(execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Id)
+            .column(execution::Column::CancelReason)
+            .filter(execution::Column::AgentId.eq(agent_id.get()))
+            .filter(
+                execution::Column::Status.is_in(
+                    ExecutionStatus::ON_AGENT
+                        .iter()
+                        .map(|status| status.as_str()),
+                ),
+            )
+            .filter(execution::Column::CancelRequestedAt.is_not_null())
+            .into_tuple::<(i64, String)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|(id, reason)| (ExecutionId::from_db(id), reason))
+            .collect())
+    }
+}

@@ -1,0 +1,38 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "executions")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub customer_id: i64,
+    pub pipeline_id: i64,
+    pub pipeline_name: String,
+    pub status: String,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub parameters: Json,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub steps: Json,
+    pub selector_agent_id: Option<i64>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub selector_labels: Json,
+    pub timeout_seconds: i32,
+    pub triggered_by: i64,
+    pub agent_id: Option<i64>,
+    pub queue_reason: String,
+    pub failure_reason: String,
+    pub created_at: DateTimeUtc,
+    pub assigned_at: Option<DateTimeUtc>,
+    pub started_at: Option<DateTimeUtc>,
+    pub finished_at: Option<DateTimeUtc>,
+    pub lease_expires_at: Option<DateTimeUtc>,
+    pub cancel_requested_at: Option<DateTimeUtc>,
+    pub cancel_reason: String,
+    pub retry_of: Option<i64>,
+    pub last_sequence: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,596 @@
+//! Executions as members see them: queue one, read them, cancel, read their logs and artifacts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+use super::entities::{artifact, execution, log_chunk, step_execution, user};
+use super::pipelines::{labels_from_json, steps_from_json, to_json};
+use super::{Store, StoreError, activity, now};
+use crate::auth::TenantScope;
+use crate::domain::execution::{
+    Artifact, Execution, ExecutionFilter, ExecutionStatus, LogChunk, LogStream, QueuedExecution,
+    StepExecution, StepStatus,
+};
+use crate::domain::pipeline::{AgentSelector, Pipeline};
+use crate::domain::{
+    AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, UserId,
+};
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Database(sea_orm::DbErr::Custom(format!(
+        "unknown {what} {value:?} in database"
+    )))
+}
+
+pub(super) fn status_of(row: &execution::Model) -> Result<ExecutionStatus, StoreError> {
+    ExecutionStatus::from_db(&row.status).ok_or_else(|| corrupt("execution status", &row.status))
+}
+
+fn parameters_of(row: &execution::Model) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_value(row.parameters.clone()).map_err(|error| {
+        StoreError::Database(sea_orm::DbErr::Custom(format!(
+            "stored parameters are not readable: {error}"
+        )))
+    })
+}
+
+pub(super) fn step_from_row(row: step_execution::Model) -> Result<StepExecution, StoreError> {
+    Ok(StepExecution {
+        index: row.step_index,
+        status: StepStatus::from_db(&row.status)
+            .ok_or_else(|| corrupt("step status", &row.status))?,
+        name: row.name,
+        exit_code: row.exit_code,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        reason: row.reason,
+    })
+}
+
+pub(super) fn chunk_from_row(row: log_chunk::Model) -> Result<LogChunk, StoreError> {
+    Ok(LogChunk {
+        sequence: row.sequence,
+        step_index: row.step_index,
+        stream: LogStream::from_db(&row.stream)
+            .ok_or_else(|| corrupt("log stream", &row.stream))?,
+        text: row.text,
+        logged_at: row.logged_at,
+    })
+}
+
+fn artifact_from_row(row: artifact::Model) -> Artifact {
+    Artifact {
+        id: row.id,
+        execution_id: ExecutionId::from_db(row.execution_id),
+        step_index: row.step_index,
+        path: row.path,
+        size_bytes: row.size_bytes,
+        sha256: row.sha256,
+        storage_key: row.storage_key,
+        created_at: row.created_at,
+    }
+}
+
+/// Rows → executions, with the triggering users' names in one query.
+async fn executions_from_rows(
+    db: &impl ConnectionTrait,
+    rows: Vec<execution::Model>,
+) -> Result<Vec<Execution>, StoreError> {
+    let user_ids: Vec<i64> = rows.iter().map(|row| row.triggered_by).collect();
+    let usernames: HashMap<i64, String> = user::Entity::find()
+        .select_only()
+        .column(user::Column::Id)
+        .column(user::Column::Username)
+        .filter(user::Column::Id.is_in(user_ids))
+        .into_tuple::<(i64, String)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    rows.into_iter()
+        .map(|row| {
+            Ok(Execution {
+                id: ExecutionId::from_db(row.id),
+                customer_id: CustomerId::from_db(row.customer_id),
+                pipeline_id: PipelineId::from_db(row.pipeline_id),
+                status: status_of(&row)?,
+                parameters: parameters_of(&row)?,
+                triggered_by: UserId::from_db(row.triggered_by),
+                triggered_by_username: usernames
+                    .get(&row.triggered_by)
+                    .cloned()
+                    .unwrap_or_default(),
+                agent_id: row.agent_id.map(AgentId::from_db),
+                queue_reason: row.queue_reason,
+                failure_reason: row.failure_reason,
+                created_at: row.created_at,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+                steps: Vec::new(),
+                retry_of: row.retry_of.map(ExecutionId::from_db),
+                timeout_seconds: row.timeout_seconds,
+                pipeline_name: row.pipeline_name,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn find_execution(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    execution_id: ExecutionId,
+) -> Result<execution::Model, StoreError> {
+    execution::Entity::find_by_id(execution_id.get())
+        .filter(execution::Column::CustomerId.eq(customer_id.get()))
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("execution {execution_id} not found")))
+}
+
+/// Loads an execution with its steps.
+pub(super) async fn load_execution(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    execution_id: ExecutionId,
+) -> Result<Execution, StoreError> {
+    let row = find_execution(db, customer_id, execution_id).await?;
+    let mut execution = executions_from_rows(db, vec![row])
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(format!("execution {execution_id} not found")))?;
+    execution.steps = step_execution::Entity::find()
+        .filter(step_execution::Column::CustomerId.eq(customer_id.get()))
+        .filter(step_execution::Column::ExecutionId.eq(execution_id.get()))
+        .order_by_asc(step_execution::Column::StepIndex)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(step_from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(execution)
+}
+
+/// The outcome of a cancellation request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancellation {
+    /// It was queued and is now cancelled.
+    Cancelled,
+    /// It is on this agent, which must stop it.
+    Requested { agent_id: AgentId },
+    /// It had already ended; nothing changed.
+    AlreadyFinished,
+}
+
+impl Store {
+    /// Queues an execution of `pipeline` with resolved parameters, snapshotting its definition.
+    /// `agent_id` overrides the pipeline's selector with one agent of the customer.
+    pub async fn create_execution(
+        &self,
+        scope: &TenantScope,
+        pipeline: &Pipeline,
+        parameters: BTreeMap<String, String>,
+        agent_id: Option<AgentId>,
+        retry_of: Option<ExecutionId>,
+    ) -> Result<Execution, StoreError> {
+        let customer_id = scope.customer_id();
+        let transaction = self.begin_write().await?;
+        let selector = match agent_id {
+            Some(agent_id) => {
+                let found = super::entities::agent::Entity::find_by_id(agent_id.get())
+                    .filter(super::entities::agent::Column::CustomerId.eq(customer_id.get()))
+                    .filter(super::entities::agent::Column::DeletedAt.is_null())
+                    .one(&transaction)
+                    .await?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound(format!("agent {agent_id} not found")));
+                }
+                AgentSelector {
+                    agent_id: Some(agent_id),
+                    labels: Vec::new(),
+                }
+            }
+            None => pipeline.definition.selector.clone(),
+        };
+        let now = now();
+        let row = execution::ActiveModel {
+            customer_id: Set(customer_id.get()),
+            pipeline_id: Set(pipeline.id.get()),
+            pipeline_name: Set(pipeline.definition.name.clone()),
+            status: Set(ExecutionStatus::Queued.as_str().to_owned()),
+            parameters: Set(to_json(&parameters)),
+            steps: Set(to_json(&pipeline.definition.steps)),
+            selector_agent_id: Set(selector.agent_id.map(AgentId::get)),
+            selector_labels: Set(to_json(&selector.labels)),
+            timeout_seconds: Set(pipeline.definition.timeout_seconds),
+            triggered_by: Set(scope.actor().get()),
+            agent_id: Set(None),
+            queue_reason: Set("waiting for a matching agent".into()),
+            failure_reason: Set(String::new()),
+            created_at: Set(now),
+            assigned_at: Set(None),
+            started_at: Set(None),
+            finished_at: Set(None),
+            lease_expires_at: Set(None),
+            cancel_requested_at: Set(None),
+            cancel_reason: Set(String::new()),
+            retry_of: Set(retry_of.map(ExecutionId::get)),
+            last_sequence: Set(0),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await?;
+        step_execution::Entity::insert_many(pipeline.definition.steps.iter().enumerate().map(
+            |(index, step)| step_execution::ActiveModel {
+                customer_id: Set(customer_id.get()),
+                execution_id: Set(row.id),
+                step_index: Set(index as i32),
+                name: Set(step.name.clone()),
+                status: Set(StepStatus::Pending.as_str().to_owned()),
+                exit_code: Set(None),
+                started_at: Set(None),
+                finished_at: Set(None),
+                reason: Set(String::new()),
+            },
+        ))
+        .exec(&transaction)
+        .await?;
+        let execution_id = ExecutionId::from_db(row.id);
+        let execution = load_execution(&transaction, customer_id, execution_id).await?;
+        transaction.commit().await?;
+        Ok(execution)
+    }
+
+    /// One of the scope's executions with its steps.
+    pub async fn get_execution(
+        &self,
+        scope: &TenantScope,
+        execution_id: ExecutionId,
+    ) -> Result<Execution, StoreError> {
+        load_execution(&self.db, scope.customer_id(), execution_id).await
+    }
+
+    /// The queue snapshot of one of the scope's executions (to retry it).
+    pub async fn execution_run_request(
+        &self,
+        scope: &TenantScope,
+        execution_id: ExecutionId,
+    ) -> Result<(PipelineId, BTreeMap<String, String>, Option<AgentId>), StoreError> {
+        let row = find_execution(&self.db, scope.customer_id(), execution_id).await?;
+        let parameters = parameters_of(&row)?;
+        Ok((PipelineId::from_db(row.pipeline_id), parameters, None))
+    }
+
+    /// The scope's executions, newest first.
+    pub async fn list_executions(
+        &self,
+        scope: &TenantScope,
+        filter: &ExecutionFilter,
+        page: PageRequest,
+    ) -> Result<Page<Execution>, StoreError> {
+        let mut query = execution::Entity::find()
+            .filter(execution::Column::CustomerId.eq(scope.customer_id().get()));
+        if let Some(pipeline_id) = filter.pipeline_id {
+            query = query.filter(execution::Column::PipelineId.eq(pipeline_id.get()));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(execution::Column::Status.eq(status.as_str()));
+        }
+        if let Some(before) = page.after {
+            query = query.filter(execution::Column::Id.lt(before));
+        }
+        let rows = query
+            .order_by_desc(execution::Column::Id)
+            .limit(page.fetch_limit())
+            .all(&self.db)
+            .await?;
+        let page = Page::from_rows(rows, page, |row| row.id);
+        Ok(Page {
+            items: executions_from_rows(&self.db, page.items).await?,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// Cancels one of the scope's executions: a queued one at once (with its steps skipped and an
+    /// activity event); one on an agent is marked as cancel-requested and the caller tells the
+    /// agent. Cancelling a finished execution changes nothing.
+    pub async fn cancel_execution(
+        &self,
+        scope: &TenantScope,
+        execution_id: ExecutionId,
+        reason: &str,
+    ) -> Result<(Execution, Cancellation), StoreError> {
+        let customer_id = scope.customer_id();
+        let transaction = self.begin_write().await?;
+        let row = find_execution(&transaction, customer_id, execution_id).await?;
+        let status = status_of(&row)?;
+        let outcome = if status.is_terminal() {
+            Cancellation::AlreadyFinished
+        } else if status == ExecutionStatus::Queued {
+            let at = now();
+            let changed = execution::Entity::update_many()
+                .col_expr(
+                    execution::Column::Status,
+                    Expr::value(ExecutionStatus::Cancelled.as_str()),
+                )
+                .col_expr(execution::Column::FailureReason, Expr::value(reason))
+                .col_expr(execution::Column::QueueReason, Expr::value(""))
+                .col_expr(execution::Column::FinishedAt, Expr::value(at))
+                .col_expr(execution::Column::CancelRequestedAt, Expr::value(at))
+                .col_expr(execution::Column::CancelReason, Expr::value(reason))
+                .filter(execution::Column::Id.eq(row.id))
+                .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+                .exec(&transaction)
+                .await?
+                .rows_affected;
+            if changed == 1 {
+                skip_unfinished_steps(&transaction, customer_id, row.id, reason, at).await?;
+                activity::record(
+                    &transaction,
+                    customer_id,
+                    finished_event(&row, ExecutionStatus::Cancelled, reason, None),
+                    at,
+                )
+                .await?;
+                Cancellation::Cancelled
+            } else {
+                // Claimed by an agent in the meantime: ask it to stop.
+                Cancellation::Requested {
+                    agent_id: AgentId::from_db(0),
+                }
+            }
+        } else {
+            let agent_id = row.agent_id.map(AgentId::from_db).ok_or_else(|| {
+                StoreError::Database(sea_orm::DbErr::Custom(format!(
+                    "execution {execution_id} is {} without an agent",
+                    row.status
+                )))
+            })?;
+            Cancellation::Requested { agent_id }
+        };
+        if matches!(outcome, Cancellation::Requested { .. }) {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::CancelRequestedAt, Expr::value(now()))
+                .col_expr(execution::Column::CancelReason, Expr::value(reason))
+                .filter(execution::Column::Id.eq(row.id))
+                .filter(execution::Column::CancelRequestedAt.is_null())
+                .exec(&transaction)
+                .await?;
+        }
+        let execution = load_execution(&transaction, customer_id, execution_id).await?;
+        transaction.commit().await?;
+        // A cancel that lost the race with the dispatcher learns the agent from the reloaded row.
+        let outcome = match outcome {
+            Cancellation::Requested { .. } if execution.status.is_terminal() => {
+                Cancellation::AlreadyFinished
+            }
+            Cancellation::Requested { .. } => match execution.agent_id {
+                Some(agent_id) => Cancellation::Requested { agent_id },
+                None => Cancellation::AlreadyFinished,
+            },
+            other => other,
+        };
+        Ok((execution, outcome))
+    }
+
+    /// A page of one of the scope's executions' log, in sequence order.
+    pub async fn execution_logs(
+        &self,
+        scope: &TenantScope,
+        execution_id: ExecutionId,
+        step_index: Option<i32>,
+        after_sequence: i64,
+        page: PageRequest,
+    ) -> Result<Page<LogChunk>, StoreError> {
+        find_execution(&self.db, scope.customer_id(), execution_id).await?;
+        let after = page.after.unwrap_or(0).max(after_sequence);
+        let mut query = log_chunk::Entity::find()
+            .filter(log_chunk::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(log_chunk::Column::ExecutionId.eq(execution_id.get()))
+            .filter(log_chunk::Column::Sequence.gt(after));
+        if let Some(step_index) = step_index {
+            query = query.filter(log_chunk::Column::StepIndex.eq(step_index));
+        }
+        let rows = query
+            .order_by_asc(log_chunk::Column::Sequence)
+            .limit(page.fetch_limit())
+            .all(&self.db)
+            .await?;
+        let page = Page::from_rows(rows, page, |row| row.sequence);
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(chunk_from_row)
+                .collect::<Result<_, _>>()?,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// One of the scope's executions' artifacts.
+    pub async fn list_artifacts(
+        &self,
+        scope: &TenantScope,
+        execution_id: ExecutionId,
+    ) -> Result<Vec<Artifact>, StoreError> {
+        find_execution(&self.db, scope.customer_id(), execution_id).await?;
+        Ok(artifact::Entity::find()
+            .filter(artifact::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(artifact::Column::ExecutionId.eq(execution_id.get()))
+            .order_by_asc(artifact::Column::StepIndex)
+            .order_by_asc(artifact::Column::Path)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(artifact_from_row)
+            .collect())
+    }
+
+    /// One of the scope's artifacts.
+    pub async fn get_artifact(
+        &self,
+        scope: &TenantScope,
+        artifact_id: i64,
+    ) -> Result<Artifact, StoreError> {
+        artifact::Entity::find_by_id(artifact_id)
+            .filter(artifact::Column::CustomerId.eq(scope.customer_id().get()))
+            .one(&self.db)
+            .await?
+            .map(artifact_from_row)
+            .ok_or_else(|| StoreError::NotFound(format!("artifact {artifact_id} not found")))
+    }
+
+    /// The queued executions, oldest first, for dispatch.
+    pub async fn queued_executions(&self, limit: u64) -> Result<Vec<QueuedExecution>, StoreError> {
+        let rows = execution::Entity::find()
+            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+            .order_by_asc(execution::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(QueuedExecution {
+                    id: ExecutionId::from_db(row.id),
+                    customer_id: CustomerId::from_db(row.customer_id),
+                    pipeline_id: PipelineId::from_db(row.pipeline_id),
+                    selector: AgentSelector {
+                        agent_id: row.selector_agent_id.map(AgentId::from_db),
+                        labels: labels_from_json(row.selector_labels.clone())?,
+                    },
+                    steps: steps_from_json(row.steps.clone())?,
+                    parameters: parameters_of(&row)?,
+                    timeout_seconds: row.timeout_seconds,
+                    queue_reason: row.queue_reason,
+                    pipeline_name: row.pipeline_name,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Marks every step not yet finished as skipped (or cancelled if it was running).
+pub(super) async fn skip_unfinished_steps(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    execution_id: i64,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    step_execution::Entity::update_many()
+        .col_expr(
+            step_execution::Column::Status,
+            Expr::value(StepStatus::Skipped.as_str()),
+        )
+        .col_expr(step_execution::Column::Reason, Expr::value(reason))
+        .filter(step_execution::Column::CustomerId.eq(customer_id.get()))
+        .filter(step_execution::Column::ExecutionId.eq(execution_id))
+        .filter(step_execution::Column::Status.eq(StepStatus::Pending.as_str()))
+        .exec(db)
+        .await?;
+    step_execution::Entity::update_many()
+        .col_expr(
+            step_execution::Column::Status,
+            Expr::value(StepStatus::Failed.as_str()),
+        )
+        .col_expr(step_execution::Column::Reason, Expr::value(reason))
+        .col_expr(step_execution::Column::FinishedAt, Expr::value(at))
+        .filter(step_execution::Column::CustomerId.eq(customer_id.get()))
+        .filter(step_execution::Column::ExecutionId.eq(execution_id))
+        .filter(step_execution::Column::Status.eq(StepStatus::Running.as_str()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The activity event of an execution that ended.
+pub(super) fn finished_event(
+    row: &execution::Model,
+    status: ExecutionStatus,
+    reason: &str,
+    agent_name: Option<&str>,
+) -> NewActivity {
+    let outcome = match status {
+        ExecutionStatus::Succeeded => "succeeded".to_owned(),
+        ExecutionStatus::Cancelled => format!("was cancelled ({reason})"),
+        ExecutionStatus::TimedOut => format!("timed out ({reason})"),
+        _ => format!("failed ({reason})"),
+    };
+    let on_agent = agent_name
+        .map(|name| format!(" on {name}"))
+        .unwrap_or_default();
+    NewActivity {
+        kind: match status {
+            ExecutionStatus::Succeeded => "execution.succeeded",
+            ExecutionStatus::Cancelled => "execution.cancelled",
+            ExecutionStatus::TimedOut => "execution.timed_out",
+            _ => "execution.failed",
+        },
+        subject_type: "execution",
+        subject_id: row.id,
+        message: format!(
+            "Pipeline {:?} execution {} {outcome}{on_agent}",
+            row.pipeline_name, row.id
+        ),
+        actor: None,
+    }
+}
+
+impl Store {
+    /// Checks that `agent` may upload an artifact for the execution: it runs there.
+    pub async fn check_artifact_upload(
+        &self,
+        agent: &crate::auth::AuthenticatedAgent,
+        execution_id: ExecutionId,
+    ) -> Result<(), StoreError> {
+        let row = find_execution(&self.db, agent.customer_id(), execution_id).await?;
+        if row.agent_id != Some(agent.agent_id().get()) {
+            return Err(StoreError::NotFound(format!(
+                "execution {execution_id} not found"
+            )));
+        }
+        if status_of(&row)? != ExecutionStatus::Running {
+            return Err(StoreError::FailedPrecondition(format!(
+                "execution {execution_id} is not running"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records a stored artifact file.
+    pub async fn create_artifact(
+        &self,
+        agent: &crate::auth::AuthenticatedAgent,
+        execution_id: ExecutionId,
+        header: &cygnet_proto::v1::ArtifactHeader,
+        storage_key: &str,
+    ) -> Result<Artifact, StoreError> {
+        let row = artifact::ActiveModel {
+            customer_id: Set(agent.customer_id().get()),
+            execution_id: Set(execution_id.get()),
+            step_index: Set(header.step_index),
+            path: Set(header.path.clone()),
+            size_bytes: Set(header.size_bytes),
+            sha256: Set(header.sha256.clone()),
+            storage_key: Set(storage_key.to_owned()),
+            created_at: Set(now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|error| {
+            StoreError::on_unique_violation(error, |_| {
+                format!(
+                    "artifact {:?} of step {} already exists",
+                    header.path, header.step_index
+                )
+            })
+        })?;
+        Ok(artifact_from_row(row))
+    }
+}

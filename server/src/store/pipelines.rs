@@ -1,0 +1,328 @@
+//! Pipelines: definitions and their execution counters.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::entities::{agent, execution, pipeline};
+use super::{Store, StoreError, now};
+use crate::auth::TenantScope;
+use crate::domain::execution::ExecutionStatus;
+use crate::domain::pipeline::{
+    AgentSelector, ParameterDefinition, Pipeline, PipelineDefinition, PipelinePatch, PipelineStats,
+    StepDefinition,
+};
+use crate::domain::{AgentId, CustomerId, Page, PageRequest, PipelineId, UserId};
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(sea_orm::DbErr::Custom(format!(
+        "stored {what} is not readable: {error}"
+    )))
+}
+
+pub(super) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    // Serialising our own plain data types cannot fail.
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+pub(super) fn steps_from_json(value: serde_json::Value) -> Result<Vec<StepDefinition>, StoreError> {
+    serde_json::from_value(value).map_err(|error| corrupt("steps", error))
+}
+
+pub(super) fn labels_from_json(value: serde_json::Value) -> Result<Vec<String>, StoreError> {
+    serde_json::from_value(value).map_err(|error| corrupt("labels", error))
+}
+
+fn definition_from_row(row: &pipeline::Model) -> Result<PipelineDefinition, StoreError> {
+    Ok(PipelineDefinition {
+        name: row.name.clone(),
+        description: row.description.clone(),
+        selector: AgentSelector {
+            agent_id: row.selector_agent_id.map(AgentId::from_db),
+            labels: labels_from_json(row.selector_labels.clone())?,
+        },
+        steps: steps_from_json(row.steps.clone())?,
+        parameters: serde_json::from_value::<Vec<ParameterDefinition>>(row.parameters.clone())
+            .map_err(|error| corrupt("parameters", error))?,
+        timeout_seconds: row.timeout_seconds,
+    })
+}
+
+/// Execution counters of these pipelines in two aggregate queries.
+async fn stats_of(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    pipeline_ids: &[i64],
+) -> Result<HashMap<i64, PipelineStats>, StoreError> {
+    let mut stats: HashMap<i64, PipelineStats> = HashMap::new();
+    if pipeline_ids.is_empty() {
+        return Ok(stats);
+    }
+    let count_when = |statuses: &[ExecutionStatus]| {
+        Expr::case(
+            Expr::col(execution::Column::Status)
+                .is_in(statuses.iter().map(|status| status.as_str())),
+            1,
+        )
+        .finally(0)
+    };
+    let counters = Query::select()
+        .column(execution::Column::PipelineId)
+        .expr_as(Func::count(Expr::col(execution::Column::Id)), "total")
+        .expr_as(
+            Func::sum(count_when(&[ExecutionStatus::Succeeded])),
+            "succeeded",
+        )
+        .expr_as(
+            Func::sum(count_when(&[
+                ExecutionStatus::Failed,
+                ExecutionStatus::TimedOut,
+            ])),
+            "failed",
+        )
+        .expr_as(Func::max(Expr::col(execution::Column::Id)), "last_id")
+        .from(execution::Entity)
+        .and_where(Expr::col(execution::Column::CustomerId).eq(customer_id.get()))
+        .and_where(Expr::col(execution::Column::PipelineId).is_in(pipeline_ids.iter().copied()))
+        .group_by_col(execution::Column::PipelineId)
+        .to_owned();
+    let mut last_ids = Vec::new();
+    for row in db.query_all(&counters).await? {
+        let pipeline_id: i64 = row.try_get("", "pipeline_id")?;
+        let total: i64 = row.try_get("", "total")?;
+        let succeeded = sum_column(&row, "succeeded")?;
+        let failed = sum_column(&row, "failed")?;
+        let last_id: i64 = row.try_get("", "last_id")?;
+        last_ids.push(last_id);
+        stats.insert(
+            pipeline_id,
+            PipelineStats {
+                total,
+                succeeded,
+                failed,
+                last_status: None,
+                last_execution_at: None,
+            },
+        );
+    }
+    let latest = execution::Entity::find()
+        .select_only()
+        .column(execution::Column::PipelineId)
+        .column(execution::Column::Status)
+        .column(execution::Column::CreatedAt)
+        .filter(execution::Column::CustomerId.eq(customer_id.get()))
+        .filter(execution::Column::Id.is_in(last_ids))
+        .into_tuple::<(i64, String, chrono::DateTime<chrono::Utc>)>()
+        .all(db)
+        .await?;
+    for (pipeline_id, status, created_at) in latest {
+        if let Some(entry) = stats.get_mut(&pipeline_id) {
+            entry.last_status = ExecutionStatus::from_db(&status);
+            entry.last_execution_at = Some(created_at);
+        }
+    }
+    Ok(stats)
+}
+
+/// A SUM of 0/1 integers: bigint on PostgreSQL, integer on SQLite, NULL over no rows.
+fn sum_column(row: &sea_orm::QueryResult, column: &str) -> Result<i64, StoreError> {
+    Ok(row.try_get::<Option<i64>>("", column)?.unwrap_or(0))
+}
+
+/// Checks that a selector's agent is a live agent of the customer.
+async fn check_selector_agent(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    agent_id: Option<AgentId>,
+) -> Result<(), StoreError> {
+    if let Some(agent_id) = agent_id {
+        let found = agent::Entity::find_by_id(agent_id.get())
+            .filter(agent::Column::CustomerId.eq(customer_id.get()))
+            .filter(agent::Column::DeletedAt.is_null())
+            .count(db)
+            .await?;
+        if found == 0 {
+            return Err(StoreError::NotFound(format!("agent {agent_id} not found")));
+        }
+    }
+    Ok(())
+}
+
+fn duplicate_name(name: &str) -> impl FnOnce(&str) -> String + '_ {
+    move |_| format!("a pipeline named {name:?} already exists")
+}
+
+async fn find_live(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    pipeline_id: PipelineId,
+) -> Result<pipeline::Model, StoreError> {
+    pipeline::Entity::find_by_id(pipeline_id.get())
+        .filter(pipeline::Column::CustomerId.eq(customer_id.get()))
+        .filter(pipeline::Column::DeletedAt.is_null())
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id} not found")))
+}
+
+impl Store {
+    /// Creates a pipeline in the scope's customer.
+    pub async fn create_pipeline(
+        &self,
+        scope: &TenantScope,
+        definition: PipelineDefinition,
+    ) -> Result<Pipeline, StoreError> {
+        let customer_id = scope.customer_id();
+        let transaction = self.begin_write().await?;
+        check_selector_agent(&transaction, customer_id, definition.selector.agent_id).await?;
+        let now = now();
+        let row = pipeline::ActiveModel {
+            customer_id: Set(customer_id.get()),
+            name: Set(definition.name.clone()),
+            description: Set(definition.description.clone()),
+            selector_agent_id: Set(definition.selector.agent_id.map(AgentId::get)),
+            selector_labels: Set(to_json(&definition.selector.labels)),
+            steps: Set(to_json(&definition.steps)),
+            parameters: Set(to_json(&definition.parameters)),
+            timeout_seconds: Set(definition.timeout_seconds),
+            created_by: Set(scope.actor().get()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            deleted_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await
+        .map_err(|error| {
+            StoreError::on_unique_violation(error, duplicate_name(&definition.name))
+        })?;
+        transaction.commit().await?;
+        self.pipeline_from_row(row, PipelineStats::default())
+    }
+
+    fn pipeline_from_row(
+        &self,
+        row: pipeline::Model,
+        stats: PipelineStats,
+    ) -> Result<Pipeline, StoreError> {
+        Ok(Pipeline {
+            id: PipelineId::from_db(row.id),
+            customer_id: CustomerId::from_db(row.customer_id),
+            definition: definition_from_row(&row)?,
+            created_by: UserId::from_db(row.created_by),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            stats,
+        })
+    }
+
+    /// One of the scope's live pipelines with its counters.
+    pub async fn get_pipeline(
+        &self,
+        scope: &TenantScope,
+        pipeline_id: PipelineId,
+    ) -> Result<Pipeline, StoreError> {
+        let row = find_live(&self.db, scope.customer_id(), pipeline_id).await?;
+        let stats = stats_of(&self.db, scope.customer_id(), &[row.id])
+            .await?
+            .remove(&row.id)
+            .unwrap_or_default();
+        self.pipeline_from_row(row, stats)
+    }
+
+    /// The scope's live pipelines by id, with counters.
+    pub async fn list_pipelines(
+        &self,
+        scope: &TenantScope,
+        page: PageRequest,
+    ) -> Result<Page<Pipeline>, StoreError> {
+        let mut query = pipeline::Entity::find()
+            .filter(pipeline::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(pipeline::Column::DeletedAt.is_null());
+        if let Some(after) = page.after {
+            query = query.filter(pipeline::Column::Id.gt(after));
+        }
+        let rows = query
+            .order_by_asc(pipeline::Column::Id)
+            .limit(page.fetch_limit())
+            .all(&self.db)
+            .await?;
+        let page = Page::from_rows(rows, page, |row| row.id);
+        let ids: Vec<i64> = page.items.iter().map(|row| row.id).collect();
+        let mut stats = stats_of(&self.db, scope.customer_id(), &ids).await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for row in page.items {
+            let row_stats = stats.remove(&row.id).unwrap_or_default();
+            items.push(self.pipeline_from_row(row, row_stats)?);
+        }
+        Ok(Page {
+            items,
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// Applies a patch to one of the scope's pipelines.
+    pub async fn update_pipeline(
+        &self,
+        scope: &TenantScope,
+        pipeline_id: PipelineId,
+        patch: PipelinePatch,
+    ) -> Result<Pipeline, StoreError> {
+        let customer_id = scope.customer_id();
+        let transaction = self.begin_write().await?;
+        let current = find_live(&transaction, customer_id, pipeline_id).await?;
+        let name = patch.name.clone().unwrap_or_else(|| current.name.clone());
+        let mut row: pipeline::ActiveModel = current.into();
+        if let Some(value) = patch.name {
+            row.name = Set(value);
+        }
+        if let Some(value) = patch.description {
+            row.description = Set(value);
+        }
+        if let Some(selector) = patch.selector {
+            check_selector_agent(&transaction, customer_id, selector.agent_id).await?;
+            row.selector_agent_id = Set(selector.agent_id.map(AgentId::get));
+            row.selector_labels = Set(to_json(&selector.labels));
+        }
+        if let Some(steps) = patch.steps {
+            row.steps = Set(to_json(&steps));
+        }
+        if let Some(parameters) = patch.parameters {
+            row.parameters = Set(to_json(&parameters));
+        }
+        if let Some(timeout) = patch.timeout_seconds {
+            row.timeout_seconds = Set(timeout);
+        }
+        row.updated_at = Set(now());
+        let updated = row
+            .update(&transaction)
+            .await
+            .map_err(|error| StoreError::on_unique_violation(error, duplicate_name(&name)))?;
+        transaction.commit().await?;
+        let stats = stats_of(&self.db, customer_id, &[updated.id])
+            .await?
+            .remove(&updated.id)
+            .unwrap_or_default();
+        self.pipeline_from_row(updated, stats)
+    }
+
+    /// Deletes one of the scope's pipelines: hidden from listings and runs, its name freed; its
+    /// executions stay readable.
+    pub async fn delete_pipeline(
+        &self,
+        scope: &TenantScope,
+        pipeline_id: PipelineId,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_write().await?;
+        let current = find_live(&transaction, scope.customer_id(), pipeline_id).await?;
+        let mut row: pipeline::ActiveModel = current.into();
+        row.deleted_at = Set(Some(now()));
+        row.update(&transaction).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+}
