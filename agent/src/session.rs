@@ -106,10 +106,15 @@ impl Agent {
             ))
         })?;
         let outbox = Arc::new(Outbox::new(&spool, config.event_buffer_bytes));
+        // Absolute, so CYGNET_WORKSPACE means the same thing in every step.
+        let work_directory = config
+            .work_directory
+            .canonicalize()
+            .unwrap_or_else(|_| config.work_directory.clone());
         let jobs = Jobs::new(
             JobSettings {
                 customer_id: config.customer_id,
-                work_directory: config.work_directory.clone(),
+                work_directory,
                 kill_grace: Duration::from_secs(config.kill_grace_seconds),
                 max_log_bytes: config.max_log_bytes_per_job,
                 keep_workspaces: config.keep_workspaces,

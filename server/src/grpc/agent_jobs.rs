@@ -77,8 +77,15 @@ pub(super) async fn apply_job_event(
             return;
         }
         Err(error) => {
-            // Not acknowledged: the agent keeps the event and sends it again after reconnecting.
-            tracing::warn!(%error, execution_id = execution_id.get(), "could not store job event");
+            // Not acknowledged: the agent keeps the event. Ending the stream makes it reconnect
+            // and send it again, instead of the job waiting for an acknowledgement forever.
+            tracing::warn!(%error, execution_id = execution_id.get(), "could not store job event; asking the agent to resend");
+            api.hub.disconnect(
+                agent.agent_id(),
+                Status::unavailable(
+                    "the server could not store a job event; reconnect and send it again",
+                ),
+            );
             return;
         }
     };

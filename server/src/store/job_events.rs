@@ -179,20 +179,16 @@ impl Store {
                     exit_code,
                     reason,
                 } => {
-                    let mut update = step_execution::Entity::update_many()
+                    // A skipped step never ran: it has no finish time.
+                    let finished_at = (*step_status != StepStatus::Skipped).then_some(at);
+                    let update = step_execution::Entity::update_many()
                         .col_expr(
                             step_execution::Column::Status,
                             Expr::value(step_status.as_str()),
                         )
                         .col_expr(step_execution::Column::ExitCode, Expr::value(*exit_code))
                         .col_expr(step_execution::Column::Reason, Expr::value(reason.as_str()))
-                        .col_expr(step_execution::Column::FinishedAt, Expr::value(at));
-                    if *step_status == StepStatus::Skipped {
-                        update = update.col_expr(
-                            step_execution::Column::FinishedAt,
-                            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-                        );
-                    }
+                        .col_expr(step_execution::Column::FinishedAt, Expr::value(finished_at));
                     update
                         .filter(step_execution::Column::ExecutionId.eq(row.id))
                         .filter(step_execution::Column::StepIndex.eq(*step_index))

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
+use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
 use cygnet_server::App;
 use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
@@ -184,6 +185,10 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, options: TestOptions) -> TestServer {
+        // `CYGNET_TEST_LOG=1` shows the server's log (filtered by RUST_LOG) when debugging a test.
+        if std::env::var_os("CYGNET_TEST_LOG").is_some() {
+            cygnet_server::telemetry::init(LogFormat::Plain);
+        }
         let temp_dir = tempfile::tempdir().expect("temp dir");
         let data_dir = temp_dir.path().join("data");
         let (postgres, url) = match &backend {
@@ -295,6 +300,133 @@ impl TestServer {
 
     pub fn agents(&self, token: &str) -> AgentClient {
         AgentServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn pipelines(&self, token: &str) -> PipelineClient {
+        PipelineServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn admin_pipelines(&self) -> PipelineClient {
+        self.pipelines(ADMIN_TOKEN)
+    }
+
+    /// Creates a pipeline as the platform administrator.
+    pub async fn create_pipeline(
+        &self,
+        customer_id: i64,
+        name: &str,
+        steps: Vec<pb::Step>,
+        parameters: Vec<pb::Parameter>,
+    ) -> pb::Pipeline {
+        self.admin_pipelines()
+            .create_pipeline(pb::CreatePipelineRequest {
+                customer_id,
+                name: name.into(),
+                steps,
+                parameters,
+                ..Default::default()
+            })
+            .await
+            .expect("create pipeline")
+            .into_inner()
+            .pipeline
+            .expect("pipeline")
+    }
+
+    /// Runs a pipeline as the platform administrator.
+    pub async fn run_pipeline(
+        &self,
+        customer_id: i64,
+        pipeline_id: i64,
+        parameters: &[(&str, &str)],
+    ) -> pb::Execution {
+        self.admin_pipelines()
+            .run_pipeline(pb::RunPipelineRequest {
+                customer_id,
+                pipeline_id,
+                parameters: parameters
+                    .iter()
+                    .map(|(key, value)| (key.to_string(), value.to_string()))
+                    .collect(),
+                agent_id: 0,
+            })
+            .await
+            .expect("run pipeline")
+            .into_inner()
+            .execution
+            .expect("execution")
+    }
+
+    /// Follows an execution with WatchExecution until it ends; returns every update.
+    pub async fn watch_to_end(
+        &self,
+        customer_id: i64,
+        execution_id: i64,
+        within: std::time::Duration,
+    ) -> Vec<pb::watch_execution_response::Update> {
+        let mut stream = self
+            .admin_pipelines()
+            .watch_execution(pb::WatchExecutionRequest {
+                customer_id,
+                execution_id,
+                after_sequence: 0,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let mut updates = Vec::new();
+        let collect = async {
+            while let Some(message) = stream.message().await.expect("watch stream") {
+                if let Some(update) = message.update {
+                    updates.push(update);
+                }
+            }
+        };
+        tokio::time::timeout(within, collect)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("execution {execution_id} did not finish within {within:?}")
+            });
+        updates
+    }
+
+    /// The execution with its steps.
+    pub async fn execution(&self, customer_id: i64, execution_id: i64) -> pb::Execution {
+        self.admin_pipelines()
+            .get_execution(pb::GetExecutionRequest {
+                customer_id,
+                execution_id,
+            })
+            .await
+            .expect("get execution")
+            .into_inner()
+            .execution
+            .expect("execution")
+    }
+
+    /// Every log chunk of an execution, through GetExecutionLogs pages.
+    pub async fn logs(&self, customer_id: i64, execution_id: i64) -> Vec<pb::LogChunk> {
+        let mut chunks = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .admin_pipelines()
+                .get_execution_logs(pb::GetExecutionLogsRequest {
+                    customer_id,
+                    execution_id,
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("logs")
+                .into_inner();
+            chunks.extend(page.chunks);
+            if page.next_page_token.is_empty() {
+                return chunks;
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub fn admin_agents(&self) -> AgentClient {
@@ -467,6 +599,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+pub type PipelineClient = PipelineServiceClient<InterceptedService<Channel, Bearer>>;
 pub type AgentClient = AgentServiceClient<InterceptedService<Channel, Bearer>>;
 pub type CustomerClient = CustomerServiceClient<InterceptedService<Channel, Bearer>>;
 pub type UserClient = UserServiceClient<InterceptedService<Channel, Bearer>>;
@@ -553,6 +686,38 @@ impl ProtocolAgent {
             }
         }
     }
+}
+
+/// A bash step.
+pub fn step(name: &str, command: &str) -> pb::Step {
+    pb::Step {
+        name: name.into(),
+        command: command.into(),
+        ..Default::default()
+    }
+}
+
+/// The text of every log update, in order.
+pub fn log_text(updates: &[pb::watch_execution_response::Update]) -> String {
+    updates
+        .iter()
+        .filter_map(|update| match update {
+            pb::watch_execution_response::Update::Log(chunk) => Some(chunk.text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The final execution of a watch.
+pub fn final_execution(updates: &[pb::watch_execution_response::Update]) -> pb::Execution {
+    updates
+        .iter()
+        .rev()
+        .find_map(|update| match update {
+            pb::watch_execution_response::Update::Execution(execution) => Some(execution.clone()),
+            _ => None,
+        })
+        .expect("an execution update")
 }
 
 /// Plausible heartbeat figures.

@@ -1,151 +1,14 @@
 //! The real `cygnet-agent` process against a real server: registration from appsettings.json,
 //! online with real figures, isolation, server restart, kill, SIGTERM, credential reuse.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use cygnet_proto::v1 as pb;
-use cygnet_testkit::{Backend, TestOptions, TestServer, assert_status, eventually};
+use cygnet_testkit::{Backend, TestServer, assert_status, eventually};
 use tonic::Code;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_cygnet-agent");
-
-fn one_second_heartbeats() -> TestOptions {
-    TestOptions {
-        agents: cygnet_server::config::AgentSettings {
-            heartbeat_interval: Duration::from_secs(1),
-            sample_interval: Duration::from_secs(1),
-            retention: Duration::from_secs(3600),
-            grace: Duration::from_secs(60),
-        },
-        ..TestOptions::default()
-    }
-}
-
-/// A build host: a directory with appsettings.json, a state and a work directory.
-struct Host {
-    dir: tempfile::TempDir,
-}
-
-impl Host {
-    fn new(
-        server: &TestServer,
-        customer_id: i64,
-        uuid: &str,
-        registration_token: Option<&str>,
-    ) -> Host {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut section = serde_json::json!({
-            "CustomerId": customer_id,
-            "AgentUuid": uuid,
-            "ServerUrl": format!("http://{}", server.address),
-            "Name": format!("{uuid} agent"),
-            "Location": "Test rack",
-            "Labels": ["linux", "test"],
-            "WorkDirectory": dir.path().join("work"),
-            "StateDirectory": dir.path().join("state"),
-        });
-        if let Some(token) = registration_token {
-            section["RegistrationToken"] = token.into();
-        }
-        std::fs::write(
-            dir.path().join("appsettings.json"),
-            serde_json::json!({ "AgentConfiguration": section }).to_string(),
-        )
-        .expect("write appsettings.json");
-        Host { dir }
-    }
-
-    fn path(&self, relative: &str) -> PathBuf {
-        self.dir.path().join(relative)
-    }
-
-    fn spawn(&self) -> Child {
-        agent_command()
-            .arg("--config")
-            .arg(self.path("appsettings.json"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cygnet-agent")
-    }
-}
-
-fn agent_command() -> Command {
-    let mut command = Command::new(AGENT);
-    for (key, _) in std::env::vars() {
-        let upper = key.to_ascii_uppercase();
-        if upper.starts_with("AGENTCONFIGURATION__") || upper.starts_with("AGENT__") {
-            command.env_remove(key);
-        }
-    }
-    command.env("RUST_LOG", "warn");
-    command
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-/// Waits for the process to exit, with a deadline, without polling.
-fn wait_exit(child: Child, within: Duration) -> std::process::ExitStatus {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    let mut child = child;
-    std::thread::spawn(move || {
-        let _ = sender.send(child.wait());
-    });
-    receiver
-        .recv_timeout(within)
-        .expect("agent did not exit in time")
-        .expect("wait")
-}
-
-async fn find_agent(server: &TestServer, customer_id: i64, uuid: &str) -> Option<pb::Agent> {
-    server
-        .admin_agents()
-        .list_agents(pb::ListAgentsRequest {
-            customer_id,
-            ..Default::default()
-        })
-        .await
-        .expect("list agents")
-        .into_inner()
-        .agents
-        .into_iter()
-        .find(|agent| agent.uuid == uuid)
-}
-
-async fn is_online_with_figures(server: &TestServer, customer_id: i64, uuid: &str) -> bool {
-    find_agent(server, customer_id, uuid)
-        .await
-        .is_some_and(|agent| {
-            agent.status() == pb::AgentStatus::Online
-                && agent.latest.is_some_and(|latest| {
-                    latest.memory_total_bytes > 0 && latest.memory_used_bytes > 0
-                })
-        })
-}
-
-async fn is_offline(server: &TestServer, customer_id: i64, uuid: &str) -> bool {
-    find_agent(server, customer_id, uuid)
-        .await
-        .is_some_and(|agent| agent.status() == pb::AgentStatus::Offline)
-}
-
-#[cfg(unix)]
-fn mode(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777
-}
+use crate::common::*;
 
 async fn agent_online_isolated_and_back_after_a_server_restart(backend: Backend) {
     let mut server = TestServer::start_with(backend, one_second_heartbeats()).await;
@@ -162,7 +25,7 @@ async fn agent_online_isolated_and_back_after_a_server_restart(backend: Backend)
     let mut agent = host.spawn();
     eventually(
         "agent online with memory figures",
-        Duration::from_secs(3),
+        Duration::from_secs(10),
         || is_online_with_figures(&server, acme.id, "acme-001"),
     )
     .await;
@@ -250,7 +113,7 @@ async fn sigterm_closes_the_stream_and_a_restart_reuses_the_credential(backend: 
     let host = Host::new(&server, acme.id, "acme-002", Some(&token));
 
     let agent = host.spawn();
-    eventually("agent online", Duration::from_secs(3), || {
+    eventually("agent online", Duration::from_secs(10), || {
         is_online_with_figures(&server, acme.id, "acme-002")
     })
     .await;
@@ -298,7 +161,7 @@ async fn sigterm_closes_the_stream_and_a_restart_reuses_the_credential(backend: 
         .await
         .expect("revoke");
     let agent = host.spawn();
-    eventually("restarted agent online", Duration::from_secs(3), || {
+    eventually("restarted agent online", Duration::from_secs(10), || {
         is_online_with_figures(&server, acme.id, "acme-002")
     })
     .await;

@@ -1,0 +1,171 @@
+//! Helpers shared by the end-to-end tests: a build host directory with appsettings.json, the
+//! real `cygnet-agent` process, waiting for it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cygnet_proto::v1 as pb;
+use cygnet_testkit::{TestOptions, TestServer};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_cygnet-agent");
+
+pub fn one_second_heartbeats() -> TestOptions {
+    TestOptions {
+        agents: cygnet_server::config::AgentSettings {
+            heartbeat_interval: Duration::from_secs(1),
+            sample_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(3600),
+            grace: Duration::from_secs(60),
+        },
+        ..TestOptions::default()
+    }
+}
+
+/// A build host: a directory with appsettings.json, a state and a work directory.
+pub struct Host {
+    pub dir: tempfile::TempDir,
+}
+
+impl Host {
+    pub fn new(
+        server: &TestServer,
+        customer_id: i64,
+        uuid: &str,
+        registration_token: Option<&str>,
+    ) -> Host {
+        Self::with_settings(
+            server,
+            customer_id,
+            uuid,
+            registration_token,
+            serde_json::json!({}),
+        )
+    }
+
+    /// A host whose appsettings.json also has the keys of `extra`.
+    pub fn with_settings(
+        server: &TestServer,
+        customer_id: i64,
+        uuid: &str,
+        registration_token: Option<&str>,
+        extra: serde_json::Value,
+    ) -> Host {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut section = serde_json::json!({
+            "CustomerId": customer_id,
+            "AgentUuid": uuid,
+            "ServerUrl": format!("http://{}", server.address),
+            "Name": format!("{uuid} agent"),
+            "Location": "Test rack",
+            "Labels": ["linux", "test"],
+            "WorkDirectory": dir.path().join("work"),
+            "StateDirectory": dir.path().join("state"),
+        });
+        if let Some(token) = registration_token {
+            section["RegistrationToken"] = token.into();
+        }
+        if let (Some(section), Some(extra)) = (section.as_object_mut(), extra.as_object()) {
+            for (key, value) in extra {
+                section.insert(key.clone(), value.clone());
+            }
+        }
+        std::fs::write(
+            dir.path().join("appsettings.json"),
+            serde_json::json!({ "AgentConfiguration": section }).to_string(),
+        )
+        .expect("write appsettings.json");
+        Host { dir }
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn spawn(&self) -> Child {
+        agent_command()
+            .arg("--config")
+            .arg(self.path("appsettings.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cygnet-agent")
+    }
+}
+
+pub fn agent_command() -> Command {
+    let mut command = Command::new(AGENT);
+    for (key, _) in std::env::vars() {
+        let upper = key.to_ascii_uppercase();
+        if upper.starts_with("AGENTCONFIGURATION__") || upper.starts_with("AGENT__") {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUST_LOG", "warn");
+    command
+}
+
+pub fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits for the process to exit, with a deadline, without polling.
+pub fn wait_exit(child: Child, within: Duration) -> std::process::ExitStatus {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let mut child = child;
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait());
+    });
+    receiver
+        .recv_timeout(within)
+        .expect("agent did not exit in time")
+        .expect("wait")
+}
+
+pub async fn find_agent(server: &TestServer, customer_id: i64, uuid: &str) -> Option<pb::Agent> {
+    server
+        .admin_agents()
+        .list_agents(pb::ListAgentsRequest {
+            customer_id,
+            ..Default::default()
+        })
+        .await
+        .expect("list agents")
+        .into_inner()
+        .agents
+        .into_iter()
+        .find(|agent| agent.uuid == uuid)
+}
+
+pub async fn is_online_with_figures(server: &TestServer, customer_id: i64, uuid: &str) -> bool {
+    find_agent(server, customer_id, uuid)
+        .await
+        .is_some_and(|agent| {
+            agent.status() == pb::AgentStatus::Online
+                && agent.latest.is_some_and(|latest| {
+                    latest.memory_total_bytes > 0 && latest.memory_used_bytes > 0
+                })
+        })
+}
+
+pub async fn is_offline(server: &TestServer, customer_id: i64, uuid: &str) -> bool {
+    find_agent(server, customer_id, uuid)
+        .await
+        .is_some_and(|agent| agent.status() == pb::AgentStatus::Offline)
+}
+
+#[cfg(unix)]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
