@@ -277,6 +277,29 @@ impl TestServer {
         }
     }
 
+    /// Starts a second server (a replica) on the same database, with its own address and data
+    /// directory. Meaningful on PostgreSQL; SQLite is single-replica.
+    pub async fn start_replica(&self) -> TestServer {
+        let temp_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.data_dir = temp_dir.path().join("data");
+        let mut replica = TestServer {
+            address: config.listen,
+            data_dir: config.data_dir.clone(),
+            database_url: config.database.url.clone(),
+            config,
+            client_tls: self.client_tls.clone(),
+            channel: None,
+            shutdown: None,
+            task: None,
+            _temp_dir: temp_dir,
+            _postgres: None,
+        };
+        replica.launch().await;
+        replica
+    }
+
     /// Stops the server and starts it again on the same address, database and data directory.
     pub async fn restart(&mut self) {
         self.stop().await;
@@ -674,6 +697,56 @@ impl ProtocolAgent {
             })
             .await
             .expect("stream open");
+    }
+
+    /// Runs every job it is given at once, successfully, and records the execution ids it got
+    /// (a repeated assignment would show up twice).
+    pub fn work_instantly(
+        self,
+    ) -> (
+        std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = received.clone();
+        let ProtocolAgent {
+            sender,
+            mut inbound,
+            ..
+        } = self;
+        let task = tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                let Some(pb::connect_response::Command::AssignJob(job)) = message.command else {
+                    continue;
+                };
+                record.lock().expect("record").push(job.execution_id);
+                let events = [
+                    pb::job_event::Event::Started(pb::JobStarted {
+                        workspace: "/tmp/instant".into(),
+                    }),
+                    pb::job_event::Event::Finished(pb::JobFinished {
+                        status: pb::ExecutionStatus::Succeeded.into(),
+                        reason: String::new(),
+                    }),
+                ];
+                for (index, event) in events.into_iter().enumerate() {
+                    let sent = sender
+                        .send(pb::ConnectRequest {
+                            message: Some(pb::connect_request::Message::JobEvent(pb::JobEvent {
+                                execution_id: job.execution_id,
+                                sequence: index as i64 + 1,
+                                occurred_at: None,
+                                event: Some(event),
+                            })),
+                        })
+                        .await;
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        (received, task)
     }
 
     /// The status the server ended the stream with (`None`: ended without error).

@@ -687,8 +687,218 @@ async fn agent_service_validates_every_field(backend: Backend) {
     assert_eq!(agents[0].name, "acme-001");
 }
 
+async fn pipeline_service_validates_ids_pages_and_enums(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let pipeline = server
+        .create_pipeline(
+            acme.id,
+            "p",
+            vec![cygnet_testkit::step("a", "true")],
+            vec![],
+        )
+        .await;
+    let mut admin = server.admin_pipelines();
+    assert_invalid(
+        "GetPipeline",
+        admin
+            .get_pipeline(pb::GetPipelineRequest {
+                customer_id: acme.id,
+                pipeline_id: 0,
+            })
+            .await,
+        "pipeline_id",
+    );
+    assert_invalid(
+        "ListPipelines",
+        admin
+            .list_pipelines(pb::ListPipelinesRequest {
+                customer_id: acme.id,
+                page_size: -1,
+                ..Default::default()
+            })
+            .await,
+        "page_size",
+    );
+    assert_invalid(
+        "DeletePipeline",
+        admin
+            .delete_pipeline(pb::DeletePipelineRequest {
+                customer_id: acme.id,
+                pipeline_id: -2,
+            })
+            .await,
+        "pipeline_id",
+    );
+    assert_invalid(
+        "UpdatePipeline",
+        admin
+            .update_pipeline(pb::UpdatePipelineRequest {
+                customer_id: acme.id,
+                pipeline_id: pipeline.id,
+                name: Some(String::new()),
+                ..Default::default()
+            })
+            .await,
+        "name",
+    );
+    assert_invalid(
+        "RunPipeline",
+        admin
+            .run_pipeline(pb::RunPipelineRequest {
+                customer_id: acme.id,
+                pipeline_id: -1,
+                ..Default::default()
+            })
+            .await,
+        "pipeline_id",
+    );
+    assert_invalid(
+        "RunPipeline",
+        admin
+            .run_pipeline(pb::RunPipelineRequest {
+                customer_id: acme.id,
+                pipeline_id: pipeline.id,
+                agent_id: -1,
+                ..Default::default()
+            })
+            .await,
+        "agent_id",
+    );
+    assert_invalid(
+        "GetExecution",
+        admin
+            .get_execution(pb::GetExecutionRequest {
+                customer_id: acme.id,
+                execution_id: 0,
+            })
+            .await,
+        "execution_id",
+    );
+    assert_invalid(
+        "ListExecutions",
+        admin
+            .list_executions(pb::ListExecutionsRequest {
+                customer_id: acme.id,
+                status: 77,
+                ..Default::default()
+            })
+            .await,
+        "status",
+    );
+    assert_invalid(
+        "ListExecutions",
+        admin
+            .list_executions(pb::ListExecutionsRequest {
+                customer_id: acme.id,
+                pipeline_id: -5,
+                ..Default::default()
+            })
+            .await,
+        "pipeline_id",
+    );
+    assert_invalid(
+        "CancelExecution",
+        admin
+            .cancel_execution(pb::CancelExecutionRequest {
+                customer_id: acme.id,
+                execution_id: 0,
+            })
+            .await,
+        "execution_id",
+    );
+    assert_invalid(
+        "RetryExecution",
+        admin
+            .retry_execution(pb::RetryExecutionRequest {
+                customer_id: acme.id,
+                execution_id: 0,
+            })
+            .await,
+        "execution_id",
+    );
+    assert_invalid(
+        "GetExecutionLogs",
+        admin
+            .get_execution_logs(pb::GetExecutionLogsRequest {
+                customer_id: acme.id,
+                execution_id: 1,
+                after_sequence: -1,
+                ..Default::default()
+            })
+            .await,
+        "after_sequence",
+    );
+    assert_invalid(
+        "GetExecutionLogs",
+        admin
+            .get_execution_logs(pb::GetExecutionLogsRequest {
+                customer_id: acme.id,
+                execution_id: 1,
+                page_size: 5000,
+                ..Default::default()
+            })
+            .await,
+        "page_size",
+    );
+    assert_invalid(
+        "WatchExecution",
+        admin
+            .watch_execution(pb::WatchExecutionRequest {
+                customer_id: acme.id,
+                execution_id: 0,
+                after_sequence: 0,
+            })
+            .await,
+        "execution_id",
+    );
+    assert_invalid(
+        "ListArtifacts",
+        admin
+            .list_artifacts(pb::ListArtifactsRequest {
+                customer_id: acme.id,
+                execution_id: -1,
+            })
+            .await,
+        "execution_id",
+    );
+    assert_invalid(
+        "DownloadArtifact",
+        admin
+            .download_artifact(pb::DownloadArtifactRequest {
+                customer_id: acme.id,
+                artifact_id: 0,
+            })
+            .await,
+        "artifact_id",
+    );
+    // Nothing was written.
+    let executions = admin
+        .list_executions(pb::ListExecutionsRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .executions;
+    assert!(executions.is_empty());
+    let unchanged = admin
+        .get_pipeline(pb::GetPipelineRequest {
+            customer_id: acme.id,
+            pipeline_id: pipeline.id,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    assert_eq!(unchanged.name, "p");
+}
+
 cygnet_testkit::backend_tests!(
     agent_service_validates_every_field,
+    pipeline_service_validates_ids_pages_and_enums,
     customer_service_validates_every_field,
     user_service_validates_every_field,
 );
