@@ -148,3 +148,106 @@ impl Jobs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(work: &std::path::Path) -> JobSettings {
+        JobSettings {
+            customer_id: 1,
+            work_directory: work.to_path_buf(),
+            kill_grace: Duration::from_secs(1),
+            max_log_bytes: 1 << 20,
+            keep_workspaces: 0,
+            max_artifact_bytes: 1 << 20,
+        }
+    }
+
+    async fn events_of(outbox: &Outbox, execution_id: i64) -> Vec<pb::job_event::Event> {
+        loop {
+            let events: Vec<_> = outbox
+                .take_unsent()
+                .into_iter()
+                .filter(|event| event.execution_id == execution_id)
+                .filter_map(|event| event.event)
+                .collect();
+            if !events.is_empty() {
+                return events;
+            }
+            outbox.changed.notified().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_of_another_customer_is_refused_and_nothing_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Arc::new(Outbox::new(dir.path(), 1 << 20));
+        let jobs = Jobs::new(settings(&dir.path().join("work")), outbox.clone());
+        jobs.start(pb::JobAssignment {
+            execution_id: 9,
+            customer_id: 2,
+            pipeline_id: 3,
+            pipeline_name: "theirs".into(),
+            steps: vec![pb::Step {
+                name: "evil".into(),
+                command: "touch /tmp/should-not-exist".into(),
+                ..Default::default()
+            }],
+            parameters: Default::default(),
+            timeout_seconds: 60,
+        });
+        let events = tokio::time::timeout(Duration::from_secs(5), events_of(&outbox, 9))
+            .await
+            .expect("refusal reported");
+        match events.as_slice() {
+            [pb::job_event::Event::Rejected(rejected)] => {
+                assert!(rejected.reason.contains("belongs to customer 1"), "{}", rejected.reason);
+            }
+            other => panic!("expected one refusal, got {other:?}"),
+        }
+        assert!(!dir.path().join("work/2").exists(), "no workspace for another customer");
+    }
+
+    #[tokio::test]
+    async fn a_repeated_assignment_is_not_run_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Arc::new(Outbox::new(dir.path(), 1 << 20));
+        let jobs = Jobs::new(settings(&dir.path().join("work")), outbox.clone());
+        let assignment = pb::JobAssignment {
+            execution_id: 5,
+            customer_id: 1,
+            pipeline_id: 3,
+            pipeline_name: "ours".into(),
+            steps: vec![pb::Step {
+                name: "count".into(),
+                command: "echo ran >> ../runs.txt".into(),
+                ..Default::default()
+            }],
+            parameters: Default::default(),
+            timeout_seconds: 60,
+        };
+        jobs.start(assignment.clone());
+        jobs.start(assignment.clone());
+        // Wait for the job's last event, then assign once more.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let finished = outbox.take_unsent().into_iter().any(|event| {
+                    matches!(event.event, Some(pb::job_event::Event::Finished(_)))
+                });
+                if finished {
+                    return;
+                }
+                outbox.changed.notified().await;
+            }
+        })
+        .await
+        .expect("job finished");
+        // Its events are not acknowledged yet: the agent still knows the job and does not start it.
+        let before = jobs.running_count();
+        jobs.start(assignment);
+        assert!(jobs.running_count() <= before, "not started again");
+        let runs = std::fs::read_to_string(dir.path().join("work/1/3/runs.txt")).expect("runs");
+        assert_eq!(runs.lines().count(), 1, "ran exactly once");
+    }
+}
