@@ -202,11 +202,18 @@ mod tests {
             .expect("refusal reported");
         match events.as_slice() {
             [pb::job_event::Event::Rejected(rejected)] => {
-                assert!(rejected.reason.contains("belongs to customer 1"), "{}", rejected.reason);
+                assert!(
+                    rejected.reason.contains("belongs to customer 1"),
+                    "{}",
+                    rejected.reason
+                );
             }
             other => panic!("expected one refusal, got {other:?}"),
         }
-        assert!(!dir.path().join("work/2").exists(), "no workspace for another customer");
+        assert!(
+            !dir.path().join("work/2").exists(),
+            "no workspace for another customer"
+        );
     }
 
     #[tokio::test]
@@ -232,9 +239,10 @@ mod tests {
         // Wait for the job's last event, then assign once more.
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                let finished = outbox.take_unsent().into_iter().any(|event| {
-                    matches!(event.event, Some(pb::job_event::Event::Finished(_)))
-                });
+                let finished = outbox
+                    .take_unsent()
+                    .into_iter()
+                    .any(|event| matches!(event.event, Some(pb::job_event::Event::Finished(_))));
                 if finished {
                     return;
                 }
