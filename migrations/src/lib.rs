@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261130_000001_tenancy;
 mod m20261201_000001_agents;
 mod m20261202_000001_pipelines;
+mod m20261203_000001_releases;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_tenancy::Migration),
             Box::new(m20261201_000001_agents::Migration),
             Box::new(m20261202_000001_pipelines::Migration),
+            Box::new(m20261203_000001_releases::Migration),
         ]
     }
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use cygnet_proto::v1::{
     agent_service_server::AgentServiceServer, customer_service_server::CustomerServiceServer,
-    pipeline_service_server::PipelineServiceServer, user_service_server::UserServiceServer,
+    pipeline_service_server::PipelineServiceServer, release_service_server::ReleaseServiceServer,
+    user_service_server::UserServiceServer,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -18,7 +19,7 @@ use crate::artifacts::ArtifactStore;
 use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
 use crate::dispatch::{Dispatcher, ExecutionSignals};
-use crate::grpc::{AgentApi, ApiContext, CustomerApi, PipelineApi, UserApi};
+use crate::grpc::{AgentApi, ApiContext, CustomerApi, PipelineApi, ReleaseApi, UserApi};
 use crate::store::Store;
 use crate::store::{Notifier, spawn_listener};
 use crate::tls;
@@ -114,6 +115,9 @@ impl App {
         health_reporter
             .set_serving::<PipelineServiceServer<PipelineApi>>()
             .await;
+        health_reporter
+            .set_serving::<ReleaseServiceServer<ReleaseApi>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -138,6 +142,10 @@ impl App {
                 context.clone(),
             )))
             .add_service(UserServiceServer::new(UserApi::new(context.clone())))
+            .add_service(ReleaseServiceServer::new(ReleaseApi::new(
+                context.clone(),
+                dispatcher.clone(),
+            )))
             .add_service(PipelineServiceServer::new(PipelineApi::new(
                 context.clone(),
                 dispatcher.clone(),
@@ -164,6 +172,9 @@ impl App {
                 .await;
             reporter
                 .set_not_serving::<PipelineServiceServer<PipelineApi>>()
+                .await;
+            reporter
+                .set_not_serving::<ReleaseServiceServer<ReleaseApi>>()
                 .await;
             // Agent streams never end by themselves: end them now so draining can finish.
             let _ = stop_background.send(true);

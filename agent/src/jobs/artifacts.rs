@@ -159,6 +159,66 @@ fn futures_chunks(
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
+/// Downloads one shipped artifact to `destination`, checking its size and sha256.
+pub async fn fetch(
+    target: &super::UploadTarget,
+    execution_id: i64,
+    artifact: &pb::ShippedArtifact,
+    destination: &Path,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let name = &artifact.path;
+    let mut request = Request::new(pb::FetchArtifactRequest {
+        execution_id,
+        artifact_id: artifact.artifact_id,
+    });
+    let metadata = request.metadata_mut();
+    if let Ok(value) = format!("Bearer {}", target.credential).parse() {
+        metadata.insert("authorization", value);
+    }
+    if let Ok(value) = target.agent_uuid.parse() {
+        metadata.insert("x-cygnet-agent-uuid", value);
+    }
+    let mut stream = AgentServiceClient::new(target.channel.clone())
+        .fetch_artifact(request)
+        .await
+        .map_err(|status| format!("artifact {name}: fetch refused: {}", status.message()))?
+        .into_inner();
+    if let Some(parent) = destination.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|error| format!("artifact {name}: {error}"))?;
+    }
+    let mut file = tokio::fs::File::create(destination)
+        .await
+        .map_err(|error| format!("artifact {name}: {error}"))?;
+    let mut hasher = Sha256::new();
+    let mut size: i64 = 0;
+    while let Some(chunk) = stream
+        .message()
+        .await
+        .map_err(|status| format!("artifact {name}: {}", status.message()))?
+    {
+        size += chunk.data.len() as i64;
+        hasher.update(&chunk.data);
+        file.write_all(&chunk.data)
+            .await
+            .map_err(|error| format!("artifact {name}: {error}"))?;
+    }
+    file.flush()
+        .await
+        .map_err(|error| format!("artifact {name}: {error}"))?;
+    let digest = hex::encode(hasher.finalize());
+    if size != artifact.size_bytes || digest != artifact.sha256 {
+        let _ = tokio::fs::remove_file(destination).await;
+        return Err(format!(
+            "artifact {name}: received {size} bytes with sha256 {digest}, expected {} bytes with sha256 {}",
+            artifact.size_bytes, artifact.sha256
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -196,6 +196,7 @@ mod tests {
             }],
             parameters: Default::default(),
             timeout_seconds: 60,
+            release: None,
         });
         let events = tokio::time::timeout(Duration::from_secs(5), events_of(&outbox, 9))
             .await
@@ -233,6 +234,7 @@ mod tests {
             }],
             parameters: Default::default(),
             timeout_seconds: 60,
+            release: None,
         };
         jobs.start(assignment.clone());
         jobs.start(assignment.clone());

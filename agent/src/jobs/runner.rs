@@ -79,8 +79,14 @@ fn interpreter(shell: i32, script: String) -> Result<(PathBuf, Vec<String>), Str
         .ok_or_else(|| format!("shell {name} is not available on this agent"))
 }
 
+/// Where a deploy job's shipped artifacts are fetched to.
+fn artifacts_directory(workspace: &Path) -> PathBuf {
+    workspace.join("artifacts")
+}
+
 /// The step's environment: a few of the agent's variables, the CygnetCI ids, the original
-/// system's names, `PARAM_<NAME>` per parameter, then the step's own.
+/// system's names (and release names for deploys), `PARAM_<NAME>` per parameter, then the step's
+/// own.
 fn environment(
     assignment: &pb::JobAssignment,
     step: &pb::Step,
@@ -173,6 +179,13 @@ pub async fn run_job(
             workspace: workspace.display().to_string(),
         }),
     );
+    if let Some(release) = &assignment.release
+        && let Err(reason) = fetch_shipped_artifacts(jobs, execution_id, release, &workspace).await
+    {
+        finish(jobs, execution_id, pb::ExecutionStatus::Failed, reason);
+        clean_workspaces(&pipeline_directory, &workspace, settings.keep_workspaces).await;
+        return;
+    }
     let parameters: BTreeMap<String, String> = assignment.parameters.clone().into_iter().collect();
     let job_timeout =
         Duration::from_secs(u64::try_from(assignment.timeout_seconds.max(1)).unwrap_or(3600));
@@ -335,6 +348,50 @@ async fn upload_artifacts(
         sink.system(format!(
             "uploaded artifact {relative} ({size} bytes, sha256 {sha256})"
         ));
+    }
+    Ok(())
+}
+
+/// Fetches a deploy's shipped artifacts to `<workspace>/artifacts/<pipeline id>/<path>`.
+async fn fetch_shipped_artifacts(
+    jobs: &Jobs,
+    execution_id: i64,
+    release: &pb::ReleaseContext,
+    workspace: &Path,
+) -> Result<(), String> {
+    if release.artifacts.is_empty() {
+        return Ok(());
+    }
+    let Some(target) = jobs.upload_target() else {
+        return Err("cannot fetch the release's artifacts: not connected to the server".into());
+    };
+    let directory = artifacts_directory(workspace);
+    for artifact in &release.artifacts {
+        let relative = Path::new(&artifact.path);
+        let safe = relative
+            .components()
+            .all(|part| matches!(part, std::path::Component::Normal(_)));
+        if !safe {
+            return Err(format!(
+                "artifact {:?}: refusing a path outside the artifacts directory",
+                artifact.path
+            ));
+        }
+        let destination = directory
+            .join(artifact.pipeline_id.to_string())
+            .join(relative);
+        artifacts::fetch(&target, execution_id, artifact, &destination).await?;
+        jobs.outbox.push(
+            execution_id,
+            Event::Log(pb::LogOutput {
+                step_index: -1,
+                stream: pb::LogStream::System.into(),
+                text: format!(
+                    "fetched artifact {} of pipeline {} ({} bytes, sha256 {})\n",
+                    artifact.path, artifact.pipeline_id, artifact.size_bytes, artifact.sha256
+                ),
+            }),
+        );
     }
     Ok(())
 }

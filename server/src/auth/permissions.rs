@@ -36,6 +36,19 @@ pub enum Action {
     RunPipelines,
     /// Cancel executions; allowed in a deactivated customer (stopping work is always safe).
     CancelExecutions,
+    /// Read environments, releases and release executions.
+    ReadReleases,
+    /// Create and change environments and releases.
+    ManageReleases,
+    /// Deploy releases.
+    DeployReleases,
+    /// Cancel release executions; allowed in a deactivated customer.
+    CancelReleases,
+    /// Approve a stage (the environment's approver roles decide who; starts work).
+    ApproveStages,
+    /// Reject a stage (the environment's approver roles decide who); allowed in a deactivated
+    /// customer.
+    RejectStages,
 }
 
 impl Action {
@@ -47,7 +60,12 @@ impl Action {
             | Action::ReadMembers
             | Action::ReadAgents
             | Action::ReadActivity
-            | Action::ReadPipelines => &[Admin, Devops, Developer, Qa, Viewer],
+            | Action::ReadPipelines
+            | Action::ReadReleases
+            | Action::ApproveStages
+            | Action::RejectStages => &[Admin, Devops, Developer, Qa, Viewer],
+            Action::ManageReleases => &[Admin, Devops],
+            Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
             Action::ManagePipelines
             | Action::DeletePipelines
             | Action::RunPipelines
@@ -68,6 +86,9 @@ impl Action {
                 | Action::ManageAgents
                 | Action::ManagePipelines
                 | Action::RunPipelines
+                | Action::ManageReleases
+                | Action::DeployReleases
+                | Action::ApproveStages
         )
     }
 
@@ -89,6 +110,12 @@ impl Action {
             Action::DeletePipelines => "delete pipelines of",
             Action::RunPipelines => "run pipelines of",
             Action::CancelExecutions => "cancel executions of",
+            Action::ReadReleases => "read releases of",
+            Action::ManageReleases => "create or change environments and releases of",
+            Action::DeployReleases => "deploy releases of",
+            Action::CancelReleases => "cancel releases of",
+            Action::ApproveStages => "approve stages of",
+            Action::RejectStages => "reject stages of",
         }
     }
 }

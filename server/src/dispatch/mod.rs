@@ -13,7 +13,7 @@ use cygnet_proto::v1 as pb;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-pub use signals::ExecutionSignals;
+pub use signals::{ExecutionSignals, ReleaseSignals};
 
 use crate::agents::AgentHub;
 use crate::domain::execution::QueuedExecution;
@@ -36,6 +36,7 @@ struct Inner {
     store: Store,
     hub: Arc<AgentHub>,
     signals: ExecutionSignals,
+    release_signals: ReleaseSignals,
     notifier: Notifier,
     wake: Notify,
     grace: Duration,
@@ -54,6 +55,7 @@ impl Dispatcher {
                 store,
                 hub,
                 signals,
+                release_signals: ReleaseSignals::default(),
                 notifier,
                 wake: Notify::new(),
                 grace,
@@ -112,6 +114,7 @@ impl Dispatcher {
                     _ = dispatcher.inner.wake.notified() => dispatcher.dispatch_round().await,
                     _ = sweep.tick() => {
                         dispatcher.expire_leases().await;
+                        dispatcher.advance_stalled_releases().await;
                         dispatcher.resend_cancellations().await;
                         dispatcher.dispatch_round().await;
                     }
@@ -175,6 +178,31 @@ impl Dispatcher {
                 return;
             }
         }
+        let release = match inner.store.release_context(execution.id).await {
+            Ok(context) => context.map(|context| pb::ReleaseContext {
+                release_name: context.release_name,
+                release_number: context.release_number,
+                environment_name: context.environment_name,
+                version: context.version,
+                artifacts: context
+                    .artifacts
+                    .into_iter()
+                    .map(|(pipeline_id, artifact)| pb::ShippedArtifact {
+                        artifact_id: artifact.id,
+                        pipeline_id: pipeline_id.get(),
+                        path: artifact.path,
+                        size_bytes: artifact.size_bytes,
+                        sha256: artifact.sha256,
+                    })
+                    .collect(),
+            }),
+            Err(error) => {
+                tracing::warn!(%error, execution_id = execution.id.get(), "could not read the release of a deploy; requeued");
+                inner.hub.release(agent_id, execution.id);
+                let _ = inner.store.release_claim(execution.id, agent_id).await;
+                return;
+            }
+        };
         let assignment = pb::connect_response::Command::AssignJob(pb::JobAssignment {
             execution_id: execution.id.get(),
             customer_id: execution.customer_id.get(),
@@ -187,6 +215,7 @@ impl Dispatcher {
                 .collect(),
             parameters: execution.parameters.clone().into_iter().collect(),
             timeout_seconds: execution.timeout_seconds,
+            release,
         });
         if inner.hub.send(agent_id, assignment) {
             tracing::info!(
@@ -230,6 +259,7 @@ impl Dispatcher {
                     }
                     inner.signals.bump(execution.id);
                     inner.notifier.execution_changed(execution.id);
+                    self.execution_finished(execution.id).await;
                     self.wake();
                 }
                 Ok(None) => {}
@@ -238,6 +268,41 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// A pipeline execution ended: if it deploys a release stage, the release moves on (next
+    /// stage, approval wait, or its end).
+    pub async fn execution_finished(&self, execution_id: ExecutionId) {
+        let inner = &self.inner;
+        match inner.store.advance_release_of(execution_id).await {
+            Ok(Some((release_execution_id, started))) => {
+                inner.release_signals.bump(release_execution_id);
+                if started.is_some() {
+                    self.announce_work();
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, execution_id = execution_id.get(), "could not advance the release; the sweep retries")
+            }
+        }
+    }
+
+    /// Moves on releases whose deploy ended while nobody advanced them (e.g. across a restart).
+    async fn advance_stalled_releases(&self) {
+        match self.inner.store.stalled_release_executions().await {
+            Ok(executions) => {
+                for execution_id in executions {
+                    self.execution_finished(execution_id).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not read stalled releases"),
+        }
+    }
+
+    /// Change counters of release executions (for WatchReleaseExecution).
+    pub fn release_signals(&self) -> &ReleaseSignals {
+        &self.inner.release_signals
     }
 
     /// Repeats pending cancellations to agents connected here (the request may have been made on

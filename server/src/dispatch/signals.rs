@@ -7,23 +7,36 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::domain::ExecutionId;
+use crate::domain::{ExecutionId, ReleaseExecutionId};
 
-/// Per-execution change counters; cheap to clone.
-#[derive(Clone, Default)]
-pub struct ExecutionSignals {
-    counters: Arc<Mutex<HashMap<ExecutionId, watch::Sender<u64>>>>,
+/// Change counters of executions.
+pub type ExecutionSignals = Signals<ExecutionId>;
+/// Change counters of release executions.
+pub type ReleaseSignals = Signals<ReleaseExecutionId>;
+
+/// Per-record change counters; cheap to clone.
+#[derive(Clone)]
+pub struct Signals<K> {
+    counters: Arc<Mutex<HashMap<K, watch::Sender<u64>>>>,
 }
 
-impl ExecutionSignals {
-    fn counters(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, watch::Sender<u64>>> {
+impl<K> Default for Signals<K> {
+    fn default() -> Self {
+        Self {
+            counters: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Signals<K> {
+    fn counters(&self) -> std::sync::MutexGuard<'_, HashMap<K, watch::Sender<u64>>> {
         self.counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Follows an execution's changes.
-    pub fn subscribe(&self, execution_id: ExecutionId) -> watch::Receiver<u64> {
+    pub fn subscribe(&self, execution_id: K) -> watch::Receiver<u64> {
         self.counters()
             .entry(execution_id)
             .or_insert_with(|| watch::channel(0).0)
@@ -31,7 +44,7 @@ impl ExecutionSignals {
     }
 
     /// Says the execution changed; forgets executions nobody watches any more.
-    pub fn bump(&self, execution_id: ExecutionId) {
+    pub fn bump(&self, execution_id: K) {
         let mut counters = self.counters();
         let unwatched = match counters.get(&execution_id) {
             Some(sender) if sender.receiver_count() > 0 => {

@@ -67,6 +67,22 @@ id_type!(
     /// An execution id.
     ExecutionId
 );
+id_type!(
+    /// An environment id.
+    EnvironmentId
+);
+id_type!(
+    /// A release id.
+    ReleaseId
+);
+id_type!(
+    /// A release execution id.
+    ReleaseExecutionId
+);
+id_type!(
+    /// A stage execution id.
+    StageExecutionId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

@@ -10,6 +10,7 @@ pub mod execution;
 pub mod ids;
 pub mod page;
 pub mod pipeline;
+pub mod release;
 pub mod role;
 pub mod user;
 pub mod validate;
@@ -20,7 +21,10 @@ pub use agent::{
     NewRegistrationToken, RegistrationToken,
 };
 pub use customer::{Customer, CustomerPatch, NewCustomer};
-pub use ids::{AgentId, CustomerId, ExecutionId, PipelineId, RegistrationTokenId, TokenId, UserId};
+pub use ids::{
+    AgentId, CustomerId, EnvironmentId, ExecutionId, PipelineId, RegistrationTokenId,
+    ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId,
+};
 pub use page::{Page, PageRequest};
 pub use role::Role;
 pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};

@@ -102,6 +102,7 @@ pub(super) async fn apply_job_event(
             "execution finished"
         );
         api.hub.release(agent.agent_id(), execution_id);
+        api.dispatcher.execution_finished(execution_id).await;
         api.dispatcher.wake();
     }
 }
@@ -207,4 +208,62 @@ pub(super) async fn upload_artifact(
             Err(error.into())
         }
     }
+}
+
+/// Streams an artifact shipped by a release to the agent running the deploy.
+pub(super) async fn fetch_artifact(
+    api: &AgentApi,
+    request: Request<pb::FetchArtifactRequest>,
+) -> Result<Response<super::agents::FetchStream>, Status> {
+    let certificate_cn = client_certificate_cn(&request);
+    let agent = api
+        .context
+        .agent_authenticator
+        .authenticate(request.metadata(), certificate_cn.as_deref())
+        .await?;
+    let body = request.get_ref();
+    let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
+    if body.artifact_id <= 0 {
+        return Err(ValidationError::new("artifact_id", "must be a positive id").into());
+    }
+    let artifact = api
+        .context
+        .store
+        .artifact_for_deploy(&agent, execution_id, body.artifact_id)
+        .await?;
+    let mut file = api
+        .artifacts
+        .open(&artifact.storage_key)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, artifact_id = artifact.id, "artifact file missing");
+            Status::internal("artifact content is not available")
+        })?;
+    let (sender, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            match file.read(&mut buffer).await {
+                Ok(0) => return,
+                Ok(read) => {
+                    let message = pb::FetchArtifactResponse {
+                        data: buffer[..read].to_vec(),
+                    };
+                    if sender.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    let _ = sender
+                        .send(Err(Status::internal(format!("reading artifact: {error}"))))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Response::new(Box::pin(
+        tokio_stream::wrappers::ReceiverStream::new(receiver),
+    )))
 }

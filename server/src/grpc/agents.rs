@@ -136,9 +136,22 @@ impl AgentApi {
     }
 }
 
+/// The server → agent stream of FetchArtifact.
+pub type FetchStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<pb::FetchArtifactResponse, Status>> + Send>,
+>;
+
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     type ConnectStream = super::agent_stream::ConnectStream;
+    type FetchArtifactStream = FetchStream;
+
+    async fn fetch_artifact(
+        &self,
+        request: Request<pb::FetchArtifactRequest>,
+    ) -> Result<Response<Self::FetchArtifactStream>, Status> {
+        super::agent_jobs::fetch_artifact(self, request).await
+    }
 
     async fn register_agent(
         &self,

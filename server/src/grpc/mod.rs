@@ -10,6 +10,8 @@ mod convert;
 mod customers;
 mod pipeline_convert;
 mod pipelines;
+mod release_convert;
+mod releases;
 mod status;
 mod users;
 
@@ -17,6 +19,7 @@ pub use agents::AgentApi;
 pub use customers::CustomerApi;
 pub use pipeline_convert::step_to_pb;
 pub use pipelines::PipelineApi;
+pub use releases::ReleaseApi;
 pub use users::UserApi;
 
 use crate::auth::{AgentAuthenticator, Authenticator, Authorizer};

@@ -306,6 +306,7 @@ impl PipelineService for PipelineApi {
             Cancellation::Cancelled => {
                 self.dispatcher.signals().bump(execution_id);
                 self.dispatcher.notifier().execution_changed(execution_id);
+                self.dispatcher.execution_finished(execution_id).await;
             }
             Cancellation::AlreadyFinished => {}
         }

@@ -20,6 +20,8 @@ impl From<StoreError> for Status {
             StoreError::AlreadyExists(message) => Status::already_exists(message),
             StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
             StoreError::Unauthenticated(message) => Status::unauthenticated(message),
+            StoreError::InvalidArgument(message) => Status::invalid_argument(message),
+            StoreError::PermissionDenied(message) => Status::permission_denied(message),
             StoreError::Database(error) => database_status(error),
         }
     }

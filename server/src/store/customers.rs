@@ -19,6 +19,7 @@ impl Store {
     ) -> Result<Customer, StoreError> {
         let now = now();
         let name = new.name.clone();
+        let transaction = self.begin_write().await?;
         let row = customer::ActiveModel {
             name: Set(new.name),
             display_name: Set(new.display_name),
@@ -34,13 +35,19 @@ impl Store {
             created_by: Set(Some(admin.actor().get())),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&transaction)
         .await
         .map_err(|error| {
             StoreError::on_unique_violation(error, |_| {
                 format!("customer name {name:?} is already taken")
             })
         })?;
+        super::environments::create_default_environments(
+            &transaction,
+            crate::domain::CustomerId::from_db(row.id),
+        )
+        .await?;
+        transaction.commit().await?;
         Ok(row.into())
     }
 

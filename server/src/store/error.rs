@@ -9,6 +9,13 @@ pub enum StoreError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A request field that can only be checked against stored data (e.g. a reference to a
+    /// pipeline); the message names the field.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The caller may see the record but not do this to it (e.g. approve without the role).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A credential checked inside a transaction (a registration token) did not authenticate.
     #[error("{0}")]
     Unauthenticated(String),

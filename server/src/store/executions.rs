@@ -197,50 +197,15 @@ impl Store {
             }
             None => pipeline.definition.selector.clone(),
         };
-        let now = now();
-        let row = execution::ActiveModel {
-            customer_id: Set(customer_id.get()),
-            pipeline_id: Set(pipeline.id.get()),
-            pipeline_name: Set(pipeline.definition.name.clone()),
-            status: Set(ExecutionStatus::Queued.as_str().to_owned()),
-            parameters: Set(to_json(&parameters)),
-            steps: Set(to_json(&pipeline.definition.steps)),
-            selector_agent_id: Set(selector.agent_id.map(AgentId::get)),
-            selector_labels: Set(to_json(&selector.labels)),
-            timeout_seconds: Set(pipeline.definition.timeout_seconds),
-            triggered_by: Set(scope.actor().get()),
-            agent_id: Set(None),
-            queue_reason: Set("waiting for a matching agent".into()),
-            failure_reason: Set(String::new()),
-            created_at: Set(now),
-            assigned_at: Set(None),
-            started_at: Set(None),
-            finished_at: Set(None),
-            lease_expires_at: Set(None),
-            cancel_requested_at: Set(None),
-            cancel_reason: Set(String::new()),
-            retry_of: Set(retry_of.map(ExecutionId::get)),
-            last_sequence: Set(0),
-            ..Default::default()
-        }
-        .insert(&transaction)
+        let execution_id = insert_execution(
+            &transaction,
+            pipeline,
+            &parameters,
+            &selector,
+            scope.actor(),
+            retry_of,
+        )
         .await?;
-        step_execution::Entity::insert_many(pipeline.definition.steps.iter().enumerate().map(
-            |(index, step)| step_execution::ActiveModel {
-                customer_id: Set(customer_id.get()),
-                execution_id: Set(row.id),
-                step_index: Set(index as i32),
-                name: Set(step.name.clone()),
-                status: Set(StepStatus::Pending.as_str().to_owned()),
-                exit_code: Set(None),
-                started_at: Set(None),
-                finished_at: Set(None),
-                reason: Set(String::new()),
-            },
-        ))
-        .exec(&transaction)
-        .await?;
-        let execution_id = ExecutionId::from_db(row.id);
         let execution = load_execution(&transaction, customer_id, execution_id).await?;
         transaction.commit().await?;
         Ok(execution)
@@ -472,6 +437,62 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Inserts a queued execution of `pipeline` (of `pipeline.customer_id`) with its step rows. The
+/// caller owns the transaction and has checked the selector's agent.
+pub(super) async fn insert_execution(
+    db: &impl ConnectionTrait,
+    pipeline: &Pipeline,
+    parameters: &BTreeMap<String, String>,
+    selector: &AgentSelector,
+    triggered_by: UserId,
+    retry_of: Option<ExecutionId>,
+) -> Result<ExecutionId, StoreError> {
+    let customer_id = pipeline.customer_id;
+    let row = execution::ActiveModel {
+        customer_id: Set(customer_id.get()),
+        pipeline_id: Set(pipeline.id.get()),
+        pipeline_name: Set(pipeline.definition.name.clone()),
+        status: Set(ExecutionStatus::Queued.as_str().to_owned()),
+        parameters: Set(to_json(parameters)),
+        steps: Set(to_json(&pipeline.definition.steps)),
+        selector_agent_id: Set(selector.agent_id.map(AgentId::get)),
+        selector_labels: Set(to_json(&selector.labels)),
+        timeout_seconds: Set(pipeline.definition.timeout_seconds),
+        triggered_by: Set(triggered_by.get()),
+        agent_id: Set(None),
+        queue_reason: Set("waiting for a matching agent".into()),
+        failure_reason: Set(String::new()),
+        created_at: Set(now()),
+        assigned_at: Set(None),
+        started_at: Set(None),
+        finished_at: Set(None),
+        lease_expires_at: Set(None),
+        cancel_requested_at: Set(None),
+        cancel_reason: Set(String::new()),
+        retry_of: Set(retry_of.map(ExecutionId::get)),
+        last_sequence: Set(0),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    step_execution::Entity::insert_many(pipeline.definition.steps.iter().enumerate().map(
+        |(index, step)| step_execution::ActiveModel {
+            customer_id: Set(customer_id.get()),
+            execution_id: Set(row.id),
+            step_index: Set(index as i32),
+            name: Set(step.name.clone()),
+            status: Set(StepStatus::Pending.as_str().to_owned()),
+            exit_code: Set(None),
+            started_at: Set(None),
+            finished_at: Set(None),
+            reason: Set(String::new()),
+        },
+    ))
+    .exec(db)
+    .await?;
+    Ok(ExecutionId::from_db(row.id))
 }
 
 /// Marks every step not yet finished as skipped (or cancelled if it was running).

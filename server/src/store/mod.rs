@@ -14,6 +14,7 @@ mod convert;
 mod customers;
 mod dispatch;
 pub(crate) mod entities;
+mod environments;
 mod error;
 mod executions;
 mod job_events;
@@ -21,6 +22,8 @@ mod memberships;
 mod notifications;
 mod pipelines;
 mod registration_tokens;
+mod release_executions;
+mod releases;
 mod tokens;
 mod users;
 
@@ -38,6 +41,7 @@ pub use dispatch::LostExecution;
 pub use error::StoreError;
 pub use executions::Cancellation;
 pub use notifications::{NotificationHandler, Notifier, spawn_listener};
+pub use release_executions::{ReleaseContext, ReleaseEffects};
 pub use tokens::AuthenticatedToken;
 
 /// Handle to the database; cheap to clone.

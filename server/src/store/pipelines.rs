@@ -156,7 +156,7 @@ fn duplicate_name(name: &str) -> impl FnOnce(&str) -> String + '_ {
     move |_| format!("a pipeline named {name:?} already exists")
 }
 
-async fn find_live(
+pub(super) async fn find_live(
     db: &impl ConnectionTrait,
     customer_id: CustomerId,
     pipeline_id: PipelineId,
@@ -167,6 +167,24 @@ async fn find_live(
         .one(db)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id} not found")))
+}
+
+/// One live pipeline of the customer with its definition (no counters).
+pub(super) async fn load_pipeline(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    pipeline_id: PipelineId,
+) -> Result<Pipeline, StoreError> {
+    let row = find_live(db, customer_id, pipeline_id).await?;
+    Ok(Pipeline {
+        id: PipelineId::from_db(row.id),
+        customer_id: CustomerId::from_db(row.customer_id),
+        definition: definition_from_row(&row)?,
+        created_by: UserId::from_db(row.created_by),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        stats: PipelineStats::default(),
+    })
 }
 
 impl Store {

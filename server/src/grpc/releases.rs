@@ -1,0 +1,561 @@
+//! `cygnet.v1.ReleaseService`.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use cygnet_proto::v1::{self as pb, release_service_server::ReleaseService};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::ApiContext;
+use super::release_convert::release_status_filter;
+use crate::auth::{Action, TenantScope};
+use crate::dispatch::Dispatcher;
+use crate::domain::ids::parse_optional;
+use crate::domain::release::{
+    DeployRequest, EnvironmentPatch, NewEnvironment, ReleaseDefinition, ReleasePatch,
+};
+use crate::domain::validate::optional_text;
+use crate::domain::{
+    CustomerId, EnvironmentId, PageRequest, ReleaseExecutionId, ReleaseId, StageExecutionId,
+};
+use crate::store::{Cancellation, ReleaseEffects, Store};
+
+/// How often a release watcher re-reads when nothing woke it.
+const WATCH_POLL: Duration = Duration::from_secs(1);
+
+/// Handler of `ReleaseService`.
+#[derive(Clone)]
+pub struct ReleaseApi {
+    context: ApiContext,
+    dispatcher: Dispatcher,
+}
+
+pub type WatchReleaseStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchReleaseExecutionResponse, Status>> + Send>>;
+
+impl ReleaseApi {
+    pub fn new(context: ApiContext, dispatcher: Dispatcher) -> Self {
+        Self {
+            context,
+            dispatcher,
+        }
+    }
+
+    async fn scope<T>(
+        &self,
+        request: &Request<T>,
+        customer_id: i64,
+        action: Action,
+    ) -> Result<TenantScope, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let customer_id = CustomerId::parse(customer_id, "customer_id")?;
+        Ok(self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, action)
+            .await?)
+    }
+
+    /// Carries out what a release action asks for: wake dispatch for a started deploy, cancel a
+    /// running one, tell watchers.
+    async fn apply(
+        &self,
+        scope: &TenantScope,
+        release_execution_id: ReleaseExecutionId,
+        effects: ReleaseEffects,
+        reason: &str,
+    ) -> Result<(), Status> {
+        if effects.started.is_some() {
+            self.dispatcher.announce_work();
+        }
+        if let Some(execution_id) = effects.cancel {
+            let (_, outcome) = self
+                .context
+                .store
+                .cancel_execution(scope, execution_id, reason)
+                .await?;
+            match outcome {
+                Cancellation::Requested { agent_id } => {
+                    self.dispatcher
+                        .request_cancel(agent_id, execution_id, reason)
+                }
+                Cancellation::Cancelled | Cancellation::AlreadyFinished => {
+                    self.dispatcher.signals().bump(execution_id);
+                    self.dispatcher.execution_finished(execution_id).await;
+                }
+            }
+        }
+        self.dispatcher.release_signals().bump(release_execution_id);
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl ReleaseService for ReleaseApi {
+    type WatchReleaseExecutionStream = WatchReleaseStream;
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn create_environment(
+        &self,
+        request: Request<pb::CreateEnvironmentRequest>,
+    ) -> Result<Response<pb::CreateEnvironmentResponse>, Status> {
+        let new = NewEnvironment::try_from(request.get_ref());
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ManageReleases,
+            )
+            .await?;
+        let environment = self.context.store.create_environment(&scope, new?).await?;
+        Ok(Response::new(pb::CreateEnvironmentResponse {
+            environment: Some(environment.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_environments(
+        &self,
+        request: Request<pb::ListEnvironmentsRequest>,
+    ) -> Result<Response<pb::ListEnvironmentsResponse>, Status> {
+        let page = PageRequest::parse(request.get_ref().page_size, &request.get_ref().page_token);
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadReleases,
+            )
+            .await?;
+        let page = self.context.store.list_environments(&scope, page?).await?;
+        Ok(Response::new(pb::ListEnvironmentsResponse {
+            environments: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn update_environment(
+        &self,
+        request: Request<pb::UpdateEnvironmentRequest>,
+    ) -> Result<Response<pb::UpdateEnvironmentResponse>, Status> {
+        let environment_id =
+            EnvironmentId::parse(request.get_ref().environment_id, "environment_id");
+        let patch = EnvironmentPatch::try_from(request.get_ref());
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ManageReleases,
+            )
+            .await?;
+        let environment = self
+            .context
+            .store
+            .update_environment(&scope, environment_id?, patch?)
+            .await?;
+        Ok(Response::new(pb::UpdateEnvironmentResponse {
+            environment: Some(environment.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn create_release(
+        &self,
+        request: Request<pb::CreateReleaseRequest>,
+    ) -> Result<Response<pb::CreateReleaseResponse>, Status> {
+        let definition = ReleaseDefinition::try_from(request.get_ref());
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ManageReleases,
+            )
+            .await?;
+        let release = self
+            .context
+            .store
+            .create_release(&scope, definition?)
+            .await?;
+        tracing::info!(release_id = release.id.get(), "release created");
+        Ok(Response::new(pb::CreateReleaseResponse {
+            release: Some(release.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_release(
+        &self,
+        request: Request<pb::GetReleaseRequest>,
+    ) -> Result<Response<pb::GetReleaseResponse>, Status> {
+        let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadReleases,
+            )
+            .await?;
+        let release = self.context.store.get_release(&scope, release_id?).await?;
+        Ok(Response::new(pb::GetReleaseResponse {
+            release: Some(release.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_releases(
+        &self,
+        request: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token);
+        let scope = self
+            .scope(&request, body.customer_id, Action::ReadReleases)
+            .await?;
+        let page = self
+            .context
+            .store
+            .list_releases(&scope, page?, request.get_ref().include_archived)
+            .await?;
+        Ok(Response::new(pb::ListReleasesResponse {
+            releases: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn update_release(
+        &self,
+        request: Request<pb::UpdateReleaseRequest>,
+    ) -> Result<Response<pb::UpdateReleaseResponse>, Status> {
+        let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
+        let patch = ReleasePatch::try_from(request.get_ref());
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ManageReleases,
+            )
+            .await?;
+        let release = self
+            .context
+            .store
+            .update_release(&scope, release_id?, patch?)
+            .await?;
+        Ok(Response::new(pb::UpdateReleaseResponse {
+            release: Some(release.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn archive_release(
+        &self,
+        request: Request<pb::ArchiveReleaseRequest>,
+    ) -> Result<Response<pb::ArchiveReleaseResponse>, Status> {
+        let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ManageReleases,
+            )
+            .await?;
+        let release = self
+            .context
+            .store
+            .archive_release(&scope, release_id?)
+            .await?;
+        Ok(Response::new(pb::ArchiveReleaseResponse {
+            release: Some(release.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, release_id = request.get_ref().release_id))]
+    async fn deploy_release(
+        &self,
+        request: Request<pb::DeployReleaseRequest>,
+    ) -> Result<Response<pb::DeployReleaseResponse>, Status> {
+        let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
+        let deploy = DeployRequest::try_from(request.get_ref());
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::DeployReleases,
+            )
+            .await?;
+        let (release_execution, effects) = self
+            .context
+            .store
+            .deploy_release(&scope, release_id?, deploy?)
+            .await?;
+        tracing::info!(
+            release_execution_id = release_execution.id.get(),
+            number = release_execution.number,
+            "release deployed"
+        );
+        self.apply(&scope, release_execution.id, effects, "")
+            .await?;
+        Ok(Response::new(pb::DeployReleaseResponse {
+            release_execution: Some(release_execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_release_execution(
+        &self,
+        request: Request<pb::GetReleaseExecutionRequest>,
+    ) -> Result<Response<pb::GetReleaseExecutionResponse>, Status> {
+        let id = ReleaseExecutionId::parse(
+            request.get_ref().release_execution_id,
+            "release_execution_id",
+        );
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadReleases,
+            )
+            .await?;
+        let release_execution = self
+            .context
+            .store
+            .get_release_execution(&scope, id?)
+            .await?;
+        Ok(Response::new(pb::GetReleaseExecutionResponse {
+            release_execution: Some(release_execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_release_executions(
+        &self,
+        request: Request<pb::ListReleaseExecutionsRequest>,
+    ) -> Result<Response<pb::ListReleaseExecutionsResponse>, Status> {
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token)?;
+        let release_id = parse_optional(body.release_id, "release_id", ReleaseId::parse)?;
+        let status = release_status_filter("status", body.status)?;
+        let scope = self
+            .scope(&request, body.customer_id, Action::ReadReleases)
+            .await?;
+        let page = self
+            .context
+            .store
+            .list_release_executions(&scope, release_id, status, page)
+            .await?;
+        Ok(Response::new(pb::ListReleaseExecutionsResponse {
+            release_executions: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, stage_execution_id = request.get_ref().stage_execution_id))]
+    async fn approve_stage(
+        &self,
+        request: Request<pb::ApproveStageRequest>,
+    ) -> Result<Response<pb::ApproveStageResponse>, Status> {
+        let stage_id =
+            StageExecutionId::parse(request.get_ref().stage_execution_id, "stage_execution_id");
+        let comment = optional_text("comment", &request.get_ref().comment, 1000);
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ApproveStages,
+            )
+            .await?;
+        let (release_execution, effects) = self
+            .context
+            .store
+            .decide_stage(&scope, stage_id?, true, &comment?)
+            .await?;
+        tracing::info!(
+            release_execution_id = release_execution.id.get(),
+            "stage approved"
+        );
+        self.apply(&scope, release_execution.id, effects, "")
+            .await?;
+        Ok(Response::new(pb::ApproveStageResponse {
+            release_execution: Some(release_execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, stage_execution_id = request.get_ref().stage_execution_id))]
+    async fn reject_stage(
+        &self,
+        request: Request<pb::RejectStageRequest>,
+    ) -> Result<Response<pb::RejectStageResponse>, Status> {
+        let stage_id =
+            StageExecutionId::parse(request.get_ref().stage_execution_id, "stage_execution_id");
+        let comment = optional_text("comment", &request.get_ref().comment, 1000);
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::RejectStages,
+            )
+            .await?;
+        let (release_execution, effects) = self
+            .context
+            .store
+            .decide_stage(&scope, stage_id?, false, &comment?)
+            .await?;
+        tracing::info!(
+            release_execution_id = release_execution.id.get(),
+            "stage rejected"
+        );
+        self.apply(&scope, release_execution.id, effects, "")
+            .await?;
+        Ok(Response::new(pb::RejectStageResponse {
+            release_execution: Some(release_execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, release_execution_id = request.get_ref().release_execution_id))]
+    async fn cancel_release_execution(
+        &self,
+        request: Request<pb::CancelReleaseExecutionRequest>,
+    ) -> Result<Response<pb::CancelReleaseExecutionResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
+        let id = ReleaseExecutionId::parse(
+            request.get_ref().release_execution_id,
+            "release_execution_id",
+        )?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::CancelReleases)
+            .await?;
+        let reason = format!("cancelled by {}", principal.username);
+        let (_, effects) = self
+            .context
+            .store
+            .cancel_release_execution(&scope, id, &reason)
+            .await?;
+        self.apply(&scope, id, effects, &reason).await?;
+        let release_execution = self.context.store.get_release_execution(&scope, id).await?;
+        Ok(Response::new(pb::CancelReleaseExecutionResponse {
+            release_execution: Some(release_execution.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, release_execution_id = request.get_ref().release_execution_id))]
+    async fn watch_release_execution(
+        &self,
+        request: Request<pb::WatchReleaseExecutionRequest>,
+    ) -> Result<Response<Self::WatchReleaseExecutionStream>, Status> {
+        let id = ReleaseExecutionId::parse(
+            request.get_ref().release_execution_id,
+            "release_execution_id",
+        );
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadReleases,
+            )
+            .await?;
+        let id = id?;
+        let signal = self.dispatcher.release_signals().subscribe(id);
+        let first = self.context.store.get_release_execution(&scope, id).await?;
+        let (sender, receiver) = mpsc::channel(16);
+        tokio::spawn(watch(
+            self.context.store.clone(),
+            scope,
+            first,
+            signal,
+            sender,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_release_artifacts(
+        &self,
+        request: Request<pb::ListReleaseArtifactsRequest>,
+    ) -> Result<Response<pb::ListReleaseArtifactsResponse>, Status> {
+        let id = ReleaseExecutionId::parse(
+            request.get_ref().release_execution_id,
+            "release_execution_id",
+        );
+        let scope = self
+            .scope(
+                &request,
+                request.get_ref().customer_id,
+                Action::ReadReleases,
+            )
+            .await?;
+        let artifacts = self
+            .context
+            .store
+            .list_release_artifacts(&scope, id?)
+            .await?;
+        Ok(Response::new(pb::ListReleaseArtifactsResponse {
+            artifacts: artifacts.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+/// Sends the release execution whenever it changes, until it has ended.
+async fn watch(
+    store: Store,
+    scope: TenantScope,
+    mut last: crate::domain::release::ReleaseExecution,
+    mut signal: tokio::sync::watch::Receiver<u64>,
+    sender: mpsc::Sender<Result<pb::WatchReleaseExecutionResponse, Status>>,
+) {
+    let send = |execution: crate::domain::release::ReleaseExecution| {
+        let sender = sender.clone();
+        async move {
+            sender
+                .send(Ok(pb::WatchReleaseExecutionResponse {
+                    release_execution: Some(execution.into()),
+                }))
+                .await
+                .is_ok()
+        }
+    };
+    if !send(last.clone()).await || last.status.is_terminal() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            changed = signal.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep(WATCH_POLL).await;
+                }
+            }
+            _ = tokio::time::sleep(WATCH_POLL) => {}
+            _ = sender.closed() => return,
+        }
+        signal.mark_unchanged();
+        let current = match store.get_release_execution(&scope, last.id).await {
+            Ok(current) => current,
+            Err(error) => {
+                let _ = sender.send(Err(error.into())).await;
+                return;
+            }
+        };
+        if current != last {
+            if !send(current.clone()).await {
+                return;
+            }
+            if current.status.is_terminal() {
+                return;
+            }
+            last = current;
+        }
+    }
+}
