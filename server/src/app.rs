@@ -20,6 +20,7 @@ use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
 use crate::dispatch::{Dispatcher, ExecutionSignals};
 use crate::grpc::{AgentApi, ApiContext, CustomerApi, PipelineApi, ReleaseApi, UserApi};
+use crate::run_to_completion::RunToCompletionLayer;
 use crate::store::Store;
 use crate::store::{Notifier, spawn_listener};
 use crate::tls;
@@ -92,6 +93,9 @@ impl App {
             self.config.agents.grace,
         );
         let artifacts = ArtifactStore::new(&self.config.data_dir);
+        // Request handlers and agent stream readers: shutdown waits for them before closing the
+        // database.
+        let tasks = tokio_util::task::TaskTracker::new();
         let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
         let liveness = spawn_liveness_task(
             hub.clone(),
@@ -130,7 +134,10 @@ impl App {
         let mut builder = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .trace_fn(|request| tracing::info_span!("grpc", method = %request.uri().path()));
+            .layer(RunToCompletionLayer::new(tasks.clone()))
+            .trace_fn(move |request| {
+                tracing::info_span!("grpc", server = %address, method = %request.uri().path())
+            });
         if let Some(files) = &self.config.tls {
             builder = builder.tls_config(tls::server_tls_config(files)?)?;
         }
@@ -152,7 +159,11 @@ impl App {
                 artifacts.clone(),
             )))
             .add_service(AgentServiceServer::new(AgentApi::new(
-                context, hub, dispatcher, artifacts,
+                context,
+                hub,
+                dispatcher,
+                artifacts,
+                tasks.clone(),
             )));
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -199,6 +210,12 @@ impl App {
         };
         if let Err(error) = liveness.await {
             tracing::warn!(%error, "agent liveness task failed");
+        }
+        // Handlers of requests whose clients left, and stream readers recording their agents
+        // offline, finish before the database closes.
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("request tasks still running after the grace period");
         }
         if let Err(error) = dispatch.await {
             tracing::warn!(%error, "dispatch task failed");

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod grpc;
+pub mod run_to_completion;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

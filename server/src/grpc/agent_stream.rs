@@ -197,7 +197,7 @@ pub(super) async fn connect(
         })
         .map(|(execution_id, ..)| *execution_id)
         .collect();
-    tokio::spawn(read_agent_stream(
+    api.streams.spawn(read_agent_stream(
         api.clone(),
         agent,
         ticket,

@@ -17,6 +17,7 @@ use crate::domain::{
     PageRequest, RegistrationTokenId, ValidationError,
 };
 use crate::store::now;
+use tokio_util::task::TaskTracker;
 
 /// Prefix of registration token secrets.
 pub const REGISTRATION_TOKEN_PREFIX: &str = "cygr_";
@@ -118,6 +119,9 @@ pub struct AgentApi {
     pub(super) hub: Arc<AgentHub>,
     pub(super) dispatcher: Dispatcher,
     pub(super) artifacts: ArtifactStore,
+    /// Where agent stream readers run (the server's request tasks): shutdown waits for them, so
+    /// the offline marks they write are not cut off by the database closing.
+    pub(super) streams: TaskTracker,
 }
 
 impl AgentApi {
@@ -126,12 +130,14 @@ impl AgentApi {
         hub: Arc<AgentHub>,
         dispatcher: Dispatcher,
         artifacts: ArtifactStore,
+        streams: TaskTracker,
     ) -> Self {
         Self {
             context,
             hub,
             dispatcher,
             artifacts,
+            streams,
         }
     }
 }
