@@ -109,6 +109,21 @@ fn environment(
     for (name, value) in ids {
         environment.insert(name.to_owned(), value);
     }
+    if let Some(release) = &assignment.release {
+        let release_variables = [
+            ("ENVIRONMENT_NAME", release.environment_name.clone()),
+            ("RELEASE_NAME", release.release_name.clone()),
+            ("RELEASE_NUMBER", release.release_number.to_string()),
+            ("RELEASE_VERSION", release.version.clone()),
+            (
+                "CYGNET_ARTIFACTS_DIR",
+                artifacts_directory(workspace).display().to_string(),
+            ),
+        ];
+        for (name, value) in release_variables {
+            environment.insert(name.to_owned(), value);
+        }
+    }
     for (name, value) in parameters {
         environment.insert(
             format!("PARAM_{}", name.to_ascii_uppercase()),

@@ -84,14 +84,20 @@ impl Host {
         self.dir.path().join(relative)
     }
 
-    pub fn spawn(&self) -> Child {
-        agent_command()
-            .arg("--config")
-            .arg(self.path("appsettings.json"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cygnet-agent")
+    pub fn spawn(&self) -> AgentProcess {
+        AgentProcess::new(
+            agent_command()
+                .arg("--config")
+                .arg(self.path("appsettings.json"))
+                .stdout(Stdio::null())
+                .stderr(if std::env::var_os("CYGNET_TEST_LOG").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                })
+                .spawn()
+                .expect("spawn cygnet-agent"),
+        )
     }
 }
 
@@ -168,4 +174,41 @@ pub fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
+}
+
+/// A running `cygnet-agent`, killed when dropped so a failing test leaves no agent behind.
+pub struct AgentProcess(Option<Child>);
+
+impl AgentProcess {
+    pub fn new(child: Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// The process, no longer killed on drop (the caller waits for it).
+    pub fn into_child(mut self) -> Child {
+        self.0.take().expect("process present")
+    }
+}
+
+impl std::ops::Deref for AgentProcess {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("process present")
+    }
+}
+
+impl std::ops::DerefMut for AgentProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("process present")
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -118,7 +118,7 @@ async fn sigterm_closes_the_stream_and_a_restart_reuses_the_credential(backend: 
     })
     .await;
     signal(&agent, "TERM");
-    let status = wait_exit(agent, Duration::from_secs(10));
+    let status = wait_exit(agent.into_child(), Duration::from_secs(10));
     assert!(status.success(), "exit 0 on SIGTERM, got {status:?}");
     // The server learnt at once: no waiting for missed heartbeats.
     assert!(is_offline(&server, acme.id, "acme-002").await);
@@ -166,7 +166,7 @@ async fn sigterm_closes_the_stream_and_a_restart_reuses_the_credential(backend: 
     })
     .await;
     signal(&agent, "INT");
-    assert!(wait_exit(agent, Duration::from_secs(10)).success());
+    assert!(wait_exit(agent.into_child(), Duration::from_secs(10)).success());
     let tokens = server
         .admin_agents()
         .list_registration_tokens(pb::ListRegistrationTokensRequest {
@@ -361,13 +361,15 @@ async fn mutual_tls_binds_the_certificate_to_the_uuid() {
         .to_string(),
     )
     .expect("write");
-    let agent = agent_command()
-        .arg("--config")
-        .arg(dir.path().join("appsettings.json"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let agent = AgentProcess::new(
+        agent_command()
+            .arg("--config")
+            .arg(dir.path().join("appsettings.json"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
     eventually(
         "agent online over mutual TLS",
         Duration::from_secs(5),
@@ -375,5 +377,5 @@ async fn mutual_tls_binds_the_certificate_to_the_uuid() {
     )
     .await;
     signal(&agent, "TERM");
-    assert!(wait_exit(agent, Duration::from_secs(10)).success());
+    assert!(wait_exit(agent.into_child(), Duration::from_secs(10)).success());
 }

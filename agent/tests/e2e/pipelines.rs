@@ -24,7 +24,7 @@ async fn customer_with_agent(
     server: &TestServer,
     name: &str,
     extra: serde_json::Value,
-) -> (pb::Customer, Host, std::process::Child) {
+) -> (pb::Customer, Host, AgentProcess) {
     let customer = server.create_customer(name).await;
     let token = server.create_registration_token(customer.id).await;
     let host = Host::with_settings(
@@ -43,7 +43,7 @@ async fn customer_with_agent(
     (customer, host, child)
 }
 
-fn stop(mut child: std::process::Child) {
+fn stop(mut child: AgentProcess) {
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -575,7 +575,9 @@ impl Store {
                 "execution {execution_id} not found"
             )));
         }
-        if status_of(&row)? != ExecutionStatus::Running {
+        // Assigned counts too: the agent's "started" events travel on its stream and may be
+        // applied a moment after an upload made on a separate connection.
+        if !ExecutionStatus::ON_AGENT.contains(&status_of(&row)?) {
             return Err(StoreError::FailedPrecondition(format!(
                 "execution {execution_id} is not running"
             )));

@@ -9,6 +9,7 @@ use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
+use cygnet_proto::v1::release_service_client::ReleaseServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
 use cygnet_server::App;
 use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
@@ -452,6 +453,51 @@ impl TestServer {
         }
     }
 
+    pub fn releases(&self, token: &str) -> ReleaseClient {
+        ReleaseServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn admin_releases(&self) -> ReleaseClient {
+        self.releases(ADMIN_TOKEN)
+    }
+
+    /// The customer's environments by name.
+    pub async fn environments(
+        &self,
+        customer_id: i64,
+    ) -> std::collections::HashMap<String, pb::Environment> {
+        self.admin_releases()
+            .list_environments(pb::ListEnvironmentsRequest {
+                customer_id,
+                ..Default::default()
+            })
+            .await
+            .expect("environments")
+            .into_inner()
+            .environments
+            .into_iter()
+            .map(|environment| (environment.name.clone(), environment))
+            .collect()
+    }
+
+    /// A release execution with its stages.
+    pub async fn release_execution(
+        &self,
+        customer_id: i64,
+        release_execution_id: i64,
+    ) -> pb::ReleaseExecution {
+        self.admin_releases()
+            .get_release_execution(pb::GetReleaseExecutionRequest {
+                customer_id,
+                release_execution_id,
+            })
+            .await
+            .expect("release execution")
+            .into_inner()
+            .release_execution
+            .expect("release execution")
+    }
+
     pub fn admin_agents(&self) -> AgentClient {
         self.agents(ADMIN_TOKEN)
     }
@@ -622,6 +668,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+pub type ReleaseClient = ReleaseServiceClient<InterceptedService<Channel, Bearer>>;
 pub type PipelineClient = PipelineServiceClient<InterceptedService<Channel, Bearer>>;
 pub type AgentClient = AgentServiceClient<InterceptedService<Channel, Bearer>>;
 pub type CustomerClient = CustomerServiceClient<InterceptedService<Channel, Bearer>>;
