@@ -690,8 +690,8 @@ async fn failing_and_cancelled_deploys_stop_the_release(backend: Backend) {
                 ..Default::default()
             })
             .await,
-        Code::InvalidArgument,
-        "pipeline_ids[0] names no pipeline of this customer",
+        Code::NotFound,
+        &format!("pipeline_ids[0]: pipeline {} not found", world.build.id),
     );
     stop(world.agent);
 }

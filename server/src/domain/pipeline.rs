@@ -405,9 +405,9 @@ pub fn selector(
     })
 }
 
-/// Checks a run's values against the pipeline's parameters and returns the values to use:
-/// names as defined (given case-insensitively), defaults filled in.
-pub fn resolve_parameters(
+/// Checks values given for some of a pipeline's parameters (names known, values fitting, none
+/// twice) without requiring the rest, and returns them under their declared names.
+pub fn given_parameters(
     definitions: &[ParameterDefinition],
     given: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ValidationError> {
@@ -429,6 +429,16 @@ pub fn resolve_parameters(
             ));
         }
     }
+    Ok(resolved)
+}
+
+/// Checks a run's values against the pipeline's parameters and returns the values to use:
+/// names as defined (given case-insensitively), defaults filled in.
+pub fn resolve_parameters(
+    definitions: &[ParameterDefinition],
+    given: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ValidationError> {
+    let mut resolved = given_parameters(definitions, given)?;
     for definition in definitions {
         if resolved.contains_key(&definition.name) {
             continue;

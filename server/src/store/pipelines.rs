@@ -146,7 +146,9 @@ async fn check_selector_agent(
             .count(db)
             .await?;
         if found == 0 {
-            return Err(StoreError::NotFound(format!("agent {agent_id} not found")));
+            return Err(StoreError::NotFound(format!(
+                "agent_selector.agent_id: agent {agent_id} not found"
+            )));
         }
     }
     Ok(())

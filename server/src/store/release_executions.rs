@@ -617,8 +617,8 @@ impl Store {
                     )));
                 }
                 None => {
-                    return Err(StoreError::InvalidArgument(format!(
-                        "builds[{index}].execution_id names no execution of pipeline {pipeline_id} ({execution_id})"
+                    return Err(StoreError::NotFound(format!(
+                        "builds[{index}].execution_id: execution {execution_id} of pipeline {pipeline_id} not found"
                     )));
                 }
             }

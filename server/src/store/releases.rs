@@ -9,10 +9,10 @@ use sea_orm::{
 
 use super::entities::{agent, release, release_pipeline, release_stage};
 use super::environments::find_environment;
-use super::pipelines::{find_live, labels_from_json, to_json};
+use super::pipelines::{find_live, labels_from_json, load_pipeline, to_json};
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
-use crate::domain::pipeline::AgentSelector;
+use crate::domain::pipeline::{AgentSelector, given_parameters};
 use crate::domain::release::{
     Release, ReleaseDefinition, ReleasePatch, ReleaseStatus, StageDefinition,
 };
@@ -27,7 +27,8 @@ fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
 }
 
 /// Checks every reference of a definition against the customer: pipelines (live), environments,
-/// selector agents. A reference to nothing — or to another customer's record — is named by field.
+/// selector agents. A reference to nothing and one to another customer's record look the same:
+/// NOT_FOUND, naming the field.
 async fn check_references(
     db: &impl ConnectionTrait,
     customer_id: CustomerId,
@@ -35,8 +36,8 @@ async fn check_references(
 ) -> Result<(), StoreError> {
     for (index, pipeline_id) in definition.pipeline_ids.iter().enumerate() {
         if find_live(db, customer_id, *pipeline_id).await.is_err() {
-            return Err(StoreError::InvalidArgument(format!(
-                "pipeline_ids[{index}] names no pipeline of this customer ({pipeline_id})"
+            return Err(StoreError::NotFound(format!(
+                "pipeline_ids[{index}]: pipeline {pipeline_id} not found"
             )));
         }
     }
@@ -45,17 +46,21 @@ async fn check_references(
             .await?
             .is_none()
         {
-            return Err(StoreError::InvalidArgument(format!(
-                "stages[{index}].environment_id names no environment of this customer ({})",
+            return Err(StoreError::NotFound(format!(
+                "stages[{index}].environment_id: environment {} not found",
                 stage.environment_id
             )));
         }
-        if find_live(db, customer_id, stage.pipeline_id).await.is_err() {
-            return Err(StoreError::InvalidArgument(format!(
-                "stages[{index}].pipeline_id names no pipeline of this customer ({})",
+        let Ok(pipeline) = load_pipeline(db, customer_id, stage.pipeline_id).await else {
+            return Err(StoreError::NotFound(format!(
+                "stages[{index}].pipeline_id: pipeline {} not found",
                 stage.pipeline_id
             )));
-        }
+        };
+        // Values the stage sets must fit its deploy pipeline now; required ones may still come
+        // with the deployment.
+        given_parameters(&pipeline.definition.parameters, &stage.parameters)
+            .map_err(|error| StoreError::InvalidArgument(format!("stages[{index}].{error}")))?;
         if let Some(agent_id) = stage
             .selector
             .as_ref()
@@ -67,8 +72,8 @@ async fn check_references(
                 .count(db)
                 .await?;
             if found == 0 {
-                return Err(StoreError::InvalidArgument(format!(
-                    "stages[{index}].agent_selector.agent_id names no agent of this customer ({agent_id})"
+                return Err(StoreError::NotFound(format!(
+                    "stages[{index}].agent_selector.agent_id: agent {agent_id} not found"
                 )));
             }
         }

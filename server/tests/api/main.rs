@@ -14,5 +14,6 @@ mod customers;
 mod isolation;
 mod pipelines;
 mod process;
+mod releases;
 mod tls;
 mod users;
