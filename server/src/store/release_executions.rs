@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 
 use super::entities::{
@@ -98,6 +98,23 @@ async fn find_release_execution(
                 "release execution {release_execution_id} not found"
             ))
         })
+}
+
+/// Reads a release execution and, on PostgreSQL, locks its row until the transaction ends, so
+/// the moves on one release execution (an approval, a cancellation, a deploy ending, the sweep,
+/// on any replica) happen one after the other, each seeing what the previous one wrote. SQLite
+/// needs no lock: its write transactions already exclude each other.
+async fn lock_release_execution(
+    db: &DatabaseTransaction,
+    customer_id: CustomerId,
+    release_execution_id: i64,
+) -> Result<Option<release_execution::Model>, StoreError> {
+    let mut query = release_execution::Entity::find_by_id(release_execution_id)
+        .filter(release_execution::Column::CustomerId.eq(customer_id.get()));
+    if db.get_database_backend() == DbBackend::Postgres {
+        query = query.lock(LockType::Update);
+    }
+    Ok(query.one(db).await?)
 }
 
 /// A release execution with its stages and builds.
@@ -386,11 +403,7 @@ async fn advance(
     customer_id: CustomerId,
     release_execution_id: i64,
 ) -> Result<Option<ExecutionId>, StoreError> {
-    let Some(row) = release_execution::Entity::find_by_id(release_execution_id)
-        .filter(release_execution::Column::CustomerId.eq(customer_id.get()))
-        .one(db)
-        .await?
-    else {
+    let Some(row) = lock_release_execution(db, customer_id, release_execution_id).await? else {
         return Ok(None);
     };
     if release_status(&row)?.is_terminal() {
@@ -846,13 +859,17 @@ impl Store {
     ) -> Result<(ReleaseExecution, ReleaseEffects), StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
-        let stage_row = stage::Entity::find_by_id(stage_execution_id.get())
-            .filter(stage::Column::CustomerId.eq(customer_id.get()))
-            .one(&transaction)
-            .await?
-            .ok_or_else(|| {
-                StoreError::NotFound(format!("stage execution {stage_execution_id} not found"))
-            })?;
+        let not_found =
+            || StoreError::NotFound(format!("stage execution {stage_execution_id} not found"));
+        let find_stage = || {
+            stage::Entity::find_by_id(stage_execution_id.get())
+                .filter(stage::Column::CustomerId.eq(customer_id.get()))
+                .one(&transaction)
+        };
+        let found = find_stage().await?.ok_or_else(not_found)?;
+        // Two approvers at once: the second waits for the first and reads the stage it left.
+        lock_release_execution(&transaction, customer_id, found.release_execution_id).await?;
+        let stage_row = find_stage().await?.ok_or_else(not_found)?;
         let environment = find_environment(
             &transaction,
             customer_id,
@@ -990,7 +1007,9 @@ impl Store {
     ) -> Result<(ReleaseExecution, ReleaseEffects), StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
-        let row = find_release_execution(&transaction, customer_id, id).await?;
+        let row = lock_release_execution(&transaction, customer_id, id.get())
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("release execution {id} not found")))?;
         let mut effects = ReleaseEffects::default();
         if !release_status(&row)?.is_terminal() {
             let at = now();

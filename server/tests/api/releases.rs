@@ -1150,9 +1150,107 @@ async fn deployments_refuse_impossible_transitions(backend: Backend) {
     assert_eq!(history.len(), 1, "refused deployments left no trace");
 }
 
+async fn concurrent_approvals_start_one_deploy(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let shop = shop(&server, "acme").await;
+    let customer_id = shop.customer.id;
+    let _worker = instant_agent(&server, customer_id, "acme-001").await;
+    let build = server.run_pipeline(customer_id, shop.build.id, &[]).await;
+    eventually("build succeeded", Duration::from_secs(20), || async {
+        server.execution(customer_id, build.id).await.status() == pb::ExecutionStatus::Succeeded
+    })
+    .await;
+    let release = server
+        .admin_releases()
+        .create_release(pb::CreateReleaseRequest {
+            stages: vec![stage(1, shop.environments["Staging"].id, shop.deploy.id)],
+            ..shop.release_request("API")
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .release
+        .expect("release");
+    let deployed = server
+        .admin_releases()
+        .deploy_release(pb::DeployReleaseRequest {
+            customer_id,
+            release_id: release.id,
+            ..Default::default()
+        })
+        .await
+        .expect("deploy")
+        .into_inner()
+        .release_execution
+        .expect("release execution");
+    use pb::StageStatus as S;
+    let waiting = wait_for_stages(&server, customer_id, deployed.id, &[S::AwaitingApproval]).await;
+
+    // Eight approvals at once, by two approvers: one wins, the others find nothing to approve.
+    let approvals = (0..8).map(|index| {
+        let token = if index % 2 == 0 {
+            shop.qa.token.clone()
+        } else {
+            shop.ops.token.clone()
+        };
+        let mut client = server.releases(&token);
+        let stage_execution_id = waiting.stages[0].id;
+        async move {
+            client
+                .approve_stage(pb::ApproveStageRequest {
+                    customer_id,
+                    stage_execution_id,
+                    comment: format!("approval {index}"),
+                })
+                .await
+        }
+    });
+    let results = futures_join_all(approvals).await;
+    let won = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for result in results.iter().filter_map(|result| result.as_ref().err()) {
+        assert_eq!(result.code(), Code::FailedPrecondition, "{result:?}");
+    }
+    let finished = wait_for_stages(&server, customer_id, deployed.id, &[S::Succeeded]).await;
+    let deploys = server
+        .admin_pipelines()
+        .list_executions(pb::ListExecutionsRequest {
+            customer_id,
+            pipeline_id: shop.deploy.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .executions;
+    assert_eq!(
+        deploys
+            .iter()
+            .map(|execution| execution.id)
+            .collect::<Vec<_>>(),
+        [finished.stages[0].execution_id],
+        "exactly one deploy ran"
+    );
+}
+
+/// Runs the futures concurrently on the test's runtime and returns their results in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(handle.await.expect("task"));
+    }
+    results
+}
+
 cygnet_testkit::backend_tests!(
     new_customers_start_with_the_seed_environments,
     release_service_validates_every_field,
     references_to_unknown_or_foreign_records_are_not_found,
     deployments_refuse_impossible_transitions,
+    concurrent_approvals_start_one_deploy,
 );
