@@ -15,7 +15,8 @@ use crate::auth::{Action, TenantScope};
 use crate::dispatch::Dispatcher;
 use crate::domain::ids::parse_optional;
 use crate::domain::release::{
-    DeployRequest, EnvironmentPatch, NewEnvironment, ReleaseDefinition, ReleasePatch,
+    DeployRequest, EnvironmentPatch, NewEnvironment, ReleaseDefinition, ReleaseExecution,
+    ReleasePatch,
 };
 use crate::domain::validate::optional_text;
 use crate::domain::{
@@ -94,6 +95,39 @@ impl ReleaseApi {
         }
         self.dispatcher.release_signals().bump(release_execution_id);
         Ok(())
+    }
+
+    /// ApproveStage and RejectStage: who may decide is the environment's business (the store
+    /// checks the approver roles); the action here only admits members.
+    async fn decide<T>(
+        &self,
+        request: &Request<T>,
+        customer_id: i64,
+        stage_execution_id: i64,
+        comment: &str,
+        approve: bool,
+    ) -> Result<ReleaseExecution, Status> {
+        let stage_id = StageExecutionId::parse(stage_execution_id, "stage_execution_id");
+        let comment = optional_text("comment", comment, 1000);
+        let action = if approve {
+            Action::ApproveStages
+        } else {
+            Action::RejectStages
+        };
+        let scope = self.scope(request, customer_id, action).await?;
+        let (release_execution, effects) = self
+            .context
+            .store
+            .decide_stage(&scope, stage_id?, approve, &comment?)
+            .await?;
+        tracing::info!(
+            release_execution_id = release_execution.id.get(),
+            approved = approve,
+            "stage decided"
+        );
+        self.apply(&scope, release_execution.id, effects, "")
+            .await?;
+        Ok(release_execution)
     }
 }
 
@@ -361,26 +395,15 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::ApproveStageRequest>,
     ) -> Result<Response<pb::ApproveStageResponse>, Status> {
-        let stage_id =
-            StageExecutionId::parse(request.get_ref().stage_execution_id, "stage_execution_id");
-        let comment = optional_text("comment", &request.get_ref().comment, 1000);
-        let scope = self
-            .scope(
+        let body = request.get_ref();
+        let release_execution = self
+            .decide(
                 &request,
-                request.get_ref().customer_id,
-                Action::ApproveStages,
+                body.customer_id,
+                body.stage_execution_id,
+                &body.comment,
+                true,
             )
-            .await?;
-        let (release_execution, effects) = self
-            .context
-            .store
-            .decide_stage(&scope, stage_id?, true, &comment?)
-            .await?;
-        tracing::info!(
-            release_execution_id = release_execution.id.get(),
-            "stage approved"
-        );
-        self.apply(&scope, release_execution.id, effects, "")
             .await?;
         Ok(Response::new(pb::ApproveStageResponse {
             release_execution: Some(release_execution.into()),
@@ -392,26 +415,15 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::RejectStageRequest>,
     ) -> Result<Response<pb::RejectStageResponse>, Status> {
-        let stage_id =
-            StageExecutionId::parse(request.get_ref().stage_execution_id, "stage_execution_id");
-        let comment = optional_text("comment", &request.get_ref().comment, 1000);
-        let scope = self
-            .scope(
+        let body = request.get_ref();
+        let release_execution = self
+            .decide(
                 &request,
-                request.get_ref().customer_id,
-                Action::RejectStages,
+                body.customer_id,
+                body.stage_execution_id,
+                &body.comment,
+                false,
             )
-            .await?;
-        let (release_execution, effects) = self
-            .context
-            .store
-            .decide_stage(&scope, stage_id?, false, &comment?)
-            .await?;
-        tracing::info!(
-            release_execution_id = release_execution.id.get(),
-            "stage rejected"
-        );
-        self.apply(&scope, release_execution.id, effects, "")
             .await?;
         Ok(Response::new(pb::RejectStageResponse {
             release_execution: Some(release_execution.into()),

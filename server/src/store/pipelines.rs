@@ -133,11 +133,12 @@ fn sum_column(row: &sea_orm::QueryResult, column: &str) -> Result<i64, StoreErro
     Ok(row.try_get::<Option<i64>>("", column)?.unwrap_or(0))
 }
 
-/// Checks that a selector's agent is a live agent of the customer.
-async fn check_selector_agent(
+/// Checks that a selector's agent is a live agent of the customer; NOT_FOUND naming `field`.
+pub(super) async fn check_selector_agent(
     db: &impl ConnectionTrait,
     customer_id: CustomerId,
     agent_id: Option<AgentId>,
+    field: &str,
 ) -> Result<(), StoreError> {
     if let Some(agent_id) = agent_id {
         let found = agent::Entity::find_by_id(agent_id.get())
@@ -147,7 +148,7 @@ async fn check_selector_agent(
             .await?;
         if found == 0 {
             return Err(StoreError::NotFound(format!(
-                "agent_selector.agent_id: agent {agent_id} not found"
+                "{field}: agent {agent_id} not found"
             )));
         }
     }
@@ -198,7 +199,13 @@ impl Store {
     ) -> Result<Pipeline, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
-        check_selector_agent(&transaction, customer_id, definition.selector.agent_id).await?;
+        check_selector_agent(
+            &transaction,
+            customer_id,
+            definition.selector.agent_id,
+            "agent_selector.agent_id",
+        )
+        .await?;
         let now = now();
         let row = pipeline::ActiveModel {
             customer_id: Set(customer_id.get()),
@@ -304,7 +311,13 @@ impl Store {
             row.description = Set(value);
         }
         if let Some(selector) = patch.selector {
-            check_selector_agent(&transaction, customer_id, selector.agent_id).await?;
+            check_selector_agent(
+                &transaction,
+                customer_id,
+                selector.agent_id,
+                "agent_selector.agent_id",
+            )
+            .await?;
             row.selector_agent_id = Set(selector.agent_id.map(AgentId::get));
             row.selector_labels = Set(to_json(&selector.labels));
         }

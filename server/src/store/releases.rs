@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
-use super::entities::{agent, release, release_pipeline, release_stage};
+use super::entities::{release, release_pipeline, release_stage};
 use super::environments::find_environment;
-use super::pipelines::{find_live, labels_from_json, load_pipeline, to_json};
+use super::pipelines::{check_selector_agent, find_live, labels_from_json, load_pipeline, to_json};
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
 use crate::domain::pipeline::{AgentSelector, given_parameters};
@@ -61,22 +61,16 @@ async fn check_references(
         // with the deployment.
         given_parameters(&pipeline.definition.parameters, &stage.parameters)
             .map_err(|error| StoreError::InvalidArgument(format!("stages[{index}].{error}")))?;
-        if let Some(agent_id) = stage
-            .selector
-            .as_ref()
-            .and_then(|selector| selector.agent_id)
-        {
-            let found = agent::Entity::find_by_id(agent_id.get())
-                .filter(agent::Column::CustomerId.eq(customer_id.get()))
-                .filter(agent::Column::DeletedAt.is_null())
-                .count(db)
-                .await?;
-            if found == 0 {
-                return Err(StoreError::NotFound(format!(
-                    "stages[{index}].agent_selector.agent_id: agent {agent_id} not found"
-                )));
-            }
-        }
+        check_selector_agent(
+            db,
+            customer_id,
+            stage
+                .selector
+                .as_ref()
+                .and_then(|selector| selector.agent_id),
+            &format!("stages[{index}].agent_selector.agent_id"),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -690,6 +690,22 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
     }
 }
 
+/// Asserts `rpc` failed with INVALID_ARGUMENT and a message that starts with the field's name.
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(rpc: &str, result: Result<T, Status>, field: &str) {
+    match result {
+        Ok(value) => panic!("{rpc}: expected INVALID_ARGUMENT naming {field}, got {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
+            assert!(
+                status.message().starts_with(field),
+                "{rpc}: message {:?} should name {field}",
+                status.message()
+            );
+        }
+    }
+}
+
 /// An agent speaking the real stream protocol from inside a test.
 pub struct ProtocolAgent {
     pub welcome: pb::Welcome,

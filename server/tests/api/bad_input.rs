@@ -1,24 +1,8 @@
 //! Bad input on every RPC: INVALID_ARGUMENT naming the field, and nothing written.
 
 use cygnet_proto::v1 as pb;
-use tonic::{Code, Status};
 
-use crate::common::{Backend, TestServer};
-
-#[track_caller]
-fn assert_invalid<T: std::fmt::Debug>(rpc: &str, result: Result<T, Status>, field: &str) {
-    match result {
-        Ok(value) => panic!("{rpc}: expected INVALID_ARGUMENT naming {field}, got {value:?}"),
-        Err(status) => {
-            assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
-            assert!(
-                status.message().starts_with(field),
-                "{rpc}: message {:?} should name {field}",
-                status.message()
-            );
-        }
-    }
-}
+use crate::common::{Backend, TestServer, assert_invalid};
 
 fn customer(name: &str, display_name: &str) -> pb::CreateCustomerRequest {
     pb::CreateCustomerRequest {

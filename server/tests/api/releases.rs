@@ -6,24 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use tonic::{Code, Status};
+use tonic::Code;
 
-use crate::common::{Backend, TestServer, TestUser, assert_status, eventually, step};
-
-#[track_caller]
-fn assert_invalid<T: std::fmt::Debug>(rpc: &str, result: Result<T, Status>, field: &str) {
-    match result {
-        Ok(value) => panic!("{rpc}: expected INVALID_ARGUMENT naming {field}, got {value:?}"),
-        Err(status) => {
-            assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
-            assert!(
-                status.message().starts_with(field),
-                "{rpc}: message {:?} should name {field}",
-                status.message()
-            );
-        }
-    }
-}
+use crate::common::{
+    Backend, TestServer, TestUser, assert_invalid, assert_status, eventually, step,
+};
 
 fn stage(order: i32, environment_id: i64, pipeline_id: i64) -> pb::ReleaseStage {
     pb::ReleaseStage {
