@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod jobs;
 pub mod metrics;
+pub mod monitors;
 pub mod session;
 pub mod state;
 pub mod workdir;

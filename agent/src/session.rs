@@ -23,6 +23,7 @@ use crate::backoff::Backoff;
 use crate::config::AgentConfig;
 use crate::jobs::{JobSettings, Jobs, Outbox, UploadTarget};
 use crate::metrics::{HostFacts, HostMetrics};
+use crate::monitors::{self, Monitors};
 use crate::state::{AgentState, StateStore};
 
 /// Metadata naming the agent on Connect, next to its credential.
@@ -82,6 +83,10 @@ pub struct Agent {
     metrics: HostMetrics,
     log: StateLog,
     jobs: Arc<Jobs>,
+    /// The service monitors the server assigned; their checks go on across reconnects.
+    monitors: Monitors,
+    /// Their reports, forwarded onto the stream while one is up.
+    monitor_reports: mpsc::Receiver<pb::MonitorReport>,
     /// Set once SIGINT/SIGTERM arrived: running jobs are being stopped.
     stopping_since: Option<Instant>,
 }
@@ -122,6 +127,7 @@ impl Agent {
             },
             outbox,
         );
+        let (report_sender, monitor_reports) = mpsc::channel(monitors::REPORT_QUEUE);
         let agent = Self {
             config,
             endpoint,
@@ -129,6 +135,8 @@ impl Agent {
             metrics,
             log: StateLog::default(),
             jobs,
+            monitors: Monitors::new(report_sender),
+            monitor_reports,
             stopping_since: None,
         };
         if agent.stored_state().is_none() && agent.config.registration_token.is_none() {
@@ -326,6 +334,8 @@ impl Agent {
         // Everything the server has not acknowledged goes again on this stream.
         let outbox = self.jobs.outbox().clone();
         outbox.rewind();
+        // Checks that finished while no stream was up are superseded by the next ones.
+        while self.monitor_reports.try_recv().is_ok() {}
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut stop_check = tokio::time::interval(STOP_CHECK);
@@ -377,9 +387,18 @@ impl Agent {
                     Err(status) if matches!(status.code(), Code::Unauthenticated) => return Err(status),
                     Err(status) => return Ok(StreamEnd::Closed(status)),
                 },
+                Some(report) = self.monitor_reports.recv() => {
+                    let message = pb::ConnectRequest {
+                        message: Some(pb::connect_request::Message::MonitorReport(report)),
+                    };
+                    if outgoing.send(message).await.is_err() {
+                        return Err(Status::unavailable("stream closed while sending"));
+                    }
+                }
                 _ = stop_check.tick(), if self.stopping_since.is_some() => {}
                 _ = shutdown.changed(), if self.stopping_since.is_none() => {
                     self.stopping_since = Some(Instant::now());
+                    self.monitors.stop_all();
                     if self.jobs.running_count() > 0 {
                         tracing::info!(jobs = self.jobs.running_count(), "stopping running jobs before exiting");
                         self.jobs.cancel_all("agent shutting down");
@@ -413,6 +432,13 @@ impl Agent {
                 .jobs
                 .outbox()
                 .acknowledge(ack.execution_id, ack.sequence),
+            Command::AssignMonitors(assignment) => {
+                if self.stopping_since.is_some() {
+                    tracing::debug!("monitor assignment ignored: shutting down");
+                    return;
+                }
+                self.monitors.assign(assignment.monitors);
+            }
             Command::Welcome(_) => {}
         }
     }

@@ -6,10 +6,12 @@
 
 pub use sea_orm_migration::prelude::*;
 
+mod columns;
 mod m20261130_000001_tenancy;
 mod m20261201_000001_agents;
 mod m20261202_000001_pipelines;
 mod m20261203_000001_releases;
+mod m20261204_000001_monitors;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -22,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_agents::Migration),
             Box::new(m20261202_000001_pipelines::Migration),
             Box::new(m20261203_000001_releases::Migration),
+            Box::new(m20261204_000001_monitors::Migration),
         ]
     }
 }

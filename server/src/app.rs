@@ -7,19 +7,26 @@ use std::sync::Arc;
 
 use cygnet_proto::v1::{
     agent_service_server::AgentServiceServer, customer_service_server::CustomerServiceServer,
-    pipeline_service_server::PipelineServiceServer, release_service_server::ReleaseServiceServer,
-    user_service_server::UserServiceServer,
+    monitor_service_server::MonitorServiceServer, pipeline_service_server::PipelineServiceServer,
+    release_service_server::ReleaseServiceServer, user_service_server::UserServiceServer,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use tower_layer::Stack;
+
+use crate::activity_feed::ActivityFeed;
 use crate::agents::{AgentHub, spawn_liveness_task};
 use crate::artifacts::ArtifactStore;
+use crate::audit::AuditLayer;
 use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
 use crate::dispatch::{Dispatcher, ExecutionSignals};
-use crate::grpc::{AgentApi, ApiContext, CustomerApi, PipelineApi, ReleaseApi, UserApi};
+use crate::grpc::{
+    AgentApi, ApiContext, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi,
+};
+use crate::monitors::MonitorScheduler;
 use crate::run_to_completion::RunToCompletionLayer;
 use crate::store::Store;
 use crate::store::{Notifier, spawn_listener};
@@ -104,6 +111,10 @@ impl App {
             background_stopped.clone(),
         );
         let dispatch = dispatcher.spawn(background_stopped.clone());
+        let monitors = MonitorScheduler::new(self.store.clone(), hub.clone(), self.config.agents);
+        let monitor_task = monitors.spawn(background_stopped.clone());
+        let feed = ActivityFeed::new();
+        let feed_task = feed.spawn(self.store.clone(), background_stopped.clone());
         let listener_task = spawn_listener(&self.store, dispatcher.clone(), background_stopped);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -122,6 +133,9 @@ impl App {
         health_reporter
             .set_serving::<ReleaseServiceServer<ReleaseApi>>()
             .await;
+        health_reporter
+            .set_serving::<MonitorServiceServer<MonitorApi>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -134,7 +148,11 @@ impl App {
         let mut builder = Server::builder()
             .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .layer(RunToCompletionLayer::new(tasks.clone()))
+            // Handlers run to completion as tasks, each write leaving an audit entry.
+            .layer(Stack::new(
+                AuditLayer::new(self.store.clone()),
+                RunToCompletionLayer::new(tasks.clone()),
+            ))
             .trace_fn(move |request| {
                 tracing::info_span!("grpc", server = %address, method = %request.uri().path())
             });
@@ -147,6 +165,7 @@ impl App {
             .add_service(reflection_v1alpha)
             .add_service(CustomerServiceServer::new(CustomerApi::new(
                 context.clone(),
+                feed,
             )))
             .add_service(UserServiceServer::new(UserApi::new(context.clone())))
             .add_service(ReleaseServiceServer::new(ReleaseApi::new(
@@ -158,12 +177,17 @@ impl App {
                 dispatcher.clone(),
                 artifacts.clone(),
             )))
+            .add_service(MonitorServiceServer::new(MonitorApi::new(
+                context.clone(),
+                monitors.clone(),
+            )))
             .add_service(AgentServiceServer::new(AgentApi::new(
                 context,
                 hub,
                 dispatcher,
                 artifacts,
                 tasks.clone(),
+                monitors,
             )));
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -186,6 +210,9 @@ impl App {
                 .await;
             reporter
                 .set_not_serving::<ReleaseServiceServer<ReleaseApi>>()
+                .await;
+            reporter
+                .set_not_serving::<MonitorServiceServer<MonitorApi>>()
                 .await;
             // Agent streams never end by themselves: end them now so draining can finish.
             let _ = stop_background.send(true);
@@ -216,6 +243,12 @@ impl App {
         tasks.close();
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!("request tasks still running after the grace period");
+        }
+        if let Err(error) = feed_task.await {
+            tracing::warn!(%error, "activity feed task failed");
+        }
+        if let Err(error) = monitor_task.await {
+            tracing::warn!(%error, "monitor task failed");
         }
         if let Err(error) = dispatch.await {
             tracing::warn!(%error, "dispatch task failed");

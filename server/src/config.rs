@@ -52,6 +52,8 @@ pub struct AgentSettings {
     pub sample_interval: Duration,
     /// How long metrics history is kept.
     pub retention: Duration,
+    /// How long monitor check results are kept.
+    pub monitor_retention: Duration,
     /// How long an agent may be gone before its jobs fail with `agent_lost`; an agent back within
     /// this time keeps its running jobs.
     pub grace: Duration,
@@ -70,6 +72,7 @@ impl Default for AgentSettings {
             heartbeat_interval: Duration::from_secs(10),
             sample_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
+            monitor_retention: Duration::from_secs(7 * 24 * 3600),
             grace: Duration::from_secs(60),
         }
     }
@@ -107,6 +110,7 @@ struct RawConfig {
     heartbeat_interval_seconds: u64,
     metrics_sample_seconds: u64,
     metrics_retention_hours: u64,
+    monitor_retention_hours: u64,
     agent_grace_seconds: u64,
     #[serde(default)]
     tls: RawTls,
@@ -144,6 +148,7 @@ impl ServerConfig {
             .and_then(|b| b.set_default("heartbeat_interval_seconds", 10))
             .and_then(|b| b.set_default("metrics_sample_seconds", 60))
             .and_then(|b| b.set_default("metrics_retention_hours", 168))
+            .and_then(|b| b.set_default("monitor_retention_hours", 168))
             .and_then(|b| b.set_default("agent_grace_seconds", 60))
             .map_err(|error| ConfigError(error.to_string()))?;
         if let Some(file) = file {
@@ -324,6 +329,14 @@ impl RawConfig {
                     "metrics_retention_hours",
                     "CYGNET_METRICS_RETENTION_HOURS",
                     self.metrics_retention_hours,
+                    1..=87_600,
+                )?,
+            ),
+            monitor_retention: Duration::from_secs(
+                3600 * ranged(
+                    "monitor_retention_hours",
+                    "CYGNET_MONITOR_RETENTION_HOURS",
+                    self.monitor_retention_hours,
                     1..=87_600,
                 )?,
             ),

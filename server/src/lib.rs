@@ -3,9 +3,11 @@
 //! Layers, outermost first (see `docs/architecture.md`): `grpc` (thin handlers) → `auth`
 //! (principal, tenant scope) → `domain` (validated types) → `store` (the only sea-orm code).
 
+pub mod activity_feed;
 pub mod agents;
 pub mod app;
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod cli;
@@ -13,6 +15,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod grpc;
+pub mod monitors;
 pub mod run_to_completion;
 pub mod store;
 pub mod telemetry;

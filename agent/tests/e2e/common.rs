@@ -19,6 +19,7 @@ pub fn one_second_heartbeats() -> TestOptions {
             sample_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3600),
             grace: Duration::from_secs(60),
+            ..Default::default()
         },
         ..TestOptions::default()
     }

@@ -44,6 +44,8 @@ struct Session {
     /// Figures arrived since the last flush.
     unsaved: bool,
     last_sample: Option<Instant>,
+    /// A digest of the monitor set last sent on this stream.
+    monitors: Option<u64>,
 }
 
 /// What the stream handler keeps of its session.
@@ -105,6 +107,7 @@ impl AgentHub {
             running: Vec::new(),
             unsaved: false,
             last_sample: None,
+            monitors: None,
         };
         if let Some(previous) = self.sessions().insert(agent.agent_id(), session) {
             let _ = previous.kick.send(Status::aborted(
@@ -344,6 +347,32 @@ impl AgentHub {
     /// The agents connected here.
     pub fn connected_agents(&self) -> Vec<AgentId> {
         self.sessions().keys().copied().collect()
+    }
+
+    /// Sends the agent its complete monitor set, unless this stream already has exactly this
+    /// set. Returns whether it was sent.
+    pub fn assign_monitors(&self, agent_id: AgentId, set: pb::AssignMonitors) -> bool {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        prost::Message::encode_to_vec(&set).hash(&mut hasher);
+        let digest = hasher.finish();
+        let mut sessions = self.sessions();
+        let Some(session) = sessions.get_mut(&agent_id) else {
+            return false;
+        };
+        if session.monitors == Some(digest) {
+            return false;
+        }
+        let sent = session
+            .commands
+            .try_send(Ok(pb::ConnectResponse {
+                command: Some(pb::connect_response::Command::AssignMonitors(set)),
+            }))
+            .is_ok();
+        if sent {
+            session.monitors = Some(digest);
+        }
+        sent
     }
 }
 

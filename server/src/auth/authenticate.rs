@@ -79,6 +79,7 @@ impl Authenticator {
                 }
             });
         }
+        crate::audit::note_actor(found.user.id, &found.user.username);
         Ok(Principal {
             user_id: found.user.id,
             username: found.user.username,

@@ -36,6 +36,7 @@ impl Authorizer {
             (Some(role), false) => role,
             (None, false) => return Err(not_found()),
         };
+        crate::audit::note_customer(customer_id);
         if !principal.is_superuser && !action.allowed_roles().contains(&role) {
             return Err(AuthError::PermissionDenied(format!(
                 "role {role} may not {} customer {customer_id}",

@@ -49,6 +49,14 @@ pub enum Action {
     /// Reject a stage (the environment's approver roles decide who); allowed in a deactivated
     /// customer.
     RejectStages,
+    /// Read monitors and their history.
+    ReadMonitors,
+    /// Create and change monitors.
+    ManageMonitors,
+    /// Delete monitors; allowed in a deactivated customer.
+    DeleteMonitors,
+    /// Read the audit log of the customer's writes.
+    ReadAuditLog,
 }
 
 impl Action {
@@ -62,10 +70,13 @@ impl Action {
             | Action::ReadActivity
             | Action::ReadPipelines
             | Action::ReadReleases
+            | Action::ReadMonitors
             | Action::ApproveStages
             | Action::RejectStages => &[Admin, Devops, Developer, Qa, Viewer],
             Action::ManageReleases => &[Admin, Devops],
             Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
+            Action::ManageMonitors | Action::DeleteMonitors => &[Admin, Devops, Developer],
+            Action::ReadAuditLog => &[Admin],
             Action::ManagePipelines
             | Action::DeletePipelines
             | Action::RunPipelines
@@ -89,6 +100,7 @@ impl Action {
                 | Action::ManageReleases
                 | Action::DeployReleases
                 | Action::ApproveStages
+                | Action::ManageMonitors
         )
     }
 
@@ -116,6 +128,10 @@ impl Action {
             Action::CancelReleases => "cancel releases of",
             Action::ApproveStages => "approve stages of",
             Action::RejectStages => "reject stages of",
+            Action::ReadMonitors => "read monitors of",
+            Action::ManageMonitors => "create or change monitors of",
+            Action::DeleteMonitors => "delete monitors of",
+            Action::ReadAuditLog => "read the audit log of",
         }
     }
 }

@@ -83,6 +83,10 @@ id_type!(
     /// A stage execution id.
     StageExecutionId
 );
+id_type!(
+    /// A service monitor id.
+    MonitorId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

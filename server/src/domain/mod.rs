@@ -8,6 +8,7 @@ pub mod agent;
 pub mod customer;
 pub mod execution;
 pub mod ids;
+pub mod monitor;
 pub mod page;
 pub mod pipeline;
 pub mod release;
@@ -22,7 +23,7 @@ pub use agent::{
 };
 pub use customer::{Customer, CustomerPatch, NewCustomer};
 pub use ids::{
-    AgentId, CustomerId, EnvironmentId, ExecutionId, PipelineId, RegistrationTokenId,
+    AgentId, CustomerId, EnvironmentId, ExecutionId, MonitorId, PipelineId, RegistrationTokenId,
     ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId,
 };
 pub use page::{Page, PageRequest};

@@ -93,6 +93,18 @@ impl<T> Page<T> {
             next_page_token: self.next_page_token,
         }
     }
+
+    /// Like [`Page::map`], for a conversion that can fail.
+    pub fn try_map<U, E>(self, convert: impl FnMut(T) -> Result<U, E>) -> Result<Page<U>, E> {
+        Ok(Page {
+            items: self
+                .items
+                .into_iter()
+                .map(convert)
+                .collect::<Result<_, _>>()?,
+            next_page_token: self.next_page_token,
+        })
+    }
 }
 
 #[cfg(test)]

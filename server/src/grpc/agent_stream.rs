@@ -86,6 +86,7 @@ pub(super) async fn register_agent(
         &registration.uuid,
     )?;
     let credential = token::generate(AGENT_CREDENTIAL_PREFIX);
+    let customer_id = registration.customer_id;
     let registered = api
         .context
         .store
@@ -95,6 +96,9 @@ pub(super) async fn register_agent(
             &credential.hash,
         )
         .await?;
+    // The registration token proved the customer: its admins see the registration.
+    crate::audit::note_customer(customer_id);
+    crate::audit::note_resource("agent", registered.agent_id.get());
     // A re-registration replaced the credential: a stream still open with the old one ends.
     if !registered.created {
         api.hub.disconnect(
@@ -135,6 +139,17 @@ pub(super) async fn connect(
         .await?;
     let (commands, outbound) = mpsc::channel(COMMAND_BUFFER);
     let connected_at = now();
+    // Welcome goes first, before the hub (dispatch, monitor rounds) can queue anything else.
+    let welcome = pb::ConnectResponse {
+        command: Some(pb::connect_response::Command::Welcome(pb::Welcome {
+            agent_id: agent.agent_id().get(),
+            customer_id: agent.customer_id().get(),
+            heartbeat_interval_seconds: heartbeat_interval_seconds(api),
+            server_time: convert::timestamp(connected_at),
+        })),
+    };
+    // Cannot fail: the channel is new and empty.
+    let _ = commands.try_send(Ok(welcome));
     let ticket = api.hub.attach(
         agent.clone(),
         commands.clone(),
@@ -168,16 +183,8 @@ pub(super) async fn connect(
         jobs = on_agent.len(),
         "agent connected"
     );
-    let welcome = pb::ConnectResponse {
-        command: Some(pb::connect_response::Command::Welcome(pb::Welcome {
-            agent_id: agent.agent_id().get(),
-            customer_id: agent.customer_id().get(),
-            heartbeat_interval_seconds: heartbeat_interval_seconds(api),
-            server_time: convert::timestamp(connected_at),
-        })),
-    };
-    // Cannot fail: the channel is new and far from full.
-    let _ = commands.try_send(Ok(welcome));
+    // A round sends it its monitors (and moves monitors its arrival should take).
+    api.monitors.customer_changed(agent.customer_id());
     // Cancellations asked while the agent was away.
     for (execution_id, _, _, cancel_reason) in &on_agent {
         if !cancel_reason.is_empty() {
@@ -259,6 +266,9 @@ async fn read_agent_stream(
                 Ok(Some(pb::ConnectRequest { message: Some(Message::JobEvent(event)) })) => {
                     apply_job_event(&api, &agent, &commands, event).await;
                 }
+                Ok(Some(pb::ConnectRequest { message: Some(Message::MonitorReport(report)) })) => {
+                    record_monitor_report(&api, &agent, &report).await;
+                }
                 Ok(Some(pb::ConnectRequest { message: None })) => {}
                 Ok(None) => break Some("stream closed by the agent"),
                 Err(_) => break Some("connection lost"),
@@ -282,5 +292,30 @@ async fn read_agent_stream(
         {
             tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
         }
+        // Its monitors go to the customer's other agents.
+        api.monitors.customer_changed(agent.customer_id());
+    }
+}
+
+/// Stores a monitor check result (dropped with a warning if the store refuses: the next check
+/// reports again).
+async fn record_monitor_report(
+    api: &AgentApi,
+    agent: &AuthenticatedAgent,
+    report: &pb::MonitorReport,
+) {
+    let Some(report) = super::monitor_convert::report_from_pb(report) else {
+        return;
+    };
+    let monitor_id = report.monitor_id.get();
+    match api.context.store.record_monitor_check(agent, report).await {
+        Ok(Some(status)) => {
+            tracing::debug!(monitor_id, status = status.as_str(), "monitor checked")
+        }
+        Ok(None) => tracing::debug!(
+            monitor_id,
+            "report about a monitor not assigned here ignored"
+        ),
+        Err(error) => tracing::warn!(%error, monitor_id, "could not store a monitor check"),
     }
 }

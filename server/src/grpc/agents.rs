@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{ApiContext, convert};
 use crate::agents::{AgentHub, WorkSettings};
 use crate::artifacts::ArtifactStore;
+use crate::audit;
 use crate::auth::{Action, token};
 use crate::dispatch::Dispatcher;
 use crate::domain::agent::{labels, max_concurrent_jobs};
@@ -16,6 +17,7 @@ use crate::domain::{
     Agent, AgentFilter, AgentId, AgentPatch, AgentStatus, CustomerId, NewRegistrationToken,
     PageRequest, RegistrationTokenId, ValidationError,
 };
+use crate::monitors::MonitorScheduler;
 use crate::store::now;
 use tokio_util::task::TaskTracker;
 
@@ -122,6 +124,7 @@ pub struct AgentApi {
     /// Where agent stream readers run (the server's request tasks): shutdown waits for them, so
     /// the offline marks they write are not cut off by the database closing.
     pub(super) streams: TaskTracker,
+    pub(super) monitors: MonitorScheduler,
 }
 
 impl AgentApi {
@@ -131,6 +134,7 @@ impl AgentApi {
         dispatcher: Dispatcher,
         artifacts: ArtifactStore,
         streams: TaskTracker,
+        monitors: MonitorScheduler,
     ) -> Self {
         Self {
             context,
@@ -138,6 +142,7 @@ impl AgentApi {
             dispatcher,
             artifacts,
             streams,
+            monitors,
         }
     }
 }
@@ -204,6 +209,7 @@ impl AgentService for AgentApi {
             .store
             .create_registration_token(&scope, new, &secret)
             .await?;
+        audit::note_resource("registration_token", created.id.get());
         tracing::info!(token_id = created.id.get(), "registration token created");
         Ok(Response::new(pb::CreateRegistrationTokenResponse {
             token: Some(created.into()),
@@ -253,6 +259,7 @@ impl AgentService for AgentApi {
         let body = request.get_ref();
         let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let token_id = RegistrationTokenId::parse(body.token_id, "token_id")?;
+        audit::note_resource("registration_token", token_id.get());
         let scope = self
             .context
             .authorizer
@@ -351,6 +358,7 @@ impl AgentService for AgentApi {
         let body = request.get_ref();
         let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        audit::note_resource("agent", agent_id.get());
         let patch = AgentPatch::try_from(body)?;
         let scope = self
             .context
@@ -391,6 +399,7 @@ impl AgentService for AgentApi {
         let body = request.get_ref();
         let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        audit::note_resource("agent", agent_id.get());
         let scope = self
             .context
             .authorizer

@@ -1,26 +1,46 @@
 //! `cygnet.v1.CustomerService`.
 
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::time::Duration;
+
 use cygnet_proto::v1::{self as pb, customer_service_server::CustomerService};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{ApiContext, convert};
+use crate::activity_feed::ActivityFeed;
+use crate::audit;
 use crate::auth::Action;
+use crate::domain::ids::parse_optional;
 use crate::domain::validate::{
     json_object, optional_email, optional_phone, optional_text, optional_url, required_line, slug,
 };
 use crate::domain::{CustomerId, CustomerPatch, NewCustomer, PageRequest, UserId, ValidationError};
+use crate::store::{AuditEntry, AuditFilter, CustomerStats, now};
 
 /// Handler of `CustomerService`.
 #[derive(Clone)]
 pub struct CustomerApi {
     context: ApiContext,
+    feed: ActivityFeed,
 }
 
 impl CustomerApi {
-    pub fn new(context: ApiContext) -> Self {
-        Self { context }
+    pub fn new(context: ApiContext, feed: ActivityFeed) -> Self {
+        Self { context, feed }
     }
 }
+
+pub type WatchActivityStream =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchActivityResponse, Status>> + Send>>;
+
+/// How often a WatchActivity stream checks that its caller may still read the customer.
+const REAUTHORIZE_EVERY: Duration = Duration::from_secs(30);
+/// Most events replayed at the start of a watch (or after falling behind).
+const REPLAY_LIMIT: u64 = 1000;
 
 impl TryFrom<pb::CreateCustomerRequest> for NewCustomer {
     type Error = ValidationError;
@@ -84,6 +104,8 @@ impl CustomerService for CustomerApi {
         let new = NewCustomer::try_from(request.into_inner())?;
         let admin = principal.require_platform_admin("create customers")?;
         let customer = self.context.store.create_customer(&admin, new).await?;
+        audit::note_customer(customer.id);
+        audit::note_resource("customer", customer.id.get());
         tracing::info!(customer_id = customer.id.get(), name = %customer.name, "customer created");
         Ok(Response::new(pb::CreateCustomerResponse {
             customer: Some(customer.into()),
@@ -153,6 +175,7 @@ impl CustomerService for CustomerApi {
             .authenticate(request.metadata())
             .await?;
         let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
+        audit::note_resource("customer", customer_id.get());
         let patch = CustomerPatch::try_from(request.get_ref())?;
         let scope = self
             .context
@@ -176,6 +199,7 @@ impl CustomerService for CustomerApi {
             .authenticate(request.metadata())
             .await?;
         let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
+        audit::note_resource("customer", customer_id.get());
         let scope = self
             .context
             .authorizer
@@ -203,6 +227,7 @@ impl CustomerService for CustomerApi {
             .authenticate(request.metadata())
             .await?;
         let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
+        audit::note_resource("customer", customer_id.get());
         let scope = self
             .context
             .authorizer
@@ -228,6 +253,7 @@ impl CustomerService for CustomerApi {
         let request_body = request.get_ref();
         let customer_id = CustomerId::parse(request_body.customer_id, "customer_id")?;
         let user_id = UserId::parse(request_body.user_id, "user_id")?;
+        audit::note_resource("user", user_id.get());
         let role = convert::parse_role("role", request_body.role)?;
         let scope = self
             .context
@@ -253,6 +279,7 @@ impl CustomerService for CustomerApi {
         let request_body = request.get_ref();
         let customer_id = CustomerId::parse(request_body.customer_id, "customer_id")?;
         let user_id = UserId::parse(request_body.user_id, "user_id")?;
+        audit::note_resource("user", user_id.get());
         let role = convert::parse_role("role", request_body.role)?;
         let scope = self
             .context
@@ -281,6 +308,7 @@ impl CustomerService for CustomerApi {
             .await?;
         let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
         let user_id = UserId::parse(request.get_ref().user_id, "user_id")?;
+        audit::note_resource("user", user_id.get());
         let scope = self
             .context
             .authorizer
@@ -338,5 +366,202 @@ impl CustomerService for CustomerApi {
             events: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    type WatchActivityStream = WatchActivityStream;
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn watch_activity(
+        &self,
+        request: Request<pb::WatchActivityRequest>,
+    ) -> Result<Response<WatchActivityStream>, Status> {
+        let body = request.get_ref();
+        let customer_id = body.customer_id;
+        let after_id = body.after_id;
+        if after_id < 0 {
+            return Err(ValidationError::new("after_id", "must not be negative").into());
+        }
+        let scope = self
+            .context
+            .scope(request.metadata(), customer_id, Action::ReadActivity)
+            .await?;
+        // Subscribe before reading the replay, so nothing falls between the two.
+        let mut events = self.feed.subscribe();
+        let replay = if after_id > 0 {
+            self.context
+                .store
+                .activity_since(&scope, after_id, REPLAY_LIMIT)
+                .await?
+        } else {
+            Vec::new()
+        };
+        let (sender, receiver) = mpsc::channel(64);
+        let context = self.context.clone();
+        let metadata = request.metadata().clone();
+        tokio::spawn(async move {
+            let send = |event: crate::domain::ActivityEvent| {
+                let sender = sender.clone();
+                async move {
+                    sender
+                        .send(Ok(pb::WatchActivityResponse {
+                            event: Some(event.into()),
+                        }))
+                        .await
+                        .is_ok()
+                }
+            };
+            let mut last = after_id;
+            let mut replayed = HashSet::new();
+            for event in replay {
+                last = last.max(event.id);
+                replayed.insert(event.id);
+                if !send(event).await {
+                    return;
+                }
+            }
+            let mut authorized_at = tokio::time::Instant::now();
+            loop {
+                let received = tokio::select! {
+                    _ = sender.closed() => return,
+                    received = events.recv() => received,
+                };
+                let missed = match received {
+                    Ok(event) => {
+                        if event.customer_id != scope.customer_id() || replayed.contains(&event.id)
+                        {
+                            continue;
+                        }
+                        vec![(*event).clone()]
+                    }
+                    // Fell behind the feed: read what was missed from the database.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        match context
+                            .store
+                            .activity_since(&scope, last, REPLAY_LIMIT)
+                            .await
+                        {
+                            Ok(events) => events,
+                            Err(error) => {
+                                let _ = sender.send(Err(error.into())).await;
+                                return;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                // Access taken away (token revoked, membership removed) ends the stream.
+                if authorized_at.elapsed() >= REAUTHORIZE_EVERY {
+                    if let Err(status) = context
+                        .scope(&metadata, customer_id, Action::ReadActivity)
+                        .await
+                    {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                    authorized_at = tokio::time::Instant::now();
+                }
+                for event in missed {
+                    last = last.max(event.id);
+                    if !send(event).await {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_customer_stats(
+        &self,
+        request: Request<pb::GetCustomerStatsRequest>,
+    ) -> Result<Response<pb::GetCustomerStatsResponse>, Status> {
+        let scope = self
+            .context
+            .scope(
+                request.metadata(),
+                request.get_ref().customer_id,
+                Action::ReadCustomer,
+            )
+            .await?;
+        let offline_after = chrono::Duration::from_std(self.context.agent_settings.offline_after())
+            .unwrap_or(chrono::Duration::seconds(30));
+        let stats = self
+            .context
+            .store
+            .customer_stats(&scope, now() - offline_after)
+            .await?;
+        Ok(Response::new(pb::GetCustomerStatsResponse {
+            stats: Some(stats_to_pb(stats)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_audit_log(
+        &self,
+        request: Request<pb::ListAuditLogRequest>,
+    ) -> Result<Response<pb::ListAuditLogResponse>, Status> {
+        let body = request.get_ref();
+        let page = PageRequest::parse(body.page_size, &body.page_token);
+        let actor = parse_optional(body.actor_user_id, "actor_user_id", UserId::parse);
+        let filter = if body.customer_id == 0 {
+            let principal = self
+                .context
+                .authenticator
+                .authenticate(request.metadata())
+                .await?;
+            principal.require_platform_admin("read the audit log of every customer")?;
+            AuditFilter::All
+        } else {
+            let scope = self
+                .context
+                .scope(request.metadata(), body.customer_id, Action::ReadAuditLog)
+                .await?;
+            AuditFilter::Customer(scope.customer_id())
+        };
+        let page = self.context.store.list_audit(filter, actor?, page?).await?;
+        Ok(Response::new(pb::ListAuditLogResponse {
+            entries: page.items.into_iter().map(audit_to_pb).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+}
+
+fn stats_to_pb(stats: CustomerStats) -> pb::CustomerStats {
+    pb::CustomerStats {
+        customer_id: stats.customer_id.get(),
+        agents_total: stats.agents_total,
+        agents_online: stats.agents_online,
+        pipelines_total: stats.pipelines_total,
+        pipelines_succeeding: stats.pipelines_succeeding,
+        releases_total: stats.releases_total,
+        releases_active: stats.releases_active,
+        releases_in_progress: stats.releases_in_progress,
+        services_total: stats.services_total,
+        services_healthy: stats.services_healthy,
+        services_warning: stats.services_warning,
+        services_down: stats.services_down,
+        users_total: stats.users_total,
+        users_active: stats.users_active,
+        executions_total: stats.executions_total,
+        executions_succeeded: stats.executions_succeeded,
+        executions_failed: stats.executions_failed,
+        success_rate_percent: stats.success_rate_percent,
+        computed_at: convert::timestamp(stats.computed_at),
+    }
+}
+
+fn audit_to_pb(entry: AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        id: entry.id,
+        customer_id: entry.customer_id.map_or(0, CustomerId::get),
+        actor_user_id: entry.actor_user_id.map_or(0, UserId::get),
+        actor_username: entry.actor_username,
+        method: entry.method,
+        resource_type: entry.resource_type,
+        resource_id: entry.resource_id.unwrap_or(0),
+        peer_address: entry.peer_address,
+        code: entry.code,
+        created_at: convert::timestamp(entry.created_at),
     }
 }

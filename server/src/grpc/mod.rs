@@ -8,6 +8,8 @@ mod agent_stream;
 mod agents;
 mod convert;
 mod customers;
+mod monitor_convert;
+mod monitors;
 mod pipeline_convert;
 mod pipelines;
 mod release_convert;
@@ -17,12 +19,13 @@ mod users;
 
 pub use agents::AgentApi;
 pub use customers::CustomerApi;
+pub use monitors::MonitorApi;
 pub use pipeline_convert::step_to_pb;
 pub use pipelines::PipelineApi;
 pub use releases::ReleaseApi;
 pub use users::UserApi;
 
-use crate::auth::{AgentAuthenticator, Authenticator, Authorizer};
+use crate::auth::{Action, AgentAuthenticator, Authenticator, Authorizer, TenantScope};
 use crate::config::AgentSettings;
 use crate::store::Store;
 
@@ -54,5 +57,23 @@ impl ApiContext {
             agent_settings,
             store,
         }
+    }
+}
+
+impl ApiContext {
+    /// Authenticates the caller and authorizes `action` in the customer named by the request
+    /// field `customer_id`.
+    pub async fn scope(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        customer_id: i64,
+        action: Action,
+    ) -> Result<TenantScope, tonic::Status> {
+        let principal = self.authenticator.authenticate(metadata).await?;
+        let customer_id = crate::domain::CustomerId::parse(customer_id, "customer_id")?;
+        Ok(self
+            .authorizer
+            .scope(&principal, customer_id, action)
+            .await?)
     }
 }

@@ -109,7 +109,7 @@ fn parameters_from_pb(
     pipeline::parameters(inputs)
 }
 
-fn selector_from_pb(
+pub(super) fn selector_from_pb(
     selector: Option<&pb::AgentSelector>,
 ) -> Result<pipeline::AgentSelector, ValidationError> {
     match selector {

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::ApiContext;
 use super::pipeline_convert::{execution_status_filter, run_parameters};
 use crate::artifacts::ArtifactStore;
+use crate::audit;
 use crate::auth::{Action, TenantScope};
 use crate::dispatch::Dispatcher;
 use crate::domain::execution::{Execution, ExecutionFilter};
@@ -119,6 +120,7 @@ impl PipelineService for PipelineApi {
             .store
             .create_pipeline(&scope, definition?)
             .await?;
+        audit::note_resource("pipeline", pipeline.id.get());
         tracing::info!(pipeline_id = pipeline.id.get(), "pipeline created");
         Ok(Response::new(pb::CreatePipelineResponse {
             pipeline: Some(pipeline.into()),
@@ -171,6 +173,7 @@ impl PipelineService for PipelineApi {
         request: Request<pb::UpdatePipelineRequest>,
     ) -> Result<Response<pb::UpdatePipelineResponse>, Status> {
         let body = request.get_ref();
+        audit::note_resource("pipeline", body.pipeline_id);
         let pipeline_id = PipelineId::parse(body.pipeline_id, "pipeline_id");
         let patch = PipelinePatch::try_from(body);
         let scope = self
@@ -191,6 +194,7 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<pb::DeletePipelineRequest>,
     ) -> Result<Response<pb::DeletePipelineResponse>, Status> {
+        audit::note_resource("pipeline", request.get_ref().pipeline_id);
         let pipeline_id = PipelineId::parse(request.get_ref().pipeline_id, "pipeline_id");
         let scope = self
             .scope(
@@ -212,6 +216,7 @@ impl PipelineService for PipelineApi {
         request: Request<pb::RunPipelineRequest>,
     ) -> Result<Response<pb::RunPipelineResponse>, Status> {
         let body = request.get_ref();
+        audit::note_resource("pipeline", body.pipeline_id);
         let pipeline_id = PipelineId::parse(body.pipeline_id, "pipeline_id");
         let agent_id = parse_optional(body.agent_id, "agent_id", AgentId::parse);
         let parameters = run_parameters(&body.parameters);
@@ -221,6 +226,7 @@ impl PipelineService for PipelineApi {
         let execution = self
             .queue(&scope, pipeline_id?, &parameters, agent_id?, None)
             .await?;
+        audit::note_resource("execution", execution.id.get());
         Ok(Response::new(pb::RunPipelineResponse {
             execution: Some(execution.into()),
         }))
@@ -287,6 +293,7 @@ impl PipelineService for PipelineApi {
         let body = request.get_ref();
         let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
+        audit::note_resource("execution", execution_id.get());
         let scope = self
             .context
             .authorizer
@@ -321,6 +328,7 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<pb::RetryExecutionRequest>,
     ) -> Result<Response<pb::RetryExecutionResponse>, Status> {
+        audit::note_resource("execution", request.get_ref().execution_id);
         let execution_id = ExecutionId::parse(request.get_ref().execution_id, "execution_id");
         let scope = self
             .scope(
@@ -344,6 +352,7 @@ impl PipelineService for PipelineApi {
                 Some(execution_id),
             )
             .await?;
+        audit::note_resource("execution", execution.id.get());
         Ok(Response::new(pb::RetryExecutionResponse {
             execution: Some(execution.into()),
         }))

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::ApiContext;
 use super::release_convert::release_status_filter;
+use crate::audit;
 use crate::auth::{Action, TenantScope};
 use crate::dispatch::Dispatcher;
 use crate::domain::ids::parse_optional;
@@ -107,6 +108,7 @@ impl ReleaseApi {
         comment: &str,
         approve: bool,
     ) -> Result<ReleaseExecution, Status> {
+        audit::note_resource("stage_execution", stage_execution_id);
         let stage_id = StageExecutionId::parse(stage_execution_id, "stage_execution_id");
         let comment = optional_text("comment", comment, 1000);
         let action = if approve {
@@ -149,6 +151,7 @@ impl ReleaseService for ReleaseApi {
             )
             .await?;
         let environment = self.context.store.create_environment(&scope, new?).await?;
+        audit::note_resource("environment", environment.id.get());
         Ok(Response::new(pb::CreateEnvironmentResponse {
             environment: Some(environment.into()),
         }))
@@ -179,6 +182,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::UpdateEnvironmentRequest>,
     ) -> Result<Response<pb::UpdateEnvironmentResponse>, Status> {
+        audit::note_resource("environment", request.get_ref().environment_id);
         let environment_id =
             EnvironmentId::parse(request.get_ref().environment_id, "environment_id");
         let patch = EnvironmentPatch::try_from(request.get_ref());
@@ -217,6 +221,7 @@ impl ReleaseService for ReleaseApi {
             .store
             .create_release(&scope, definition?)
             .await?;
+        audit::note_resource("release", release.id.get());
         tracing::info!(release_id = release.id.get(), "release created");
         Ok(Response::new(pb::CreateReleaseResponse {
             release: Some(release.into()),
@@ -268,6 +273,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::UpdateReleaseRequest>,
     ) -> Result<Response<pb::UpdateReleaseResponse>, Status> {
+        audit::note_resource("release", request.get_ref().release_id);
         let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
         let patch = ReleasePatch::try_from(request.get_ref());
         let scope = self
@@ -292,6 +298,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::ArchiveReleaseRequest>,
     ) -> Result<Response<pb::ArchiveReleaseResponse>, Status> {
+        audit::note_resource("release", request.get_ref().release_id);
         let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
         let scope = self
             .scope(
@@ -315,6 +322,7 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::DeployReleaseRequest>,
     ) -> Result<Response<pb::DeployReleaseResponse>, Status> {
+        audit::note_resource("release", request.get_ref().release_id);
         let release_id = ReleaseId::parse(request.get_ref().release_id, "release_id");
         let deploy = DeployRequest::try_from(request.get_ref());
         let scope = self
@@ -445,6 +453,7 @@ impl ReleaseService for ReleaseApi {
             request.get_ref().release_execution_id,
             "release_execution_id",
         )?;
+        audit::note_resource("release_execution", id.get());
         let scope = self
             .context
             .authorizer

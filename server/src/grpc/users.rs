@@ -4,6 +4,7 @@ use cygnet_proto::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
 use super::{ApiContext, convert};
+use crate::audit;
 use crate::auth::{Action, Principal, token};
 use crate::domain::ids::parse_optional;
 use crate::domain::validate::{email, optional_line, required_line, username};
@@ -84,6 +85,7 @@ impl UserService for UserApi {
         let new = NewUser::try_from(request.into_inner())?;
         let admin = principal.require_platform_admin("create users")?;
         let user = self.context.store.create_user(&admin, new).await?;
+        audit::note_resource("user", user.id.get());
         tracing::info!(user_id = user.id.get(), username = %user.username, "user created");
         Ok(Response::new(pb::CreateUserResponse {
             user: Some(user.into()),
@@ -162,6 +164,7 @@ impl UserService for UserApi {
             .await?;
         let user_id = UserId::parse(request.get_ref().user_id, "user_id")?;
         let admin = principal.require_platform_admin("deactivate users")?;
+        audit::note_resource("user", user_id.get());
         let user = self.context.store.deactivate_user(&admin, user_id).await?;
         tracing::info!("user deactivated");
         Ok(Response::new(pb::DeactivateUserResponse {
@@ -210,6 +213,7 @@ impl UserService for UserApi {
             .authenticate(request.metadata())
             .await?;
         let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
+        audit::note_resource("customer", customer_id.get());
         let membership = self
             .context
             .store
@@ -238,6 +242,7 @@ impl UserService for UserApi {
         )?;
         let secret = token::generate(token::USER_TOKEN_PREFIX);
         let token = self.context.store.create_token(owner, new, &secret).await?;
+        audit::note_resource("api_token", token.id.get());
         tracing::info!(
             token_id = token.id.get(),
             owner = owner.get(),
@@ -280,6 +285,7 @@ impl UserService for UserApi {
             .authenticate(request.metadata())
             .await?;
         let token_id = TokenId::parse(request.get_ref().token_id, "token_id")?;
+        audit::note_resource("api_token", token_id.get());
         let owner = (!principal.is_superuser).then_some(principal.user_id);
         let token = self.context.store.revoke_token(token_id, owner).await?;
         tracing::info!("api token revoked");

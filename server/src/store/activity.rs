@@ -68,4 +68,67 @@ impl Store {
             .await?;
         Ok(Page::from_rows(rows, page, |row| row.id).map(ActivityEvent::from))
     }
+
+    /// The newest event id of all customers (0 when there is none).
+    pub async fn latest_activity_id(&self) -> Result<i64, StoreError> {
+        Ok(activity_event::Entity::find()
+            .select_only()
+            .column(activity_event::Column::Id)
+            .order_by_desc(activity_event::Column::Id)
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Events of all customers with an id above `after`, oldest first (for the feed's tailer).
+    pub async fn activity_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<ActivityEvent>, StoreError> {
+        Ok(activity_event::Entity::find()
+            .filter(activity_event::Column::Id.gt(after))
+            .order_by_asc(activity_event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ActivityEvent::from)
+            .collect())
+    }
+
+    /// The events with these ids that exist now (ids the tailer saw skipped), oldest first.
+    pub async fn activity_with_ids(&self, ids: &[i64]) -> Result<Vec<ActivityEvent>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(activity_event::Entity::find()
+            .filter(activity_event::Column::Id.is_in(ids.iter().copied()))
+            .order_by_asc(activity_event::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ActivityEvent::from)
+            .collect())
+    }
+
+    /// The scope's events with an id above `after`, oldest first (a watcher's replay).
+    pub async fn activity_since(
+        &self,
+        scope: &TenantScope,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<ActivityEvent>, StoreError> {
+        Ok(activity_event::Entity::find()
+            .filter(activity_event::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(activity_event::Column::Id.gt(after))
+            .order_by_asc(activity_event::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(ActivityEvent::from)
+            .collect())
+    }
 }

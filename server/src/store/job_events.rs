@@ -9,6 +9,7 @@ use super::entities::{execution, log_chunk, step_execution};
 use super::executions::{finished_event, skip_unfinished_steps, status_of};
 use super::{Store, StoreError, activity, now};
 use crate::auth::AuthenticatedAgent;
+use crate::domain::NewActivity;
 use crate::domain::execution::{
     ExecutionStatus, JobEventInput, JobEventKind, JobEventOutcome, LogStream, StepStatus,
 };
@@ -157,6 +158,24 @@ impl Store {
                         .filter(execution::Column::Id.eq(row.id))
                         .exec(&transaction)
                         .await?;
+                    activity::record(
+                        &transaction,
+                        agent.customer_id(),
+                        NewActivity {
+                            kind: "execution.started",
+                            subject_type: "execution",
+                            subject_id: row.id,
+                            message: format!(
+                                "Pipeline {:?} execution {} started on {}",
+                                row.pipeline_name,
+                                row.id,
+                                agent.name()
+                            ),
+                            actor: None,
+                        },
+                        at,
+                    )
+                    .await?;
                 }
                 _ => {}
             }

@@ -8,9 +8,11 @@ use sea_orm::{
 };
 
 use super::entities::{customer, user, user_customer};
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, activity, now};
 use crate::auth::TenantScope;
-use crate::domain::{Customer, CustomerId, Membership, Page, PageRequest, Role, User, UserId};
+use crate::domain::{
+    Customer, CustomerId, Membership, NewActivity, Page, PageRequest, Role, User, UserId,
+};
 
 async fn find_membership(
     db: &impl ConnectionTrait,
@@ -50,6 +52,29 @@ async fn ensure_not_last_admin(
         )));
     }
     Ok(())
+}
+
+/// A membership change in the customer's activity feed, by the scope's caller.
+async fn record_change(
+    db: &impl ConnectionTrait,
+    scope: &TenantScope,
+    kind: &'static str,
+    user_id: UserId,
+    message: String,
+) -> Result<(), StoreError> {
+    activity::record(
+        db,
+        scope.customer_id(),
+        NewActivity {
+            kind,
+            subject_type: "user",
+            subject_id: user_id.get(),
+            message,
+            actor: Some(scope.actor()),
+        },
+        now(),
+    )
+    .await
 }
 
 async fn load_user(db: &impl ConnectionTrait, user_id: UserId) -> Result<User, StoreError> {
@@ -105,6 +130,14 @@ impl Store {
                 format!("user {user_id} is already a member of customer {customer_id}")
             })
         })?;
+        record_change(
+            &transaction,
+            scope,
+            "member.added",
+            user_id,
+            format!("{} joined as {}", member.username, role.as_str()),
+        )
+        .await?;
         transaction.commit().await?;
         Ok((row.try_into()?, member))
     }
@@ -126,10 +159,23 @@ impl Store {
             return Ok((current.try_into()?, member));
         }
         ensure_not_last_admin(&transaction, &current).await?;
+        let previous = current.role.clone();
         let mut row: user_customer::ActiveModel = current.into();
         row.role = Set(role.as_str().to_owned());
         let updated = row.update(&transaction).await?;
         let member = load_user(&transaction, user_id).await?;
+        record_change(
+            &transaction,
+            scope,
+            "member.role_changed",
+            user_id,
+            format!(
+                "{} is now {} (was {previous})",
+                member.username,
+                role.as_str()
+            ),
+        )
+        .await?;
         transaction.commit().await?;
         Ok((updated.try_into()?, member))
     }
@@ -147,6 +193,15 @@ impl Store {
             .await?
             .ok_or_else(|| not_a_member(customer_id, user_id))?;
         ensure_not_last_admin(&transaction, &current).await?;
+        let member = load_user(&transaction, user_id).await?;
+        record_change(
+            &transaction,
+            scope,
+            "member.removed",
+            user_id,
+            format!("{} was removed", member.username),
+        )
+        .await?;
         let was_default = current.is_default;
         user_customer::Entity::delete_by_id(current.id)
             .exec(&transaction)

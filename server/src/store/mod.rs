@@ -9,6 +9,7 @@ mod access;
 mod activity;
 mod agent_liveness;
 mod agents;
+mod audit;
 mod connect;
 mod convert;
 mod customers;
@@ -19,11 +20,14 @@ mod error;
 mod executions;
 mod job_events;
 mod memberships;
+mod monitor_checks;
+mod monitors;
 mod notifications;
 mod pipelines;
 mod registration_tokens;
 mod release_executions;
 mod releases;
+mod stats;
 mod tokens;
 mod users;
 
@@ -36,12 +40,14 @@ use sea_orm::{
 pub use access::CustomerAccess;
 pub use agent_liveness::HeartbeatRecord;
 pub use agents::FoundAgent;
+pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use connect::{DatabaseOptions, MigrationCommand};
 pub use dispatch::LostExecution;
 pub use error::StoreError;
 pub use executions::Cancellation;
 pub use notifications::{NotificationHandler, Notifier, spawn_listener};
 pub use release_executions::{ReleaseContext, ReleaseEffects};
+pub use stats::CustomerStats;
 pub use tokens::AuthenticatedToken;
 
 /// Handle to the database; cheap to clone.

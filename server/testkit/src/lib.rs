@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
+use cygnet_proto::v1::monitor_service_client::MonitorServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use cygnet_proto::v1::release_service_client::ReleaseServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
@@ -498,6 +499,53 @@ impl TestServer {
             .expect("release execution")
     }
 
+    pub fn monitors(&self, token: &str) -> MonitorClient {
+        MonitorServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
+    pub fn admin_monitors(&self) -> MonitorClient {
+        self.monitors(ADMIN_TOKEN)
+    }
+
+    /// Creates a monitor as the platform administrator.
+    pub async fn create_monitor(&self, request: pb::CreateMonitorRequest) -> pb::Monitor {
+        self.admin_monitors()
+            .create_monitor(request)
+            .await
+            .expect("create monitor")
+            .into_inner()
+            .monitor
+            .expect("monitor")
+    }
+
+    /// The monitor as the platform administrator sees it.
+    pub async fn monitor(&self, customer_id: i64, monitor_id: i64) -> pb::Monitor {
+        self.admin_monitors()
+            .get_monitor(pb::GetMonitorRequest {
+                customer_id,
+                monitor_id,
+            })
+            .await
+            .expect("get monitor")
+            .into_inner()
+            .monitor
+            .expect("monitor")
+    }
+
+    /// The customer's activity, newest first (one page of up to 1000 events).
+    pub async fn activity(&self, customer_id: i64) -> Vec<pb::ActivityEvent> {
+        self.admin_customers()
+            .list_activity(pb::ListActivityRequest {
+                customer_id,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await
+            .expect("list activity")
+            .into_inner()
+            .events
+    }
+
     pub fn admin_agents(&self) -> AgentClient {
         self.agents(ADMIN_TOKEN)
     }
@@ -668,6 +716,7 @@ impl tonic::service::Interceptor for Bearer {
     }
 }
 
+pub type MonitorClient = MonitorServiceClient<InterceptedService<Channel, Bearer>>;
 pub type ReleaseClient = ReleaseServiceClient<InterceptedService<Channel, Bearer>>;
 pub type PipelineClient = PipelineServiceClient<InterceptedService<Channel, Bearer>>;
 pub type AgentClient = AgentServiceClient<InterceptedService<Channel, Bearer>>;

@@ -17,6 +17,7 @@ fn fast_heartbeats() -> TestOptions {
             sample_interval: Duration::from_secs(1),
             retention: Duration::from_secs(3600),
             grace: Duration::from_secs(60),
+            ..Default::default()
         },
         ..TestOptions::default()
     }

@@ -12,6 +12,7 @@ mod bad_input;
 mod bootstrap;
 mod customers;
 mod isolation;
+mod monitors;
 mod pipelines;
 mod process;
 mod releases;

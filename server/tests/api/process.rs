@@ -97,6 +97,20 @@ fn migrate_up_down_and_status() {
             .is_some_and(|line| line.starts_with("pending ")),
         "{status}"
     );
+    // Every migration reverts, and the schema builds again from nothing.
+    let applied = status.lines().count().to_string();
+    run(&["down", "--steps", &applied]);
+    let status = run(&["status"]);
+    assert!(
+        status.lines().all(|line| line.starts_with("pending ")),
+        "{status}"
+    );
+    run(&["up"]);
+    let status = run(&["status"]);
+    assert!(
+        status.lines().all(|line| line.starts_with("applied ")),
+        "{status}"
+    );
 }
 
 #[test]

@@ -1,0 +1,208 @@
+//! The dashboard's figures, each from one aggregate query over indexed columns.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, Func, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait,
+};
+
+use super::entities::{
+    agent, execution, monitor, pipeline, release, release_execution, user, user_customer,
+};
+use super::{Store, StoreError, now};
+use crate::auth::TenantScope;
+use crate::domain::execution::ExecutionStatus;
+use crate::domain::monitor::MonitorStatus;
+use crate::domain::release::{ReleaseExecutionStatus, ReleaseStatus};
+use crate::domain::{AgentStatus, CustomerId};
+
+/// A customer's dashboard figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerStats {
+    pub customer_id: CustomerId,
+    pub agents_total: i64,
+    pub agents_online: i64,
+    pub pipelines_total: i64,
+    pub pipelines_succeeding: i64,
+    pub releases_total: i64,
+    pub releases_active: i64,
+    pub releases_in_progress: i64,
+    pub services_total: i64,
+    pub services_healthy: i64,
+    pub services_warning: i64,
+    pub services_down: i64,
+    pub users_total: i64,
+    pub users_active: i64,
+    pub executions_total: i64,
+    pub executions_succeeded: i64,
+    pub executions_failed: i64,
+    pub success_rate_percent: f64,
+    pub computed_at: DateTime<Utc>,
+}
+
+const FINISHED: [ExecutionStatus; 4] = [
+    ExecutionStatus::Succeeded,
+    ExecutionStatus::Failed,
+    ExecutionStatus::TimedOut,
+    ExecutionStatus::Cancelled,
+];
+
+/// Rows per status value: `SELECT status, COUNT(*) … GROUP BY status`.
+async fn by_status<E>(
+    db: &impl ConnectionTrait,
+    select: sea_orm::Select<E>,
+    status: impl ColumnTrait,
+    id: impl ColumnTrait,
+) -> Result<HashMap<String, i64>, StoreError>
+where
+    E: EntityTrait,
+{
+    let rows: Vec<(String, i64)> = select
+        .select_only()
+        .column(status)
+        .column_as(id.count(), "count")
+        .group_by(status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().collect())
+}
+
+impl Store {
+    /// The scope's dashboard figures; agents count as online when their stream is open and
+    /// they were seen since `online_cutoff`.
+    pub async fn customer_stats(
+        &self,
+        scope: &TenantScope,
+        online_cutoff: DateTime<Utc>,
+    ) -> Result<CustomerStats, StoreError> {
+        let customer_id = scope.customer_id();
+        let customer = customer_id.get();
+        let db = &self.db;
+
+        let agents = agent::Entity::find()
+            .filter(agent::Column::CustomerId.eq(customer))
+            .filter(agent::Column::DeletedAt.is_null());
+        let agents_total = agents.clone().count(db).await? as i64;
+        let agents_online = agents
+            .filter(agent::Column::Status.eq(AgentStatus::Online.as_str()))
+            .filter(agent::Column::LastSeenAt.gte(online_cutoff))
+            .count(db)
+            .await? as i64;
+
+        let live_pipelines = pipeline::Entity::find()
+            .filter(pipeline::Column::CustomerId.eq(customer))
+            .filter(pipeline::Column::DeletedAt.is_null());
+        let pipelines_total = live_pipelines.clone().count(db).await? as i64;
+        // A pipeline succeeds when its latest finished execution did.
+        let latest_finished = Query::select()
+            .expr(Func::max(Expr::col(execution::Column::Id)))
+            .from(execution::Entity)
+            .and_where(execution::Column::CustomerId.eq(customer))
+            .and_where(execution::Column::Status.is_in(FINISHED.map(ExecutionStatus::as_str)))
+            .and_where(
+                execution::Column::PipelineId.in_subquery(
+                    live_pipelines
+                        .select_only()
+                        .column(pipeline::Column::Id)
+                        .into_query(),
+                ),
+            )
+            .group_by_col(execution::Column::PipelineId)
+            .to_owned();
+        let pipelines_succeeding = execution::Entity::find()
+            .filter(execution::Column::Id.in_subquery(latest_finished))
+            .filter(execution::Column::Status.eq(ExecutionStatus::Succeeded.as_str()))
+            .count(db)
+            .await? as i64;
+
+        let releases = by_status(
+            db,
+            release::Entity::find().filter(release::Column::CustomerId.eq(customer)),
+            release::Column::Status,
+            release::Column::Id,
+        )
+        .await?;
+        let releases_active = releases
+            .get(ReleaseStatus::Active.as_str())
+            .copied()
+            .unwrap_or(0);
+        let releases_total = releases_active
+            + releases
+                .get(ReleaseStatus::Disabled.as_str())
+                .copied()
+                .unwrap_or(0);
+        let releases_in_progress = release_execution::Entity::find()
+            .filter(release_execution::Column::CustomerId.eq(customer))
+            .filter(release_execution::Column::Status.is_in([
+                ReleaseExecutionStatus::Pending.as_str(),
+                ReleaseExecutionStatus::InProgress.as_str(),
+            ]))
+            .count(db)
+            .await? as i64;
+
+        let services = by_status(
+            db,
+            monitor::Entity::find().filter(monitor::Column::CustomerId.eq(customer)),
+            monitor::Column::Status,
+            monitor::Column::Id,
+        )
+        .await?;
+        let service = |status: MonitorStatus| services.get(status.as_str()).copied().unwrap_or(0);
+
+        let members =
+            user_customer::Entity::find().filter(user_customer::Column::CustomerId.eq(customer));
+        let users_total = members.clone().count(db).await? as i64;
+        let users_active = members
+            .filter(
+                user_customer::Column::UserId.in_subquery(
+                    user::Entity::find()
+                        .select_only()
+                        .column(user::Column::Id)
+                        .filter(user::Column::IsActive.eq(true))
+                        .into_query(),
+                ),
+            )
+            .count(db)
+            .await? as i64;
+
+        let executions = by_status(
+            db,
+            execution::Entity::find().filter(execution::Column::CustomerId.eq(customer)),
+            execution::Column::Status,
+            execution::Column::Id,
+        )
+        .await?;
+        let count = |status: ExecutionStatus| executions.get(status.as_str()).copied().unwrap_or(0);
+        let executions_succeeded = count(ExecutionStatus::Succeeded);
+        let executions_failed = count(ExecutionStatus::Failed) + count(ExecutionStatus::TimedOut);
+        let finished: i64 = FINISHED.iter().map(|status| count(*status)).sum();
+        Ok(CustomerStats {
+            customer_id,
+            agents_total,
+            agents_online,
+            pipelines_total,
+            pipelines_succeeding,
+            releases_total,
+            releases_active,
+            releases_in_progress,
+            services_total: services.values().sum(),
+            services_healthy: service(MonitorStatus::Healthy),
+            services_warning: service(MonitorStatus::Warning),
+            services_down: service(MonitorStatus::Down),
+            users_total,
+            users_active,
+            executions_total: executions.values().sum(),
+            executions_succeeded,
+            executions_failed,
+            success_rate_percent: if finished == 0 {
+                0.0
+            } else {
+                executions_succeeded as f64 * 100.0 / finished as f64
+            },
+            computed_at: now(),
+        })
+    }
+}
