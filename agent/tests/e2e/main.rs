@@ -2,5 +2,6 @@
 
 mod common;
 mod daemon;
+mod monitors;
 mod pipelines;
 mod releases;

@@ -387,13 +387,17 @@ impl CustomerService for CustomerApi {
             .await?;
         // Subscribe before reading the replay, so nothing falls between the two.
         let mut events = self.feed.subscribe();
-        let replay = if after_id > 0 {
-            self.context
+        // Events up to `floor` came before the watch: replayed from the database when asked
+        // for, never from the feed (which may still be catching up on them).
+        let (floor, replay) = if after_id > 0 {
+            let replay = self
+                .context
                 .store
                 .activity_since(&scope, after_id, REPLAY_LIMIT)
-                .await?
+                .await?;
+            (after_id, replay)
         } else {
-            Vec::new()
+            (self.context.store.latest_activity_id().await?, Vec::new())
         };
         let (sender, receiver) = mpsc::channel(64);
         let context = self.context.clone();
@@ -410,7 +414,7 @@ impl CustomerService for CustomerApi {
                         .is_ok()
                 }
             };
-            let mut last = after_id;
+            let mut last = floor;
             let mut replayed = HashSet::new();
             for event in replay {
                 last = last.max(event.id);
@@ -427,7 +431,9 @@ impl CustomerService for CustomerApi {
                 };
                 let missed = match received {
                     Ok(event) => {
-                        if event.customer_id != scope.customer_id() || replayed.contains(&event.id)
+                        if event.customer_id != scope.customer_id()
+                            || event.id <= floor
+                            || replayed.contains(&event.id)
                         {
                             continue;
                         }

@@ -11,6 +11,7 @@ mod agents;
 mod bad_input;
 mod bootstrap;
 mod customers;
+mod dashboard;
 mod isolation;
 mod monitors;
 mod pipelines;
