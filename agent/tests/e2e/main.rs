@@ -2,6 +2,7 @@
 
 mod common;
 mod daemon;
+mod demo;
 mod monitors;
 mod pipelines;
 mod releases;
