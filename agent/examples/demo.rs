@@ -336,84 +336,107 @@ const SEEDS: &[Seed] = &[
     },
 ];
 
-/// Waits until the execution finished; returns its status.
-async fn finish(api: &mut Api, customer_id: i64, execution_id: i64) -> anyhow::Result<i32> {
+/// Asks `check` every 100 ms until it returns something (or fails), for up to [`WAIT`].
+async fn poll<T, Fut>(what: &str, mut check: impl FnMut() -> Fut) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let execution = api
-            .pipelines
-            .get_execution(pb::GetExecutionRequest {
-                customer_id,
-                execution_id,
-            })
-            .await?
-            .into_inner()
-            .execution
-            .context("execution")?;
-        if execution.finished_at.is_some() {
-            return Ok(execution.status);
+        if let Some(found) = check().await? {
+            return Ok(found);
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("execution {execution_id} did not finish within {WAIT:?}");
+            bail!("{what}: not within {WAIT:?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until the execution finished; returns its status.
+async fn finish(api: &Api, customer_id: i64, execution_id: i64) -> anyhow::Result<i32> {
+    poll(&format!("execution {execution_id} finished"), || {
+        let mut api = api.clone();
+        async move {
+            let execution = api
+                .pipelines
+                .get_execution(pb::GetExecutionRequest {
+                    customer_id,
+                    execution_id,
+                })
+                .await?
+                .into_inner()
+                .execution
+                .context("execution")?;
+            Ok(execution.finished_at.is_some().then_some(execution.status))
+        }
+    })
+    .await
 }
 
 /// Waits until a release execution satisfies `done`.
 async fn release_until(
-    api: &mut Api,
+    api: &Api,
     customer_id: i64,
     release_execution_id: i64,
     done: impl Fn(&pb::ReleaseExecution) -> bool,
 ) -> anyhow::Result<pb::ReleaseExecution> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let execution = api
-            .releases
-            .get_release_execution(pb::GetReleaseExecutionRequest {
-                customer_id,
-                release_execution_id,
-            })
-            .await?
-            .into_inner()
-            .release_execution
-            .context("release execution")?;
-        if done(&execution) {
-            return Ok(execution);
+    let done = &done;
+    poll(&format!("release execution {release_execution_id}"), || {
+        let mut api = api.clone();
+        async move {
+            let execution = api
+                .releases
+                .get_release_execution(pb::GetReleaseExecutionRequest {
+                    customer_id,
+                    release_execution_id,
+                })
+                .await?
+                .into_inner()
+                .release_execution
+                .context("release execution")?;
+            Ok(done(&execution).then_some(execution))
         }
-        if tokio::time::Instant::now() > deadline {
-            bail!("release execution {release_execution_id} stuck: {execution:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
-async fn wait_online(
-    api: &mut Api,
-    customer_id: i64,
-    count: usize,
-) -> anyhow::Result<Vec<pb::Agent>> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let agents = api
-            .agents
-            .list_agents(pb::ListAgentsRequest {
-                customer_id,
-                status: pb::AgentStatus::Online.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .agents;
-        if agents.len() >= count {
-            return Ok(agents);
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("agents of customer {customer_id} did not come online");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Waits until `count` agents of the customer are online.
+async fn wait_online(api: &Api, customer_id: i64, count: usize) -> anyhow::Result<()> {
+    poll(
+        &format!("{count} agents of customer {customer_id} online"),
+        || {
+            let mut api = api.clone();
+            async move {
+                let agents = api
+                    .agents
+                    .list_agents(pb::ListAgentsRequest {
+                        customer_id,
+                        status: pb::AgentStatus::Online.into(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+                    .agents;
+                Ok((agents.len() >= count).then_some(()))
+            }
+        },
+    )
+    .await
+}
+
+/// A new API token of the user, made by the platform admin; the secret.
+async fn token_for(admin: &mut Api, user_id: i64) -> anyhow::Result<String> {
+    Ok(admin
+        .users
+        .create_api_token(pb::CreateApiTokenRequest {
+            name: "demo".into(),
+            user_id,
+            expires_at: None,
+        })
+        .await?
+        .into_inner()
+        .secret)
 }
 
 /// One seeded customer: its id, its users' tokens, its pipelines by name, its agents.
@@ -465,16 +488,7 @@ async fn seed_customer(
                 role: (*role).into(),
             })
             .await?;
-        let secret = admin
-            .users
-            .create_api_token(pb::CreateApiTokenRequest {
-                name: "demo".into(),
-                user_id: user.id,
-                expires_at: None,
-            })
-            .await?
-            .into_inner()
-            .secret;
+        let secret = token_for(admin, user.id).await?;
         tokens.push((user.username, *role, secret));
     }
     // The consultant works for every customer: the customer switcher has something to switch.
@@ -758,27 +772,25 @@ async fn seed_monitors(
             .context("monitor")?;
         ids.push(monitor.id);
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
     for monitor_id in &ids {
-        loop {
-            let monitor = admin
-                .monitors
-                .get_monitor(pb::GetMonitorRequest {
-                    customer_id,
-                    monitor_id: *monitor_id,
-                })
-                .await?
-                .into_inner()
-                .monitor
-                .context("monitor")?;
-            if monitor.last_checked_at.is_some() {
-                break;
+        let monitor_id = *monitor_id;
+        poll(&format!("monitor {monitor_id} checked"), || {
+            let mut api = admin.clone();
+            async move {
+                let monitor = api
+                    .monitors
+                    .get_monitor(pb::GetMonitorRequest {
+                        customer_id,
+                        monitor_id,
+                    })
+                    .await?
+                    .into_inner()
+                    .monitor
+                    .context("monitor")?;
+                Ok(monitor.last_checked_at.map(|_| ()))
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!("monitor {} was never checked", monitor.name);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await?;
     }
     Ok(ids)
 }
@@ -883,16 +895,7 @@ async fn main() -> anyhow::Result<()> {
         .into_inner()
         .user
         .context("consultant")?;
-    let consultant_token = admin
-        .users
-        .create_api_token(pb::CreateApiTokenRequest {
-            name: "demo".into(),
-            user_id: consultant.id,
-            expires_at: None,
-        })
-        .await?
-        .into_inner()
-        .secret;
+    let consultant_token = token_for(&mut admin, consultant.id).await?;
 
     let mut seeded = Vec::new();
     for seed in SEEDS {

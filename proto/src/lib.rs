@@ -13,3 +13,19 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of every `cygnet.v1` file and its imports, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cygnet_descriptor.bin"));
+
+/// Service URL schemes a `MONITOR_KIND_TCP` target may use, with the port a URL without one
+/// means (`tcp` always names its port). Server validation and the agent's checks share this list.
+pub const TCP_MONITOR_SCHEMES: [(&str, Option<u16>); 11] = [
+    ("tcp", None),
+    ("postgres", Some(5432)),
+    ("postgresql", Some(5432)),
+    ("mysql", Some(3306)),
+    ("redis", Some(6379)),
+    ("rediss", Some(6379)),
+    ("mongodb", Some(27017)),
+    ("amqp", Some(5672)),
+    ("amqps", Some(5671)),
+    ("memcached", Some(11211)),
+    ("ldap", Some(389)),
+];

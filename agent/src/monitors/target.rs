@@ -6,23 +6,8 @@
 
 use std::fmt;
 
+use cygnet_proto::TCP_MONITOR_SCHEMES as TCP_SCHEMES;
 use hyper::Uri;
-
-/// Service URL schemes a TCP monitor accepts, with the port used when the URL names none
-/// (the same list the server validates against).
-const TCP_SCHEMES: [(&str, Option<u16>); 11] = [
-    ("tcp", None),
-    ("postgres", Some(5432)),
-    ("postgresql", Some(5432)),
-    ("mysql", Some(3306)),
-    ("redis", Some(6379)),
-    ("rediss", Some(6379)),
-    ("mongodb", Some(27017)),
-    ("amqp", Some(5672)),
-    ("amqps", Some(5671)),
-    ("memcached", Some(11211)),
-    ("ldap", Some(389)),
-];
 
 /// Why a target cannot be checked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -82,26 +82,6 @@ impl TestService {
     }
 }
 
-async fn wait_for_status(
-    server: &TestServer,
-    customer_id: i64,
-    monitor_id: i64,
-    status: pb::MonitorStatus,
-) -> pb::Monitor {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        let monitor = server.monitor(customer_id, monitor_id).await;
-        if monitor.status == status as i32 {
-            return monitor;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "monitor {monitor_id} not {status:?} within {WITHIN:?}: {monitor:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A customer with the real agent online on this host.
 async fn agent_online(server: &TestServer, uuid: &str) -> (pb::Customer, i64, Host, AgentProcess) {
     let customer = server.create_customer("acme").await;
@@ -136,7 +116,9 @@ async fn an_http_service_goes_healthy_then_warning_then_down(backend: Backend) {
         })
         .await;
 
-    let healthy = wait_for_status(&server, acme.id, monitor.id, pb::MonitorStatus::Healthy).await;
+    let healthy = server
+        .wait_for_monitor_status(acme.id, monitor.id, pb::MonitorStatus::Healthy, WITHIN)
+        .await;
     assert_eq!(healthy.assigned_agent_id, agent_id);
     assert_eq!(healthy.last_message, "HTTP 200");
     assert!(healthy.last_response_ms < 400, "{healthy:?}");
@@ -148,12 +130,16 @@ async fn an_http_service_goes_healthy_then_warning_then_down(backend: Backend) {
 
     // Slower than the threshold: the next scheduled check finds it.
     service.delay_ms.store(800, Ordering::SeqCst);
-    let warning = wait_for_status(&server, acme.id, monitor.id, pb::MonitorStatus::Warning).await;
+    let warning = server
+        .wait_for_monitor_status(acme.id, monitor.id, pb::MonitorStatus::Warning, WITHIN)
+        .await;
     assert!(warning.last_response_ms >= 800, "{warning:?}");
 
     // Gone: the next check is refused.
     service.stop().await;
-    let down = wait_for_status(&server, acme.id, monitor.id, pb::MonitorStatus::Down).await;
+    let down = server
+        .wait_for_monitor_status(acme.id, monitor.id, pb::MonitorStatus::Down, WITHIN)
+        .await;
     assert_eq!(down.last_response_ms, 0);
     assert!(
         down.last_message.contains("refused"),
@@ -251,7 +237,9 @@ async fn tcp_services_are_checked_by_connecting(backend: Backend) {
         ));
     }
     for (monitor, status) in &expected {
-        let checked = wait_for_status(&server, acme.id, monitor.id, *status).await;
+        let checked = server
+            .wait_for_monitor_status(acme.id, monitor.id, *status, WITHIN)
+            .await;
         assert_eq!(checked.assigned_agent_id, agent_id);
         let message = checked.last_message.as_str();
         match status {

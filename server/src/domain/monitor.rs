@@ -1,6 +1,7 @@
 //! Service monitors: what a check is, how its target is validated, and what its result means.
 
 use chrono::{DateTime, Utc};
+use cygnet_proto::TCP_MONITOR_SCHEMES as TCP_SCHEMES;
 
 use super::pipeline::AgentSelector;
 use super::validate::{ValidationError, required_line};
@@ -20,21 +21,6 @@ pub const MAX_TIMEOUT_MS: i32 = 60_000;
 pub const DEFAULT_TIMEOUT_MS: i32 = 5_000;
 /// Warning threshold when none is given (or the timeout, when that is smaller).
 pub const DEFAULT_WARNING_THRESHOLD_MS: i32 = 1_000;
-
-/// Service URL schemes a TCP monitor accepts, with the port used when the URL has none.
-pub const TCP_SCHEMES: [(&str, Option<u16>); 11] = [
-    ("tcp", None),
-    ("postgres", Some(5432)),
-    ("postgresql", Some(5432)),
-    ("mysql", Some(3306)),
-    ("redis", Some(6379)),
-    ("rediss", Some(6379)),
-    ("mongodb", Some(27017)),
-    ("amqp", Some(5672)),
-    ("amqps", Some(5671)),
-    ("memcached", Some(11211)),
-    ("ldap", Some(389)),
-];
 
 /// How a monitor checks its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! The activity feed.
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -87,15 +88,8 @@ impl Store {
         after: i64,
         limit: u64,
     ) -> Result<Vec<ActivityEvent>, StoreError> {
-        Ok(activity_event::Entity::find()
-            .filter(activity_event::Column::Id.gt(after))
-            .order_by_asc(activity_event::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(ActivityEvent::from)
-            .collect())
+        self.events_oldest_first(activity_event::Column::Id.gt(after), Some(limit))
+            .await
     }
 
     /// The events with these ids that exist now (ids the tailer saw skipped), oldest first.
@@ -103,14 +97,8 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(activity_event::Entity::find()
-            .filter(activity_event::Column::Id.is_in(ids.iter().copied()))
-            .order_by_asc(activity_event::Column::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(ActivityEvent::from)
-            .collect())
+        self.events_oldest_first(activity_event::Column::Id.is_in(ids.iter().copied()), None)
+            .await
     }
 
     /// The scope's events with an id above `after`, oldest first (a watcher's replay).
@@ -120,11 +108,27 @@ impl Store {
         after: i64,
         limit: u64,
     ) -> Result<Vec<ActivityEvent>, StoreError> {
-        Ok(activity_event::Entity::find()
-            .filter(activity_event::Column::CustomerId.eq(scope.customer_id().get()))
-            .filter(activity_event::Column::Id.gt(after))
-            .order_by_asc(activity_event::Column::Id)
-            .limit(limit)
+        self.events_oldest_first(
+            activity_event::Column::CustomerId
+                .eq(scope.customer_id().get())
+                .and(activity_event::Column::Id.gt(after)),
+            Some(limit),
+        )
+        .await
+    }
+
+    async fn events_oldest_first(
+        &self,
+        condition: sea_orm::sea_query::Expr,
+        limit: Option<u64>,
+    ) -> Result<Vec<ActivityEvent>, StoreError> {
+        let mut query = activity_event::Entity::find()
+            .filter(condition)
+            .order_by_asc(activity_event::Column::Id);
+        if let Some(limit) = limit {
+            query = query.limit(limit);
+        }
+        Ok(query
             .all(&self.db)
             .await?
             .into_iter()

@@ -532,6 +532,28 @@ impl TestServer {
             .expect("monitor")
     }
 
+    /// Waits until the monitor's status is `status` (polling; panics after `within`).
+    pub async fn wait_for_monitor_status(
+        &self,
+        customer_id: i64,
+        monitor_id: i64,
+        status: pb::MonitorStatus,
+        within: std::time::Duration,
+    ) -> pb::Monitor {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let monitor = self.monitor(customer_id, monitor_id).await;
+            if monitor.status == status as i32 {
+                return monitor;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "monitor {monitor_id} not {status:?} within {within:?}: {monitor:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// The customer's activity, newest first (one page of up to 1000 events).
     pub async fn activity(&self, customer_id: i64) -> Vec<pb::ActivityEvent> {
         self.admin_customers()

@@ -7,7 +7,7 @@ use cygnet_proto::v1 as pb;
 use tonic::Code;
 
 use crate::common::{Backend, TestServer, assert_invalid, assert_status, step};
-use crate::monitors::{ScriptedAgent, tcp_monitor, wait_for_status};
+use crate::monitors::{ScriptedAgent, tcp_monitor};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -209,7 +209,9 @@ async fn stats_match_hand_counted_fixtures(backend: Backend) {
         (monitor_ids[1], pb::MonitorStatus::Warning),
         (monitor_ids[2], pb::MonitorStatus::Down),
     ] {
-        wait_for_status(&server, acme.id, monitor_id, status).await;
+        server
+            .wait_for_monitor_status(acme.id, monitor_id, status, WITHIN)
+            .await;
     }
 
     // Noise in another customer that must not count.

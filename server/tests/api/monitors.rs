@@ -171,27 +171,6 @@ pub fn tcp_monitor(customer_id: i64, name: &str, target: &str) -> pb::CreateMoni
     }
 }
 
-/// Waits until the monitor's status is `status`.
-pub async fn wait_for_status(
-    server: &TestServer,
-    customer_id: i64,
-    monitor_id: i64,
-    status: pb::MonitorStatus,
-) -> pb::Monitor {
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    loop {
-        let monitor = server.monitor(customer_id, monitor_id).await;
-        if monitor.status == status as i32 {
-            return monitor;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "monitor {monitor_id} not {status:?} within {WITHIN:?}: {monitor:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn monitors_are_created_with_defaults_read_changed_and_deleted(backend: Backend) {
     let server = TestServer::start(backend).await;
     let acme = server.create_customer("acme").await;
@@ -607,7 +586,9 @@ async fn agents_run_the_checks_and_their_reports_become_status_history_and_activ
     assert_eq!(assigned.assigned_agent_id, agent.agent_id);
 
     agent.report(api.id, true, 45, "HTTP 200").await;
-    let healthy = wait_for_status(&server, acme.id, api.id, pb::MonitorStatus::Healthy).await;
+    let healthy = server
+        .wait_for_monitor_status(acme.id, api.id, pb::MonitorStatus::Healthy, WITHIN)
+        .await;
     assert_eq!(
         (healthy.last_response_ms, healthy.last_message.as_str()),
         (45, "HTTP 200")
@@ -615,9 +596,13 @@ async fn agents_run_the_checks_and_their_reports_become_status_history_and_activ
     assert!(healthy.last_checked_at.is_some());
     agent.report(api.id, true, 60, "HTTP 200").await;
     agent.report(api.id, true, 850, "HTTP 200").await;
-    wait_for_status(&server, acme.id, api.id, pb::MonitorStatus::Warning).await;
+    server
+        .wait_for_monitor_status(acme.id, api.id, pb::MonitorStatus::Warning, WITHIN)
+        .await;
     agent.report(api.id, false, 0, "connection refused").await;
-    let down = wait_for_status(&server, acme.id, api.id, pb::MonitorStatus::Down).await;
+    let down = server
+        .wait_for_monitor_status(acme.id, api.id, pb::MonitorStatus::Down, WITHIN)
+        .await;
     assert_eq!(
         (down.last_response_ms, down.last_message.as_str()),
         (0, "connection refused")
@@ -682,7 +667,9 @@ async fn agents_run_the_checks_and_their_reports_become_status_history_and_activ
         .await;
     agent.report(foreign.id, true, 1, "connected").await;
     agent.report(api.id, true, 30, "HTTP 200").await;
-    wait_for_status(&server, acme.id, api.id, pb::MonitorStatus::Healthy).await;
+    server
+        .wait_for_monitor_status(acme.id, api.id, pb::MonitorStatus::Healthy, WITHIN)
+        .await;
     let untouched = server.monitor(other.id, foreign.id).await;
     assert_eq!(untouched.status, pb::MonitorStatus::Unknown as i32);
     assert!(untouched.last_checked_at.is_none());
