@@ -864,6 +864,7 @@ async fn main() -> anyhow::Result<()> {
         log_format: LogFormat::Plain,
         tls: None,
         shutdown_grace_seconds: 5,
+        metrics_listen: None,
         agents: AgentSettings::default(),
     };
     let listener = TcpListener::bind(config.listen)

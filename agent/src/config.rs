@@ -49,6 +49,50 @@ pub struct AgentConfig {
     pub max_artifact_bytes: u64,
     /// Memory for job events the server has not acknowledged; beyond it they spool to disk.
     pub event_buffer_bytes: usize,
+    /// Where to serve Prometheus metrics (`MetricsListen`); none by default.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl AgentConfig {
+    /// The effective settings as `(key, value)` lines for `cygnet-agent check-config`, secrets
+    /// hidden.
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let path = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map_or_else(|| "(not set)".to_owned(), |path| path.display().to_string())
+        };
+        vec![
+            ("CustomerId", self.customer_id.to_string()),
+            ("AgentUuid", self.agent_uuid.clone()),
+            ("Name", self.name.clone()),
+            ("ServerUrl", self.server_url.clone()),
+            (
+                "RegistrationToken",
+                match &self.registration_token {
+                    Some(_) => "(set, hidden)".to_owned(),
+                    None => "(not set)".to_owned(),
+                },
+            ),
+            ("Location", self.location.clone()),
+            ("Labels", self.labels.join(", ")),
+            ("WorkDirectory", self.work_directory.display().to_string()),
+            ("StateDirectory", self.state_directory.display().to_string()),
+            ("MaxConcurrentJobs", self.max_concurrent_jobs.to_string()),
+            ("Tls:CaCertificate", path(&self.tls.ca_certificate)),
+            ("Tls:ClientCertificate", path(&self.tls.client_certificate)),
+            ("Tls:ClientKey", path(&self.tls.client_key)),
+            ("KillGraceSeconds", self.kill_grace_seconds.to_string()),
+            ("MaxLogBytesPerJob", self.max_log_bytes_per_job.to_string()),
+            ("KeepWorkspaces", self.keep_workspaces.to_string()),
+            ("MaxArtifactBytes", self.max_artifact_bytes.to_string()),
+            ("EventBufferBytes", self.event_buffer_bytes.to_string()),
+            (
+                "MetricsListen",
+                self.metrics_listen
+                    .map_or_else(|| "(off)".to_owned(), |address| address.to_string()),
+            ),
+        ]
+    }
 }
 
 /// A configuration problem, printed as one line.
@@ -286,7 +330,20 @@ impl Settings {
         let keep_workspaces = non_negative("KeepWorkspaces", 0, 1000)? as usize;
         let max_artifact_bytes = non_negative("MaxArtifactBytes", 1 << 30, 1 << 30)?;
         let event_buffer_bytes = non_negative("EventBufferBytes", 16 << 20, 1 << 32)? as usize;
+        let metrics_listen = match self
+            .string("MetricsListen")?
+            .filter(|value| !value.is_empty())
+        {
+            None => None,
+            Some(value) => Some(value.parse().map_err(|_| {
+                key_error(
+                    "MetricsListen",
+                    format!("{value:?} is not an address such as 127.0.0.1:9465"),
+                )
+            })?),
+        };
         Ok(AgentConfig {
+            metrics_listen,
             kill_grace_seconds,
             max_log_bytes_per_job,
             keep_workspaces,

@@ -14,19 +14,36 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 #[derive(Debug, Parser)]
 #[command(name = "cygnet-agent", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Debug, clap::Args, Clone)]
+struct Options {
     /// Configuration file: appsettings.json (JSON) or a .toml file, with an "AgentConfiguration"
     /// (or "Agent") section. Default: ./appsettings.json when it exists. Environment variables
     /// such as AgentConfiguration__CustomerId=1 override it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Log format: plain or json.
-    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"], global = true)]
     log_format: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Register if needed, connect and run jobs until SIGINT/SIGTERM (the default).
+    Run,
+    /// Validate the configuration and print the effective settings (secrets hidden); exits
+    /// non-zero when it is invalid.
+    CheckConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let file = cli.config.clone().or_else(|| {
+    let file = cli.options.config.clone().or_else(|| {
         let default = PathBuf::from("appsettings.json");
         default.is_file().then_some(default)
     });
@@ -37,7 +54,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&cli.log_format);
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        match &file {
+            Some(file) => println!("# {} (and AgentConfiguration__* variables)", file.display()),
+            None => println!("# AgentConfiguration__* variables only"),
+        }
+        for (key, value) in config.describe() {
+            println!("{key} = {value}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&cli.options.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let work_directory =
         match prepare_customer_directory(&config.work_directory, config.customer_id) {

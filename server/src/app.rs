@@ -26,6 +26,7 @@ use crate::dispatch::{Dispatcher, ExecutionSignals};
 use crate::grpc::{
     AgentApi, ApiContext, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi,
 };
+use crate::metrics::{MetricsLayer, ServerMetrics};
 use crate::monitors::MonitorScheduler;
 use crate::run_to_completion::RunToCompletionLayer;
 use crate::store::Store;
@@ -36,6 +37,8 @@ use crate::tls;
 pub struct App {
     config: ServerConfig,
     store: Store,
+    /// Bound at start when `metrics_listen` is set, so a bad address fails start-up.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -63,7 +66,24 @@ impl App {
                 "created platform administrator 'admin'; its bearer token is in the token file"
             ),
         }
-        Ok(App { config, store })
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+                anyhow::anyhow!("metrics_listen (CYGNET_METRICS_LISTEN) {address}: {error}")
+            })?),
+            None => None,
+        };
+        Ok(App {
+            config,
+            store,
+            metrics_listener,
+        })
+    }
+
+    /// Where the metrics endpoint listens, when it is on.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The database handle, for tests and tools that run beside the server.
@@ -84,10 +104,12 @@ impl App {
             .tls
             .as_ref()
             .is_some_and(|tls| tls.client_ca.is_some());
+        let metrics = Arc::new(ServerMetrics::new());
         let context = ApiContext::new(
             self.store.clone(),
             self.config.agents,
             require_client_certificates,
+            metrics.clone(),
         );
         let hub = Arc::new(AgentHub::new());
         let signals = ExecutionSignals::default();
@@ -98,6 +120,7 @@ impl App {
             signals,
             notifier,
             self.config.agents.grace,
+            metrics.clone(),
         );
         let artifacts = ArtifactStore::new(&self.config.data_dir);
         // Request handlers and agent stream readers: shutdown waits for them before closing the
@@ -115,6 +138,16 @@ impl App {
         let monitor_task = monitors.spawn(background_stopped.clone());
         let feed = ActivityFeed::new();
         let feed_task = feed.spawn(self.store.clone(), background_stopped.clone());
+        let metrics_task = self.metrics_listener.map(|listener| {
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "metrics at http://{address}/metrics");
+            }
+            cygnet_metrics::serve(
+                listener,
+                metrics.render(hub.clone(), self.store.clone()),
+                background_stopped.clone(),
+            )
+        });
         let listener_task = spawn_listener(&self.store, dispatcher.clone(), background_stopped);
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -150,8 +183,11 @@ impl App {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             // Handlers run to completion as tasks, each write leaving an audit entry.
             .layer(Stack::new(
-                AuditLayer::new(self.store.clone()),
-                RunToCompletionLayer::new(tasks.clone()),
+                Stack::new(
+                    AuditLayer::new(self.store.clone()),
+                    RunToCompletionLayer::new(tasks.clone()),
+                ),
+                MetricsLayer::new(metrics),
             ))
             .trace_fn(move |request| {
                 tracing::info_span!("grpc", server = %address, method = %request.uri().path())
@@ -255,6 +291,9 @@ impl App {
         }
         if let Some(listener_task) = listener_task {
             let _ = listener_task.await;
+        }
+        if let Some(metrics_task) = metrics_task {
+            let _ = metrics_task.await;
         }
         self.store.close().await?;
         tracing::info!("stopped");

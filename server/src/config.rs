@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// How long shutdown waits for open streams and in-flight requests.
     pub shutdown_grace_seconds: u64,
+    /// Where Prometheus metrics are served (`GET /metrics`); off when unset.
+    pub metrics_listen: Option<SocketAddr>,
     /// Agent heartbeats, liveness and metrics history.
     pub agents: AgentSettings,
 }
@@ -107,6 +109,7 @@ struct RawConfig {
     bootstrap_token: Option<String>,
     log_format: String,
     shutdown_grace_seconds: u64,
+    metrics_listen: Option<String>,
     heartbeat_interval_seconds: u64,
     metrics_sample_seconds: u64,
     metrics_retention_hours: u64,
@@ -200,6 +203,16 @@ impl RawConfig {
                 format!("{:?} is not an address like 127.0.0.1:50051", self.listen),
             )
         })?;
+        let metrics_listen = match self.metrics_listen.filter(|value| !value.trim().is_empty()) {
+            None => None,
+            Some(value) => Some(value.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::key(
+                    "metrics_listen",
+                    "CYGNET_METRICS_LISTEN",
+                    format!("{value:?} is not an address like 127.0.0.1:9464"),
+                )
+            })?),
+        };
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::key(
                 "data_dir",
@@ -358,6 +371,7 @@ impl RawConfig {
             log_format,
             tls,
             shutdown_grace_seconds: self.shutdown_grace_seconds,
+            metrics_listen,
             agents,
         })
     }
@@ -420,6 +434,24 @@ mod tests {
             .expect_err("bad format")
             .to_string();
         assert!(error.contains("log_format"), "{error}");
+        let error = load(
+            &[("CYGNET_METRICS_LISTEN", "everywhere")],
+            &Overrides::default(),
+        )
+        .expect_err("bad metrics address")
+        .to_string();
+        assert!(error.contains("CYGNET_METRICS_LISTEN"), "{error}");
+        let config = load(
+            &[("CYGNET_METRICS_LISTEN", "127.0.0.1:9464")],
+            &Overrides::default(),
+        )
+        .expect("metrics address");
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().expect("address"))
+        );
+        let config = load(&[], &Overrides::default()).expect("defaults");
+        assert_eq!(config.metrics_listen, None);
         let error = load(
             &[("CYGNET_BOOTSTRAP_TOKEN", "short")],
             &Overrides::default(),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod grpc;
+pub mod metrics;
 pub mod monitors;
 pub mod run_to_completion;
 pub mod store;

@@ -18,6 +18,7 @@ pub use signals::{ExecutionSignals, ReleaseSignals};
 use crate::agents::AgentHub;
 use crate::domain::execution::QueuedExecution;
 use crate::domain::{AgentId, ExecutionId};
+use crate::metrics::ServerMetrics;
 use crate::store::{NotificationHandler, Notifier, Store, now};
 
 /// How often the dispatcher looks at the queue even without being woken: the safety net for a
@@ -40,6 +41,7 @@ struct Inner {
     notifier: Notifier,
     wake: Notify,
     grace: Duration,
+    metrics: Arc<ServerMetrics>,
 }
 
 impl Dispatcher {
@@ -49,6 +51,7 @@ impl Dispatcher {
         signals: ExecutionSignals,
         notifier: Notifier,
         grace: Duration,
+        metrics: Arc<ServerMetrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -59,6 +62,7 @@ impl Dispatcher {
                 notifier,
                 wake: Notify::new(),
                 grace,
+                metrics,
             }),
         }
     }
@@ -158,6 +162,7 @@ impl Dispatcher {
 
     async fn assign(&self, agent_id: AgentId, execution: QueuedExecution) {
         let inner = &self.inner;
+        let started = std::time::Instant::now();
         if !inner.hub.reserve(agent_id, execution.id) {
             return;
         }
@@ -218,6 +223,10 @@ impl Dispatcher {
             release,
         });
         if inner.hub.send(agent_id, assignment) {
+            let waited = (crate::store::now() - execution.created_at)
+                .to_std()
+                .unwrap_or_default();
+            inner.metrics.dispatched(waited, started.elapsed());
             tracing::info!(
                 execution_id = execution.id.get(),
                 agent_id = agent_id.get(),

@@ -182,6 +182,8 @@ pub struct QueuedExecution {
     pub parameters: BTreeMap<String, String>,
     pub timeout_seconds: i32,
     pub queue_reason: String,
+    /// When it was queued.
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A validated request to run a pipeline.

@@ -241,6 +241,7 @@ async fn read_agent_stream(
             }
             message = inbound.message() => match message {
                 Ok(Some(pb::ConnectRequest { message: Some(Message::Heartbeat(heartbeat)) })) => {
+                    api.context.metrics.heartbeat();
                     let (figures, adjusted) =
                         AgentFigures::sanitized(convert::figures_from_heartbeat(&heartbeat));
                     if adjusted && !warned_about_figures {
@@ -304,6 +305,7 @@ async fn record_monitor_report(
     agent: &AuthenticatedAgent,
     report: &pb::MonitorReport,
 ) {
+    api.context.metrics.monitor_report();
     let Some(report) = super::monitor_convert::report_from_pb(report) else {
         return;
     };

@@ -37,6 +37,7 @@ pub struct ApiContext {
     pub authorizer: Authorizer,
     pub agent_authenticator: AgentAuthenticator,
     pub agent_settings: AgentSettings,
+    pub metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
 }
 
 impl ApiContext {
@@ -46,8 +47,10 @@ impl ApiContext {
         store: Store,
         agent_settings: AgentSettings,
         require_client_certificates: bool,
+        metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
     ) -> Self {
         Self {
+            metrics,
             authenticator: Authenticator::new(store.clone()),
             authorizer: Authorizer::new(store.clone()),
             agent_authenticator: AgentAuthenticator::new(

@@ -433,6 +433,7 @@ impl Store {
                     timeout_seconds: row.timeout_seconds,
                     queue_reason: row.queue_reason,
                     pipeline_name: row.pipeline_name,
+                    created_at: row.created_at,
                 })
             })
             .collect()

@@ -47,7 +47,7 @@ pub use error::StoreError;
 pub use executions::Cancellation;
 pub use notifications::{NotificationHandler, Notifier, spawn_listener};
 pub use release_executions::{ReleaseContext, ReleaseEffects};
-pub use stats::CustomerStats;
+pub use stats::{CustomerStats, ExecutionCounts, PoolUsage};
 pub use tokens::AuthenticatedToken;
 
 /// Handle to the database; cheap to clone.

@@ -206,3 +206,80 @@ impl Store {
         })
     }
 }
+
+/// Executions of all customers by status, for the server's metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionCounts {
+    pub by_status: Vec<(String, i64)>,
+    pub queued: i64,
+    /// How long the oldest queued execution has waited.
+    pub oldest_queued_age: Option<std::time::Duration>,
+}
+
+/// Connections of the database pool, for the server's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub idle: u32,
+    pub in_use: u32,
+    pub max: u32,
+}
+
+impl Store {
+    /// Two aggregate queries: executions by status, and the oldest queued one.
+    pub async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
+        let counts = by_status(
+            &self.db,
+            execution::Entity::find(),
+            execution::Column::Status,
+            execution::Column::Id,
+        )
+        .await?;
+        let oldest: Option<DateTime<Utc>> = execution::Entity::find()
+            .select_only()
+            .column_as(execution::Column::CreatedAt.min(), "oldest")
+            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+            .into_tuple::<Option<DateTime<Utc>>>()
+            .one(&self.db)
+            .await?
+            .flatten();
+        let queued = counts
+            .get(ExecutionStatus::Queued.as_str())
+            .copied()
+            .unwrap_or(0);
+        let mut by_status: Vec<(String, i64)> = counts.into_iter().collect();
+        by_status.sort();
+        Ok(ExecutionCounts {
+            by_status,
+            queued,
+            oldest_queued_age: oldest.map(|at| (now() - at).to_std().unwrap_or_default()),
+        })
+    }
+
+    /// The pool's connections now.
+    pub fn pool_usage(&self) -> PoolUsage {
+        let (size, idle, max) = match self.backend() {
+            sea_orm::DbBackend::Postgres => {
+                let pool = self.db.get_postgres_connection_pool();
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
+            }
+            _ => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
+            }
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+        PoolUsage {
+            idle,
+            in_use: size.saturating_sub(idle),
+            max,
+        }
+    }
+}

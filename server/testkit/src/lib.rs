@@ -165,11 +165,15 @@ pub struct TestOptions {
     pub agents: AgentSettings,
     /// How the harness's own clients reach a TLS server (`https://localhost:<port>`).
     pub client_tls: Option<ClientTlsConfig>,
+    /// Serve Prometheus metrics on a port of its own (see `TestServer::metrics_address`).
+    pub metrics: bool,
 }
 
 /// A running server with its own database.
 pub struct TestServer {
     pub address: SocketAddr,
+    /// The Prometheus endpoint, with `TestOptions::metrics`.
+    pub metrics_address: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub database_url: String,
     config: ServerConfig,
@@ -214,10 +218,14 @@ impl TestServer {
             log_format: LogFormat::Plain,
             tls: options.tls.clone(),
             shutdown_grace_seconds: 5,
+            metrics_listen: options
+                .metrics
+                .then(|| "127.0.0.1:0".parse().expect("address")),
             agents: options.agents,
         };
         let mut server = TestServer {
             address: config.listen,
+            metrics_address: None,
             data_dir,
             database_url: url,
             config,
@@ -241,6 +249,7 @@ impl TestServer {
         let app = App::start(self.config.clone())
             .await
             .expect("server starts");
+        self.metrics_address = app.metrics_address();
         let (shutdown, stopped) = oneshot::channel::<()>();
         self.task = Some(tokio::spawn(app.serve(listener, async {
             let _ = stopped.await;
@@ -288,6 +297,7 @@ impl TestServer {
         config.data_dir = temp_dir.path().join("data");
         let mut replica = TestServer {
             address: config.listen,
+            metrics_address: None,
             data_dir: config.data_dir.clone(),
             database_url: config.database.url.clone(),
             config,

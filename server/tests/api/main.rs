@@ -13,6 +13,7 @@ mod bootstrap;
 mod customers;
 mod dashboard;
 mod isolation;
+mod metrics;
 mod monitors;
 mod pipelines;
 mod process;
