@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod client;
 pub mod config;
+pub mod exporter;
 pub mod jobs;
 pub mod metrics;
 pub mod monitors;

@@ -21,6 +21,7 @@ use tonic::{Code, Request, Status};
 
 use crate::backoff::Backoff;
 use crate::config::AgentConfig;
+use crate::exporter::AgentMetrics;
 use crate::jobs::{JobSettings, Jobs, Outbox, UploadTarget};
 use crate::metrics::{HostFacts, HostMetrics};
 use crate::monitors::{self, Monitors};
@@ -89,6 +90,8 @@ pub struct Agent {
     monitor_reports: mpsc::Receiver<pb::MonitorReport>,
     /// Set once SIGINT/SIGTERM arrived: running jobs are being stopped.
     stopping_since: Option<Instant>,
+    /// Prometheus metrics (served only with `MetricsListen`).
+    telemetry: Arc<AgentMetrics>,
 }
 
 impl Agent {
@@ -138,6 +141,7 @@ impl Agent {
             monitors: Monitors::new(report_sender),
             monitor_reports,
             stopping_since: None,
+            telemetry: Arc::new(AgentMetrics::new()),
         };
         if agent.stored_state().is_none() && agent.config.registration_token.is_none() {
             return Err(AgentError::Fatal(
@@ -160,12 +164,36 @@ impl Agent {
     /// Runs until `shutdown` turns true. Returns an error only for conditions retrying cannot
     /// fix.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+        let _exporter = match self.config.metrics_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|error| {
+                        AgentError::Fatal(format!(
+                            "AgentConfiguration:MetricsListen {address}: {error}"
+                        ))
+                    })?;
+                tracing::info!(%address, "metrics at http://{address}/metrics");
+                Some(cygnet_metrics::serve(
+                    listener,
+                    self.telemetry.render(self.jobs.clone()),
+                    shutdown.clone(),
+                ))
+            }
+            None => None,
+        };
         let mut backoff = Backoff::default();
+        let mut attempts = 0u64;
         loop {
+            if attempts > 0 {
+                self.telemetry.reconnect();
+            }
+            attempts += 1;
             if *shutdown.borrow() {
                 return Ok(());
             }
             let outcome = self.attempt(&mut shutdown, &mut backoff).await;
+            self.telemetry.set_connected(false);
             match outcome {
                 Ok(StreamEnd::Shutdown) => {
                     tracing::info!("stream closed; agent stopping");
@@ -310,7 +338,9 @@ impl Agent {
             Ok(Err(status)) => return Err(status),
             Err(_) => return Err(Status::deadline_exceeded("no Welcome from the server")),
         };
-        if welcome.customer_id != self.config.customer_id {
+        if welcome.customer_id == self.config.customer_id {
+            self.telemetry.set_connected(true);
+        } else {
             return Err(Status::unauthenticated(format!(
                 "server says this agent belongs to customer {}, configured CustomerId is {}",
                 welcome.customer_id, self.config.customer_id
@@ -341,6 +371,9 @@ impl Agent {
         let mut stop_check = tokio::time::interval(STOP_CHECK);
         loop {
             for event in outbox.take_unsent() {
+                if let Some(pb::job_event::Event::Log(output)) = &event.event {
+                    self.telemetry.log_sent(output.text.len());
+                }
                 let message = pb::ConnectRequest {
                     message: Some(pb::connect_request::Message::JobEvent(event)),
                 };
@@ -388,6 +421,7 @@ impl Agent {
                     Err(status) => return Ok(StreamEnd::Closed(status)),
                 },
                 Some(report) = self.monitor_reports.recv() => {
+                    self.telemetry.monitor_report_sent();
                     let message = pb::ConnectRequest {
                         message: Some(pb::connect_request::Message::MonitorReport(report)),
                     };
@@ -413,6 +447,7 @@ impl Agent {
         use pb::connect_response::Command;
         match command {
             Command::AssignJob(assignment) => {
+                self.telemetry.job_received();
                 if self.stopping_since.is_some() {
                     // Not started: the server gives it to another agent once this one is gone.
                     tracing::info!(

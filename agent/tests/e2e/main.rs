@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod daemon;
 mod demo;
+mod metrics;
 mod monitors;
 mod pipelines;
 mod releases;
