@@ -493,5 +493,42 @@ mod tests {
         .expect("examples/server.toml is valid");
         assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(config.shutdown_grace_seconds, 10);
+        assert_eq!(config.metrics_listen, None);
+    }
+
+    #[test]
+    fn the_production_example_loads() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/server.production.toml");
+        // Only the files' existence is checked here: stand-ins that exist replace the paths.
+        let present = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("Cargo.toml")
+            .display()
+            .to_string();
+        let files: HashMap<String, String> = [
+            "CYGNET_TLS__CERT",
+            "CYGNET_TLS__KEY",
+            "CYGNET_TLS__CLIENT_CA",
+        ]
+        .into_iter()
+        .map(|name| (name.to_owned(), present.clone()))
+        .collect();
+        let config = ServerConfig::load_from(
+            Some(&example),
+            &Overrides::default(),
+            config::Environment::with_prefix("CYGNET")
+                .separator("__")
+                .source(Some(files)),
+        )
+        .expect("examples/server.production.toml is valid");
+        assert!(config.database.url.starts_with("postgres://"));
+        assert_eq!(config.database.max_connections, 32);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(
+            config.metrics_listen,
+            Some("10.0.0.5:9464".parse().expect("address"))
+        );
+        let tls = config.tls.expect("TLS on");
+        assert!(tls.client_ca.is_some(), "mTLS for agents");
     }
 }
