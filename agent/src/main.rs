@@ -55,12 +55,21 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, Some(Command::CheckConfig)) {
-        match &file {
-            Some(file) => println!("# {} (and AgentConfiguration__* variables)", file.display()),
-            None => println!("# AgentConfiguration__* variables only"),
-        }
+        // Written without println!, so a closed pipe (`| head`) ends the output quietly.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = match &file {
+            Some(file) => writeln!(
+                out,
+                "# {} (and AgentConfiguration__* variables)",
+                file.display()
+            ),
+            None => writeln!(out, "# AgentConfiguration__* variables only"),
+        };
         for (key, value) in config.describe() {
-            println!("{key} = {value}");
+            if writeln!(out, "{key} = {value}").is_err() {
+                break;
+            }
         }
         return ExitCode::SUCCESS;
     }

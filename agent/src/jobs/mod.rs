@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use cygnet_proto::v1 as pb;
 use tokio::sync::watch;
@@ -103,10 +104,20 @@ impl Jobs {
             running.insert(execution_id, cancel);
         }
         let jobs = self.clone();
-        tokio::spawn(async move {
-            runner::run_job(&jobs, assignment, cancelled).await;
-            jobs.running().remove(&execution_id);
-        });
+        // Every log line of the job names its customer, pipeline and execution.
+        let span = tracing::info_span!(
+            "job",
+            customer_id = assignment.customer_id,
+            pipeline_id = assignment.pipeline_id,
+            execution_id
+        );
+        tokio::spawn(
+            async move {
+                runner::run_job(&jobs, assignment, cancelled).await;
+                jobs.running().remove(&execution_id);
+            }
+            .instrument(span),
+        );
     }
 
     /// Asks a running job to stop; repeats are harmless.

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The operator's walkthrough with grpcurl, end to end: the README's grpcurl sections ("Try it
+# with grpcurl", "Add a build agent", "Run your first pipeline", "Ship a release", "The dashboard
+# from the terminal"), run in order in one shell. They are the single source: this script runs
+# them verbatim, and CI (.ci/check-readme-walkthrough) runs them the same way and checks what
+# they print.
+#
+# Start a server on a fresh data directory first (the ids in the README assume one), from the
+# repository root, then run this from the repository root too (the agent's files are created in
+# the current directory):
+#   cargo run --bin cygnet-server            # in one terminal
+#   examples/grpcurl/walkthrough.sh          # in another
+#   examples/grpcurl/walkthrough.sh --print  # only print the commands
+# Needs grpcurl and jq.
+set -euo pipefail
+readme="$(cd "$(dirname "$0")/../.." && pwd)/README.md"
+sections=("## Try it with grpcurl" "## Add a build agent" "## Run your first pipeline"
+  "## Ship a release" "## The dashboard from the terminal")
+
+# A section's first ```sh block.
+block() {
+  awk -v heading="$1" '$0 == heading {found=1} found && /^```sh$/ {inblock=1; next} inblock && /^```$/ {exit} inblock {print}' \
+    "$readme"
+}
+script=""
+for heading in "${sections[@]}"; do
+  text=$(block "$heading")
+  [ -n "$text" ] || { echo "no sh block under '$heading' in $readme" >&2; exit 1; }
+  script+="$text"$'\n'
+done
+if [ "${1:-}" = "--print" ]; then
+  printf '%s' "$script"
+else
+  bash -euo pipefail -c "$script"
+fi
