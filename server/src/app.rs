@@ -11,8 +11,8 @@ use cygnet_proto::v1::{
     release_service_server::ReleaseServiceServer, user_service_server::UserServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 
 use tower_layer::Stack;
 
@@ -259,7 +259,11 @@ impl App {
             tls = self.config.tls.is_some(),
             "cygnet-server listening"
         );
-        let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // Accepted connections get TCP_NODELAY here: the builder's own setting applies only to
+        // listeners tonic binds itself, and without it small frames (job assignments, acks)
+        // wait ~40 ms for delayed ACKs.
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let serving = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(serving);
         let result = tokio::select! {
             result = &mut serving => result,

@@ -1,0 +1,351 @@
+//! A server of the bench's own (SQLite in a temporary directory, or a fresh PostgreSQL
+//! database) and simulated agents speaking the real agent protocol, each over its own HTTP/2
+//! connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use cygnet_proto::v1 as pb;
+use cygnet_proto::v1::agent_service_client::AgentServiceClient;
+use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
+use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
+use cygnet_server::App;
+use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
+use cygnet_server::store::DatabaseOptions;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+const ADMIN_TOKEN: &str = "cygnet-bench-admin-token-0123456789";
+
+#[derive(Clone)]
+pub struct Bearer(MetadataValue<Ascii>);
+
+impl Bearer {
+    pub fn admin() -> Self {
+        Bearer(
+            format!("Bearer {ADMIN_TOKEN}")
+                .parse()
+                .expect("a valid header"),
+        )
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, Bearer>;
+
+/// A running server with a database of its own.
+pub struct BenchServer {
+    pub address: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchServer {
+    /// Starts a server on 127.0.0.1:0: SQLite when `database_url` is `None`, else a new
+    /// database created on that PostgreSQL server.
+    pub async fn start(database_url: Option<&str>) -> anyhow::Result<BenchServer> {
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().join("data");
+        let url = match database_url {
+            None => format!("sqlite://{}?mode=rwc", data_dir.join("cygnet.db").display()),
+            Some(admin_url) => fresh_postgres_database(admin_url).await?,
+        };
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            data_dir,
+            database: DatabaseOptions {
+                max_connections: if database_url.is_some() { 16 } else { 8 },
+                url,
+            },
+            bootstrap_token: Some(ADMIN_TOKEN.to_owned()),
+            log_format: LogFormat::Plain,
+            tls: None,
+            shutdown_grace_seconds: 5,
+            metrics_listen: None,
+            agents: AgentSettings::default(),
+        };
+        let listener = TcpListener::bind(config.listen).await?;
+        let address = listener.local_addr()?;
+        let app = App::start(config).await?;
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Ok(BenchServer {
+            address,
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _dir: dir,
+        })
+    }
+
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Ok(Endpoint::from_shared(format!("http://{}", self.address))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+/// A database of its own on the PostgreSQL server at `admin_url`, dropped by nobody (named
+/// `cygnet_bench_<millis>`, for inspection after a run).
+async fn fresh_postgres_database(admin_url: &str) -> anyhow::Result<String> {
+    use sea_orm::ConnectionTrait;
+    let name = format!(
+        "cygnet_bench_{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let admin = sea_orm::Database::connect(admin_url).await?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
+    admin.close().await?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .context("--database-url must end with /<database>")?;
+    Ok(format!("{base}/{name}"))
+}
+
+/// A customer with one trivial pipeline and a registration token.
+pub struct Tenant {
+    pub customer_id: i64,
+    pub pipeline_id: i64,
+    pub registration_token: String,
+}
+
+pub async fn tenant(channel: &Channel, name: &str) -> anyhow::Result<Tenant> {
+    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let customer = customers
+        .create_customer(pb::CreateCustomerRequest {
+            name: name.into(),
+            display_name: name.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .customer
+        .context("customer")?;
+    let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let pipeline = pipelines
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id: customer.id,
+            name: "trivial".into(),
+            steps: vec![pb::Step {
+                name: "true".into(),
+                command: "true".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .pipeline
+        .context("pipeline")?;
+    let mut agents = AgentServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let registration_token = agents
+        .create_registration_token(pb::CreateRegistrationTokenRequest {
+            customer_id: customer.id,
+            description: "bench".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .secret;
+    Ok(Tenant {
+        customer_id: customer.id,
+        pipeline_id: pipeline.id,
+        registration_token,
+    })
+}
+
+/// What the simulated agents saw, shared by all of them.
+pub struct Observed {
+    /// Jobs received, in total.
+    received: AtomicU64,
+    /// Every execution id received (a repeated assignment would show up twice).
+    ids: std::sync::Mutex<Vec<i64>>,
+    /// Each arrival as it happens, for latency measurements.
+    arrivals: mpsc::UnboundedSender<(i64, Instant)>,
+}
+
+impl Observed {
+    pub fn new() -> (Arc<Observed>, mpsc::UnboundedReceiver<(i64, Instant)>) {
+        let (arrivals, receiver) = mpsc::unbounded_channel();
+        (
+            Arc::new(Observed {
+                received: AtomicU64::new(0),
+                ids: std::sync::Mutex::new(Vec::new()),
+                arrivals,
+            }),
+            receiver,
+        )
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Execution ids received more than once.
+    pub fn duplicates(&self) -> usize {
+        let mut ids = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let all = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        all - ids.len()
+    }
+
+    fn arrived(&self, execution_id: i64, at: Instant) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(execution_id);
+        let _ = self.arrivals.send((execution_id, at));
+    }
+}
+
+/// Registers `count` agents (four job slots each) and connects each over its own HTTP/2
+/// connection. Every agent
+/// finishes each job at once (started, then succeeded) and records its arrival.
+pub async fn connect_agents(
+    server: &BenchServer,
+    tenant: &Tenant,
+    count: usize,
+    observed: Arc<Observed>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let registrar = server.channel().await?;
+    let mut tasks = Vec::with_capacity(count);
+    for index in 0..count {
+        let uuid = format!("bench-{}-{index}", tenant.customer_id);
+        let registered = AgentServiceClient::new(registrar.clone())
+            .register_agent(pb::RegisterAgentRequest {
+                customer_id: tenant.customer_id,
+                uuid: uuid.clone(),
+                name: uuid.clone(),
+                labels: vec!["bench".into()],
+                hostname: "bench".into(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                version: "bench".into(),
+                max_concurrent_jobs: 4,
+                registration_token: tenant.registration_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("registering {uuid}"))?
+            .into_inner();
+        // One connection per agent, as real agents have.
+        let channel = server.channel().await?;
+        let (sender, outgoing) = mpsc::channel(64);
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", registered.credential).parse()?,
+        );
+        request
+            .metadata_mut()
+            .insert("x-cygnet-agent-uuid", uuid.parse()?);
+        let mut inbound = AgentServiceClient::new(channel)
+            .connect(request)
+            .await
+            .with_context(|| format!("connecting {uuid}"))?
+            .into_inner();
+        let interval = match inbound.message().await? {
+            Some(pb::ConnectResponse {
+                command: Some(pb::connect_response::Command::Welcome(welcome)),
+            }) => std::time::Duration::from_secs(
+                u64::try_from(welcome.heartbeat_interval_seconds.max(1)).unwrap_or(10),
+            ),
+            other => anyhow::bail!("{uuid}: expected Welcome, got {other:?}"),
+        };
+        // Heartbeats as a real agent sends them: silent agents are disconnected.
+        let beats = sender.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            loop {
+                ticker.tick().await;
+                let heartbeat = pb::Heartbeat {
+                    cpu_percent: 5.0,
+                    memory_percent: 10.0,
+                    memory_used_bytes: 1 << 30,
+                    memory_total_bytes: 8 << 30,
+                    ..Default::default()
+                };
+                let message = pb::ConnectRequest {
+                    message: Some(pb::connect_request::Message::Heartbeat(heartbeat)),
+                };
+                if beats.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let observed = observed.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                let Some(pb::connect_response::Command::AssignJob(job)) = message.command else {
+                    continue;
+                };
+                observed.arrived(job.execution_id, Instant::now());
+                let events = [
+                    pb::job_event::Event::Started(pb::JobStarted {
+                        workspace: "/bench".into(),
+                    }),
+                    pb::job_event::Event::Finished(pb::JobFinished {
+                        status: pb::ExecutionStatus::Succeeded.into(),
+                        reason: String::new(),
+                    }),
+                ];
+                for (index, event) in events.into_iter().enumerate() {
+                    let event = pb::JobEvent {
+                        execution_id: job.execution_id,
+                        sequence: index as i64 + 1,
+                        occurred_at: None,
+                        event: Some(event),
+                    };
+                    let message = pb::ConnectRequest {
+                        message: Some(pb::connect_request::Message::JobEvent(event)),
+                    };
+                    if sender.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    Ok(tasks)
+}

@@ -1,0 +1,94 @@
+//! `cygnet-bench`: the numbers a CI operator cares about, measured against a real server with
+//! simulated agents speaking the real protocol (see BENCHMARKS.md).
+//!
+//! ```text
+//! cargo run --release -p cygnet-bench -- all [--quick] [--database-url postgres://…/test] [--json FILE]
+//! ```
+
+mod harness;
+mod scenarios;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// RunPipeline → job received by an agent, with 1, 100 and 1,000 agents connected.
+    Dispatch,
+    /// Trivial executions queued → succeeded per second with 100 agents; none lost or doubled.
+    Throughput,
+    /// Tenant-scoped reads at concurrency 64 against a bare tonic service in the same run.
+    Api,
+    /// Every scenario above.
+    All,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "cygnet-bench", about = "Benchmarks of cygnet-server")]
+struct Cli {
+    /// Which scenario to run.
+    #[arg(value_enum, default_value = "all")]
+    scenario: Scenario,
+    /// A short smoke run (seconds instead of minutes; the figures are not comparable).
+    #[arg(long)]
+    quick: bool,
+    /// PostgreSQL server to create the bench database on (e.g. postgres://postgres@127.0.0.1:5432/test);
+    /// SQLite in a temporary directory when unset.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let backend = if cli.database_url.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let profile = if cfg!(debug_assertions) {
+        "debug build: figures are not representative"
+    } else {
+        "release build"
+    };
+    println!(
+        "cygnet-bench on {backend} ({profile}{})",
+        if cli.quick { ", quick" } else { "" }
+    );
+    let options = scenarios::Options {
+        quick: cli.quick,
+        database_url: cli.database_url.clone(),
+    };
+    let mut results = Vec::new();
+    let run = |scenario| cli.scenario == scenario || cli.scenario == Scenario::All;
+    if run(Scenario::Dispatch) {
+        results.extend(scenarios::dispatch(&options).await?);
+    }
+    if run(Scenario::Throughput) {
+        results.extend(scenarios::throughput(&options).await?);
+    }
+    if run(Scenario::Api) {
+        results.extend(scenarios::api(&options).await?);
+    }
+    println!();
+    println!("{:<44} {:>14} unit", "figure", "value");
+    for result in &results {
+        println!("{:<44} {:>14.3} {}", result.name, result.value, result.unit);
+    }
+    if let Some(path) = cli.json {
+        let document = serde_json::json!({
+            "backend": backend,
+            "quick": cli.quick,
+            "release": !cfg!(debug_assertions),
+            "results": results,
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&document)? + "\n")?;
+        println!("written to {}", path.display());
+    }
+    Ok(())
+}
