@@ -168,6 +168,22 @@ impl AgentHub {
             .and_then(|session| session.latest)
     }
 
+    /// Free job slots of the enabled agents connected here, per customer (customers without a
+    /// free slot are left out).
+    pub fn free_slots_by_customer(&self) -> std::collections::HashMap<CustomerId, usize> {
+        let mut free = std::collections::HashMap::new();
+        for session in self.sessions().values() {
+            let slots = session
+                .settings
+                .max_concurrent_jobs
+                .saturating_sub(session.jobs.len());
+            if session.settings.enabled && slots > 0 {
+                *free.entry(session.agent.customer_id()).or_insert(0) += slots;
+            }
+        }
+        free
+    }
+
     /// How many agents are connected here.
     pub fn connected_count(&self) -> usize {
         self.sessions().len()
@@ -451,6 +467,30 @@ mod tests {
         assert!(!hub.detach(AgentId::from_db(1), first.connection_id));
         assert!(hub.detach(AgentId::from_db(1), second.connection_id));
         assert!(!hub.is_connected(AgentId::from_db(1)));
+    }
+
+    #[test]
+    fn free_slots_are_counted_per_customer_over_enabled_agents() {
+        let hub = AgentHub::new();
+        assert!(hub.free_slots_by_customer().is_empty());
+        let _a = attach(&hub, 1, 1, settings(&[], 2));
+        let _b = attach(&hub, 2, 1, settings(&[], 3));
+        let _c = attach(&hub, 3, 2, settings(&[], 1));
+        let _d = attach(
+            &hub,
+            4,
+            3,
+            WorkSettings {
+                enabled: false,
+                ..settings(&[], 4)
+            },
+        );
+        assert!(hub.reserve(AgentId::from_db(3), ExecutionId::from_db(30)));
+        assert!(hub.reserve(AgentId::from_db(1), ExecutionId::from_db(10)));
+        let free = hub.free_slots_by_customer();
+        assert_eq!(free.get(&CustomerId::from_db(1)), Some(&4));
+        // Customer 2's only agent is busy, customer 3's is disabled.
+        assert_eq!(free.len(), 1);
     }
 
     #[test]

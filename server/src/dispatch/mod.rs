@@ -17,7 +17,7 @@ pub use signals::{ExecutionSignals, ReleaseSignals};
 
 use crate::agents::AgentHub;
 use crate::domain::execution::QueuedExecution;
-use crate::domain::{AgentId, ExecutionId};
+use crate::domain::{AgentId, CustomerId, ExecutionId};
 use crate::metrics::ServerMetrics;
 use crate::store::{NotificationHandler, Notifier, Store, now};
 
@@ -115,12 +115,12 @@ impl Dispatcher {
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = dispatcher.inner.wake.notified() => dispatcher.dispatch_round().await,
+                    _ = dispatcher.inner.wake.notified() => dispatcher.dispatch_round(false).await,
                     _ = sweep.tick() => {
                         dispatcher.expire_leases().await;
                         dispatcher.advance_stalled_releases().await;
                         dispatcher.resend_cancellations().await;
-                        dispatcher.dispatch_round().await;
+                        dispatcher.dispatch_round(true).await;
                     }
                     changed = shutdown.changed() => {
                         if changed.is_err() || *shutdown.borrow() {
@@ -133,12 +133,33 @@ impl Dispatcher {
     }
 
     /// Matches queued executions, oldest first, with free agents connected here.
-    async fn dispatch_round(&self) {
+    ///
+    /// A round on demand (new work, a freed slot) reads only the queues of customers with a free
+    /// slot here, a few rows per free slot: it costs nothing while every agent is busy, and one
+    /// customer's backlog never hides another's. The sweep reads a whole batch of every
+    /// customer's queue, so executions that no free agent matches get their queue reason, and
+    /// ones behind them are reached, within a second.
+    async fn dispatch_round(&self, sweep: bool) {
         let inner = &self.inner;
         if inner.hub.connected_count() == 0 {
             return;
         }
-        let queued = match inner.store.queued_executions(BATCH).await {
+        let (customers, limit) = if sweep {
+            (None, BATCH)
+        } else {
+            let free = inner.hub.free_slots_by_customer();
+            if free.is_empty() {
+                return;
+            }
+            let slots: usize = free.values().sum();
+            let limit = BATCH.min(u64::try_from(slots.saturating_mul(4)).unwrap_or(BATCH));
+            (Some(free.into_keys().collect::<Vec<CustomerId>>()), limit)
+        };
+        let queued = match inner
+            .store
+            .queued_executions(customers.as_deref(), limit)
+            .await
+        {
             Ok(queued) => queued,
             Err(error) => {
                 tracing::warn!(%error, "could not read the queue");

@@ -410,10 +410,19 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("artifact {artifact_id} not found")))
     }
 
-    /// The queued executions, oldest first, for dispatch.
-    pub async fn queued_executions(&self, limit: u64) -> Result<Vec<QueuedExecution>, StoreError> {
-        let rows = execution::Entity::find()
-            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+    /// The queued executions (of these customers, or all), oldest first, for dispatch.
+    pub async fn queued_executions(
+        &self,
+        customers: Option<&[CustomerId]>,
+        limit: u64,
+    ) -> Result<Vec<QueuedExecution>, StoreError> {
+        let mut query = execution::Entity::find()
+            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()));
+        if let Some(customers) = customers {
+            query = query
+                .filter(execution::Column::CustomerId.is_in(customers.iter().map(|id| id.get())));
+        }
+        let rows = query
             .order_by_asc(execution::Column::Id)
             .limit(limit)
             .all(&self.db)
