@@ -166,9 +166,15 @@ impl Dispatcher {
                 return;
             }
         };
+        // Pick an agent for each execution (reserving its slot), then claim them all at once.
+        let mut picked: Vec<(AgentId, QueuedExecution)> = Vec::new();
         for execution in queued {
             match inner.hub.pick(execution.customer_id, &execution.selector) {
-                Ok(agent_id) => self.assign(agent_id, execution).await,
+                Ok(agent_id) => {
+                    if inner.hub.reserve(agent_id, execution.id) {
+                        picked.push((agent_id, execution));
+                    }
+                }
                 Err(reason) => {
                     if reason != execution.queue_reason
                         && let Err(error) =
@@ -179,31 +185,43 @@ impl Dispatcher {
                 }
             }
         }
-    }
-
-    async fn assign(&self, agent_id: AgentId, execution: QueuedExecution) {
-        let inner = &self.inner;
-        let started = std::time::Instant::now();
-        if !inner.hub.reserve(agent_id, execution.id) {
+        if picked.is_empty() {
             return;
         }
-        match inner
+        let started = std::time::Instant::now();
+        let claims: Vec<(ExecutionId, AgentId)> = picked
+            .iter()
+            .map(|(agent_id, execution)| (execution.id, *agent_id))
+            .collect();
+        let won = match inner
             .store
-            .claim_execution(execution.id, agent_id, self.lease_until())
+            .claim_executions(&claims, self.lease_until())
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(won) => won,
+            Err(error) => {
+                tracing::warn!(%error, executions = claims.len(), "could not claim executions");
+                vec![false; claims.len()]
+            }
+        };
+        for ((agent_id, execution), won) in picked.into_iter().zip(won) {
+            if won {
+                self.deliver(agent_id, execution, started).await;
+            } else {
                 // Another dispatcher (or a cancellation) got there first.
                 inner.hub.release(agent_id, execution.id);
-                return;
-            }
-            Err(error) => {
-                inner.hub.release(agent_id, execution.id);
-                tracing::warn!(%error, execution_id = execution.id.get(), "could not claim execution");
-                return;
             }
         }
+    }
+
+    /// Sends a claimed execution to its agent (back to the queue if the stream is gone).
+    async fn deliver(
+        &self,
+        agent_id: AgentId,
+        execution: QueuedExecution,
+        started: std::time::Instant,
+    ) {
+        let inner = &self.inner;
         let release = match inner.store.release_context(execution.id).await {
             Ok(context) => context.map(|context| pb::ReleaseContext {
                 release_name: context.release_name,

@@ -21,43 +21,50 @@ pub struct LostExecution {
 }
 
 impl Store {
-    /// Claims a queued execution for an agent: one conditional update, so among any number of
-    /// dispatchers (and server replicas) exactly one wins. On PostgreSQL the row is locked with
-    /// `FOR UPDATE SKIP LOCKED` first, so contending replicas skip it instead of waiting.
-    pub async fn claim_execution(
+    /// Claims each execution for its agent, all in one transaction: `queued → assigned` with a
+    /// lease until `lease_until`, by one conditional update each, so among any number of
+    /// dispatchers (and server replicas) exactly one wins an execution. On PostgreSQL each row is
+    /// locked with `FOR UPDATE SKIP LOCKED` first, so contending replicas skip it instead of
+    /// waiting. Returns, in order, whether each claim won.
+    pub async fn claim_executions(
         &self,
-        execution_id: ExecutionId,
-        agent_id: AgentId,
+        claims: &[(ExecutionId, AgentId)],
         lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<bool>, StoreError> {
         let transaction = self.begin_write().await?;
-        if self.backend() == DbBackend::Postgres {
-            let locked = execution::Entity::find_by_id(execution_id.get())
-                .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
-                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-                .one(&transaction)
-                .await?;
-            if locked.is_none() {
-                return Ok(false);
+        let assigned_at = now();
+        let mut won = Vec::with_capacity(claims.len());
+        for (execution_id, agent_id) in claims {
+            if self.backend() == DbBackend::Postgres {
+                let locked = execution::Entity::find_by_id(execution_id.get())
+                    .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+                    .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                    .one(&transaction)
+                    .await?;
+                if locked.is_none() {
+                    won.push(false);
+                    continue;
+                }
             }
+            let claimed = execution::Entity::update_many()
+                .col_expr(
+                    execution::Column::Status,
+                    Expr::value(ExecutionStatus::Assigned.as_str()),
+                )
+                .col_expr(execution::Column::AgentId, Expr::value(agent_id.get()))
+                .col_expr(execution::Column::AssignedAt, Expr::value(assigned_at))
+                .col_expr(execution::Column::LeaseExpiresAt, Expr::value(lease_until))
+                .col_expr(execution::Column::QueueReason, Expr::value(""))
+                .filter(execution::Column::Id.eq(execution_id.get()))
+                .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+                .exec(&transaction)
+                .await?
+                .rows_affected
+                == 1;
+            won.push(claimed);
         }
-        let claimed = execution::Entity::update_many()
-            .col_expr(
-                execution::Column::Status,
-                Expr::value(ExecutionStatus::Assigned.as_str()),
-            )
-            .col_expr(execution::Column::AgentId, Expr::value(agent_id.get()))
-            .col_expr(execution::Column::AssignedAt, Expr::value(now()))
-            .col_expr(execution::Column::LeaseExpiresAt, Expr::value(lease_until))
-            .col_expr(execution::Column::QueueReason, Expr::value(""))
-            .filter(execution::Column::Id.eq(execution_id.get()))
-            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
-            .exec(&transaction)
-            .await?
-            .rows_affected
-            == 1;
         transaction.commit().await?;
-        Ok(claimed)
+        Ok(won)
     }
 
     /// Puts an execution the agent never received back in the queue.
