@@ -25,6 +25,7 @@ use cygnet_agent::config::AgentConfig;
 use cygnet_agent::metrics::HostMetrics;
 use cygnet_agent::session::Agent;
 use cygnet_agent::workdir::prepare_customer_directory;
+use cygnet_proto::Bearer;
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
@@ -39,28 +40,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Marks a data directory as the demo's own, so a rerun may recreate it.
 const MARKER: &str = ".cygnet-demo";
 const WAIT: Duration = Duration::from_secs(60);
-
-#[derive(Clone)]
-struct Bearer(MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 type Authed = InterceptedService<Channel, Bearer>;
 
@@ -77,7 +62,7 @@ struct Api {
 
 impl Api {
     fn new(channel: Channel, token: &str) -> anyhow::Result<Api> {
-        let bearer = Bearer(format!("Bearer {token}").parse()?);
+        let bearer = Bearer::new(token)?;
         Ok(Api {
             customers: CustomerServiceClient::with_interceptor(channel.clone(), bearer.clone()),
             users: UserServiceClient::with_interceptor(channel.clone(), bearer.clone()),

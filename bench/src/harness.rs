@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
+use cygnet_proto::Bearer;
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
@@ -18,35 +19,14 @@ use cygnet_server::store::DatabaseOptions;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 const ADMIN_TOKEN: &str = "cygnet-bench-admin-token-0123456789";
 
-#[derive(Clone)]
-pub struct Bearer(MetadataValue<Ascii>);
-
-impl Bearer {
-    pub fn admin() -> Self {
-        Bearer(
-            format!("Bearer {ADMIN_TOKEN}")
-                .parse()
-                .expect("a valid header"),
-        )
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
+/// The bench's platform administrator.
+pub fn admin() -> Bearer {
+    Bearer::new(ADMIN_TOKEN).expect("a valid header")
 }
 
 pub type Authed = InterceptedService<Channel, Bearer>;
@@ -145,7 +125,7 @@ pub struct Tenant {
 }
 
 pub async fn tenant(channel: &Channel, name: &str) -> anyhow::Result<Tenant> {
-    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), admin());
     let customer = customers
         .create_customer(pb::CreateCustomerRequest {
             name: name.into(),
@@ -156,7 +136,7 @@ pub async fn tenant(channel: &Channel, name: &str) -> anyhow::Result<Tenant> {
         .into_inner()
         .customer
         .context("customer")?;
-    let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
     let pipeline = pipelines
         .create_pipeline(pb::CreatePipelineRequest {
             customer_id: customer.id,
@@ -172,7 +152,7 @@ pub async fn tenant(channel: &Channel, name: &str) -> anyhow::Result<Tenant> {
         .into_inner()
         .pipeline
         .context("pipeline")?;
-    let mut agents = AgentServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let mut agents = AgentServiceClient::with_interceptor(channel.clone(), admin());
     let registration_token = agents
         .create_registration_token(pb::CreateRegistrationTokenRequest {
             customer_id: customer.id,

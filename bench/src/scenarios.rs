@@ -12,7 +12,7 @@ use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use tokio::net::TcpListener;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::harness::{Bearer, BenchServer, Observed, connect_agents, tenant};
+use crate::harness::{BenchServer, Observed, admin, connect_agents, tenant};
 use crate::stats::{Figure, ms, quantile};
 
 pub struct Options {
@@ -72,7 +72,7 @@ pub async fn dispatch(options: &Options) -> anyhow::Result<Vec<Figure>> {
         let connected = Instant::now();
         let tasks = connect_agents(&server, &tenant, agents, observed.clone()).await?;
         let connect_time = connected.elapsed();
-        let mut pipelines = PipelineServiceClient::with_interceptor(channel, Bearer::admin());
+        let mut pipelines = PipelineServiceClient::with_interceptor(channel, admin());
         let runs = options.pick(300, 30);
         let mut latencies = Vec::with_capacity(runs);
         for _ in 0..runs {
@@ -142,8 +142,7 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let deadline = started + duration;
     let mut submitters = Vec::new();
     for _ in 0..64 {
-        let mut pipelines =
-            PipelineServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+        let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
         let (submitted, tenant) = (submitted.clone(), tenant.clone());
         submitters.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -160,7 +159,7 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
         submitter.await?;
     }
     let submitted = submitted.load(Ordering::Relaxed);
-    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), Bearer::admin());
+    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), admin());
     let mut succeeded = 0;
     let drain = Instant::now() + Duration::from_secs(120);
     while succeeded < submitted {
@@ -282,7 +281,7 @@ pub async fn api(options: &Options) -> anyhow::Result<Vec<Figure>> {
             .into_inner()
             .agent_id;
     }
-    let agents = AgentServiceClient::with_interceptor(channel, Bearer::admin());
+    let agents = AgentServiceClient::with_interceptor(channel, admin());
     let customer_id = tenant.customer_id;
     let get_client = agents.clone();
     let get_agent = rate(duration, move || {

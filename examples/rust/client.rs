@@ -11,29 +11,13 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::process::ExitCode;
 
+use cygnet_proto::Bearer;
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
-use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-
-/// Adds `authorization: Bearer <token>` to every call.
-#[derive(Clone)]
-struct Bearer(MetadataValue<Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 type Authed = InterceptedService<Channel, Bearer>;
 
@@ -104,11 +88,8 @@ async fn run(args: Args) -> Result<bool, tonic::Status> {
         .connect()
         .await
         .map_err(|error| tonic::Status::unavailable(format!("{}: {error}", args.server)))?;
-    let bearer = Bearer(
-        format!("Bearer {}", args.token)
-            .parse()
-            .map_err(|_| tonic::Status::invalid_argument("--token: not a valid header value"))?,
-    );
+    let bearer = Bearer::new(&args.token)
+        .map_err(|_| tonic::Status::invalid_argument("--token: not a valid header value"))?;
     let mut users: UserServiceClient<Authed> =
         UserServiceClient::with_interceptor(channel.clone(), bearer.clone());
     let mut agents = AgentServiceClient::with_interceptor(channel.clone(), bearer.clone());

@@ -29,3 +29,35 @@ pub const TCP_MONITOR_SCHEMES: [(&str, Option<u16>); 11] = [
     ("memcached", Some(11211)),
     ("ldap", Some(389)),
 ];
+
+/// A tonic interceptor that adds `authorization: Bearer <token>` to every call: how API clients
+/// (and agents, with their credential) authenticate.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use cygnet_proto::{Bearer, v1::user_service_client::UserServiceClient};
+/// let channel = tonic::transport::Endpoint::from_static("http://localhost:50051").connect().await?;
+/// let mut users = UserServiceClient::with_interceptor(channel, Bearer::new("cyg_…")?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// Fails when the token cannot be a header value (control characters, non-ASCII).
+    pub fn new(token: &str) -> Result<Self, tonic::metadata::errors::InvalidMetadataValue> {
+        Ok(Bearer(format!("Bearer {token}").parse()?))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
