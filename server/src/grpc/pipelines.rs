@@ -53,17 +53,9 @@ impl PipelineApi {
         customer_id: i64,
         action: Action,
     ) -> Result<TenantScope, Status> {
-        let principal = self
-            .context
-            .authenticator
-            .authenticate(request.metadata())
-            .await?;
-        let customer_id = CustomerId::parse(customer_id, "customer_id")?;
-        Ok(self
-            .context
-            .authorizer
-            .scope(&principal, customer_id, action)
-            .await?)
+        self.context
+            .scope(request.metadata(), customer_id, action)
+            .await
     }
 
     /// Queues an execution of a pipeline and wakes dispatch.
