@@ -79,10 +79,7 @@ impl BenchServer {
     }
 
     pub async fn channel(&self) -> anyhow::Result<Channel> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.address))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?)
+        connect(self.address).await
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -219,113 +216,185 @@ impl Observed {
     }
 }
 
-/// Registers `count` agents (four job slots each) and connects each over its own HTTP/2
-/// connection. Every agent
-/// finishes each job at once (started, then succeeded) and records its arrival.
+/// A simulated agent: its stream's sender (for extra messages such as a marked heartbeat) and
+/// the tasks behind it, stopped when it is dropped.
+pub struct SimAgent {
+    pub agent_id: i64,
+    pub sender: mpsc::Sender<pb::ConnectRequest>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
+}
+
+impl Drop for SimAgent {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A heartbeat with these figures.
+pub fn heartbeat(cpu_percent: f64) -> pb::ConnectRequest {
+    pb::ConnectRequest {
+        message: Some(pb::connect_request::Message::Heartbeat(pb::Heartbeat {
+            cpu_percent,
+            memory_percent: 10.0,
+            memory_used_bytes: 1 << 30,
+            memory_total_bytes: 8 << 30,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Agents registered and connected at once, at most this many at a time.
+const CONNECTING: usize = 32;
+
+/// Registers `count` agents (four job slots each) of `tenant` on the server at `address` and
+/// connects each over its own HTTP/2 connection, [`CONNECTING`] at a time. Every agent
+/// heartbeats at the interval the server asks for (spread over the interval so the fleet does
+/// not beat in step), finishes each job at once (started, then succeeded) and records its
+/// arrival in `observed`.
 pub async fn connect_agents(
-    server: &BenchServer,
+    address: SocketAddr,
     tenant: &Tenant,
     count: usize,
     observed: Arc<Observed>,
-) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
-    let registrar = server.channel().await?;
-    let mut tasks = Vec::with_capacity(count);
+) -> anyhow::Result<Vec<SimAgent>> {
+    let registrar = connect(address).await?;
+    let mut joins = tokio::task::JoinSet::new();
+    let mut agents = Vec::with_capacity(count);
     for index in 0..count {
+        if joins.len() >= CONNECTING
+            && let Some(joined) = joins.join_next().await
+        {
+            agents.push(joined??);
+        }
         let uuid = format!("bench-{}-{index}", tenant.customer_id);
-        let registered = AgentServiceClient::new(registrar.clone())
-            .register_agent(pb::RegisterAgentRequest {
-                customer_id: tenant.customer_id,
-                uuid: uuid.clone(),
-                name: uuid.clone(),
-                labels: vec!["bench".into()],
-                hostname: "bench".into(),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-                version: "bench".into(),
-                max_concurrent_jobs: 4,
-                registration_token: tenant.registration_token.clone(),
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("registering {uuid}"))?
-            .into_inner();
-        // One connection per agent, as real agents have.
-        let channel = server.channel().await?;
-        let (sender, outgoing) = mpsc::channel(64);
-        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", registered.credential).parse()?,
-        );
+        let registrar = registrar.clone();
+        let registration_token = tenant.registration_token.clone();
+        let customer_id = tenant.customer_id;
+        let observed = observed.clone();
+        let phase = index as f64 / count as f64;
+        joins.spawn(async move {
+            let registered = AgentServiceClient::new(registrar)
+                .register_agent(pb::RegisterAgentRequest {
+                    customer_id,
+                    uuid: uuid.clone(),
+                    name: uuid.clone(),
+                    labels: vec!["bench".into()],
+                    hostname: "bench".into(),
+                    os: "linux".into(),
+                    arch: "x86_64".into(),
+                    version: "bench".into(),
+                    max_concurrent_jobs: 4,
+                    registration_token,
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("registering {uuid}"))?
+                .into_inner();
+            let credential = (registered.credential, uuid);
+            let mut agent = connect_agent(address, Some(credential), phase, observed).await?;
+            agent.agent_id = registered.agent_id;
+            anyhow::Ok(agent)
+        });
+    }
+    while let Some(joined) = joins.join_next().await {
+        agents.push(joined??);
+    }
+    Ok(agents)
+}
+
+/// A new HTTP/2 connection to `address`.
+pub async fn connect(address: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+/// Opens an agent stream over a connection of its own (with the agent's credential and uuid when
+/// given; the bare stream server takes none), waits for Welcome, and starts heartbeating at
+/// `phase` (0..1) of the interval and answering jobs.
+pub async fn connect_agent(
+    address: SocketAddr,
+    credential: Option<(String, String)>,
+    phase: f64,
+    observed: Arc<Observed>,
+) -> anyhow::Result<SimAgent> {
+    let channel = connect(address).await?;
+    let (sender, outgoing) = mpsc::channel(64);
+    let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+    if let Some((credential, uuid)) = &credential {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {credential}").parse()?);
         request
             .metadata_mut()
             .insert("x-cygnet-agent-uuid", uuid.parse()?);
-        let mut inbound = AgentServiceClient::new(channel)
-            .connect(request)
-            .await
-            .with_context(|| format!("connecting {uuid}"))?
-            .into_inner();
-        let interval = match inbound.message().await? {
-            Some(pb::ConnectResponse {
-                command: Some(pb::connect_response::Command::Welcome(welcome)),
-            }) => std::time::Duration::from_secs(
+    }
+    let mut inbound = AgentServiceClient::new(channel)
+        .connect(request)
+        .await
+        .context("connecting an agent stream")?
+        .into_inner();
+    let (agent_id, interval) = match inbound.message().await? {
+        Some(pb::ConnectResponse {
+            command: Some(pb::connect_response::Command::Welcome(welcome)),
+        }) => (
+            welcome.agent_id,
+            std::time::Duration::from_secs(
                 u64::try_from(welcome.heartbeat_interval_seconds.max(1)).unwrap_or(10),
             ),
-            other => anyhow::bail!("{uuid}: expected Welcome, got {other:?}"),
-        };
-        // Heartbeats as a real agent sends them: silent agents are disconnected.
-        let beats = sender.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                ticker.tick().await;
-                let heartbeat = pb::Heartbeat {
-                    cpu_percent: 5.0,
-                    memory_percent: 10.0,
-                    memory_used_bytes: 1 << 30,
-                    memory_total_bytes: 8 << 30,
-                    ..Default::default()
+        ),
+        other => anyhow::bail!("expected Welcome, got {other:?}"),
+    };
+    // Heartbeats as a real agent sends them: silent agents are disconnected.
+    let beats = sender.clone();
+    let heartbeats = tokio::spawn(async move {
+        let first = tokio::time::Instant::now() + interval.mul_f64(phase.clamp(0.0, 1.0));
+        let mut ticker = tokio::time::interval_at(first, interval);
+        loop {
+            ticker.tick().await;
+            if beats.send(heartbeat(5.0)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let events = sender.clone();
+    let jobs = tokio::spawn(async move {
+        while let Ok(Some(message)) = inbound.message().await {
+            let Some(pb::connect_response::Command::AssignJob(job)) = message.command else {
+                continue;
+            };
+            observed.arrived(job.execution_id, Instant::now());
+            let finished = [
+                pb::job_event::Event::Started(pb::JobStarted {
+                    workspace: "/bench".into(),
+                }),
+                pb::job_event::Event::Finished(pb::JobFinished {
+                    status: pb::ExecutionStatus::Succeeded.into(),
+                    reason: String::new(),
+                }),
+            ];
+            for (index, event) in finished.into_iter().enumerate() {
+                let event = pb::JobEvent {
+                    execution_id: job.execution_id,
+                    sequence: index as i64 + 1,
+                    occurred_at: None,
+                    event: Some(event),
                 };
                 let message = pb::ConnectRequest {
-                    message: Some(pb::connect_request::Message::Heartbeat(heartbeat)),
+                    message: Some(pb::connect_request::Message::JobEvent(event)),
                 };
-                if beats.send(message).await.is_err() {
+                if events.send(message).await.is_err() {
                     return;
                 }
             }
-        });
-        let observed = observed.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Ok(Some(message)) = inbound.message().await {
-                let Some(pb::connect_response::Command::AssignJob(job)) = message.command else {
-                    continue;
-                };
-                observed.arrived(job.execution_id, Instant::now());
-                let events = [
-                    pb::job_event::Event::Started(pb::JobStarted {
-                        workspace: "/bench".into(),
-                    }),
-                    pb::job_event::Event::Finished(pb::JobFinished {
-                        status: pb::ExecutionStatus::Succeeded.into(),
-                        reason: String::new(),
-                    }),
-                ];
-                for (index, event) in events.into_iter().enumerate() {
-                    let event = pb::JobEvent {
-                        execution_id: job.execution_id,
-                        sequence: index as i64 + 1,
-                        occurred_at: None,
-                        event: Some(event),
-                    };
-                    let message = pb::ConnectRequest {
-                        message: Some(pb::connect_request::Message::JobEvent(event)),
-                    };
-                    if sender.send(message).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }));
-    }
-    Ok(tasks)
+        }
+    });
+    Ok(SimAgent {
+        agent_id,
+        sender,
+        tasks: [heartbeats, jobs],
+    })
 }

@@ -5,7 +5,12 @@
 //! cargo run --release -p cygnet-bench -- all [--quick] [--database-url postgres://…/test] [--json FILE]
 //! ```
 
+mod bare;
+mod child;
+mod fleet;
 mod harness;
+mod procfs;
+mod real_agent;
 mod scenarios;
 mod stats;
 
@@ -21,6 +26,12 @@ enum Scenario {
     Throughput,
     /// Tenant-scoped reads at concurrency 64 against a bare tonic service in the same run.
     Api,
+    /// 1,000 and 10,000 heartbeating agents: server CPU and RSS against bare streams.
+    Fleet,
+    /// One job printing 200 MB through a real cygnet-agent.
+    Logs,
+    /// A real idle cygnet-agent over 60 s.
+    AgentFootprint,
     /// Every scenario above.
     All,
 }
@@ -45,6 +56,9 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Some((mode, database_url)) = child::mode_from_args() {
+        return child::run(mode, database_url.as_deref()).await;
+    }
     let cli = Cli::parse();
     let backend = if cli.database_url.is_some() {
         "PostgreSQL"
@@ -74,6 +88,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Scenario::Api) {
         results.extend(scenarios::api(&options).await?);
+    }
+    if run(Scenario::Fleet) {
+        results.extend(fleet::fleet(&options).await?);
+    }
+    if run(Scenario::Logs) {
+        results.extend(real_agent::logs(&options).await?);
+    }
+    if run(Scenario::AgentFootprint) {
+        results.extend(real_agent::agent_footprint(&options).await?);
     }
     println!();
     println!("{:<44} {:>14} unit", "figure", "value");

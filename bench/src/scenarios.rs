@@ -9,8 +9,6 @@ use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
-use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::harness::{BenchServer, Observed, admin, connect_agents, tenant};
 use crate::stats::{Figure, ms, quantile};
@@ -21,7 +19,7 @@ pub struct Options {
 }
 
 impl Options {
-    fn pick<T>(&self, full: T, quick: T) -> T {
+    pub fn pick<T>(&self, full: T, quick: T) -> T {
         if self.quick { quick } else { full }
     }
 }
@@ -70,7 +68,7 @@ pub async fn dispatch(options: &Options) -> anyhow::Result<Vec<Figure>> {
         let tenant = tenant(&channel, "dispatch").await?;
         let (observed, mut arrivals) = Observed::new();
         let connected = Instant::now();
-        let tasks = connect_agents(&server, &tenant, agents, observed.clone()).await?;
+        let fleet = connect_agents(server.address, &tenant, agents, observed.clone()).await?;
         let connect_time = connected.elapsed();
         let mut pipelines = PipelineServiceClient::with_interceptor(channel, admin());
         let runs = options.pick(300, 30);
@@ -118,9 +116,7 @@ pub async fn dispatch(options: &Options) -> anyhow::Result<Vec<Figure>> {
             ms(quantile(&latencies, 1.0)),
             "ms",
         ));
-        for task in tasks {
-            task.abort();
-        }
+        drop(fleet);
         server.stop().await?;
     }
     Ok(figures)
@@ -135,7 +131,7 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let channel = server.channel().await?;
     let tenant = Arc::new(tenant(&channel, "throughput").await?);
     let (observed, _arrivals) = Observed::new();
-    let tasks = connect_agents(&server, &tenant, agents, observed.clone()).await?;
+    let fleet = connect_agents(server.address, &tenant, agents, observed.clone()).await?;
 
     let submitted = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -187,9 +183,7 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
         elapsed.as_secs_f64()
     );
     anyhow::ensure!(lost == 0 && duplicated == 0, "executions lost or run twice");
-    for task in tasks {
-        task.abort();
-    }
+    drop(fleet);
     server.stop().await?;
     Ok(vec![
         Figure::new(format!("throughput, {agents} agents"), rate, "executions/s"),
@@ -224,29 +218,11 @@ where
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// A bare tonic server (the health service and nothing else), the framework's own ceiling.
-async fn bare_tonic() -> anyhow::Result<(Channel, tokio::task::JoinHandle<()>)> {
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-            .await;
-    });
-    let channel = Endpoint::from_shared(format!("http://{address}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    Ok((channel, task))
-}
-
 /// Tenant-scoped reads (GetAgent, ListAgents of 50) at concurrency 64, and the bare tonic
 /// health check the same way in the same run.
 pub async fn api(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let duration = options.pick(Duration::from_secs(10), Duration::from_secs(1));
-    let (bare, bare_task) = bare_tonic().await?;
+    let (bare, bare_task) = crate::bare::unary().await?;
     let health = tonic_health::pb::health_client::HealthClient::new(bare);
     let baseline = rate(duration, move || {
         let mut health = health.clone();
