@@ -20,8 +20,23 @@ pub struct CustomerAccess {
 
 impl Store {
     /// The customer's state and the user's role in it, in one query; `None` if the customer
-    /// does not exist.
+    /// does not exist. Cached briefly (see `auth_cache`).
     pub async fn customer_access(
+        &self,
+        customer_id: CustomerId,
+        user_id: UserId,
+    ) -> Result<Option<CustomerAccess>, StoreError> {
+        let key = (customer_id.get(), user_id.get());
+        if let Some(access) = self.auth_cache.get(&self.auth_cache.access, &key) {
+            return Ok(access);
+        }
+        let generation = self.auth_cache.generation();
+        let access = self.read_customer_access(customer_id, user_id).await?;
+        self.auth_cache.access.put(key, access.clone(), generation);
+        Ok(access)
+    }
+
+    async fn read_customer_access(
         &self,
         customer_id: CustomerId,
         user_id: UserId,

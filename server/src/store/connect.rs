@@ -57,7 +57,10 @@ impl Store {
                     .busy_timeout(Duration::from_secs(10))
             });
         let db = Database::connect(connect).await?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            auth_cache: Default::default(),
+        })
     }
 
     /// Applies every pending migration.

@@ -48,6 +48,7 @@ impl Store {
         )
         .await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok(row.into())
     }
 
@@ -150,6 +151,7 @@ impl Store {
         row.updated_at = Set(now());
         let updated = row.update(&transaction).await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok(updated.into())
     }
 
@@ -174,6 +176,7 @@ impl Store {
         row.updated_at = Set(now());
         let updated = row.update(&transaction).await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok(updated.into())
     }
 }

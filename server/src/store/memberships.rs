@@ -139,6 +139,7 @@ impl Store {
         )
         .await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok((row.try_into()?, member))
     }
 
@@ -177,6 +178,7 @@ impl Store {
         )
         .await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok((updated.try_into()?, member))
     }
 
@@ -218,6 +220,7 @@ impl Store {
             next.update(&transaction).await?;
         }
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok(())
     }
 
@@ -329,6 +332,7 @@ impl Store {
         row.is_default = Set(true);
         let updated = row.update(&transaction).await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok((updated.try_into()?, customer.into()))
     }
 }

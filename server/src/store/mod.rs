@@ -10,6 +10,7 @@ mod activity;
 mod agent_liveness;
 mod agents;
 mod audit;
+mod auth_cache;
 mod connect;
 mod convert;
 mod customers;
@@ -54,6 +55,8 @@ pub use tokens::AuthenticatedToken;
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Tokens and customer access recently read, for authentication and authorization.
+    auth_cache: std::sync::Arc<auth_cache::AuthCache>,
 }
 
 impl Store {

@@ -102,11 +102,31 @@ impl Store {
         row.revoked_at = Set(Some(now()));
         let updated = row.update(&transaction).await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok(updated.into())
     }
 
-    /// The token with this hash and its user, for authentication.
+    /// The token with this hash and its user, for authentication (cached briefly, see
+    /// `auth_cache`).
     pub async fn find_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AuthenticatedToken>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        if let Some(found) = self.auth_cache.get(&self.auth_cache.tokens, &token_hash) {
+            return Ok(Some(found));
+        }
+        let generation = self.auth_cache.generation();
+        let found = self.read_token_by_hash(&token_hash).await?;
+        if let Some(found) = &found {
+            self.auth_cache
+                .tokens
+                .put(token_hash, found.clone(), generation);
+        }
+        Ok(found)
+    }
+
+    async fn read_token_by_hash(
         &self,
         token_hash: &str,
     ) -> Result<Option<AuthenticatedToken>, StoreError> {
@@ -150,6 +170,10 @@ impl Store {
             .filter(user::Column::Id.eq(user_id.get()))
             .exec(&self.db)
             .await?;
+        // Bookkeeping only: the cached copy is refreshed, not every entry invalidated.
+        self.auth_cache
+            .tokens
+            .forget(|token| token.token_id == token_id);
         Ok(())
     }
 

@@ -118,6 +118,7 @@ impl Store {
         row.is_active = Set(false);
         let updated = row.update(&transaction).await?;
         transaction.commit().await?;
+        self.auth_cache.invalidate();
         Ok(updated.into())
     }
 

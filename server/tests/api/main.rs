@@ -7,6 +7,7 @@ mod common {
     pub use cygnet_testkit::*;
 }
 
+mod access_changes;
 mod agents;
 mod bad_input;
 mod bootstrap;

@@ -1,0 +1,141 @@
+//! A short-lived cache of the two reads every authenticated request makes: the token (with its
+//! user) and the caller's access to a customer. Without it a tenant-scoped read pays three
+//! queries for authentication and authorization before its own.
+//!
+//! Changes made through this server are seen at once: every write that can change an answer
+//! (revoking a token, deactivating a user, membership and customer changes) bumps a generation
+//! after it commits, and an entry filled under an older generation is never used. An entry is
+//! stamped with the generation read *before* its database read, so a read racing a write can
+//! only leave an entry that is already stale. Changes made through another server sharing the
+//! database are seen within [`TTL`].
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::access::CustomerAccess;
+use super::tokens::AuthenticatedToken;
+
+/// How long an entry is used at most.
+pub const TTL: Duration = Duration::from_secs(2);
+/// Entries per map; beyond it, expired ones are dropped, and all of them if that is not enough.
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Default)]
+pub(super) struct AuthCache {
+    generation: AtomicU64,
+    /// Token hash → token and user.
+    pub tokens: Slots<String, AuthenticatedToken>,
+    /// (customer id, user id) → access (`None`: no such customer).
+    pub access: Slots<(i64, i64), Option<CustomerAccess>>,
+}
+
+impl AuthCache {
+    /// The current generation; read it before the database read whose result is cached.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Makes every entry stale; call after a write that may change an answer has committed.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.tokens.clear();
+        self.access.clear();
+    }
+
+    /// A fresh entry of `slots`, if any.
+    pub fn get<K: Eq + Hash, V: Clone>(&self, slots: &Slots<K, V>, key: &K) -> Option<V> {
+        slots.get(key, self.generation())
+    }
+}
+
+struct Entry<V> {
+    value: V,
+    generation: u64,
+    filled_at: Instant,
+}
+
+/// One map of cached answers.
+pub(super) struct Slots<K, V> {
+    entries: Mutex<HashMap<K, Entry<V>>>,
+}
+
+impl<K, V> Default for Slots<K, V> {
+    fn default() -> Self {
+        Slots {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> Slots<K, V> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Entry<V>>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let entries = self.lock();
+        let entry = entries.get(key)?;
+        (entry.generation == generation && entry.filled_at.elapsed() < TTL)
+            .then(|| entry.value.clone())
+    }
+
+    /// Stores `value`, read from the database after `generation` was read.
+    pub fn put(&self, key: K, value: V, generation: u64) {
+        let mut entries = self.lock();
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, entry| entry.filled_at.elapsed() < TTL);
+            if entries.len() >= MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            Entry {
+                value,
+                generation,
+                filled_at: Instant::now(),
+            },
+        );
+    }
+
+    /// Drops the entries `forget` picks.
+    pub fn forget(&self, forget: impl Fn(&V) -> bool) {
+        self.lock().retain(|_, entry| !forget(&entry.value));
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_of_an_older_generation_are_not_used() {
+        let cache = AuthCache::default();
+        let before = cache.generation();
+        cache.access.put((1, 2), None, before);
+        assert_eq!(cache.get(&cache.access, &(1, 2)), Some(None));
+        cache.invalidate();
+        assert_eq!(cache.get(&cache.access, &(1, 2)), None);
+        // A read that began before the write and finished after it stays unused.
+        cache.access.put((1, 2), None, before);
+        assert_eq!(cache.get(&cache.access, &(1, 2)), None);
+    }
+
+    #[test]
+    fn the_maps_stay_bounded() {
+        let cache = AuthCache::default();
+        for key in 0..(MAX_ENTRIES as i64 + 10) {
+            cache.access.put((key, 0), None, cache.generation());
+        }
+        assert!(cache.access.lock().len() <= MAX_ENTRIES);
+    }
+}
