@@ -62,9 +62,18 @@ pub async fn fleet(options: &Options) -> anyhow::Result<Vec<Figure>> {
         let idle = usage(bare.pid)?;
         let (observed, _) = Observed::new();
         let mut streams = Vec::with_capacity(count);
+        let mut joins = tokio::task::JoinSet::new();
         for index in 0..count {
+            if joins.len() >= 32
+                && let Some(joined) = joins.join_next().await
+            {
+                streams.push(joined??);
+            }
             let phase = index as f64 / count as f64;
-            streams.push(connect_agent(bare.address, None, phase, observed.clone()).await?);
+            joins.spawn(connect_agent(bare.address, None, phase, observed.clone()));
+        }
+        while let Some(joined) = joins.join_next().await {
+            streams.push(joined??);
         }
         let baseline = measure(bare.pid, &idle, count, window).await?;
         drop(streams);

@@ -357,23 +357,25 @@ impl Dispatcher {
     /// another replica, or while the agent was reconnecting). Agents ignore repeats.
     async fn resend_cancellations(&self) {
         let inner = &self.inner;
-        for agent_id in inner.hub.connected_agents() {
-            let on_agent = match inner.store.pending_cancellations(agent_id).await {
-                Ok(on_agent) => on_agent,
-                Err(error) => {
-                    tracing::warn!(%error, "could not read pending cancellations");
-                    return;
-                }
-            };
-            for (execution_id, reason) in on_agent {
-                inner.hub.send(
-                    agent_id,
-                    pb::connect_response::Command::CancelJob(pb::CancelJob {
-                        execution_id: execution_id.get(),
-                        reason,
-                    }),
-                );
+        if inner.hub.connected_count() == 0 {
+            return;
+        }
+        let pending = match inner.store.pending_cancellations().await {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%error, "could not read pending cancellations");
+                return;
             }
+        };
+        // Agents connected elsewhere are not in the hub; `send` skips them.
+        for (agent_id, execution_id, reason) in pending {
+            inner.hub.send(
+                agent_id,
+                pb::connect_response::Command::CancelJob(pb::CancelJob {
+                    execution_id: execution_id.get(),
+                    reason,
+                }),
+            );
         }
     }
 }

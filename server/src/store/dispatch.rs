@@ -246,16 +246,17 @@ impl Store {
 }
 
 impl Store {
-    /// Executions on `agent_id` whose cancellation was asked and which have not ended.
+    /// Every cancellation requested of an execution still on an agent, with that agent: one
+    /// query however many agents are connected (executions on agents are bounded by their
+    /// slots, and the ones being cancelled are fewer still).
     pub async fn pending_cancellations(
         &self,
-        agent_id: AgentId,
-    ) -> Result<Vec<(ExecutionId, String)>, StoreError> {
+    ) -> Result<Vec<(AgentId, ExecutionId, String)>, StoreError> {
         Ok(execution::Entity::find()
             .select_only()
+            .column(execution::Column::AgentId)
             .column(execution::Column::Id)
             .column(execution::Column::CancelReason)
-            .filter(execution::Column::AgentId.eq(agent_id.get()))
             .filter(
                 execution::Column::Status.is_in(
                     ExecutionStatus::ON_AGENT
@@ -264,11 +265,14 @@ impl Store {
                 ),
             )
             .filter(execution::Column::CancelRequestedAt.is_not_null())
-            .into_tuple::<(i64, String)>()
+            .filter(execution::Column::AgentId.is_not_null())
+            .into_tuple::<(i64, i64, String)>()
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|(id, reason)| (ExecutionId::from_db(id), reason))
+            .map(|(agent_id, id, reason)| {
+                (AgentId::from_db(agent_id), ExecutionId::from_db(id), reason)
+            })
             .collect())
     }
 }
