@@ -204,14 +204,8 @@ pub(super) async fn connect(
         })
         .map(|(execution_id, ..)| *execution_id)
         .collect();
-    api.streams.spawn(read_agent_stream(
-        api.clone(),
-        agent,
-        ticket,
-        inbound,
-        commands,
-        unconfirmed,
-    ));
+    let reader = read_agent_stream(api.clone(), agent, ticket, inbound, commands, unconfirmed);
+    api.streams.spawn(reader);
     api.dispatcher.wake();
     Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
 }
@@ -259,16 +253,16 @@ async fn read_agent_stream(
                     // does not know it).
                     for execution_id in std::mem::take(&mut unconfirmed) {
                         if !running.contains(&execution_id) {
-                            requeue(&api, agent.agent_id(), execution_id).await;
+                            Box::pin(requeue(&api, agent.agent_id(), execution_id)).await;
                         }
                     }
                     api.hub.heartbeat(agent.agent_id(), connection_id, figures, running, now());
                 }
                 Ok(Some(pb::ConnectRequest { message: Some(Message::JobEvent(event)) })) => {
-                    apply_job_event(&api, &agent, &commands, event).await;
+                    Box::pin(apply_job_event(&api, &agent, &commands, event)).await;
                 }
                 Ok(Some(pb::ConnectRequest { message: Some(Message::MonitorReport(report)) })) => {
-                    record_monitor_report(&api, &agent, &report).await;
+                    Box::pin(record_monitor_report(&api, &agent, &report)).await;
                 }
                 Ok(Some(pb::ConnectRequest { message: None })) => {}
                 Ok(None) => break Some("stream closed by the agent"),
@@ -285,12 +279,11 @@ async fn read_agent_stream(
             reason,
             "agent disconnected"
         );
-        if let Err(error) = api
+        let offline = api
             .context
             .store
-            .mark_agent_offline(&agent, connection_id, now(), reason)
-            .await
-        {
+            .mark_agent_offline(&agent, connection_id, now(), reason);
+        if let Err(error) = Box::pin(offline).await {
             tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
         }
         // Its monitors go to the customer's other agents.
