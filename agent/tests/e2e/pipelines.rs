@@ -623,6 +623,62 @@ async fn work_never_crosses_customers(backend: Backend) {
     stop(their_agent);
 }
 
+/// A job printing 3 MB: every GetExecutionLogs page stays within 1 MiB of text (clients accept
+/// 4 MiB by default), and the pages together hold the whole output, in order.
+async fn large_logs_come_back_in_pages_of_at_most_one_mebibyte(backend: Backend) {
+    let server = TestServer::start_with(backend, options(Duration::from_secs(60))).await;
+    let (acme, _host, agent) = customer_with_agent(&server, "acme", serde_json::json!({})).await;
+    let pipeline = server
+        .create_pipeline(
+            acme.id,
+            "chatty",
+            vec![step("print", "seq 1 400000")],
+            vec![],
+        )
+        .await;
+    let execution = server.run_pipeline(acme.id, pipeline.id, &[]).await;
+    let finished = final_execution(
+        &server
+            .watch_to_end(acme.id, execution.id, Duration::from_secs(60))
+            .await,
+    );
+    assert_eq!(finished.status(), pb::ExecutionStatus::Succeeded);
+
+    let mut stdout = String::new();
+    let (mut pages, mut page_token) = (0, String::new());
+    loop {
+        let page = server
+            .admin_pipelines()
+            .get_execution_logs(pb::GetExecutionLogsRequest {
+                customer_id: acme.id,
+                execution_id: execution.id,
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page of logs")
+            .into_inner();
+        pages += 1;
+        let text: usize = page.chunks.iter().map(|chunk| chunk.text.len()).sum();
+        assert!(text <= 1 << 20, "a page of {text} bytes");
+        for chunk in &page.chunks {
+            if chunk.stream() == pb::LogStream::Stdout {
+                stdout.push_str(&chunk.text);
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let expected: String = (1..=400_000).map(|n| format!("{n}\n")).collect();
+    assert_eq!(stdout.len(), expected.len());
+    assert!(stdout == expected, "the paged log differs from the output");
+    assert!(pages >= 3, "{} bytes came in {pages} pages", expected.len());
+    stop(agent);
+}
+
 cygnet_testkit::backend_tests!(
     three_steps_with_parameters_logs_and_an_artifact,
     failing_steps_fail_unless_they_may,
@@ -630,4 +686,5 @@ cygnet_testkit::backend_tests!(
     a_killed_agent_fails_its_job_after_the_grace_period,
     a_server_restart_mid_job_loses_and_doubles_nothing,
     work_never_crosses_customers,
+    large_logs_come_back_in_pages_of_at_most_one_mebibyte,
 );

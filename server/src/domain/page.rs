@@ -87,6 +87,32 @@ impl<T> Page<T> {
         }
     }
 
+    /// Ends the page early, after at least one item, so that the items' `size`s add up to at
+    /// most `max_bytes`; the next page then starts after the last item kept.
+    pub fn limit_bytes(
+        mut self,
+        max_bytes: usize,
+        size: impl Fn(&T) -> usize,
+        key: impl Fn(&T) -> i64,
+    ) -> Self {
+        let mut total = 0;
+        let keep = self
+            .items
+            .iter()
+            .position(|item| {
+                total += size(item);
+                total > max_bytes
+            })
+            .map_or(self.items.len(), |over| over.max(1));
+        if keep < self.items.len() {
+            self.items.truncate(keep);
+            if let Some(last) = self.items.last() {
+                self.next_page_token = encode_token(key(last));
+            }
+        }
+        self
+    }
+
     pub fn map<U>(self, convert: impl FnMut(T) -> U) -> Page<U> {
         Page {
             items: self.items.into_iter().map(convert).collect(),
@@ -110,6 +136,27 @@ impl<T> Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_end_before_the_byte_limit() {
+        let page = |items: Vec<usize>| Page {
+            items,
+            next_page_token: String::new(),
+        };
+        let key = |item: &usize| *item as i64;
+        // 3 + 4 fit in 8; 5 more would not: the next page starts after the 4.
+        let limited = page(vec![3, 4, 5, 6]).limit_bytes(8, |item| *item, key);
+        assert_eq!(limited.items, vec![3, 4]);
+        assert_eq!(decode_token(&limited.next_page_token), Some(4));
+        // One item larger than the limit still makes a page.
+        let limited = page(vec![20, 1]).limit_bytes(8, |item| *item, key);
+        assert_eq!(limited.items, vec![20]);
+        assert_eq!(decode_token(&limited.next_page_token), Some(20));
+        // Under the limit nothing changes, the token included.
+        let limited = page(vec![1, 2]).limit_bytes(8, |item| *item, key);
+        assert_eq!(limited.items, vec![1, 2]);
+        assert_eq!(limited.next_page_token, "");
+    }
 
     #[test]
     fn sizes() {

@@ -167,6 +167,10 @@ pub enum Cancellation {
     AlreadyFinished,
 }
 
+/// Text one page of GetExecutionLogs carries at most (one chunk more if that chunk alone is
+/// larger), well inside the 4 MiB gRPC clients accept by default.
+pub const MAX_LOG_PAGE_BYTES: usize = 1 << 20;
+
 impl Store {
     /// Queues an execution of `pipeline` with resolved parameters, snapshotting its definition.
     /// `agent_id` overrides the pipeline's selector with one agent of the customer.
@@ -366,7 +370,11 @@ impl Store {
             .limit(page.fetch_limit())
             .all(&self.db)
             .await?;
-        let page = Page::from_rows(rows, page, |row| row.sequence);
+        let page = Page::from_rows(rows, page, |row| row.sequence).limit_bytes(
+            MAX_LOG_PAGE_BYTES,
+            |row| row.text.len(),
+            |row| row.sequence,
+        );
         Ok(Page {
             items: page
                 .items
