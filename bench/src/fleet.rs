@@ -9,7 +9,8 @@ use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 
 use crate::child::{ChildServer, Mode};
 use crate::harness::{
-    Observed, SimAgent, admin, connect, connect_agent, connect_agents, heartbeat,
+    Observed, SimAgent, admin, bounded, connect, connect_agent, connect_registered, heartbeat,
+    register_agents,
 };
 use crate::procfs::{Usage, cpu_percent, mib, usage};
 use crate::scenarios::Options;
@@ -61,20 +62,11 @@ pub async fn fleet(options: &Options) -> anyhow::Result<Vec<Figure>> {
         let bare = ChildServer::spawn(Mode::BareStreams, None).await?;
         let idle = usage(bare.pid)?;
         let (observed, _) = Observed::new();
-        let mut streams = Vec::with_capacity(count);
-        let mut joins = tokio::task::JoinSet::new();
-        for index in 0..count {
-            if joins.len() >= 32
-                && let Some(joined) = joins.join_next().await
-            {
-                streams.push(joined??);
-            }
+        let streams = bounded(count, |index| {
             let phase = index as f64 / count as f64;
-            joins.spawn(connect_agent(bare.address, None, phase, observed.clone()));
-        }
-        while let Some(joined) = joins.join_next().await {
-            streams.push(joined??);
-        }
+            connect_agent(bare.address, None, phase, observed.clone())
+        })
+        .await?;
         let baseline = measure(bare.pid, &idle, count, window).await?;
         drop(streams);
         bare.stop().await?;
@@ -85,20 +77,26 @@ pub async fn fleet(options: &Options) -> anyhow::Result<Vec<Figure>> {
         let tenant = crate::harness::tenant(&channel, "fleet").await?;
         let idle = usage(server.pid)?;
         let connecting = Instant::now();
-        let fleet = connect_agents(server.address, &tenant, count, observed.clone()).await?;
+        let registered = register_agents(server.address, &tenant, count).await?;
+        let after_registration = usage(server.pid)?;
+        let fleet = connect_registered(server.address, registered, observed.clone()).await?;
         let connect_time = connecting.elapsed();
         let cost = measure(server.pid, &idle, count, window).await?;
+        // What the open streams cost alone, registration's share left out.
+        let per_stream_bytes =
+            cost.rss_bytes.saturating_sub(after_registration.rss_bytes) as f64 / count as f64;
         let visible = heartbeat_to_visible(&channel, tenant.customer_id, &fleet).await?;
         drop(fleet);
         server.stop().await?;
 
         let ratio = cost.per_agent_bytes / baseline.per_agent_bytes.max(1.0);
         println!(
-            "fleet, {count} agents (connected in {:.1} s): server CPU {:.1} %, RSS {:.0} MiB, {:.1} KiB per agent = {ratio:.2} × bare ({:.1} KiB, CPU {:.1} %); heartbeat visible p50 {:.2} ms, p99 {:.2} ms",
+            "fleet, {count} agents (registered and connected in {:.1} s): server CPU {:.1} %, RSS {:.0} MiB, {:.1} KiB per agent ({:.1} KiB of it the stream) = {ratio:.2} × bare ({:.1} KiB, CPU {:.1} %); heartbeat visible p50 {:.2} ms, p99 {:.2} ms",
             connect_time.as_secs_f64(),
             cost.cpu_percent,
             mib(cost.rss_bytes),
             cost.per_agent_bytes / 1024.0,
+            per_stream_bytes / 1024.0,
             baseline.per_agent_bytes / 1024.0,
             baseline.cpu_percent,
             ms(quantile(&visible, 0.5)),
@@ -115,6 +113,11 @@ pub async fn fleet(options: &Options) -> anyhow::Result<Vec<Figure>> {
             Figure::new(
                 format!("{prefix}: RSS per agent"),
                 cost.per_agent_bytes / 1024.0,
+                "KiB",
+            ),
+            Figure::new(
+                format!("{prefix}: RSS per agent stream"),
+                per_stream_bytes / 1024.0,
                 "KiB",
             ),
             Figure::new(

@@ -245,36 +245,53 @@ pub fn heartbeat(cpu_percent: f64) -> pb::ConnectRequest {
     }
 }
 
-/// Agents registered and connected at once, at most this many at a time.
+/// Requests in flight at once while registering and connecting agents.
 const CONNECTING: usize = 32;
 
-/// Registers `count` agents (four job slots each) of `tenant` on the server at `address` and
-/// connects each over its own HTTP/2 connection, [`CONNECTING`] at a time. Every agent
-/// heartbeats at the interval the server asks for (spread over the interval so the fleet does
-/// not beat in step), finishes each job at once (started, then succeeded) and records its
-/// arrival in `observed`.
-pub async fn connect_agents(
-    address: SocketAddr,
-    tenant: &Tenant,
-    count: usize,
-    observed: Arc<Observed>,
-) -> anyhow::Result<Vec<SimAgent>> {
-    let registrar = connect(address).await?;
+/// Runs `make(index)` for every index below `count`, [`CONNECTING`] at a time; the results in
+/// completion order.
+pub async fn bounded<T, F, Fut>(count: usize, make: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let mut joins = tokio::task::JoinSet::new();
-    let mut agents = Vec::with_capacity(count);
+    let mut results = Vec::with_capacity(count);
     for index in 0..count {
         if joins.len() >= CONNECTING
             && let Some(joined) = joins.join_next().await
         {
-            agents.push(joined??);
+            results.push(joined??);
         }
+        joins.spawn(make(index));
+    }
+    while let Some(joined) = joins.join_next().await {
+        results.push(joined??);
+    }
+    Ok(results)
+}
+
+/// A registered agent: its id, credential and uuid.
+pub struct Registered {
+    agent_id: i64,
+    credential: String,
+    uuid: String,
+}
+
+/// Registers `count` agents (four job slots each) of `tenant` on the server at `address`.
+pub async fn register_agents(
+    address: SocketAddr,
+    tenant: &Tenant,
+    count: usize,
+) -> anyhow::Result<Vec<Registered>> {
+    let registrar = connect(address).await?;
+    bounded(count, |index| {
         let uuid = format!("bench-{}-{index}", tenant.customer_id);
         let registrar = registrar.clone();
         let registration_token = tenant.registration_token.clone();
         let customer_id = tenant.customer_id;
-        let observed = observed.clone();
-        let phase = index as f64 / count as f64;
-        joins.spawn(async move {
+        async move {
             let registered = AgentServiceClient::new(registrar)
                 .register_agent(pb::RegisterAgentRequest {
                     customer_id,
@@ -292,16 +309,57 @@ pub async fn connect_agents(
                 .await
                 .with_context(|| format!("registering {uuid}"))?
                 .into_inner();
-            let credential = (registered.credential, uuid);
+            Ok(Registered {
+                agent_id: registered.agent_id,
+                credential: registered.credential,
+                uuid,
+            })
+        }
+    })
+    .await
+}
+
+/// Connects each registered agent over its own HTTP/2 connection. Every agent heartbeats at
+/// the interval the server asks for (spread over the interval so the fleet does not beat in
+/// step), finishes each job at once (started, then succeeded) and records its arrival in
+/// `observed`.
+pub async fn connect_registered(
+    address: SocketAddr,
+    registered: Vec<Registered>,
+    observed: Arc<Observed>,
+) -> anyhow::Result<Vec<SimAgent>> {
+    let count = registered.len();
+    let registered: Vec<std::sync::Mutex<Option<Registered>>> = registered
+        .into_iter()
+        .map(|agent| std::sync::Mutex::new(Some(agent)))
+        .collect();
+    bounded(count, |index| {
+        let taken = registered[index]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let observed = observed.clone();
+        let phase = index as f64 / count as f64;
+        async move {
+            let registered = taken.context("each agent connects once")?;
+            let credential = (registered.credential, registered.uuid);
             let mut agent = connect_agent(address, Some(credential), phase, observed).await?;
             agent.agent_id = registered.agent_id;
-            anyhow::Ok(agent)
-        });
-    }
-    while let Some(joined) = joins.join_next().await {
-        agents.push(joined??);
-    }
-    Ok(agents)
+            Ok(agent)
+        }
+    })
+    .await
+}
+
+/// Registers and connects `count` agents (see [`register_agents`], [`connect_registered`]).
+pub async fn connect_agents(
+    address: SocketAddr,
+    tenant: &Tenant,
+    count: usize,
+    observed: Arc<Observed>,
+) -> anyhow::Result<Vec<SimAgent>> {
+    let registered = register_agents(address, tenant, count).await?;
+    connect_registered(address, registered, observed).await
 }
 
 /// A new HTTP/2 connection to `address`.
