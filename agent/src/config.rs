@@ -329,7 +329,7 @@ impl Settings {
         let max_log_bytes_per_job = non_negative("MaxLogBytesPerJob", 256 << 20, 1 << 40)?;
         let keep_workspaces = non_negative("KeepWorkspaces", 0, 1000)? as usize;
         let max_artifact_bytes = non_negative("MaxArtifactBytes", 1 << 30, 1 << 30)?;
-        let event_buffer_bytes = non_negative("EventBufferBytes", 16 << 20, 1 << 32)? as usize;
+        let event_buffer_bytes = non_negative("EventBufferBytes", 8 << 20, 1 << 32)? as usize;
         let metrics_listen = match self
             .string("MetricsListen")?
             .filter(|value| !value.is_empty())

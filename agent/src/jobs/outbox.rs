@@ -111,6 +111,9 @@ pub struct Outbox {
     pub changed: Notify,
 }
 
+/// Bytes of events handed to the stream and not acknowledged, at most.
+pub const IN_FLIGHT_BYTES: usize = 2 << 20;
+
 fn size_of(event: &pb::JobEvent) -> usize {
     event.encoded_len()
 }
@@ -197,16 +200,34 @@ impl Outbox {
         sequence
     }
 
-    /// Events not yet sent on the current stream, per execution in order.
+    /// Events not yet sent on the current stream, per execution in order, as many as fit in
+    /// [`IN_FLIGHT_BYTES`] beside those sent and not acknowledged yet (always one when none is in
+    /// flight). Each acknowledgement makes room, and wakes `changed`; so a fast job's output is
+    /// never copied into the stream's buffers all at once.
     pub fn take_unsent(&self) -> Vec<pb::JobEvent> {
         let mut queues = self.queues();
+        let mut in_flight: usize = queues
+            .values()
+            .flat_map(|queue| {
+                queue.events.iter().filter(|event| {
+                    event.sequence > queue.acknowledged && event.sequence <= queue.sent
+                })
+            })
+            .map(size_of)
+            .sum();
         let mut unsent = Vec::new();
         for queue in queues.values_mut() {
             for event in &queue.events {
-                if event.sequence > queue.sent {
-                    queue.sent = event.sequence;
-                    unsent.push(event.clone());
+                if event.sequence <= queue.sent {
+                    continue;
                 }
+                let size = size_of(event);
+                if in_flight > 0 && in_flight + size > IN_FLIGHT_BYTES {
+                    return unsent;
+                }
+                in_flight += size;
+                queue.sent = event.sequence;
+                unsent.push(event.clone());
             }
         }
         unsent
@@ -322,6 +343,25 @@ mod tests {
         outbox.acknowledge(7, 3);
         assert!(outbox.pending_executions().is_empty());
         assert_eq!(outbox.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn at_most_a_window_of_events_is_in_flight() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let outbox = Outbox::new(dir.path(), 64 << 20);
+        let text = "x".repeat(600 << 10);
+        for _ in 0..5 {
+            outbox.push(7, log(&text));
+        }
+        // Three of 600 KiB fit in 2 MiB, a fourth would not.
+        assert_eq!(sequences(&outbox.take_unsent()), [1, 2, 3]);
+        assert!(outbox.take_unsent().is_empty(), "the window is full");
+        outbox.acknowledge(7, 2);
+        assert_eq!(sequences(&outbox.take_unsent()), [4, 5]);
+        // One event larger than the window still goes when nothing is in flight.
+        outbox.acknowledge(7, 5);
+        outbox.push(7, log(&"y".repeat(3 << 20)));
+        assert_eq!(sequences(&outbox.take_unsent()), [6]);
     }
 
     #[test]
