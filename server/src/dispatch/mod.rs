@@ -222,7 +222,13 @@ impl Dispatcher {
         started: std::time::Instant,
     ) {
         let inner = &self.inner;
-        let release = match inner.store.release_context(execution.id).await {
+        // Only deploys have a release to read.
+        let context = if execution.deploy {
+            inner.store.release_context(execution.id).await
+        } else {
+            Ok(None)
+        };
+        let release = match context {
             Ok(context) => context.map(|context| pb::ReleaseContext {
                 release_name: context.release_name,
                 release_number: context.release_number,

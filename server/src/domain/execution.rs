@@ -184,6 +184,8 @@ pub struct QueuedExecution {
     pub queue_reason: String,
     /// When it was queued.
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// It runs a release stage (its assignment carries the release context).
+    pub deploy: bool,
 }
 
 /// A validated request to run a pipeline.

@@ -9,7 +9,9 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 
-use super::entities::{artifact, execution, log_chunk, step_execution, user};
+use super::entities::{
+    artifact, execution, log_chunk, stage_execution_record, step_execution, user,
+};
 use super::pipelines::{labels_from_json, steps_from_json, to_json};
 use super::{Store, StoreError, activity, now};
 use crate::auth::TenantScope;
@@ -435,9 +437,28 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?;
+        // Which of them deploy a release stage: one query for the batch.
+        let deploys: std::collections::HashSet<i64> = if rows.is_empty() {
+            Default::default()
+        } else {
+            stage_execution_record::Entity::find()
+                .select_only()
+                .column(stage_execution_record::Column::ExecutionId)
+                .filter(
+                    stage_execution_record::Column::ExecutionId
+                        .is_in(rows.iter().map(|row| row.id)),
+                )
+                .into_tuple::<Option<i64>>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()
+        };
         rows.into_iter()
             .map(|row| {
                 Ok(QueuedExecution {
+                    deploy: deploys.contains(&row.id),
                     id: ExecutionId::from_db(row.id),
                     customer_id: CustomerId::from_db(row.customer_id),
                     pipeline_id: PipelineId::from_db(row.pipeline_id),
