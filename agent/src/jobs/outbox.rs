@@ -112,7 +112,7 @@ pub struct Outbox {
 }
 
 /// Bytes of events handed to the stream and not acknowledged, at most.
-pub const IN_FLIGHT_BYTES: usize = 2 << 20;
+pub const IN_FLIGHT_BYTES: usize = 4 << 20;
 
 fn size_of(event: &pb::JobEvent) -> usize {
     event.encoded_len()
@@ -349,18 +349,18 @@ mod tests {
     fn at_most_a_window_of_events_is_in_flight() {
         let dir = tempfile::tempdir().expect("temp dir");
         let outbox = Outbox::new(dir.path(), 64 << 20);
-        let text = "x".repeat(600 << 10);
+        let text = "x".repeat(IN_FLIGHT_BYTES * 3 / 10);
         for _ in 0..5 {
             outbox.push(7, log(&text));
         }
-        // Three of 600 KiB fit in 2 MiB, a fourth would not.
+        // Three of 0.3 windows fit, a fourth would not.
         assert_eq!(sequences(&outbox.take_unsent()), [1, 2, 3]);
         assert!(outbox.take_unsent().is_empty(), "the window is full");
         outbox.acknowledge(7, 2);
         assert_eq!(sequences(&outbox.take_unsent()), [4, 5]);
         // One event larger than the window still goes when nothing is in flight.
         outbox.acknowledge(7, 5);
-        outbox.push(7, log(&"y".repeat(3 << 20)));
+        outbox.push(7, log(&"y".repeat(IN_FLIGHT_BYTES * 3 / 2)));
         assert_eq!(sequences(&outbox.take_unsent()), [6]);
     }
 
