@@ -133,22 +133,7 @@ pub async fn tenant(channel: &Channel, name: &str) -> anyhow::Result<Tenant> {
         .into_inner()
         .customer
         .context("customer")?;
-    let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
-    let pipeline = pipelines
-        .create_pipeline(pb::CreatePipelineRequest {
-            customer_id: customer.id,
-            name: "trivial".into(),
-            steps: vec![pb::Step {
-                name: "true".into(),
-                command: "true".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .pipeline
-        .context("pipeline")?;
+    let pipeline_id = create_pipeline(channel, customer.id, "trivial", "true").await?;
     let mut agents = AgentServiceClient::with_interceptor(channel.clone(), admin());
     let registration_token = agents
         .create_registration_token(pb::CreateRegistrationTokenRequest {
@@ -161,9 +146,36 @@ pub async fn tenant(channel: &Channel, name: &str) -> anyhow::Result<Tenant> {
         .secret;
     Ok(Tenant {
         customer_id: customer.id,
-        pipeline_id: pipeline.id,
+        pipeline_id,
         registration_token,
     })
+}
+
+/// A pipeline of `customer_id` with one step running `command`; its id.
+pub async fn create_pipeline(
+    channel: &Channel,
+    customer_id: i64,
+    name: &str,
+    command: &str,
+) -> anyhow::Result<i64> {
+    Ok(
+        PipelineServiceClient::with_interceptor(channel.clone(), admin())
+            .create_pipeline(pb::CreatePipelineRequest {
+                customer_id,
+                name: name.into(),
+                steps: vec![pb::Step {
+                    name: name.into(),
+                    command: command.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .pipeline
+            .context("pipeline")?
+            .id,
+    )
 }
 
 /// What the simulated agents saw, shared by all of them.

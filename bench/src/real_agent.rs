@@ -11,9 +11,9 @@ use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use tokio::process::Child;
 
-use crate::harness::{BenchServer, Tenant, admin, tenant};
+use crate::harness::{BenchServer, Tenant, admin, create_pipeline, tenant};
 use crate::procfs::{cpu_percent, mib, usage};
-use crate::scenarios::Options;
+use crate::scenarios::{Options, run_pipeline};
 use crate::stats::Figure;
 
 /// The `cygnet-agent` binary of this build profile, beside the bench's own; built with cargo
@@ -167,36 +167,17 @@ pub async fn logs(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let server = BenchServer::start(options.database_url.as_deref()).await?;
     let channel = server.channel().await?;
     let tenant = tenant(&channel, "logs").await?;
+    let pipeline_id = create_pipeline(
+        &channel,
+        tenant.customer_id,
+        "logs",
+        &format!("seq 1 {last}"),
+    )
+    .await?;
     let mut pipelines = PipelineServiceClient::with_interceptor(channel, admin());
-    let pipeline_id = pipelines
-        .create_pipeline(pb::CreatePipelineRequest {
-            customer_id: tenant.customer_id,
-            name: "logs".into(),
-            steps: vec![pb::Step {
-                name: "seq".into(),
-                command: format!("seq 1 {last}"),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .pipeline
-        .context("pipeline")?
-        .id;
     let agent = RealAgent::start(&server, &tenant).await?;
     let started = Instant::now();
-    let execution_id = pipelines
-        .run_pipeline(pb::RunPipelineRequest {
-            customer_id: tenant.customer_id,
-            pipeline_id,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .execution
-        .context("execution")?
-        .id;
+    let execution_id = run_pipeline(&mut pipelines, tenant.customer_id, pipeline_id).await?;
     let deadline = started + Duration::from_secs(300);
     let status = loop {
         let execution = pipelines

@@ -24,7 +24,7 @@ impl Options {
     }
 }
 
-async fn run_pipeline(
+pub async fn run_pipeline(
     pipelines: &mut PipelineServiceClient<crate::harness::Authed>,
     customer_id: i64,
     pipeline_id: i64,
