@@ -10,7 +10,6 @@ use super::pipeline_convert::job_event_from_pb;
 use crate::artifacts::{ArtifactStore, MAX_ARTIFACT_BYTES};
 use crate::auth::AuthenticatedAgent;
 use crate::domain::{AgentId, ExecutionId, ValidationError};
-use crate::store::StoreError;
 
 /// Puts an execution the agent never received back in the queue.
 pub(super) async fn requeue(api: &AgentApi, agent_id: AgentId, execution_id: ExecutionId) {
@@ -51,35 +50,38 @@ fn acknowledge(
     }));
 }
 
-/// Stores one job event and acknowledges it.
-pub(super) async fn apply_job_event(
+/// Stores job events the agent sent together (one transaction), acknowledges each, and acts on
+/// the executions that finished.
+pub(super) async fn apply_job_events(
     api: &AgentApi,
     agent: &AuthenticatedAgent,
     commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
-    event: pb::JobEvent,
+    events: Vec<pb::JobEvent>,
 ) {
-    let raw_execution_id = event.execution_id;
-    let event = match job_event_from_pb(event) {
-        Ok(event) => event,
-        Err(error) => {
-            tracing::warn!(agent_id = agent.agent_id().get(), %error, "malformed job event ignored");
-            return;
+    let mut raw_ids = Vec::with_capacity(events.len());
+    let mut inputs = Vec::with_capacity(events.len());
+    for event in events {
+        let raw_execution_id = event.execution_id;
+        match job_event_from_pb(event) {
+            Ok(input) => {
+                raw_ids.push(raw_execution_id);
+                inputs.push(input);
+            }
+            Err(error) => {
+                tracing::warn!(agent_id = agent.agent_id().get(), %error, "malformed job event ignored");
+            }
         }
-    };
-    let execution_id = event.execution_id;
-    let outcome = match api.context.store.apply_job_event(agent, event).await {
-        Ok(outcome) => outcome,
-        Err(StoreError::NotFound(message)) => {
-            // Not this agent's execution: nothing is stored; the acknowledgement lets the agent
-            // drop it instead of sending it forever.
-            tracing::warn!(agent_id = agent.agent_id().get(), execution_id = raw_execution_id, %message, "job event for a foreign execution refused");
-            acknowledge(commands, raw_execution_id, i64::MAX);
-            return;
-        }
+    }
+    if inputs.is_empty() {
+        return;
+    }
+    let execution_ids: Vec<ExecutionId> = inputs.iter().map(|input| input.execution_id).collect();
+    let outcomes = match api.context.store.apply_job_events(agent, inputs).await {
+        Ok(outcomes) => outcomes,
         Err(error) => {
-            // Not acknowledged: the agent keeps the event. Ending the stream makes it reconnect
-            // and send it again, instead of the job waiting for an acknowledgement forever.
-            tracing::warn!(%error, execution_id = execution_id.get(), "could not store job event; asking the agent to resend");
+            // Not acknowledged: the agent keeps the events. Ending the stream makes it reconnect
+            // and send them again, instead of the job waiting for an acknowledgement forever.
+            tracing::warn!(%error, events = execution_ids.len(), "could not store job events; asking the agent to resend");
             api.hub.disconnect(
                 agent.agent_id(),
                 Status::unavailable(
@@ -89,21 +91,35 @@ pub(super) async fn apply_job_event(
             return;
         }
     };
-    acknowledge(commands, execution_id.get(), outcome.acknowledged);
-    if outcome.stored {
-        api.dispatcher.signals().bump(execution_id);
-        api.dispatcher.notifier().execution_changed(execution_id);
-    }
-    if let Some(status) = outcome.finished {
-        tracing::info!(
-            execution_id = execution_id.get(),
-            agent_id = agent.agent_id().get(),
-            status = status.as_str(),
-            "execution finished"
-        );
-        api.hub.release(agent.agent_id(), execution_id);
-        api.dispatcher.execution_finished(execution_id).await;
-        api.dispatcher.wake();
+    for ((outcome, execution_id), raw_execution_id) in
+        outcomes.into_iter().zip(execution_ids).zip(raw_ids)
+    {
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // Not this agent's execution: nothing is stored; the acknowledgement lets the
+                // agent drop it instead of sending it forever.
+                tracing::warn!(agent_id = agent.agent_id().get(), execution_id = raw_execution_id, %error, "job event for a foreign execution refused");
+                acknowledge(commands, raw_execution_id, i64::MAX);
+                continue;
+            }
+        };
+        acknowledge(commands, execution_id.get(), outcome.acknowledged);
+        if outcome.stored {
+            api.dispatcher.signals().bump(execution_id);
+            api.dispatcher.notifier().execution_changed(execution_id);
+        }
+        if let Some(status) = outcome.finished {
+            tracing::info!(
+                execution_id = execution_id.get(),
+                agent_id = agent.agent_id().get(),
+                status = status.as_str(),
+                "execution finished"
+            );
+            api.hub.release(agent.agent_id(), execution_id);
+            api.dispatcher.execution_finished(execution_id).await;
+            api.dispatcher.wake();
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::agent_jobs::{apply_job_event, requeue};
+use super::agent_jobs::{apply_job_events, requeue};
 use super::agents::AgentApi;
 use super::convert;
 use crate::agents::{SessionTicket, WorkSettings};
@@ -23,6 +23,8 @@ use crate::store::now;
 pub type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
 
 /// Commands (assignments, cancellations, acknowledgements) buffered per stream.
+/// Job events applied in one transaction at most (64 KiB log chunks: 4 MiB).
+const EVENT_BATCH: usize = 64;
 const COMMAND_BUFFER: usize = 1024;
 
 /// The CN of the client certificate the request came with, if any.
@@ -210,6 +212,23 @@ pub(super) async fn connect(
     Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
 }
 
+/// The stream's next message if it has already arrived (as `Streaming::message` would give it),
+/// without waiting.
+async fn already_received(
+    inbound: &mut Streaming<pb::ConnectRequest>,
+) -> Option<Result<Option<pb::ConnectRequest>, Status>> {
+    use tokio_stream::Stream;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match Pin::new(&mut *inbound).poll_next(cx) {
+            std::task::Poll::Pending => None,
+            std::task::Poll::Ready(None) => Some(Ok(None)),
+            std::task::Poll::Ready(Some(Ok(message))) => Some(Ok(Some(message))),
+            std::task::Poll::Ready(Some(Err(status))) => Some(Err(status)),
+        })
+    })
+    .await
+}
+
 /// Reads what the agent sends until the stream ends or the hub ends the session, then marks the
 /// agent offline if this stream was still its current one.
 async fn read_agent_stream(
@@ -224,50 +243,80 @@ async fn read_agent_stream(
     let connection_id = ticket.connection_id;
     let mut kicked = ticket.kicked;
     let mut warned_about_figures = false;
+    // A message read while collecting job events, to be handled next.
+    let mut read_ahead = None;
     let reason = loop {
-        tokio::select! {
-            status = &mut kicked => {
-                // The hub already removed the session and records the outcome itself.
-                if let Ok(status) = status {
-                    let _ = commands.try_send(Err(status));
-                }
-                break None;
-            }
-            message = inbound.message() => match message {
-                Ok(Some(pb::ConnectRequest { message: Some(Message::Heartbeat(heartbeat)) })) => {
-                    api.context.metrics.heartbeat();
-                    let (figures, adjusted) =
-                        AgentFigures::sanitized(convert::figures_from_heartbeat(&heartbeat));
-                    if adjusted && !warned_about_figures {
-                        warned_about_figures = true;
-                        tracing::warn!(agent_id = agent.agent_id().get(), "agent reported out-of-range figures; they were clamped");
+        let message = match read_ahead.take() {
+            Some(message) => message,
+            None => tokio::select! {
+                status = &mut kicked => {
+                    // The hub already removed the session and records the outcome itself.
+                    if let Ok(status) = status {
+                        let _ = commands.try_send(Err(status));
                     }
-                    let running: Vec<ExecutionId> = heartbeat
-                        .running_execution_ids
-                        .iter()
-                        .filter(|id| **id > 0)
-                        .map(|id| ExecutionId::from_db(*id))
-                        .collect();
-                    // An assignment made before this stream that the agent does not have never
-                    // reached it: it goes back to the queue (it cannot run twice, the agent
-                    // does not know it).
-                    for execution_id in std::mem::take(&mut unconfirmed) {
-                        if !running.contains(&execution_id) {
-                            Box::pin(requeue(&api, agent.agent_id(), execution_id)).await;
-                        }
-                    }
-                    api.hub.heartbeat(agent.agent_id(), connection_id, figures, running, now());
+                    break None;
                 }
-                Ok(Some(pb::ConnectRequest { message: Some(Message::JobEvent(event)) })) => {
-                    Box::pin(apply_job_event(&api, &agent, &commands, event)).await;
-                }
-                Ok(Some(pb::ConnectRequest { message: Some(Message::MonitorReport(report)) })) => {
-                    Box::pin(record_monitor_report(&api, &agent, &report)).await;
-                }
-                Ok(Some(pb::ConnectRequest { message: None })) => {}
-                Ok(None) => break Some("stream closed by the agent"),
-                Err(_) => break Some("connection lost"),
+                message = inbound.message() => message,
             },
+        };
+        match message {
+            Ok(Some(pb::ConnectRequest {
+                message: Some(Message::Heartbeat(heartbeat)),
+            })) => {
+                api.context.metrics.heartbeat();
+                let (figures, adjusted) =
+                    AgentFigures::sanitized(convert::figures_from_heartbeat(&heartbeat));
+                if adjusted && !warned_about_figures {
+                    warned_about_figures = true;
+                    tracing::warn!(
+                        agent_id = agent.agent_id().get(),
+                        "agent reported out-of-range figures; they were clamped"
+                    );
+                }
+                let running: Vec<ExecutionId> = heartbeat
+                    .running_execution_ids
+                    .iter()
+                    .filter(|id| **id > 0)
+                    .map(|id| ExecutionId::from_db(*id))
+                    .collect();
+                // An assignment made before this stream that the agent does not have never
+                // reached it: it goes back to the queue (it cannot run twice, the agent
+                // does not know it).
+                for execution_id in std::mem::take(&mut unconfirmed) {
+                    if !running.contains(&execution_id) {
+                        Box::pin(requeue(&api, agent.agent_id(), execution_id)).await;
+                    }
+                }
+                api.hub
+                    .heartbeat(agent.agent_id(), connection_id, figures, running, now());
+            }
+            Ok(Some(pb::ConnectRequest {
+                message: Some(Message::JobEvent(event)),
+            })) => {
+                // The job events the agent has already sent go in the same transaction.
+                let mut events = vec![event];
+                while events.len() < EVENT_BATCH {
+                    match already_received(&mut inbound).await {
+                        Some(Ok(Some(pb::ConnectRequest {
+                            message: Some(Message::JobEvent(event)),
+                        }))) => events.push(event),
+                        Some(other) => {
+                            read_ahead = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                Box::pin(apply_job_events(&api, &agent, &commands, events)).await;
+            }
+            Ok(Some(pb::ConnectRequest {
+                message: Some(Message::MonitorReport(report)),
+            })) => {
+                Box::pin(record_monitor_report(&api, &agent, &report)).await;
+            }
+            Ok(Some(pb::ConnectRequest { message: None })) => {}
+            Ok(None) => break Some("stream closed by the agent"),
+            Err(_) => break Some("connection lost"),
         }
     };
     if let Some(reason) = reason

@@ -1,6 +1,6 @@
 //! Applying what agents report about their jobs. Each event is stored once (by sequence) with
-//! the state change it implies, in one transaction; repeats after a reconnect are recognised and
-//! only acknowledged.
+//! the state change it implies; events that arrived together on a stream share one transaction;
+//! repeats after a reconnect are recognised and only acknowledged.
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
@@ -18,21 +18,43 @@ use crate::domain::execution::{
 pub const MAX_LOG_TEXT_BYTES: usize = 1024 * 1024;
 
 impl Store {
-    /// Applies one job event of `agent`. Events of executions that are not this agent's are
-    /// refused with NOT_FOUND; a sequence already stored is acknowledged again; a sequence past
-    /// the next one is not stored (the agent resends from its last acknowledgement).
-    pub async fn apply_job_event(
+    /// Applies job events of `agent`, in order, in one transaction: events that arrived together
+    /// cost one commit. Each gets its outcome: an event of an execution that is not this
+    /// agent's is refused with NOT_FOUND (and writes nothing); a sequence already stored is
+    /// acknowledged again; a sequence past the next one is not stored (the agent resends from
+    /// its last acknowledgement). Any other failure stores none of them.
+    pub async fn apply_job_events(
         &self,
+        agent: &AuthenticatedAgent,
+        events: Vec<JobEventInput>,
+    ) -> Result<Vec<Result<JobEventOutcome, StoreError>>, StoreError> {
+        let transaction = self.begin_write().await?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for event in events {
+            match self.apply_in(&transaction, agent, event).await {
+                Ok(outcome) => outcomes.push(Ok(outcome)),
+                Err(StoreError::NotFound(message)) => {
+                    outcomes.push(Err(StoreError::NotFound(message)));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        transaction.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn apply_in(
+        &self,
+        transaction: &sea_orm::DatabaseTransaction,
         agent: &AuthenticatedAgent,
         event: JobEventInput,
     ) -> Result<JobEventOutcome, StoreError> {
         let not_found =
             || StoreError::NotFound(format!("execution {} not found", event.execution_id));
-        let transaction = self.begin_write().await?;
         let row = execution::Entity::find_by_id(event.execution_id.get())
             .filter(execution::Column::CustomerId.eq(agent.customer_id().get()))
             .filter(execution::Column::AgentId.eq(agent.agent_id().get()))
-            .one(&transaction)
+            .one(transaction)
             .await?
             .ok_or_else(not_found)?;
         if event.sequence != row.last_sequence + 1 {
@@ -44,14 +66,11 @@ impl Store {
         }
         let at = now();
         let status = status_of(&row)?;
-        let step_name = |index: i32| {
-            let transaction = &transaction;
-            async move {
-                step_execution::Entity::find_by_id((row.id, index))
-                    .one(transaction)
-                    .await
-                    .map(|step| step.map(|step| step.name))
-            }
+        let step_name = |index: i32| async move {
+            step_execution::Entity::find_by_id((row.id, index))
+                .one(transaction)
+                .await
+                .map(|step| step.map(|step| step.name))
         };
         let (step_index, stream, text) = match &event.kind {
             JobEventKind::Started { workspace } => (
@@ -135,12 +154,12 @@ impl Store {
             text: Set(text),
             logged_at: Set(event.occurred_at),
         })
-        .exec(&transaction)
+        .exec(transaction)
         .await?;
         execution::Entity::update_many()
             .col_expr(execution::Column::LastSequence, Expr::value(event.sequence))
             .filter(execution::Column::Id.eq(row.id))
-            .exec(&transaction)
+            .exec(transaction)
             .await?;
 
         let mut finished = None;
@@ -156,10 +175,10 @@ impl Store {
                         )
                         .col_expr(execution::Column::StartedAt, Expr::value(at))
                         .filter(execution::Column::Id.eq(row.id))
-                        .exec(&transaction)
+                        .exec(transaction)
                         .await?;
                     activity::record(
-                        &transaction,
+                        transaction,
                         agent.customer_id(),
                         NewActivity {
                             kind: "execution.started",
@@ -189,7 +208,7 @@ impl Store {
                         .col_expr(step_execution::Column::StartedAt, Expr::value(at))
                         .filter(step_execution::Column::ExecutionId.eq(row.id))
                         .filter(step_execution::Column::StepIndex.eq(*step_index))
-                        .exec(&transaction)
+                        .exec(transaction)
                         .await?;
                 }
                 JobEventKind::StepFinished {
@@ -211,7 +230,7 @@ impl Store {
                     update
                         .filter(step_execution::Column::ExecutionId.eq(row.id))
                         .filter(step_execution::Column::StepIndex.eq(*step_index))
-                        .exec(&transaction)
+                        .exec(transaction)
                         .await?;
                 }
                 JobEventKind::Finished {
@@ -223,14 +242,14 @@ impl Store {
                     } else {
                         ExecutionStatus::Failed
                     };
-                    self.finish(&transaction, &row, final_status, reason, agent, at)
+                    self.finish(transaction, &row, final_status, reason, agent, at)
                         .await?;
                     finished = Some(final_status);
                 }
                 JobEventKind::Rejected { reason } => {
                     let reason = format!("agent {} refused the job: {reason}", agent.name());
                     self.finish(
-                        &transaction,
+                        transaction,
                         &row,
                         ExecutionStatus::Failed,
                         &reason,
@@ -243,7 +262,6 @@ impl Store {
                 _ => {}
             }
         }
-        transaction.commit().await?;
         Ok(JobEventOutcome {
             acknowledged: event.sequence,
             stored: true,

@@ -825,10 +825,126 @@ async fn two_replicas_share_the_work_exactly_once(backend: Backend) {
     );
 }
 
+/// The next job assignment on a protocol-level agent's stream.
+async fn next_job(agent: &mut cygnet_testkit::ProtocolAgent) -> pb::JobAssignment {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), agent.inbound.message())
+            .await
+            .expect("a job within 10 s")
+            .expect("stream open")
+            .expect("a message");
+        if let Some(pb::connect_response::Command::AssignJob(job)) = message.command {
+            return job;
+        }
+    }
+}
+
+/// Events an agent sends back to back are stored together; one for another agent's execution
+/// among them is refused alone (acknowledged so the agent drops it) and changes nothing there.
+async fn a_burst_of_events_with_a_foreign_one_is_stored_exactly(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut agents = Vec::new();
+    let mut executions = Vec::new();
+    for name in ["acme", "globex"] {
+        let customer = server.create_customer(name).await;
+        let token = server.create_registration_token(customer.id).await;
+        let uuid = format!("{name}-001");
+        let registered = server
+            .register_agent(customer.id, &uuid, &token)
+            .await
+            .expect("register");
+        let mut agent = server
+            .connect_agent(&uuid, &registered.credential)
+            .await
+            .expect("connect");
+        let pipeline = server
+            .create_pipeline(customer.id, "build", vec![step("build", "make")], vec![])
+            .await;
+        let execution = server.run_pipeline(customer.id, pipeline.id, &[]).await;
+        assert_eq!(next_job(&mut agent).await.execution_id, execution.id);
+        agents.push(agent);
+        executions.push((customer.id, execution.id));
+    }
+    let (acme_id, mine) = executions[0];
+    let (globex_id, theirs) = executions[1];
+    let event =
+        |execution_id: i64, sequence: i64, event: pb::job_event::Event| pb::ConnectRequest {
+            message: Some(pb::connect_request::Message::JobEvent(pb::JobEvent {
+                execution_id,
+                sequence,
+                occurred_at: None,
+                event: Some(event),
+            })),
+        };
+    let burst = [
+        event(
+            mine,
+            1,
+            pb::job_event::Event::Started(pb::JobStarted {
+                workspace: "/w".into(),
+            }),
+        ),
+        event(
+            theirs,
+            1,
+            pb::job_event::Event::Started(pb::JobStarted {
+                workspace: "/stolen".into(),
+            }),
+        ),
+        event(
+            mine,
+            2,
+            pb::job_event::Event::Log(pb::LogOutput {
+                step_index: 0,
+                stream: pb::LogStream::Stdout.into(),
+                text: "built\n".into(),
+            }),
+        ),
+        event(
+            mine,
+            3,
+            pb::job_event::Event::Finished(pb::JobFinished {
+                status: pb::ExecutionStatus::Succeeded.into(),
+                reason: String::new(),
+            }),
+        ),
+    ];
+    let acme_agent = &mut agents[0];
+    for message in burst {
+        acme_agent.sender.send(message).await.expect("stream open");
+    }
+    // Acknowledgements: the foreign event with i64::MAX, ours up to 3.
+    let mut acknowledged = HashMap::new();
+    while acknowledged.get(&mine) != Some(&3) || !acknowledged.contains_key(&theirs) {
+        let message = tokio::time::timeout(Duration::from_secs(10), acme_agent.inbound.message())
+            .await
+            .expect("acknowledgements within 10 s")
+            .expect("stream open")
+            .expect("a message");
+        if let Some(pb::connect_response::Command::EventAck(ack)) = message.command {
+            acknowledged.insert(ack.execution_id, ack.sequence);
+        }
+    }
+    assert_eq!(acknowledged[&theirs], i64::MAX);
+    let finished = server.execution(acme_id, mine).await;
+    assert_eq!(finished.status(), pb::ExecutionStatus::Succeeded);
+    let logs = server.logs(acme_id, mine).await;
+    assert_eq!(
+        logs.iter().map(|chunk| chunk.sequence).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(logs.iter().any(|chunk| chunk.text == "built\n"));
+    // The other customer's execution is untouched.
+    let untouched = server.execution(globex_id, theirs).await;
+    assert_eq!(untouched.status(), pb::ExecutionStatus::Assigned);
+    assert!(server.logs(globex_id, theirs).await.is_empty());
+}
+
 cygnet_testkit::backend_tests!(
     definitions_are_validated_and_managed,
     runs_check_parameters_and_queued_work_can_be_cancelled_and_retried,
     roles_and_isolation,
     every_execution_runs_exactly_once,
     two_replicas_share_the_work_exactly_once,
+    a_burst_of_events_with_a_foreign_one_is_stored_exactly,
 );
