@@ -58,15 +58,10 @@ pub(super) async fn apply_job_events(
     commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
     events: Vec<pb::JobEvent>,
 ) {
-    let mut raw_ids = Vec::with_capacity(events.len());
     let mut inputs = Vec::with_capacity(events.len());
     for event in events {
-        let raw_execution_id = event.execution_id;
         match job_event_from_pb(event) {
-            Ok(input) => {
-                raw_ids.push(raw_execution_id);
-                inputs.push(input);
-            }
+            Ok(input) => inputs.push(input),
             Err(error) => {
                 tracing::warn!(agent_id = agent.agent_id().get(), %error, "malformed job event ignored");
             }
@@ -91,16 +86,14 @@ pub(super) async fn apply_job_events(
             return;
         }
     };
-    for ((outcome, execution_id), raw_execution_id) in
-        outcomes.into_iter().zip(execution_ids).zip(raw_ids)
-    {
+    for (outcome, execution_id) in outcomes.into_iter().zip(execution_ids) {
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
                 // Not this agent's execution: nothing is stored; the acknowledgement lets the
                 // agent drop it instead of sending it forever.
-                tracing::warn!(agent_id = agent.agent_id().get(), execution_id = raw_execution_id, %error, "job event for a foreign execution refused");
-                acknowledge(commands, raw_execution_id, i64::MAX);
+                tracing::warn!(agent_id = agent.agent_id().get(), execution_id = execution_id.get(), %error, "job event for a foreign execution refused");
+                acknowledge(commands, execution_id.get(), i64::MAX);
                 continue;
             }
         };

@@ -206,8 +206,14 @@ pub(super) async fn connect(
         })
         .map(|(execution_id, ..)| *execution_id)
         .collect();
-    let reader = read_agent_stream(api.clone(), agent, ticket, inbound, commands, unconfirmed);
-    api.streams.spawn(reader);
+    api.streams.spawn(read_agent_stream(
+        api.clone(),
+        agent,
+        ticket,
+        inbound,
+        commands,
+        unconfirmed,
+    ));
     api.dispatcher.wake();
     Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
 }

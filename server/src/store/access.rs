@@ -26,14 +26,14 @@ impl Store {
         customer_id: CustomerId,
         user_id: UserId,
     ) -> Result<Option<CustomerAccess>, StoreError> {
-        let key = (customer_id.get(), user_id.get());
-        if let Some(access) = self.auth_cache.get(&self.auth_cache.access, &key) {
-            return Ok(access);
-        }
-        let generation = self.auth_cache.generation();
-        let access = self.read_customer_access(customer_id, user_id).await?;
-        self.auth_cache.access.put(key, access.clone(), generation);
-        Ok(access)
+        self.auth_cache
+            .read_through(
+                &self.auth_cache.access,
+                (customer_id.get(), user_id.get()),
+                |_| true,
+                || self.read_customer_access(customer_id, user_id),
+            )
+            .await
     }
 
     async fn read_customer_access(

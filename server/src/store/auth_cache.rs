@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::StoreError;
 use super::access::CustomerAccess;
 use super::tokens::AuthenticatedToken;
 
@@ -26,8 +27,8 @@ const MAX_ENTRIES: usize = 10_000;
 #[derive(Default)]
 pub(super) struct AuthCache {
     generation: AtomicU64,
-    /// Token hash → token and user.
-    pub tokens: Slots<String, AuthenticatedToken>,
+    /// Token hash → token and user (unknown tokens are not kept).
+    pub tokens: Slots<String, Option<AuthenticatedToken>>,
     /// (customer id, user id) → access (`None`: no such customer).
     pub access: Slots<(i64, i64), Option<CustomerAccess>>,
 }
@@ -45,9 +46,29 @@ impl AuthCache {
         self.access.clear();
     }
 
-    /// A fresh entry of `slots`, if any.
-    pub fn get<K: Eq + Hash, V: Clone>(&self, slots: &Slots<K, V>, key: &K) -> Option<V> {
-        slots.get(key, self.generation())
+    /// The fresh entry of `slots` for `key`, or what `read` gives (from the database), kept
+    /// when `keep` says so.
+    pub async fn read_through<K, V, Fut>(
+        &self,
+        slots: &Slots<K, V>,
+        key: K,
+        keep: impl Fn(&V) -> bool,
+        read: impl FnOnce() -> Fut,
+    ) -> Result<V, StoreError>
+    where
+        K: Eq + Hash,
+        V: Clone,
+        Fut: Future<Output = Result<V, StoreError>>,
+    {
+        let generation = self.generation();
+        if let Some(value) = slots.get(&key, generation) {
+            return Ok(value);
+        }
+        let value = read().await?;
+        if keep(&value) {
+            slots.put(key, value.clone(), generation);
+        }
+        Ok(value)
     }
 }
 
@@ -85,7 +106,7 @@ impl<K: Eq + Hash, V: Clone> Slots<K, V> {
     }
 
     /// Stores `value`, read from the database after `generation` was read.
-    pub fn put(&self, key: K, value: V, generation: u64) {
+    fn put(&self, key: K, value: V, generation: u64) {
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, entry| entry.filled_at.elapsed() < TTL);
@@ -122,12 +143,12 @@ mod tests {
         let cache = AuthCache::default();
         let before = cache.generation();
         cache.access.put((1, 2), None, before);
-        assert_eq!(cache.get(&cache.access, &(1, 2)), Some(None));
+        assert_eq!(cache.access.get(&(1, 2), cache.generation()), Some(None));
         cache.invalidate();
-        assert_eq!(cache.get(&cache.access, &(1, 2)), None);
+        assert_eq!(cache.access.get(&(1, 2), cache.generation()), None);
         // A read that began before the write and finished after it stays unused.
         cache.access.put((1, 2), None, before);
-        assert_eq!(cache.get(&cache.access, &(1, 2)), None);
+        assert_eq!(cache.access.get(&(1, 2), cache.generation()), None);
     }
 
     #[test]

@@ -112,18 +112,14 @@ impl Store {
         &self,
         token_hash: &str,
     ) -> Result<Option<AuthenticatedToken>, StoreError> {
-        let token_hash = token_hash.to_owned();
-        if let Some(found) = self.auth_cache.get(&self.auth_cache.tokens, &token_hash) {
-            return Ok(Some(found));
-        }
-        let generation = self.auth_cache.generation();
-        let found = self.read_token_by_hash(&token_hash).await?;
-        if let Some(found) = &found {
-            self.auth_cache
-                .tokens
-                .put(token_hash, found.clone(), generation);
-        }
-        Ok(found)
+        self.auth_cache
+            .read_through(
+                &self.auth_cache.tokens,
+                token_hash.to_owned(),
+                Option::is_some,
+                || self.read_token_by_hash(token_hash),
+            )
+            .await
     }
 
     async fn read_token_by_hash(
@@ -171,9 +167,11 @@ impl Store {
             .exec(&self.db)
             .await?;
         // Bookkeeping only: the cached copy is refreshed, not every entry invalidated.
-        self.auth_cache
-            .tokens
-            .forget(|token| token.token_id == token_id);
+        self.auth_cache.tokens.forget(|token| {
+            token
+                .as_ref()
+                .is_some_and(|token| token.token_id == token_id)
+        });
         Ok(())
     }
 
