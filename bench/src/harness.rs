@@ -108,10 +108,15 @@ async fn fresh_postgres_database(admin_url: &str) -> anyhow::Result<String> {
         .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
         .await?;
     admin.close().await?;
-    let (base, _) = admin_url
+    // The query part (`?host=/var/run/postgresql` for a Unix socket, say) carries over.
+    let (location, query) = match admin_url.split_once('?') {
+        Some((location, query)) => (location, format!("?{query}")),
+        None => (admin_url, String::new()),
+    };
+    let (base, _) = location
         .rsplit_once('/')
-        .context("--database-url must end with /<database>")?;
-    Ok(format!("{base}/{name}"))
+        .context("--database-url must name a database: postgres://host/<database>")?;
+    Ok(format!("{base}/{name}{query}"))
 }
 
 /// A customer with one trivial pipeline and a registration token.

@@ -1,8 +1,9 @@
 //! Opening the database and applying migrations.
 
-use std::{path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path, str::FromStr, time::Duration};
 
 use cygnet_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DbErr};
 
@@ -56,6 +57,18 @@ impl Store {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10))
             });
+        if let Some(server) = postgres_tcp_server(&options.url) {
+            connect.map_sqlx_postgres_pool_opts(move |pool| {
+                let server = server.clone();
+                pool.after_connect(move |_, _| {
+                    let server = server.clone();
+                    Box::pin(async move {
+                        set_nodelay_towards(server).await;
+                        Ok(())
+                    })
+                })
+            });
+        }
         let db = Database::connect(connect).await?;
         Ok(Store {
             db,
@@ -94,6 +107,36 @@ impl Store {
     }
 }
 
+/// Host and port of a `postgres:` URL that reaches its server over TCP (not a Unix socket).
+fn postgres_tcp_server(url: &str) -> Option<(String, u16)> {
+    if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        return None;
+    }
+    let options = PgConnectOptions::from_str(url).ok()?;
+    let host = options.get_host();
+    let over_tcp = options.get_socket().is_none() && !host.starts_with('/');
+    over_tcp.then(|| (host.to_owned(), options.get_port()))
+}
+
+/// Gives the pool's sockets to `server` `TCP_NODELAY` (see `nodelay`). A failure costs
+/// latency, not correctness, so it is logged and the connection is used as it is.
+async fn set_nodelay_towards((host, port): (String, u16)) {
+    let peers: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(addresses) => addresses.collect(),
+        Err(error) => {
+            tracing::warn!(%host, %error, "cannot resolve the database host to set TCP_NODELAY");
+            return;
+        }
+    };
+    match tokio::task::spawn_blocking(move || super::nodelay::set_on_connections_to(&peers)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "cannot set TCP_NODELAY on database connections");
+        }
+        Err(error) => tracing::warn!(%error, "setting TCP_NODELAY stopped"),
+    }
+}
+
 /// The file path of a `sqlite:` URL, if it names a file.
 fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
@@ -105,7 +148,24 @@ fn sqlite_path(url: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_path;
+    use super::{postgres_tcp_server, sqlite_path};
+
+    #[test]
+    fn postgres_servers_reached_over_tcp() {
+        assert_eq!(
+            postgres_tcp_server("postgres://postgres@127.0.0.1:5432/test"),
+            Some(("127.0.0.1".to_owned(), 5432))
+        );
+        assert_eq!(
+            postgres_tcp_server("postgresql://db.example:6543/cygnet"),
+            Some(("db.example".to_owned(), 6543))
+        );
+        assert_eq!(
+            postgres_tcp_server("postgres://postgres@localhost/test?host=/var/run/postgresql"),
+            None
+        );
+        assert_eq!(postgres_tcp_server("sqlite://data/cygnet.db"), None);
+    }
 
     #[test]
     fn sqlite_paths() {

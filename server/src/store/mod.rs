@@ -23,6 +23,7 @@ mod job_events;
 mod memberships;
 mod monitor_checks;
 mod monitors;
+mod nodelay;
 mod notifications;
 mod pipelines;
 mod registration_tokens;
