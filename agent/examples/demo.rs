@@ -2,14 +2,14 @@
 //! real monitors, so the dashboard has something to show.
 //!
 //! ```text
-//! cargo run -p cygnet-agent --example demo [-- --listen 127.0.0.1:50051 --data-dir ./cygnet-demo]
+//! cargo run -p cygnet-agent --example demo [-- --listen 127.0.0.1:50051 --web-listen 127.0.0.1:8080 --data-dir ./cygnet-demo]
 //! ```
 //!
 //! It starts `cygnet-server` in this process, creates Acme Corporation, TechStart Inc and
 //! GlobalCo through the public API (users, memberships, pipelines, releases, monitors), starts
 //! their agents in this process (the same code as `cygnet-agent`), runs pipelines and deploys,
 //! prints every customer's dashboard figures and the users' tokens, and keeps serving until
-//! Ctrl-C. `--seed-only` stops after printing. The data directory is recreated on every run;
+//! Ctrl-C, with the web dashboard on `--web-listen`. `--seed-only` stops after printing. The data directory is recreated on every run;
 //! the demo refuses to touch a directory it did not create.
 //!
 //! The monitors check services this process serves on 127.0.0.1 (a healthy API, a slow cache
@@ -76,6 +76,7 @@ impl Api {
 
 struct Options {
     listen: SocketAddr,
+    web_listen: SocketAddr,
     data_dir: PathBuf,
     seed_only: bool,
 }
@@ -83,6 +84,7 @@ struct Options {
 fn options() -> anyhow::Result<Options> {
     let mut options = Options {
         listen: "127.0.0.1:50051".parse()?,
+        web_listen: "127.0.0.1:8080".parse()?,
         data_dir: PathBuf::from("cygnet-demo"),
         seed_only: false,
     };
@@ -96,9 +98,17 @@ fn options() -> anyhow::Result<Options> {
             "--data-dir" => {
                 options.data_dir = args.next().context("--data-dir needs a path")?.into();
             }
+            "--web-listen" => {
+                let value = args.next().context("--web-listen needs an address")?;
+                options.web_listen = value
+                    .parse()
+                    .with_context(|| format!("--web-listen {value}"))?;
+            }
             "--seed-only" => options.seed_only = true,
             other => {
-                bail!("unknown argument {other:?} (use --listen ADDR, --data-dir DIR, --seed-only)")
+                bail!(
+                    "unknown argument {other:?} (use --listen ADDR, --web-listen ADDR, --data-dir DIR, --seed-only)"
+                )
             }
         }
     }
@@ -850,6 +860,7 @@ async fn main() -> anyhow::Result<()> {
         tls: None,
         shutdown_grace_seconds: 5,
         metrics_listen: None,
+        web_listen: Some(options.web_listen),
         agents: AgentSettings::default(),
     };
     let listener = TcpListener::bind(config.listen)
@@ -857,6 +868,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
     let app = App::start(config).await?;
+    let web_address = app.web_address().context("the dashboard's address")?;
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.serve(listener, async {
         let _ = stopped.await;
@@ -964,6 +976,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::set_permissions(&tokens_file, std::fs::Permissions::from_mode(0o600))?;
     }
     println!();
+    println!("Dashboard: http://{web_address}/ (sign in with a token from the file below)");
     println!("Users and their tokens: {}", tokens_file.display());
     println!("Try, with a token from that file:");
     println!(

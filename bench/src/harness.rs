@@ -61,6 +61,7 @@ impl BenchServer {
             tls: None,
             shutdown_grace_seconds: 5,
             metrics_listen: None,
+            web_listen: None,
             agents: AgentSettings::default(),
         };
         let listener = TcpListener::bind(config.listen).await?;

@@ -12,6 +12,7 @@ mod m20261201_000001_agents;
 mod m20261202_000001_pipelines;
 mod m20261203_000001_releases;
 mod m20261204_000001_monitors;
+mod m20261205_000001_web_sessions;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_pipelines::Migration),
             Box::new(m20261203_000001_releases::Migration),
             Box::new(m20261204_000001_monitors::Migration),
+            Box::new(m20261205_000001_web_sessions::Migration),
         ]
     }
 }

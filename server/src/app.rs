@@ -32,6 +32,7 @@ use crate::run_to_completion::RunToCompletionLayer;
 use crate::store::Store;
 use crate::store::{Notifier, spawn_listener};
 use crate::tls;
+use crate::web::{Web, WebInner};
 
 /// A server whose database is migrated and bootstrapped, ready to serve.
 pub struct App {
@@ -39,6 +40,8 @@ pub struct App {
     store: Store,
     /// Bound at start when `metrics_listen` is set, so a bad address fails start-up.
     metrics_listener: Option<TcpListener>,
+    /// Bound at start when `web_listen` is set.
+    web_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -72,16 +75,30 @@ impl App {
             })?),
             None => None,
         };
+        let web_listener = match config.web_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
+                anyhow::anyhow!("web_listen (CYGNET_WEB_LISTEN) {address}: {error}")
+            })?),
+            None => None,
+        };
         Ok(App {
             config,
             store,
             metrics_listener,
+            web_listener,
         })
     }
 
     /// Where the metrics endpoint listens, when it is on.
     pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
         self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// Where the web dashboard listens, when it is on.
+    pub fn web_address(&self) -> Option<std::net::SocketAddr> {
+        self.web_listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok())
     }
@@ -148,7 +165,8 @@ impl App {
                 background_stopped.clone(),
             )
         });
-        let listener_task = spawn_listener(&self.store, dispatcher.clone(), background_stopped);
+        let listener_task =
+            spawn_listener(&self.store, dispatcher.clone(), background_stopped.clone());
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -195,36 +213,58 @@ impl App {
         if let Some(files) = &self.config.tls {
             builder = builder.tls_config(tls::server_tls_config(files)?)?;
         }
+        let customer_api = CustomerApi::new(context.clone(), feed);
+        let user_api = UserApi::new(context.clone());
+        let release_api = ReleaseApi::new(context.clone(), dispatcher.clone());
+        let pipeline_api = PipelineApi::new(context.clone(), dispatcher.clone(), artifacts.clone());
+        let monitor_api = MonitorApi::new(context.clone(), monitors.clone());
+        let agent_api = AgentApi::new(
+            context.clone(),
+            hub,
+            dispatcher,
+            artifacts,
+            tasks.clone(),
+            monitors,
+        );
+        let web_tls = match &self.config.tls {
+            Some(files) => Some(crate::web::tls_acceptor(files)?),
+            None => None,
+        };
+        let web_task = self.web_listener.map(|listener| {
+            let scheme = if web_tls.is_some() { "https" } else { "http" };
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "web dashboard at {scheme}://{address}/");
+            }
+            let web = Web::new(WebInner {
+                customers: customer_api.clone(),
+                users: user_api.clone(),
+                agents: agent_api.clone(),
+                pipelines: pipeline_api.clone(),
+                releases: release_api.clone(),
+                monitors: monitor_api.clone(),
+                authenticator: context.authenticator.clone(),
+                store: self.store.clone(),
+                tasks: tasks.clone(),
+                secure_cookies: web_tls.is_some(),
+                stopping: background_stopped.clone(),
+            });
+            tokio::spawn(crate::web::serve(
+                listener,
+                web_tls,
+                web.router(),
+                background_stopped.clone(),
+            ))
+        });
         let router = builder
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(CustomerServiceServer::new(CustomerApi::new(
-                context.clone(),
-                feed,
-            )))
-            .add_service(UserServiceServer::new(UserApi::new(context.clone())))
-            .add_service(ReleaseServiceServer::new(ReleaseApi::new(
-                context.clone(),
-                dispatcher.clone(),
-            )))
-            .add_service(PipelineServiceServer::new(PipelineApi::new(
-                context.clone(),
-                dispatcher.clone(),
-                artifacts.clone(),
-            )))
-            .add_service(MonitorServiceServer::new(MonitorApi::new(
-                context.clone(),
-                monitors.clone(),
-            )))
-            .add_service(AgentServiceServer::new(AgentApi::new(
-                context,
-                hub,
-                dispatcher,
-                artifacts,
-                tasks.clone(),
-                monitors,
-            )));
+            .add_service(CustomerServiceServer::new(customer_api))
+            .add_service(UserServiceServer::new(user_api))
+            .add_service(ReleaseServiceServer::new(release_api))
+            .add_service(PipelineServiceServer::new(pipeline_api))
+            .add_service(MonitorServiceServer::new(monitor_api))
+            .add_service(AgentServiceServer::new(agent_api));
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
@@ -298,6 +338,9 @@ impl App {
         }
         if let Some(metrics_task) = metrics_task {
             let _ = metrics_task.await;
+        }
+        if let Some(web_task) = web_task {
+            let _ = web_task.await;
         }
         self.store.close().await?;
         tracing::info!("stopped");

@@ -177,24 +177,53 @@ where
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.parse::<i32>().ok())
                 .unwrap_or(0);
-            let facts = std::mem::take(
-                &mut *facts
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            let entry = NewAuditEntry {
-                customer_id: facts.customer,
-                actor: facts.actor,
-                method: method.trim_start_matches('/').to_owned(),
-                resource: facts.resource,
-                peer_address,
-                code: code_name(code),
-            };
-            if let Err(error) = store.record_audit(entry).await {
-                tracing::error!(%error, %method, "could not write the audit log");
-            }
+            record(&store, &facts, &method, peer_address, code).await;
             Ok(response)
         })
+    }
+}
+
+/// Runs a write that arrives outside gRPC (a form of the web dashboard) the way the layer runs
+/// a write RPC: `method` is the RPC it performs (`cygnet.v1.PipelineService/RunPipeline`), and
+/// its entry is stored before the answer is returned.
+pub async fn audited<T>(
+    store: &Store,
+    method: &str,
+    peer_address: String,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    let facts = Arc::new(Mutex::new(Facts::default()));
+    let result = FACTS.scope(facts.clone(), call).await;
+    let code = match &result {
+        Ok(_) => 0,
+        Err(status) => status.code() as i32,
+    };
+    record(store, &facts, method, peer_address, code).await;
+    result
+}
+
+async fn record(
+    store: &Store,
+    facts: &Mutex<Facts>,
+    method: &str,
+    peer_address: String,
+    code: i32,
+) {
+    let facts = std::mem::take(
+        &mut *facts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let entry = NewAuditEntry {
+        customer_id: facts.customer,
+        actor: facts.actor,
+        method: method.trim_start_matches('/').to_owned(),
+        resource: facts.resource,
+        peer_address,
+        code: code_name(code),
+    };
+    if let Err(error) = store.record_audit(entry).await {
+        tracing::error!(%error, %method, "could not write the audit log");
     }
 }
 

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Where Prometheus metrics are served (`GET /metrics`); off when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web dashboard is served (HTTP, or HTTPS with the same certificate when `tls`
+    /// is set); off when unset.
+    pub web_listen: Option<SocketAddr>,
     /// Agent heartbeats, liveness and metrics history.
     pub agents: AgentSettings,
 }
@@ -110,6 +113,7 @@ struct RawConfig {
     log_format: String,
     shutdown_grace_seconds: u64,
     metrics_listen: Option<String>,
+    web_listen: String,
     heartbeat_interval_seconds: u64,
     metrics_sample_seconds: u64,
     metrics_retention_hours: u64,
@@ -128,6 +132,8 @@ struct RawTls {
 
 /// Default address: loopback only, so a first start exposes nothing.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Where the web dashboard listens unless configured.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./cygnet-data";
 
@@ -147,6 +153,7 @@ impl ServerConfig {
             .set_default("listen", DEFAULT_LISTEN)
             .and_then(|b| b.set_default("data_dir", DEFAULT_DATA_DIR))
             .and_then(|b| b.set_default("log_format", "plain"))
+            .and_then(|b| b.set_default("web_listen", DEFAULT_WEB_LISTEN))
             .and_then(|b| b.set_default("shutdown_grace_seconds", 10))
             .and_then(|b| b.set_default("heartbeat_interval_seconds", 10))
             .and_then(|b| b.set_default("metrics_sample_seconds", 60))
@@ -210,6 +217,16 @@ impl RawConfig {
                     "metrics_listen",
                     "CYGNET_METRICS_LISTEN",
                     format!("{value:?} is not an address like 127.0.0.1:9464"),
+                )
+            })?),
+        };
+        let web_listen = match self.web_listen.trim() {
+            "" => None,
+            value => Some(value.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::key(
+                    "web_listen",
+                    "CYGNET_WEB_LISTEN",
+                    format!("{value:?} is not an address like 127.0.0.1:8080 (empty turns the dashboard off)"),
                 )
             })?),
         };
@@ -372,6 +389,7 @@ impl RawConfig {
             tls,
             shutdown_grace_seconds: self.shutdown_grace_seconds,
             metrics_listen,
+            web_listen,
             agents,
         })
     }

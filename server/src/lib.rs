@@ -21,6 +21,7 @@ pub mod run_to_completion;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 pub use app::App;
 pub use config::ServerConfig;

@@ -27,7 +27,14 @@ fn the_demo_seeds_every_customer_and_prints_real_figures() {
     let data_dir = dir.path().join("demo");
     let run = || {
         Command::new(demo_binary())
-            .args(["--listen", "127.0.0.1:0", "--seed-only", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+                "--seed-only",
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .current_dir(dir.path())
             .output()
@@ -64,7 +71,14 @@ fn the_demo_seeds_every_customer_and_prints_real_figures() {
     std::fs::create_dir(&foreign).expect("dir");
     std::fs::write(foreign.join("keep.txt"), "precious").expect("file");
     let refused = Command::new(demo_binary())
-        .args(["--listen", "127.0.0.1:0", "--seed-only", "--data-dir"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--web-listen",
+            "127.0.0.1:0",
+            "--seed-only",
+            "--data-dir",
+        ])
         .arg(&foreign)
         .output()
         .expect("run the demo");

@@ -8,3 +8,4 @@ mod metrics;
 mod monitors;
 mod pipelines;
 mod releases;
+mod web;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 
 use super::{AuthError, PlatformAdmin, token};
-use crate::domain::UserId;
+use crate::domain::{TokenId, UserId};
 use crate::store::{Store, now};
 
 /// How stale `last_used_at` / `last_seen_at` may get before a request refreshes them; keeps
@@ -47,6 +47,15 @@ impl Authenticator {
     /// Authenticates `authorization: Bearer <token>`. Every failure is UNAUTHENTICATED.
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
         let secret = bearer_secret(metadata)?;
+        Ok(self.authenticate_secret(secret).await?.0)
+    }
+
+    /// Authenticates a token's secret, also returning the token's id (web sign-in makes its
+    /// session a child of it).
+    pub async fn authenticate_secret(
+        &self,
+        secret: &str,
+    ) -> Result<(Principal, TokenId), AuthError> {
         let presented_hash = token::hash(secret);
         let found = self
             .store
@@ -80,11 +89,12 @@ impl Authenticator {
             });
         }
         crate::audit::note_actor(found.user.id, &found.user.username);
-        Ok(Principal {
+        let principal = Principal {
             user_id: found.user.id,
             username: found.user.username,
             is_superuser: found.user.is_superuser,
-        })
+        };
+        Ok((principal, found.token_id))
     }
 }
 

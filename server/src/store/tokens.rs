@@ -60,6 +60,48 @@ impl Store {
         Ok(row.into())
     }
 
+    /// Stores a web session token signed in with `parent`, its owner's token: it expires at
+    /// `expires_at` or with its parent, whichever is first, and is revoked with its parent.
+    pub async fn create_session_token(
+        &self,
+        parent: TokenId,
+        expires_at: DateTime<Utc>,
+        secret: &GeneratedSecret,
+    ) -> Result<ApiToken, StoreError> {
+        let transaction = self.begin_write().await?;
+        let parent_row = api_token::Entity::find_by_id(parent.get())
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("token {parent} not found")))?;
+        if parent_row.revoked_at.is_some() {
+            return Err(StoreError::FailedPrecondition(format!(
+                "token {parent} has been revoked"
+            )));
+        }
+        let expires_at = parent_row
+            .expires_at
+            .map_or(expires_at, |parent_expires| parent_expires.min(expires_at));
+        let row = api_token::ActiveModel {
+            user_id: Set(parent_row.user_id),
+            name: Set("web session".into()),
+            token_hash: Set(secret.hash.clone()),
+            token_prefix: Set(secret.display_prefix.clone()),
+            created_at: Set(now()),
+            expires_at: Set(Some(expires_at)),
+            last_used_at: Set(None),
+            revoked_at: Set(None),
+            parent_token_id: Set(Some(parent.get())),
+            ..Default::default()
+        }
+        .insert(&transaction)
+        .await
+        .map_err(|error| {
+            StoreError::on_unique_violation(error, |_| "token already exists".into())
+        })?;
+        transaction.commit().await?;
+        Ok(row.into())
+    }
+
     /// A user's tokens, by id, revoked ones included.
     pub async fn list_tokens(
         &self,
@@ -98,9 +140,17 @@ impl Store {
         if current.revoked_at.is_some() {
             return Ok(current.into());
         }
+        let revoked_at = now();
         let mut row: api_token::ActiveModel = current.into();
-        row.revoked_at = Set(Some(now()));
+        row.revoked_at = Set(Some(revoked_at));
         let updated = row.update(&transaction).await?;
+        // Web sessions signed in with this token end with it.
+        api_token::Entity::update_many()
+            .col_expr(api_token::Column::RevokedAt, Expr::value(revoked_at))
+            .filter(api_token::Column::ParentTokenId.eq(token_id.get()))
+            .filter(api_token::Column::RevokedAt.is_null())
+            .exec(&transaction)
+            .await?;
         transaction.commit().await?;
         self.auth_cache.invalidate();
         Ok(updated.into())

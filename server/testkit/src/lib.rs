@@ -167,6 +167,8 @@ pub struct TestOptions {
     pub client_tls: Option<ClientTlsConfig>,
     /// Serve Prometheus metrics on a port of its own (see `TestServer::metrics_address`).
     pub metrics: bool,
+    /// Serve the web dashboard on a port of its own (see `TestServer::web_address`).
+    pub web: bool,
 }
 
 /// A running server with its own database.
@@ -174,6 +176,8 @@ pub struct TestServer {
     pub address: SocketAddr,
     /// The Prometheus endpoint, with `TestOptions::metrics`.
     pub metrics_address: Option<SocketAddr>,
+    /// The web dashboard, with `TestOptions::web`.
+    pub web_address: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub database_url: String,
     config: ServerConfig,
@@ -221,11 +225,13 @@ impl TestServer {
             metrics_listen: options
                 .metrics
                 .then(|| "127.0.0.1:0".parse().expect("address")),
+            web_listen: options.web.then(|| "127.0.0.1:0".parse().expect("address")),
             agents: options.agents,
         };
         let mut server = TestServer {
             address: config.listen,
             metrics_address: None,
+            web_address: None,
             data_dir,
             database_url: url,
             config,
@@ -250,6 +256,7 @@ impl TestServer {
             .await
             .expect("server starts");
         self.metrics_address = app.metrics_address();
+        self.web_address = app.web_address();
         let (shutdown, stopped) = oneshot::channel::<()>();
         self.task = Some(tokio::spawn(app.serve(listener, async {
             let _ = stopped.await;
@@ -298,6 +305,7 @@ impl TestServer {
         let mut replica = TestServer {
             address: config.listen,
             metrics_address: None,
+            web_address: None,
             data_dir: config.data_dir.clone(),
             database_url: config.database.url.clone(),
             config,

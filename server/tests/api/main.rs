@@ -21,3 +21,4 @@ mod process;
 mod releases;
 mod tls;
 mod users;
+mod web;

@@ -1,0 +1,116 @@
+//! The web dashboard: server-rendered pages over the same gRPC services, in-process.
+//!
+//! Every page and form calls the service implementations the gRPC server runs, with the
+//! session's token as the bearer, so authentication, tenant scoping, roles and validation are
+//! the API's own; writes leave the same audit entries (`audit::audited`) and run to completion
+//! like RPCs do. Live parts are Server-Sent Events fed by the Watch RPCs.
+
+mod error;
+mod live;
+mod pages;
+mod serve;
+mod session;
+mod view;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::grpc::{AgentApi, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi};
+use crate::store::Store;
+
+pub use serve::{serve, tls_acceptor};
+
+/// What the web handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct Web(Arc<WebInner>);
+
+pub struct WebInner {
+    pub customers: CustomerApi,
+    pub users: UserApi,
+    pub agents: AgentApi,
+    pub pipelines: PipelineApi,
+    pub releases: ReleaseApi,
+    pub monitors: MonitorApi,
+    pub authenticator: Authenticator,
+    pub store: Store,
+    /// Writes run as tasks here, so shutdown waits for them (see `run_to_completion`).
+    pub tasks: TaskTracker,
+    /// Cookies get `Secure` (the dashboard is served over TLS).
+    pub secure_cookies: bool,
+    /// Becomes `true` at shutdown: live streams end.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl Web {
+    pub fn new(inner: WebInner) -> Self {
+        Web(Arc::new(inner))
+    }
+
+    /// Every route of the dashboard.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(pages::index))
+            .route("/signin", get(session::sign_in_page).post(session::sign_in))
+            .route("/signout", post(session::sign_out))
+            .route("/switch", get(pages::switch))
+            .route("/static/app.css", get(pages::stylesheet))
+            .route("/static/app.js", get(pages::script))
+            .route("/c/{customer}", get(pages::dashboard))
+            .route("/c/{customer}/activity/live", get(live::activity))
+            .route("/c/{customer}/agents", get(pages::agents))
+            .route("/c/{customer}/pipelines", get(pages::pipelines))
+            .route(
+                "/c/{customer}/pipelines/{pipeline}/run",
+                post(pages::run_pipeline),
+            )
+            .route(
+                "/c/{customer}/executions/{execution}",
+                get(pages::execution),
+            )
+            .route(
+                "/c/{customer}/executions/{execution}/live",
+                get(live::execution),
+            )
+            .route(
+                "/c/{customer}/executions/{execution}/cancel",
+                post(pages::cancel_execution),
+            )
+            .route("/c/{customer}/releases", get(pages::releases))
+            .route(
+                "/c/{customer}/stages/{stage}/approve",
+                post(pages::approve_stage),
+            )
+            .route(
+                "/c/{customer}/stages/{stage}/reject",
+                post(pages::reject_stage),
+            )
+            .route("/c/{customer}/monitors", get(pages::monitors))
+            .fallback(pages::not_found)
+            .with_state(self)
+    }
+}
+
+/// Completes once `stopping` is true (or its sender is gone).
+pub(crate) async fn stopped(mut stopping: watch::Receiver<bool>) {
+    loop {
+        if *stopping.borrow_and_update() {
+            return;
+        }
+        if stopping.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl std::ops::Deref for Web {
+    type Target = WebInner;
+
+    fn deref(&self) -> &WebInner {
+        &self.0
+    }
+}

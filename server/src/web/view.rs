@@ -1,0 +1,91 @@
+//! Small conversions from API messages to what pages show.
+
+use cygnet_proto::v1 as pb;
+
+/// `EXECUTION_STATUS_SUCCEEDED` → `succeeded`.
+fn label(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix)
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+        .replace('_', " ")
+}
+
+pub fn execution_status(value: i32) -> String {
+    pb::ExecutionStatus::try_from(value)
+        .map(|status| label(status.as_str_name(), "EXECUTION_STATUS_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn step_status(value: i32) -> String {
+    pb::StepStatus::try_from(value)
+        .map(|status| label(status.as_str_name(), "STEP_STATUS_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn agent_status(value: i32) -> String {
+    pb::AgentStatus::try_from(value)
+        .map(|status| label(status.as_str_name(), "AGENT_STATUS_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn monitor_status(value: i32) -> String {
+    pb::MonitorStatus::try_from(value)
+        .map(|status| label(status.as_str_name(), "MONITOR_STATUS_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn stage_status(value: i32) -> String {
+    pb::StageStatus::try_from(value)
+        .map(|status| label(status.as_str_name(), "STAGE_STATUS_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn release_execution_status(value: i32) -> String {
+    pb::ReleaseExecutionStatus::try_from(value)
+        .map(|status| label(status.as_str_name(), "RELEASE_EXECUTION_STATUS_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+pub fn role(value: i32) -> String {
+    pb::Role::try_from(value)
+        .map(|role| label(role.as_str_name(), "ROLE_"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `2026-12-01 09:30:00 UTC`, or an empty string when unset.
+pub fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
+    timestamp
+        .and_then(|at| chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32))
+        .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// Whether an execution can still change (and be cancelled).
+pub fn execution_is_active(value: i32) -> bool {
+    matches!(
+        pb::ExecutionStatus::try_from(value),
+        Ok(pb::ExecutionStatus::Queued
+            | pb::ExecutionStatus::Assigned
+            | pb::ExecutionStatus::Running)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_read_as_words() {
+        assert_eq!(execution_status(4), "succeeded");
+        assert_eq!(stage_status(2), "awaiting approval");
+        assert_eq!(role(5), "viewer");
+        assert_eq!(execution_status(99), "unknown");
+        assert_eq!(
+            time(Some(&prost_types::Timestamp {
+                seconds: 1_764_581_400,
+                nanos: 0
+            })),
+            "2025-12-01 09:30:00 UTC"
+        );
+    }
+}

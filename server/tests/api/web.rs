@@ -1,0 +1,488 @@
+//! The web dashboard over real HTTP: sessions, CSRF, tenant isolation, escaping, audit, TLS.
+//! (The browser test, with live updates, is `agent/tests/e2e/web.rs`.)
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cygnet_proto::v1 as pb;
+use cygnet_server::config::TlsFiles;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::common::{Backend, TestOptions, TestServer, make_dev_certificates};
+
+/// An HTTP/1.1 answer.
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    /// The session cookie a sign-in set.
+    fn session(&self) -> String {
+        let cookie = self.header("set-cookie").expect("set-cookie");
+        cookie
+            .split(';')
+            .next()
+            .and_then(|pair| pair.strip_prefix("cygnet_session="))
+            .expect("the session cookie")
+            .to_owned()
+    }
+}
+
+/// A browser-like request over `stream`; `form` is sent urlencoded.
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    method: &str,
+    path: &str,
+    session: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+) -> Reply {
+    let body = form
+        .map(|fields| {
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish()
+        })
+        .unwrap_or_default();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nhost: cygnet\r\nconnection: close\r\n");
+    if let Some(session) = session {
+        request.push_str(&format!("cookie: theme=dark; cygnet_session={session}\r\n"));
+    }
+    if form.is_some() {
+        request.push_str(&format!(
+            "content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    request.push_str(&body);
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    // A TLS peer may close without close_notify; what arrived is the answer.
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8(answer).expect("UTF-8 answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status");
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+async fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    session: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    exchange(stream, method, path, session, form).await
+}
+
+/// The CSRF token the page's forms carry.
+fn csrf(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = page.find(marker).expect("a form with a CSRF token") + marker.len();
+    page[start..].split('"').next().expect("value").to_owned()
+}
+
+fn web_server_options() -> TestOptions {
+    TestOptions {
+        web: true,
+        ..TestOptions::default()
+    }
+}
+
+async fn the_dashboard_is_tenant_scoped_and_safe(backend: Backend) {
+    let server = TestServer::start_with(backend, web_server_options()).await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let globex = server.create_customer("globex").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let viewer = server.create_user("viewer").await;
+    server
+        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+        .await;
+    let hostile = "<img src=x onerror=alert(1)>";
+    let pipeline = server
+        .admin_pipelines()
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id: acme.id,
+            name: "build".into(),
+            description: hostile.into(),
+            steps: vec![crate::common::step("build", "true")],
+            ..Default::default()
+        })
+        .await
+        .expect("pipeline")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    let globex_pipeline = server
+        .create_pipeline(
+            globex.id,
+            "secret",
+            vec![crate::common::step("s", "true")],
+            vec![],
+        )
+        .await;
+    let globex_execution = server
+        .run_pipeline(globex.id, globex_pipeline.id, &[])
+        .await;
+
+    // Without a session every page sends the browser to sign in.
+    let anonymous = http(web, "GET", &format!("/c/{}", acme.id), None, None).await;
+    assert_eq!(anonymous.status, 303);
+    assert_eq!(anonymous.header("location"), Some("/signin"));
+    let forged = http(web, "GET", "/c/1", Some("cyg_forged"), None).await;
+    assert_eq!(forged.header("location"), Some("/signin"));
+
+    // Sign-in refuses a missing or wrong token with a message.
+    let empty = http(web, "POST", "/signin", None, Some(&[("token", "")])).await;
+    assert_eq!(empty.status, 401);
+    assert!(empty.body.contains("Paste an API token"), "{}", empty.body);
+    let wrong = http(
+        web,
+        "POST",
+        "/signin",
+        None,
+        Some(&[("token", "cyg_wrong")]),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("token is not valid"), "{}", wrong.body);
+
+    // Sign-in sets an HttpOnly, SameSite=Strict, expiring cookie (no Secure without TLS).
+    let signed_in = http(web, "POST", "/signin", None, Some(&[("token", &dev.token)])).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = signed_in.header("set-cookie").expect("cookie").to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let session = signed_in.session();
+    assert_ne!(
+        session, dev.token,
+        "the browser gets a session, not the pasted token"
+    );
+    let home = http(web, "GET", "/", Some(&session), None).await;
+    assert_eq!(
+        home.header("location"),
+        Some(format!("/c/{}", acme.id).as_str())
+    );
+
+    // The dashboard shows the customer's cards; hostile text is escaped.
+    let dashboard = http(web, "GET", &format!("/c/{}", acme.id), Some(&session), None).await;
+    assert_eq!(dashboard.status, 200);
+    assert!(dashboard.body.contains("data-card=\"executions\""));
+    assert!(
+        dashboard
+            .body
+            .contains("<span id=\"current-user\">dev</span>")
+    );
+    let pipelines = http(
+        web,
+        "GET",
+        &format!("/c/{}/pipelines", acme.id),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(pipelines.status, 200);
+    assert!(
+        pipelines
+            .body
+            .contains("&#60;img src=x onerror=alert(1)&#62;"),
+        "{}",
+        pipelines.body
+    );
+    assert!(!pipelines.body.contains(hostile));
+    assert!(
+        !pipelines.body.contains("secret"),
+        "another customer's pipeline"
+    );
+
+    // Another customer's pages and ids are 404, the same as unknown ones.
+    let unknown = http(web, "GET", "/c/999999", Some(&session), None).await;
+    assert_eq!(unknown.status, 404);
+    for path in [
+        format!("/c/{}", globex.id),
+        format!("/c/{}/agents", globex.id),
+        format!("/c/{}/executions/{}", acme.id, globex_execution.id),
+        format!("/c/{}/executions/{}", globex.id, globex_execution.id),
+        format!("/c/{}/executions/x", acme.id),
+        "/nowhere".to_owned(),
+    ] {
+        let reply = http(web, "GET", &path, Some(&session), None).await;
+        assert_eq!(reply.status, 404, "{path}");
+        assert_eq!(reply.body, unknown.body, "{path}");
+    }
+
+    // A form without the session's CSRF token changes nothing.
+    let run_path = format!("/c/{}/pipelines/{}/run", acme.id, pipeline.id);
+    let no_csrf = http(
+        web,
+        "POST",
+        &run_path,
+        Some(&session),
+        Some(&[("csrf", "forged")]),
+    )
+    .await;
+    assert_eq!(no_csrf.status, 403);
+    let executions = || async {
+        server
+            .admin_pipelines()
+            .list_executions(pb::ListExecutionsRequest {
+                customer_id: acme.id,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner()
+            .executions
+    };
+    assert!(executions().await.is_empty());
+
+    // Bad input names the field and writes nothing.
+    let token = csrf(&pipelines.body);
+    let unknown_parameter = http(
+        web,
+        "POST",
+        &run_path,
+        Some(&session),
+        Some(&[("csrf", &token), ("param.NOPE", "1")]),
+    )
+    .await;
+    assert_eq!(unknown_parameter.status, 400, "{}", unknown_parameter.body);
+    assert!(
+        unknown_parameter.body.contains("NOPE"),
+        "{}",
+        unknown_parameter.body
+    );
+    assert!(executions().await.is_empty());
+
+    // A viewer may not run; a developer may, and the audit log records who did it from where.
+    let viewer_session = http(
+        web,
+        "POST",
+        "/signin",
+        None,
+        Some(&[("token", &viewer.token)]),
+    )
+    .await
+    .session();
+    let viewer_page = http(
+        web,
+        "GET",
+        &format!("/c/{}/pipelines", acme.id),
+        Some(&viewer_session),
+        None,
+    )
+    .await;
+    assert!(
+        !viewer_page.body.contains("Run build"),
+        "no Run button for a viewer"
+    );
+    let refused = http(
+        web,
+        "POST",
+        &run_path,
+        Some(&viewer_session),
+        Some(&[("csrf", &csrf(&viewer_page.body))]),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("may not"), "{}", refused.body);
+    let ran = http(
+        web,
+        "POST",
+        &run_path,
+        Some(&session),
+        Some(&[("csrf", &token)]),
+    )
+    .await;
+    assert_eq!(ran.status, 303, "{}", ran.body);
+    let made = executions().await;
+    assert_eq!(made.len(), 1);
+    assert_eq!(
+        ran.header("location"),
+        Some(format!("/c/{}/executions/{}", acme.id, made[0].id).as_str())
+    );
+    let page = http(
+        web,
+        "GET",
+        ran.header("location").expect("location"),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"execution-status\""));
+    let audit = server
+        .admin_customers()
+        .list_audit_log(pb::ListAuditLogRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let runs: Vec<_> = audit
+        .iter()
+        .filter(|entry| entry.method == "cygnet.v1.PipelineService/RunPipeline")
+        .collect();
+    // The refused form with the unknown parameter, the viewer's attempt and the run.
+    assert_eq!(runs.len(), 3, "{audit:?}");
+    assert!(
+        runs.iter()
+            .any(|entry| entry.actor_username == "dev" && entry.code == "INVALID_ARGUMENT")
+    );
+    assert!(
+        runs.iter()
+            .any(|entry| entry.actor_username == "dev" && entry.code == "OK")
+    );
+    assert!(
+        runs.iter()
+            .any(|entry| entry.actor_username == "viewer" && entry.code == "PERMISSION_DENIED")
+    );
+    assert!(
+        runs.iter()
+            .all(|entry| entry.peer_address.starts_with("127.0.0.1:"))
+    );
+
+    // Revoking the pasted token ends its web sessions.
+    server
+        .users(&viewer.token)
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            token_id: viewer.token_id,
+        })
+        .await
+        .expect("revoke");
+    let ended = http(
+        web,
+        "GET",
+        &format!("/c/{}", acme.id),
+        Some(&viewer_session),
+        None,
+    )
+    .await;
+    assert_eq!(ended.header("location"), Some("/signin"));
+
+    // Sign-out revokes the session and clears the cookie.
+    let out = http(
+        web,
+        "POST",
+        "/signout",
+        Some(&session),
+        Some(&[("csrf", &token)]),
+    )
+    .await;
+    assert_eq!(out.header("location"), Some("/signin"));
+    assert!(
+        out.header("set-cookie")
+            .expect("cleared")
+            .contains("Max-Age=0")
+    );
+    let after = http(web, "GET", &format!("/c/{}", acme.id), Some(&session), None).await;
+    assert_eq!(after.header("location"), Some("/signin"));
+    // The pasted token itself still works for the API.
+    server
+        .users(&dev.token)
+        .get_current_user(pb::GetCurrentUserRequest {})
+        .await
+        .expect("the API token is untouched");
+}
+
+cygnet_testkit::backend_tests!(the_dashboard_is_tenant_scoped_and_safe);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_the_dashboard_is_https_with_secure_cookies() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_dev_certificates(certs.path(), "acme-001");
+    let server = TestServer::start_with(
+        Backend::Sqlite,
+        TestOptions {
+            web: true,
+            tls: Some(TlsFiles {
+                cert: certs.path().join("server.pem"),
+                key: certs.path().join("server.key"),
+                client_ca: None,
+            }),
+            client_tls: Some(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(
+                        std::fs::read(certs.path().join("ca.pem")).expect("ca"),
+                    ))
+                    .domain_name("localhost"),
+            ),
+            ..TestOptions::default()
+        },
+    )
+    .await;
+    let web = server.web_address.expect("web on");
+    let user = server.create_user("dev").await;
+
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in
+        rustls::pki_types::CertificateDer::pem_file_iter(certs.path().join("ca.pem")).expect("ca")
+    {
+        roots.add(certificate.expect("certificate")).expect("root");
+    }
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(web).await.expect("connect");
+        connector
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+                tcp,
+            )
+            .await
+            .expect("TLS handshake")
+    };
+    let signed_in = exchange(
+        connect().await,
+        "POST",
+        "/signin",
+        None,
+        Some(&[("token", &user.token)]),
+    )
+    .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = signed_in.header("set-cookie").expect("cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    // Plain HTTP on the TLS port gets no page.
+    let mut plain = tokio::net::TcpStream::connect(web).await.expect("connect");
+    plain
+        .write_all(b"GET /signin HTTP/1.1\r\nhost: cygnet\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("Sign in"));
+}
