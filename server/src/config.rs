@@ -423,6 +423,29 @@ mod tests {
         );
         assert_eq!(config.log_format, LogFormat::Plain);
         assert!(config.tls.is_none());
+        assert_eq!(
+            config.web_listen.map(|address| address.to_string()),
+            Some(DEFAULT_WEB_LISTEN.to_owned())
+        );
+    }
+
+    #[test]
+    fn the_dashboard_listens_where_told_or_not_at_all() {
+        let config = load(
+            &[("CYGNET_WEB_LISTEN", "0.0.0.0:8443")],
+            &Overrides::default(),
+        )
+        .expect("web address");
+        assert_eq!(
+            config.web_listen,
+            Some("0.0.0.0:8443".parse().expect("address"))
+        );
+        let config = load(&[("CYGNET_WEB_LISTEN", "")], &Overrides::default()).expect("off");
+        assert_eq!(config.web_listen, None);
+        let error = load(&[("CYGNET_WEB_LISTEN", "port 80")], &Overrides::default())
+            .expect_err("bad web address")
+            .to_string();
+        assert!(error.contains("CYGNET_WEB_LISTEN"), "{error}");
     }
 
     #[test]
@@ -545,6 +568,10 @@ mod tests {
         assert_eq!(
             config.metrics_listen,
             Some("10.0.0.5:9464".parse().expect("address"))
+        );
+        assert_eq!(
+            config.web_listen,
+            Some("0.0.0.0:8443".parse().expect("address"))
         );
         let tls = config.tls.expect("TLS on");
         assert!(tls.client_ca.is_some(), "mTLS for agents");
