@@ -99,6 +99,27 @@ try {
   await page.goto(`${base}/c/${acme}`);
   await page.screenshot({ path: env("CYGNET_SCREENSHOT"), fullPage: true });
 
+  step("narrow screens: no page scrolls sideways (wide tables scroll inside their box)");
+  await page.setViewportSize({ width: 375, height: 800 });
+  for (const path of ["", "/agents", "/pipelines", "/releases", "/monitors"]) {
+    await page.goto(`${base}/c/${acme}${path}`);
+    const overflow = await page.evaluate(() =>
+      document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 1, `/c/${acme}${path} is ${overflow}px too wide at 375px`);
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+
+  step("keyboard: the switcher and the navigation are reachable with Tab");
+  await page.goto(`${base}/c/${acme}`);
+  const focused = [];
+  for (let i = 0; i < 6; i++) {
+    await page.keyboard.press("Tab");
+    focused.push(await page.evaluate(() =>
+      document.activeElement.id || document.activeElement.textContent.trim()));
+  }
+  assert.ok(focused.includes("customer-switcher"), focused.join(", "));
+  assert.ok(focused.includes("Agents"), focused.join(", "));
+
   step("a viewer cannot approve a stage; an approver can");
   const viewer = await signIn(env("CYGNET_VIEWER_TOKEN"));
   await viewer.page.goto(`${base}/c/${acme}/releases`);

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-const ADMIN_TOKEN: &str = "cygnet-bench-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "cygnet-bench-admin-token-0123456789";
 
 /// The bench's platform administrator.
 pub fn admin() -> Bearer {
@@ -34,6 +34,8 @@ pub type Authed = InterceptedService<Channel, Bearer>;
 /// A running server with a database of its own.
 pub struct BenchServer {
     pub address: SocketAddr,
+    /// The web dashboard.
+    pub web_address: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -61,18 +63,20 @@ impl BenchServer {
             tls: None,
             shutdown_grace_seconds: 5,
             metrics_listen: None,
-            web_listen: None,
+            web_listen: Some("127.0.0.1:0".parse()?),
             agents: AgentSettings::default(),
         };
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
         let app = App::start(config).await?;
+        let web_address = app.web_address().context("the dashboard's address")?;
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async {
             let _ = stopped.await;
         }));
         Ok(BenchServer {
             address,
+            web_address,
             shutdown: Some(shutdown),
             task: Some(task),
             _dir: dir,

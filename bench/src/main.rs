@@ -7,6 +7,7 @@
 
 mod bare;
 mod child;
+mod dashboard;
 mod fleet;
 mod harness;
 mod procfs;
@@ -32,6 +33,8 @@ enum Scenario {
     Logs,
     /// A real idle cygnet-agent over 60 s.
     AgentFootprint,
+    /// The web dashboard's server-side render with 10,000 executions in the customer.
+    Dashboard,
     /// Every scenario above.
     All,
 }
@@ -97,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Scenario::AgentFootprint) {
         results.extend(real_agent::agent_footprint(&options).await?);
+    }
+    if run(Scenario::Dashboard) {
+        results.extend(dashboard::dashboard(&options).await?);
     }
     println!();
     println!("{:<44} {:>14} unit", "figure", "value");

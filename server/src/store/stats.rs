@@ -82,20 +82,27 @@ impl Store {
         let customer = customer_id.get();
         let db = &self.db;
 
+        // The figures are independent reads: they run concurrently on the pool, so the answer
+        // takes as long as the slowest, not their sum (the dashboard waits for it).
         let agents = agent::Entity::find()
             .filter(agent::Column::CustomerId.eq(customer))
             .filter(agent::Column::DeletedAt.is_null());
-        let agents_total = agents.clone().count(db).await? as i64;
-        let agents_online = agents
-            .filter(agent::Column::Status.eq(AgentStatus::Online.as_str()))
-            .filter(agent::Column::LastSeenAt.gte(online_cutoff))
-            .count(db)
-            .await? as i64;
+        let agent_figures = async {
+            let total = agents.clone().count(db).await? as i64;
+            let online = agents
+                .clone()
+                .filter(agent::Column::Status.eq(AgentStatus::Online.as_str()))
+                .filter(agent::Column::LastSeenAt.gte(online_cutoff))
+                .count(db)
+                .await? as i64;
+            Ok::<_, StoreError>((total, online))
+        };
 
         let live_pipelines = pipeline::Entity::find()
             .filter(pipeline::Column::CustomerId.eq(customer))
             .filter(pipeline::Column::DeletedAt.is_null());
-        let pipelines_total = live_pipelines.clone().count(db).await? as i64;
+        let pipelines_total =
+            async { Ok::<_, StoreError>(live_pipelines.clone().count(db).await? as i64) };
         // A pipeline succeeds when its latest finished execution did.
         let latest_finished = Query::select()
             .expr(Func::max(Expr::col(execution::Column::Id)))
@@ -105,6 +112,7 @@ impl Store {
             .and_where(
                 execution::Column::PipelineId.in_subquery(
                     live_pipelines
+                        .clone()
                         .select_only()
                         .column(pipeline::Column::Id)
                         .into_query(),
@@ -112,19 +120,87 @@ impl Store {
             )
             .group_by_col(execution::Column::PipelineId)
             .to_owned();
-        let pipelines_succeeding = execution::Entity::find()
-            .filter(execution::Column::Id.in_subquery(latest_finished))
-            .filter(execution::Column::Status.eq(ExecutionStatus::Succeeded.as_str()))
-            .count(db)
-            .await? as i64;
+        let pipelines_succeeding = async {
+            Ok::<_, StoreError>(
+                execution::Entity::find()
+                    .filter(execution::Column::Id.in_subquery(latest_finished))
+                    .filter(execution::Column::Status.eq(ExecutionStatus::Succeeded.as_str()))
+                    .count(db)
+                    .await? as i64,
+            )
+        };
 
         let releases = by_status(
             db,
             release::Entity::find().filter(release::Column::CustomerId.eq(customer)),
             release::Column::Status,
             release::Column::Id,
-        )
-        .await?;
+        );
+        let releases_in_progress = async {
+            Ok::<_, StoreError>(
+                release_execution::Entity::find()
+                    .filter(release_execution::Column::CustomerId.eq(customer))
+                    .filter(release_execution::Column::Status.is_in([
+                        ReleaseExecutionStatus::Pending.as_str(),
+                        ReleaseExecutionStatus::InProgress.as_str(),
+                    ]))
+                    .count(db)
+                    .await? as i64,
+            )
+        };
+
+        let services = by_status(
+            db,
+            monitor::Entity::find().filter(monitor::Column::CustomerId.eq(customer)),
+            monitor::Column::Status,
+            monitor::Column::Id,
+        );
+
+        let members =
+            user_customer::Entity::find().filter(user_customer::Column::CustomerId.eq(customer));
+        let user_figures = async {
+            let total = members.clone().count(db).await? as i64;
+            let active = members
+                .clone()
+                .filter(
+                    user_customer::Column::UserId.in_subquery(
+                        user::Entity::find()
+                            .select_only()
+                            .column(user::Column::Id)
+                            .filter(user::Column::IsActive.eq(true))
+                            .into_query(),
+                    ),
+                )
+                .count(db)
+                .await? as i64;
+            Ok::<_, StoreError>((total, active))
+        };
+
+        let executions = by_status(
+            db,
+            execution::Entity::find().filter(execution::Column::CustomerId.eq(customer)),
+            execution::Column::Status,
+            execution::Column::Id,
+        );
+        let (
+            (agents_total, agents_online),
+            pipelines_total,
+            pipelines_succeeding,
+            releases,
+            releases_in_progress,
+            services,
+            (users_total, users_active),
+            executions,
+        ) = tokio::try_join!(
+            agent_figures,
+            pipelines_total,
+            pipelines_succeeding,
+            releases,
+            releases_in_progress,
+            services,
+            user_figures,
+            executions,
+        )?;
         let releases_active = releases
             .get(ReleaseStatus::Active.as_str())
             .copied()
@@ -134,47 +210,7 @@ impl Store {
                 .get(ReleaseStatus::Disabled.as_str())
                 .copied()
                 .unwrap_or(0);
-        let releases_in_progress = release_execution::Entity::find()
-            .filter(release_execution::Column::CustomerId.eq(customer))
-            .filter(release_execution::Column::Status.is_in([
-                ReleaseExecutionStatus::Pending.as_str(),
-                ReleaseExecutionStatus::InProgress.as_str(),
-            ]))
-            .count(db)
-            .await? as i64;
-
-        let services = by_status(
-            db,
-            monitor::Entity::find().filter(monitor::Column::CustomerId.eq(customer)),
-            monitor::Column::Status,
-            monitor::Column::Id,
-        )
-        .await?;
         let service = |status: MonitorStatus| services.get(status.as_str()).copied().unwrap_or(0);
-
-        let members =
-            user_customer::Entity::find().filter(user_customer::Column::CustomerId.eq(customer));
-        let users_total = members.clone().count(db).await? as i64;
-        let users_active = members
-            .filter(
-                user_customer::Column::UserId.in_subquery(
-                    user::Entity::find()
-                        .select_only()
-                        .column(user::Column::Id)
-                        .filter(user::Column::IsActive.eq(true))
-                        .into_query(),
-                ),
-            )
-            .count(db)
-            .await? as i64;
-
-        let executions = by_status(
-            db,
-            execution::Entity::find().filter(execution::Column::CustomerId.eq(customer)),
-            execution::Column::Status,
-            execution::Column::Id,
-        )
-        .await?;
         let count = |status: ExecutionStatus| executions.get(status.as_str()).copied().unwrap_or(0);
         let executions_succeeded = count(ExecutionStatus::Succeeded);
         let executions_failed = count(ExecutionStatus::Failed) + count(ExecutionStatus::TimedOut);

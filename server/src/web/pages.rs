@@ -74,19 +74,15 @@ async fn frame(
     customer_id: i64,
     section: &'static str,
 ) -> Result<Frame, WebError> {
-    // The customer first: another customer's id is NOT_FOUND here, like an unknown one.
-    let customer = web
-        .customers
-        .get_customer(session.request(pb::GetCustomerRequest { customer_id }))
-        .await?
-        .into_inner()
-        .customer
-        .ok_or(WebError::NotFound)?;
-    let me = web
-        .users
-        .get_current_user(session.request(pb::GetCurrentUserRequest {}))
-        .await?
-        .into_inner();
+    // Another customer's id is NOT_FOUND here, like an unknown one.
+    let (customer, me) = tokio::try_join!(
+        web.customers
+            .get_customer(session.request(pb::GetCustomerRequest { customer_id })),
+        web.users
+            .get_current_user(session.request(pb::GetCurrentUserRequest {})),
+    )?;
+    let customer = customer.into_inner().customer.ok_or(WebError::NotFound)?;
+    let me = me.into_inner();
     let user = me.user.unwrap_or_default();
     let mut role = pb::Role::Admin;
     let mut customers = Vec::new();
@@ -298,22 +294,28 @@ pub async fn dashboard(
     Path(customer): Path<String>,
 ) -> Result<Response, WebError> {
     let customer_id = id(&customer)?;
-    let frame = frame(&web, &session, customer_id, "dashboard").await?;
-    let stats = web
-        .customers
-        .get_customer_stats(session.request(pb::GetCustomerStatsRequest { customer_id }))
-        .await?
-        .into_inner()
-        .stats
-        .unwrap_or_default();
-    let activity: Vec<ActivityItem> = web
-        .customers
-        .list_activity(session.request(pb::ListActivityRequest {
-            customer_id,
-            page_size: ACTIVITY_SHOWN,
-            ..Default::default()
-        }))
-        .await?
+    // Independent reads, concurrently: the page takes as long as the slowest.
+    let (frame, stats, activity) = tokio::try_join!(
+        frame(&web, &session, customer_id, "dashboard"),
+        async {
+            Ok(web
+                .customers
+                .get_customer_stats(session.request(pb::GetCustomerStatsRequest { customer_id }))
+                .await?)
+        },
+        async {
+            Ok(web
+                .customers
+                .list_activity(session.request(pb::ListActivityRequest {
+                    customer_id,
+                    page_size: ACTIVITY_SHOWN,
+                    ..Default::default()
+                }))
+                .await?)
+        },
+    )?;
+    let stats = stats.into_inner().stats.unwrap_or_default();
+    let activity: Vec<ActivityItem> = activity
         .into_inner()
         .events
         .into_iter()
