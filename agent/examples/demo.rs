@@ -861,6 +861,8 @@ async fn main() -> anyhow::Result<()> {
         shutdown_grace_seconds: 5,
         metrics_listen: None,
         web_listen: Some(options.web_listen),
+        secret_key: None,
+        secret_key_previous: None,
         agents: AgentSettings::default(),
     };
     let listener = TcpListener::bind(config.listen)

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod exporter;
 pub mod jobs;
+pub mod mask;
 pub mod metrics;
 pub mod monitors;
 pub mod session;

@@ -64,6 +64,8 @@ impl BenchServer {
             shutdown_grace_seconds: 5,
             metrics_listen: None,
             web_listen: Some("127.0.0.1:0".parse()?),
+            secret_key: None,
+            secret_key_previous: None,
             agents: AgentSettings::default(),
         };
         let listener = TcpListener::bind(config.listen).await?;

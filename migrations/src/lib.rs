@@ -13,6 +13,7 @@ mod m20261202_000001_pipelines;
 mod m20261203_000001_releases;
 mod m20261204_000001_monitors;
 mod m20261205_000001_web_sessions;
+mod m20261206_000001_variables;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_releases::Migration),
             Box::new(m20261204_000001_monitors::Migration),
             Box::new(m20261205_000001_web_sessions::Migration),
+            Box::new(m20261206_000001_variables::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ use cygnet_proto::v1::{
     agent_service_server::AgentServiceServer, customer_service_server::CustomerServiceServer,
     monitor_service_server::MonitorServiceServer, pipeline_service_server::PipelineServiceServer,
     release_service_server::ReleaseServiceServer, user_service_server::UserServiceServer,
+    variable_service_server::VariableServiceServer,
 };
 use tokio::net::TcpListener;
 use tonic::transport::Server;
@@ -24,11 +25,12 @@ use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
 use crate::dispatch::{Dispatcher, ExecutionSignals};
 use crate::grpc::{
-    AgentApi, ApiContext, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi,
+    AgentApi, ApiContext, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi, VariableApi,
 };
 use crate::metrics::{MetricsLayer, ServerMetrics};
 use crate::monitors::MonitorScheduler;
 use crate::run_to_completion::RunToCompletionLayer;
+use crate::secrets::SecretBox;
 use crate::store::Store;
 use crate::store::{Notifier, spawn_listener};
 use crate::tls;
@@ -42,6 +44,8 @@ pub struct App {
     metrics_listener: Option<TcpListener>,
     /// Bound at start when `web_listen` is set.
     web_listener: Option<TcpListener>,
+    /// Seals and opens secret variable values.
+    secrets: Arc<SecretBox>,
 }
 
 impl App {
@@ -69,6 +73,23 @@ impl App {
                 "created platform administrator 'admin'; its bearer token is in the token file"
             ),
         }
+        let secrets = SecretBox::load(
+            config.secret_key.map(|key| key.0),
+            config.secret_key_previous.map(|key| key.0),
+            &config.data_dir,
+        )
+        .map_err(|error| anyhow::anyhow!("secret key: {error}"))?;
+        let resealed = store
+            .reseal_secrets(&secrets)
+            .await
+            .map_err(|error| anyhow::anyhow!("re-encrypting secrets: {error}"))?;
+        if resealed > 0 {
+            tracing::info!(
+                resealed,
+                key_id = secrets.key_id(),
+                "re-encrypted secret variables with the current key"
+            );
+        }
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
                 anyhow::anyhow!("metrics_listen (CYGNET_METRICS_LISTEN) {address}: {error}")
@@ -86,6 +107,7 @@ impl App {
             store,
             metrics_listener,
             web_listener,
+            secrets: Arc::new(secrets),
         })
     }
 
@@ -187,6 +209,9 @@ impl App {
         health_reporter
             .set_serving::<MonitorServiceServer<MonitorApi>>()
             .await;
+        health_reporter
+            .set_serving::<VariableServiceServer<VariableApi>>()
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cygnet_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -218,6 +243,7 @@ impl App {
         let release_api = ReleaseApi::new(context.clone(), dispatcher.clone());
         let pipeline_api = PipelineApi::new(context.clone(), dispatcher.clone(), artifacts.clone());
         let monitor_api = MonitorApi::new(context.clone(), monitors.clone());
+        let variable_api = VariableApi::new(context.clone(), self.secrets.clone());
         let agent_api = AgentApi::new(
             context.clone(),
             hub,
@@ -264,6 +290,7 @@ impl App {
             .add_service(ReleaseServiceServer::new(release_api))
             .add_service(PipelineServiceServer::new(pipeline_api))
             .add_service(MonitorServiceServer::new(monitor_api))
+            .add_service(VariableServiceServer::new(variable_api))
             .add_service(AgentServiceServer::new(agent_api));
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -289,6 +316,9 @@ impl App {
                 .await;
             reporter
                 .set_not_serving::<MonitorServiceServer<MonitorApi>>()
+                .await;
+            reporter
+                .set_not_serving::<VariableServiceServer<VariableApi>>()
                 .await;
             // Agent streams never end by themselves: end them now so draining can finish.
             let _ = stop_background.send(true);

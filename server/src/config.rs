@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub shutdown_grace_seconds: u64,
     /// Where Prometheus metrics are served (`GET /metrics`); off when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// The key secret variables are encrypted with; `<data_dir>/secret.key` when unset.
+    pub secret_key: Option<crate::secrets::KeyBytes>,
+    /// The key before a rotation: values sealed with it still open, and are re-sealed with
+    /// `secret_key` at start-up.
+    pub secret_key_previous: Option<crate::secrets::KeyBytes>,
     /// Where the web dashboard is served (HTTP, or HTTPS with the same certificate when `tls`
     /// is set); off when unset.
     pub web_listen: Option<SocketAddr>,
@@ -114,6 +119,8 @@ struct RawConfig {
     shutdown_grace_seconds: u64,
     metrics_listen: Option<String>,
     web_listen: String,
+    secret_key: Option<String>,
+    secret_key_previous: Option<String>,
     heartbeat_interval_seconds: u64,
     metrics_sample_seconds: u64,
     metrics_retention_hours: u64,
@@ -230,6 +237,29 @@ impl RawConfig {
                 )
             })?),
         };
+        let key = |value: Option<String>, name: &str, env: &str| {
+            value
+                .filter(|value| !value.trim().is_empty())
+                .map(|value| {
+                    crate::secrets::parse_key(&value)
+                        .map(crate::secrets::KeyBytes)
+                        .map_err(|problem| ConfigError::key(name, env, problem))
+                })
+                .transpose()
+        };
+        let secret_key = key(self.secret_key, "secret_key", "CYGNET_SECRET_KEY")?;
+        let secret_key_previous = key(
+            self.secret_key_previous,
+            "secret_key_previous",
+            "CYGNET_SECRET_KEY_PREVIOUS",
+        )?;
+        if secret_key_previous.is_some() && secret_key.is_none() {
+            return Err(ConfigError::key(
+                "secret_key_previous",
+                "CYGNET_SECRET_KEY_PREVIOUS",
+                "needs secret_key (CYGNET_SECRET_KEY), the key to re-encrypt with",
+            ));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::key(
                 "data_dir",
@@ -390,6 +420,8 @@ impl RawConfig {
             shutdown_grace_seconds: self.shutdown_grace_seconds,
             metrics_listen,
             web_listen,
+            secret_key,
+            secret_key_previous,
             agents,
         })
     }
@@ -427,6 +459,33 @@ mod tests {
             config.web_listen.map(|address| address.to_string()),
             Some(DEFAULT_WEB_LISTEN.to_owned())
         );
+    }
+
+    #[test]
+    fn secret_keys_are_32_bytes_of_base64() {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let config = load(
+            &[("CYGNET_SECRET_KEY", key.as_str())],
+            &Overrides::default(),
+        )
+        .expect("key");
+        assert_eq!(config.secret_key, Some(crate::secrets::KeyBytes([9; 32])));
+        assert!(!format!("{config:?}").contains(&key), "Debug shows no key");
+        let error = load(&[("CYGNET_SECRET_KEY", "c2hvcnQ=")], &Overrides::default())
+            .expect_err("short key")
+            .to_string();
+        assert!(
+            error.contains("CYGNET_SECRET_KEY") && error.contains("32 bytes"),
+            "{error}"
+        );
+        let error = load(
+            &[("CYGNET_SECRET_KEY_PREVIOUS", key.as_str())],
+            &Overrides::default(),
+        )
+        .expect_err("previous alone")
+        .to_string();
+        assert!(error.contains("CYGNET_SECRET_KEY_PREVIOUS"), "{error}");
     }
 
     #[test]

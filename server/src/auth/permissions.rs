@@ -57,6 +57,12 @@ pub enum Action {
     DeleteMonitors,
     /// Read the audit log of the customer's writes.
     ReadAuditLog,
+    /// Read variable groups and non-secret values (secret values are never readable).
+    ReadVariables,
+    /// Create, rename and delete variable groups, and set or delete secret variables.
+    ManageVariableGroups,
+    /// Set and delete non-secret variables.
+    SetVariables,
 }
 
 impl Action {
@@ -71,12 +77,15 @@ impl Action {
             | Action::ReadPipelines
             | Action::ReadReleases
             | Action::ReadMonitors
+            | Action::ReadVariables
             | Action::ApproveStages
             | Action::RejectStages => &[Admin, Devops, Developer, Qa, Viewer],
             Action::ManageReleases => &[Admin, Devops],
             Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
             Action::ManageMonitors | Action::DeleteMonitors => &[Admin, Devops, Developer],
             Action::ReadAuditLog => &[Admin],
+            Action::ManageVariableGroups => &[Admin, Devops],
+            Action::SetVariables => &[Admin, Devops, Developer],
             Action::ManagePipelines
             | Action::DeletePipelines
             | Action::RunPipelines
@@ -101,6 +110,8 @@ impl Action {
                 | Action::DeployReleases
                 | Action::ApproveStages
                 | Action::ManageMonitors
+                | Action::ManageVariableGroups
+                | Action::SetVariables
         )
     }
 
@@ -132,6 +143,9 @@ impl Action {
             Action::ManageMonitors => "create or change monitors of",
             Action::DeleteMonitors => "delete monitors of",
             Action::ReadAuditLog => "read the audit log of",
+            Action::ReadVariables => "read variables of",
+            Action::ManageVariableGroups => "manage variable groups and secrets of",
+            Action::SetVariables => "set variables of",
         }
     }
 }

@@ -87,6 +87,10 @@ id_type!(
     /// A service monitor id.
     MonitorId
 );
+id_type!(
+    /// A variable group id.
+    VariableGroupId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

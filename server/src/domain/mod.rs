@@ -15,6 +15,7 @@ pub mod release;
 pub mod role;
 pub mod user;
 pub mod validate;
+pub mod variable;
 
 pub use activity::{ActivityEvent, NewActivity};
 pub use agent::{
@@ -24,7 +25,7 @@ pub use agent::{
 pub use customer::{Customer, CustomerPatch, NewCustomer};
 pub use ids::{
     AgentId, CustomerId, EnvironmentId, ExecutionId, MonitorId, PipelineId, RegistrationTokenId,
-    ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId,
+    ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId, VariableGroupId,
 };
 pub use page::{Page, PageRequest};
 pub use role::Role;

@@ -16,6 +16,7 @@ mod release_convert;
 mod releases;
 mod status;
 mod users;
+mod variables;
 
 pub use agents::AgentApi;
 pub use customers::CustomerApi;
@@ -24,6 +25,7 @@ pub use pipeline_convert::step_to_pb;
 pub use pipelines::PipelineApi;
 pub use releases::ReleaseApi;
 pub use users::UserApi;
+pub use variables::VariableApi;
 
 use crate::auth::{Action, AgentAuthenticator, Authenticator, Authorizer, TenantScope};
 use crate::config::AgentSettings;

@@ -32,6 +32,7 @@ mod releases;
 mod stats;
 mod tokens;
 mod users;
+mod variables;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{

@@ -12,6 +12,7 @@ use cygnet_proto::v1::monitor_service_client::MonitorServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use cygnet_proto::v1::release_service_client::ReleaseServiceClient;
 use cygnet_proto::v1::user_service_client::UserServiceClient;
+use cygnet_proto::v1::variable_service_client::VariableServiceClient;
 use cygnet_server::App;
 use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
 use cygnet_server::store::DatabaseOptions;
@@ -226,6 +227,8 @@ impl TestServer {
                 .metrics
                 .then(|| "127.0.0.1:0".parse().expect("address")),
             web_listen: options.web.then(|| "127.0.0.1:0".parse().expect("address")),
+            secret_key: None,
+            secret_key_previous: None,
             agents: options.agents,
         };
         let mut server = TestServer {
@@ -525,6 +528,10 @@ impl TestServer {
         self.monitors(ADMIN_TOKEN)
     }
 
+    pub fn variables(&self, token: &str) -> VariableClient {
+        VariableServiceClient::with_interceptor(self.channel(), Bearer::new(token))
+    }
+
     /// Creates a monitor as the platform administrator.
     pub async fn create_monitor(&self, request: pb::CreateMonitorRequest) -> pb::Monitor {
         self.admin_monitors()
@@ -757,6 +764,7 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 pub type MonitorClient = MonitorServiceClient<InterceptedService<Channel, Bearer>>;
+pub type VariableClient = VariableServiceClient<InterceptedService<Channel, Bearer>>;
 pub type ReleaseClient = ReleaseServiceClient<InterceptedService<Channel, Bearer>>;
 pub type PipelineClient = PipelineServiceClient<InterceptedService<Channel, Bearer>>;
 pub type AgentClient = AgentServiceClient<InterceptedService<Channel, Bearer>>;

@@ -21,4 +21,5 @@ mod process;
 mod releases;
 mod tls;
 mod users;
+mod variables;
 mod web;

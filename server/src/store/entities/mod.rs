@@ -24,3 +24,5 @@ pub mod stage_execution_record;
 pub mod step_execution;
 pub mod user;
 pub mod user_customer;
+pub mod variable;
+pub mod variable_group;

@@ -1,0 +1,351 @@
+//! Variable groups and their variables. Secret values are sealed here, before they reach the
+//! database, and never leave it again except through `secret values for a job` (dispatch).
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+};
+
+use super::entities::{variable, variable_group};
+use super::environments::find_environment;
+use super::{Store, StoreError, now};
+use crate::auth::TenantScope;
+use crate::domain::variable::{GroupSettings, NewVariable, Variable, VariableGroup};
+use crate::domain::{CustomerId, EnvironmentId, Page, PageRequest, UserId, VariableGroupId};
+use crate::secrets::SecretBox;
+
+/// What the sealed value of a variable is bound to: moved to another row, it does not open.
+pub fn seal_context(customer_id: i64, group_id: i64, key: &str, environment_id: i64) -> String {
+    format!("variable:{customer_id}:{group_id}:{key}:{environment_id}")
+}
+
+fn not_found(group_id: VariableGroupId) -> StoreError {
+    StoreError::NotFound(format!("variable group {group_id} not found"))
+}
+
+fn duplicate_name(name: &str) -> impl FnOnce(&str) -> String + '_ {
+    move |_| format!("a variable group named {name:?} already exists")
+}
+
+fn variable_from_row(row: variable::Model) -> Variable {
+    Variable {
+        value: (!row.is_secret).then_some(row.value),
+        key: row.key,
+        is_secret: row.is_secret,
+        environment_id: (row.environment_id != 0)
+            .then(|| EnvironmentId::from_db(row.environment_id)),
+        description: row.description,
+        updated_at: row.updated_at,
+        updated_by: UserId::from_db(row.updated_by),
+    }
+}
+
+fn group_from_rows(row: variable_group::Model, variables: Vec<variable::Model>) -> VariableGroup {
+    VariableGroup {
+        id: VariableGroupId::from_db(row.id),
+        customer_id: CustomerId::from_db(row.customer_id),
+        settings: GroupSettings {
+            name: row.name,
+            description: row.description,
+        },
+        variables: variables.into_iter().map(variable_from_row).collect(),
+        created_by: UserId::from_db(row.created_by),
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+async fn find_group(
+    db: &impl ConnectionTrait,
+    scope: &TenantScope,
+    group_id: VariableGroupId,
+) -> Result<variable_group::Model, StoreError> {
+    variable_group::Entity::find_by_id(group_id.get())
+        .filter(variable_group::Column::CustomerId.eq(scope.customer_id().get()))
+        .one(db)
+        .await?
+        .ok_or_else(|| not_found(group_id))
+}
+
+async fn variables_of(
+    db: &impl ConnectionTrait,
+    group_ids: &[i64],
+) -> Result<HashMap<i64, Vec<variable::Model>>, StoreError> {
+    let mut by_group: HashMap<i64, Vec<variable::Model>> = HashMap::new();
+    if group_ids.is_empty() {
+        return Ok(by_group);
+    }
+    let rows = variable::Entity::find()
+        .filter(variable::Column::GroupId.is_in(group_ids.iter().copied()))
+        .order_by_asc(variable::Column::Key)
+        .order_by_asc(variable::Column::EnvironmentId)
+        .all(db)
+        .await?;
+    for row in rows {
+        by_group.entry(row.group_id).or_default().push(row);
+    }
+    Ok(by_group)
+}
+
+impl Store {
+    pub async fn create_variable_group(
+        &self,
+        scope: &TenantScope,
+        settings: GroupSettings,
+    ) -> Result<VariableGroup, StoreError> {
+        let at = now();
+        let row = variable_group::ActiveModel {
+            customer_id: Set(scope.customer_id().get()),
+            name: Set(settings.name.clone()),
+            description: Set(settings.description),
+            created_by: Set(scope.actor().get()),
+            created_at: Set(at),
+            updated_at: Set(at),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(|error| StoreError::on_unique_violation(error, duplicate_name(&settings.name)))?;
+        Ok(group_from_rows(row, Vec::new()))
+    }
+
+    pub async fn get_variable_group(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+    ) -> Result<VariableGroup, StoreError> {
+        let row = find_group(&self.db, scope, group_id).await?;
+        let mut variables = variables_of(&self.db, &[row.id]).await?;
+        let own = variables.remove(&row.id).unwrap_or_default();
+        Ok(group_from_rows(row, own))
+    }
+
+    pub async fn list_variable_groups(
+        &self,
+        scope: &TenantScope,
+        page: PageRequest,
+    ) -> Result<Page<VariableGroup>, StoreError> {
+        let mut query = variable_group::Entity::find()
+            .filter(variable_group::Column::CustomerId.eq(scope.customer_id().get()));
+        if let Some(after) = page.after {
+            query = query.filter(variable_group::Column::Id.gt(after));
+        }
+        let rows = query
+            .order_by_asc(variable_group::Column::Id)
+            .limit(page.fetch_limit())
+            .all(&self.db)
+            .await?;
+        let rows = Page::from_rows(rows, page, |row| row.id);
+        let ids: Vec<i64> = rows.items.iter().map(|row| row.id).collect();
+        let mut variables = variables_of(&self.db, &ids).await?;
+        Ok(rows.map(|row| {
+            let own = variables.remove(&row.id).unwrap_or_default();
+            group_from_rows(row, own)
+        }))
+    }
+
+    pub async fn update_variable_group(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+        name: Option<String>,
+        description: Option<String>,
+    ) -> Result<VariableGroup, StoreError> {
+        let transaction = self.begin_write().await?;
+        let current = find_group(&transaction, scope, group_id).await?;
+        let mut row: variable_group::ActiveModel = current.into();
+        if let Some(name) = &name {
+            row.name = Set(name.clone());
+        }
+        if let Some(description) = description {
+            row.description = Set(description);
+        }
+        row.updated_at = Set(now());
+        let updated = row.update(&transaction).await.map_err(|error| {
+            StoreError::on_unique_violation(error, duplicate_name(name.as_deref().unwrap_or("")))
+        })?;
+        let mut variables = variables_of(&transaction, &[updated.id]).await?;
+        transaction.commit().await?;
+        let own = variables.remove(&updated.id).unwrap_or_default();
+        Ok(group_from_rows(updated, own))
+    }
+
+    /// Removes a group and its variables, both or neither.
+    pub async fn delete_variable_group(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_write().await?;
+        let row = find_group(&transaction, scope, group_id).await?;
+        variable::Entity::delete_many()
+            .filter(variable::Column::GroupId.eq(row.id))
+            .exec(&transaction)
+            .await?;
+        variable_group::Entity::delete_by_id(row.id)
+            .exec(&transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The variable with this key and environment in the group, if any (whether it is secret
+    /// decides who may change it).
+    pub async fn find_variable(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+        key: &str,
+        environment_id: Option<EnvironmentId>,
+    ) -> Result<Option<Variable>, StoreError> {
+        let group = find_group(&self.db, scope, group_id).await?;
+        Ok(variable::Entity::find()
+            .filter(variable::Column::GroupId.eq(group.id))
+            .filter(variable::Column::Key.eq(key))
+            .filter(
+                variable::Column::EnvironmentId.eq(environment_id.map_or(0, EnvironmentId::get)),
+            )
+            .one(&self.db)
+            .await?
+            .map(variable_from_row))
+    }
+
+    /// Creates or replaces the variable with this key and environment; a secret value is sealed
+    /// with `secrets` first and only its ciphertext is written.
+    pub async fn set_variable(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+        new: NewVariable,
+        secrets: &SecretBox,
+    ) -> Result<Variable, StoreError> {
+        let customer = scope.customer_id();
+        let environment = new.environment_id.map_or(0, EnvironmentId::get);
+        let transaction = self.begin_write().await?;
+        let group = find_group(&transaction, scope, group_id).await?;
+        if let Some(environment_id) = new.environment_id
+            && find_environment(&transaction, customer, environment_id)
+                .await?
+                .is_none()
+        {
+            return Err(StoreError::InvalidArgument(format!(
+                "environment_id {environment_id} is not an environment of customer {customer}"
+            )));
+        }
+        let (value, cipher) = if new.is_secret {
+            let context = seal_context(customer.get(), group.id, &new.key, environment);
+            let sealed = secrets
+                .seal(&new.value, &context)
+                .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
+            (String::new(), Some(sealed))
+        } else {
+            (new.value, None)
+        };
+        let at = now();
+        let existing = variable::Entity::find()
+            .filter(variable::Column::GroupId.eq(group.id))
+            .filter(variable::Column::Key.eq(new.key.as_str()))
+            .filter(variable::Column::EnvironmentId.eq(environment))
+            .one(&transaction)
+            .await?;
+        let fill = |mut row: variable::ActiveModel| {
+            row.is_secret = Set(new.is_secret);
+            row.value = Set(value);
+            row.cipher = Set(cipher);
+            row.description = Set(new.description);
+            row.updated_by = Set(scope.actor().get());
+            row.updated_at = Set(at);
+            row
+        };
+        let stored = match existing {
+            Some(existing) => fill(existing.into()).update(&transaction).await?,
+            None => {
+                fill(variable::ActiveModel {
+                    customer_id: Set(customer.get()),
+                    group_id: Set(group.id),
+                    key: Set(new.key.clone()),
+                    environment_id: Set(environment),
+                    ..Default::default()
+                })
+                .insert(&transaction)
+                .await?
+            }
+        };
+        variable_group::Entity::update_many()
+            .col_expr(variable_group::Column::UpdatedAt, Expr::value(at))
+            .filter(variable_group::Column::Id.eq(group.id))
+            .exec(&transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(variable_from_row(stored))
+    }
+
+    pub async fn delete_variable(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+        key: &str,
+        environment_id: Option<EnvironmentId>,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_write().await?;
+        let group = find_group(&transaction, scope, group_id).await?;
+        let deleted = variable::Entity::delete_many()
+            .filter(variable::Column::GroupId.eq(group.id))
+            .filter(variable::Column::Key.eq(key))
+            .filter(
+                variable::Column::EnvironmentId.eq(environment_id.map_or(0, EnvironmentId::get)),
+            )
+            .exec(&transaction)
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(StoreError::NotFound(format!(
+                "variable {key} not found in group {group_id}"
+            )));
+        }
+        variable_group::Entity::update_many()
+            .col_expr(variable_group::Column::UpdatedAt, Expr::value(now()))
+            .filter(variable_group::Column::Id.eq(group.id))
+            .exec(&transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Re-seals every secret sealed under another key than the current one (after a key
+    /// rotation); returns how many. Each value is opened and sealed again in one transaction.
+    pub async fn reseal_secrets(&self, secrets: &SecretBox) -> Result<usize, StoreError> {
+        let transaction = self.db.begin().await?;
+        let rows = variable::Entity::find()
+            .filter(variable::Column::IsSecret.eq(true))
+            .all(&transaction)
+            .await?;
+        let mut resealed = 0;
+        for row in rows {
+            let Some(sealed) = row.cipher.clone() else {
+                continue;
+            };
+            if !secrets.needs_reseal(&sealed) {
+                continue;
+            }
+            let context = seal_context(row.customer_id, row.group_id, &row.key, row.environment_id);
+            let plain = secrets.open(&sealed, &context).map_err(|error| {
+                StoreError::FailedPrecondition(format!(
+                    "secret {} of variable group {} cannot be re-encrypted: {error}",
+                    row.key, row.group_id
+                ))
+            })?;
+            let fresh = secrets
+                .seal(&plain, &context)
+                .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
+            let mut active: variable::ActiveModel = row.into();
+            active.cipher = Set(Some(fresh));
+            active.update(&transaction).await?;
+            resealed += 1;
+        }
+        transaction.commit().await?;
+        Ok(resealed)
+    }
+}

@@ -1,0 +1,370 @@
+//! VariableService: groups, plain and secret variables, roles, tenant isolation, bad input, and
+//! secrets that never come back out nor sit in the database as plaintext.
+
+use cygnet_proto::v1 as pb;
+use tonic::Code;
+
+use crate::common::{ADMIN_TOKEN, Backend, TestServer, assert_invalid, assert_status};
+
+const SECRET: &str = "s3cr3t-Pr0duction-T0ken";
+
+async fn group(
+    server: &TestServer,
+    token: &str,
+    customer_id: i64,
+    name: &str,
+) -> Result<pb::VariableGroup, tonic::Status> {
+    Ok(server
+        .variables(token)
+        .create_variable_group(pb::CreateVariableGroupRequest {
+            customer_id,
+            name: name.into(),
+            description: "deploy credentials".into(),
+        })
+        .await?
+        .into_inner()
+        .group
+        .expect("group"))
+}
+
+fn set(
+    customer_id: i64,
+    group_id: i64,
+    key: &str,
+    value: &str,
+    is_secret: bool,
+    environment_id: i64,
+) -> pb::SetVariableRequest {
+    pb::SetVariableRequest {
+        customer_id,
+        group_id,
+        key: key.into(),
+        value: value.into(),
+        is_secret,
+        environment_id,
+        description: String::new(),
+    }
+}
+
+async fn variables_are_scoped_write_only_and_encrypted(backend: Backend) {
+    let server = TestServer::start(backend.clone()).await;
+    let acme = server.create_customer("acme").await;
+    let globex = server.create_customer("globex").await;
+    let ops = server.create_user("ops").await;
+    server.add_member(acme.id, ops.id, pb::Role::Devops).await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let viewer = server.create_user("viewer").await;
+    server
+        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+        .await;
+    let outsider = server.create_user("outsider").await;
+    server
+        .add_member(globex.id, outsider.id, pb::Role::Admin)
+        .await;
+    let production = server.environments(acme.id).await["Production"].id;
+
+    // Only devops and admins create groups.
+    assert_status(
+        group(&server, &dev.token, acme.id, "deploy").await,
+        Code::PermissionDenied,
+        "may not",
+    );
+    let deploy = group(&server, &ops.token, acme.id, "deploy")
+        .await
+        .expect("ops creates");
+    assert_status(
+        group(&server, &ops.token, acme.id, "deploy").await,
+        Code::AlreadyExists,
+        "already exists",
+    );
+
+    // A secret goes in; no answer ever carries it.
+    let mut ops_api = server.variables(&ops.token);
+    let stored = ops_api
+        .set_variable(set(
+            acme.id,
+            deploy.id,
+            "API_TOKEN",
+            SECRET,
+            true,
+            production,
+        ))
+        .await
+        .expect("set secret")
+        .into_inner()
+        .variable
+        .expect("variable");
+    assert!(stored.is_secret);
+    assert_eq!(stored.value, "");
+    ops_api
+        .set_variable(set(
+            acme.id,
+            deploy.id,
+            "API_TOKEN",
+            "dev-token-value",
+            true,
+            0,
+        ))
+        .await
+        .expect("unscoped secret");
+    let mut dev_api = server.variables(&dev.token);
+    dev_api
+        .set_variable(set(acme.id, deploy.id, "REGION", "eu-west-1", false, 0))
+        .await
+        .expect("a developer sets plain variables");
+    for token in [&viewer.token, &dev.token, &ops.token, ADMIN_TOKEN] {
+        let read = server
+            .variables(token)
+            .get_variable_group(pb::GetVariableGroupRequest {
+                customer_id: acme.id,
+                group_id: deploy.id,
+            })
+            .await
+            .expect("members read")
+            .into_inner()
+            .group
+            .expect("group");
+        let text = format!("{read:?}");
+        assert!(
+            !text.contains(SECRET) && !text.contains("dev-token-value"),
+            "{text}"
+        );
+        assert_eq!(read.variables.len(), 3, "{read:?}");
+        let region = read
+            .variables
+            .iter()
+            .find(|v| v.key == "REGION")
+            .expect("REGION");
+        assert_eq!(region.value, "eu-west-1");
+        let listed = format!(
+            "{:?}",
+            server
+                .variables(token)
+                .list_variable_groups(pb::ListVariableGroupsRequest {
+                    customer_id: acme.id,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_inner()
+        );
+        assert!(!listed.contains(SECRET), "{listed}");
+    }
+
+    // Developers may not touch secrets; viewers change nothing.
+    assert_status(
+        dev_api
+            .set_variable(set(
+                acme.id,
+                deploy.id,
+                "DB_PASSWORD",
+                "hunter2-long",
+                true,
+                0,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "secret",
+    );
+    assert_status(
+        dev_api
+            .set_variable(set(
+                acme.id,
+                deploy.id,
+                "API_TOKEN",
+                "now-plain",
+                false,
+                production,
+            ))
+            .await,
+        Code::PermissionDenied,
+        "secret",
+    );
+    assert_status(
+        dev_api
+            .delete_variable(pb::DeleteVariableRequest {
+                customer_id: acme.id,
+                group_id: deploy.id,
+                key: "API_TOKEN".into(),
+                environment_id: production,
+            })
+            .await,
+        Code::PermissionDenied,
+        "secret",
+    );
+    assert_status(
+        server
+            .variables(&viewer.token)
+            .set_variable(set(acme.id, deploy.id, "REGION", "us-east-1", false, 0))
+            .await,
+        Code::PermissionDenied,
+        "may not",
+    );
+
+    // Another customer sees nothing, and cannot write into the group.
+    let mut outsider_api = server.variables(&outsider.token);
+    assert_status(
+        outsider_api
+            .get_variable_group(pb::GetVariableGroupRequest {
+                customer_id: globex.id,
+                group_id: deploy.id,
+            })
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+    assert_status(
+        outsider_api
+            .get_variable_group(pb::GetVariableGroupRequest {
+                customer_id: acme.id,
+                group_id: deploy.id,
+            })
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+    assert_status(
+        outsider_api
+            .set_variable(set(globex.id, deploy.id, "X_KEY", "value", false, 0))
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+    let globex_groups = outsider_api
+        .list_variable_groups(pb::ListVariableGroupsRequest {
+            customer_id: globex.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(globex_groups.groups.is_empty());
+
+    // Bad input names the field and writes nothing.
+    for (request, field) in [
+        (set(acme.id, deploy.id, "1BAD", "v", false, 0), "key"),
+        (set(acme.id, deploy.id, "BAD-KEY", "v", false, 0), "key"),
+        (set(acme.id, deploy.id, "", "v", false, 0), "key"),
+        (set(acme.id, deploy.id, "SHORT", "12345", true, 0), "value"),
+        (
+            set(
+                acme.id,
+                deploy.id,
+                "HUGE",
+                &"x".repeat(32 * 1024 + 1),
+                false,
+                0,
+            ),
+            "value",
+        ),
+        (
+            set(acme.id, deploy.id, "ENV", "v", false, -1),
+            "environment_id",
+        ),
+        (set(acme.id, 0, "KEY", "v", false, 0), "group_id"),
+    ] {
+        assert_invalid("SetVariable", ops_api.set_variable(request).await, field);
+    }
+    // An environment of another customer is refused like a bad field.
+    let globex_production = server.environments(globex.id).await["Production"].id;
+    assert_invalid(
+        "SetVariable",
+        ops_api
+            .set_variable(set(
+                acme.id,
+                deploy.id,
+                "OTHER",
+                "v",
+                false,
+                globex_production,
+            ))
+            .await,
+        "environment_id",
+    );
+    assert_invalid(
+        "CreateVariableGroup",
+        group(&server, &ops.token, acme.id, "  ").await,
+        "name",
+    );
+    let after = ops_api
+        .get_variable_group(pb::GetVariableGroupRequest {
+            customer_id: acme.id,
+            group_id: deploy.id,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .group
+        .expect("group");
+    assert_eq!(after.variables.len(), 3, "nothing half-written: {after:?}");
+
+    // Every change is in the audit log.
+    let audit = server
+        .admin_customers()
+        .list_audit_log(pb::ListAuditLogRequest {
+            customer_id: acme.id,
+            page_size: 200,
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let set_calls = audit
+        .iter()
+        .filter(|entry| entry.method == "cygnet.v1.VariableService/SetVariable")
+        .count();
+    assert!(set_calls >= 3 + 3 + 8, "{audit:?}");
+    assert!(audit.iter().any(|entry| entry.method
+        == "cygnet.v1.VariableService/CreateVariableGroup"
+        && entry.actor_username == "ops"
+        && entry.code == "OK"));
+    assert!(!format!("{audit:?}").contains(SECRET));
+
+    // On SQLite, the database files hold no plaintext secret.
+    if matches!(backend, Backend::Sqlite) {
+        for name in ["cygnet.db", "cygnet.db-wal"] {
+            let path = server.data_dir.join(name);
+            if let Ok(bytes) = std::fs::read(&path) {
+                let found = bytes
+                    .windows(SECRET.len())
+                    .any(|window| window == SECRET.as_bytes());
+                assert!(!found, "{} holds the secret in plaintext", path.display());
+            }
+        }
+        assert!(server.data_dir.join("secret.key").is_file());
+    }
+
+    // Deleting the group removes its variables with it.
+    ops_api
+        .delete_variable(pb::DeleteVariableRequest {
+            customer_id: acme.id,
+            group_id: deploy.id,
+            key: "REGION".into(),
+            environment_id: 0,
+        })
+        .await
+        .expect("delete variable");
+    ops_api
+        .delete_variable_group(pb::DeleteVariableGroupRequest {
+            customer_id: acme.id,
+            group_id: deploy.id,
+        })
+        .await
+        .expect("delete group");
+    assert_status(
+        ops_api
+            .get_variable_group(pb::GetVariableGroupRequest {
+                customer_id: acme.id,
+                group_id: deploy.id,
+            })
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+}
+
+cygnet_testkit::backend_tests!(variables_are_scoped_write_only_and_encrypted);
