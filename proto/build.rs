@@ -35,6 +35,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // No `XClient::connect(url)` constructor: it would clash with the `Connect` RPC; clients are
         // built with `XClient::new(channel)`.
         .build_transport(false)
+        // Values that may be secret: their `Debug` (proto/src/lib.rs) leaves the value out, so no
+        // log line or error message can print one.
+        .skip_debug([".cygnet.v1.JobVariable", ".cygnet.v1.SetVariableRequest"])
         .compile_fds(descriptor_set)?;
     Ok(())
 }

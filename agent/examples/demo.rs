@@ -551,6 +551,7 @@ async fn seed_customer(
                     },
                 ],
                 timeout_seconds: 300,
+                variable_group_ids: vec![],
             })
             .await?
             .into_inner()

@@ -14,6 +14,7 @@ mod m20261203_000001_releases;
 mod m20261204_000001_monitors;
 mod m20261205_000001_web_sessions;
 mod m20261206_000001_variables;
+mod m20261207_000001_pipeline_variable_groups;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000001_monitors::Migration),
             Box::new(m20261205_000001_web_sessions::Migration),
             Box::new(m20261206_000001_variables::Migration),
+            Box::new(m20261207_000001_pipeline_variable_groups::Migration),
         ]
     }
 }

@@ -8,6 +8,32 @@
 /// Generated messages, clients (`*_client`) and servers (`*_server`) of `cygnet.v1`.
 pub mod v1 {
     tonic::include_proto!("cygnet.v1");
+
+    // Messages that may carry a secret value print without it.
+    impl std::fmt::Debug for JobVariable {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let mut debug = f.debug_struct("JobVariable");
+            debug
+                .field("key", &self.key)
+                .field("is_secret", &self.is_secret);
+            if !self.is_secret {
+                debug.field("value", &self.value);
+            }
+            debug.finish_non_exhaustive()
+        }
+    }
+
+    impl std::fmt::Debug for SetVariableRequest {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SetVariableRequest")
+                .field("customer_id", &self.customer_id)
+                .field("group_id", &self.group_id)
+                .field("key", &self.key)
+                .field("is_secret", &self.is_secret)
+                .field("environment_id", &self.environment_id)
+                .finish_non_exhaustive()
+        }
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every `cygnet.v1` file and its imports, for server reflection.

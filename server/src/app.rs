@@ -160,6 +160,7 @@ impl App {
             notifier,
             self.config.agents.grace,
             metrics.clone(),
+            self.secrets.clone(),
         );
         let artifacts = ArtifactStore::new(&self.config.data_dir);
         // Request handlers and agent stream readers: shutdown waits for them before closing the

@@ -208,6 +208,7 @@ mod tests {
             parameters: Default::default(),
             timeout_seconds: 60,
             release: None,
+            variables: vec![],
         });
         let events = tokio::time::timeout(Duration::from_secs(5), events_of(&outbox, 9))
             .await
@@ -246,6 +247,7 @@ mod tests {
             parameters: Default::default(),
             timeout_seconds: 60,
             release: None,
+            variables: vec![],
         };
         jobs.start(assignment.clone());
         jobs.start(assignment.clone());

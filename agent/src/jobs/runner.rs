@@ -13,6 +13,7 @@ use super::Jobs;
 use super::artifacts;
 use super::logs::LogSink;
 use super::process::{self, StepEnd, StepProcess};
+use crate::mask::Masker;
 
 /// How often buffered output is sent while a step runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -130,10 +131,47 @@ fn environment(
             value.clone(),
         );
     }
+    // The pipeline's variables; a step's own env may replace a plain one, never a secret.
+    for variable in assignment.variables.iter().filter(|v| !v.is_secret) {
+        environment.insert(variable.key.clone(), variable.value.clone());
+    }
     for (name, value) in &step.env {
         environment.insert(name.clone(), value.clone());
     }
+    for variable in assignment.variables.iter().filter(|v| v.is_secret) {
+        environment.insert(variable.key.clone(), variable.value.clone());
+    }
     environment
+}
+
+/// The job's secret values masked in each output stream (a secret split across reads included).
+struct Masks {
+    stdout: Masker,
+    stderr: Masker,
+}
+
+impl Masks {
+    fn new(secrets: &[String]) -> Self {
+        let stdout = Masker::new(secrets);
+        Masks {
+            stderr: stdout.clone(),
+            stdout,
+        }
+    }
+
+    fn write(&mut self, sink: &mut LogSink, stream: pb::LogStream, data: &[u8]) {
+        let mask = match stream {
+            pb::LogStream::Stderr => &mut self.stderr,
+            _ => &mut self.stdout,
+        };
+        sink.write(stream, &mask.push(data));
+    }
+
+    /// The step ended: what was held back (a possible start of a secret) goes out.
+    fn finish(&mut self, sink: &mut LogSink) {
+        sink.write(pb::LogStream::Stdout, &self.stdout.finish());
+        sink.write(pb::LogStream::Stderr, &self.stderr.finish());
+    }
 }
 
 fn finish(jobs: &Jobs, execution_id: i64, status: pb::ExecutionStatus, reason: String) {
@@ -206,6 +244,14 @@ pub async fn run_job(
         Duration::from_secs(u64::try_from(assignment.timeout_seconds.max(1)).unwrap_or(3600));
     let job_deadline = tokio::time::Instant::now() + job_timeout;
     let mut sink = LogSink::new(jobs.outbox.clone(), execution_id, settings.max_log_bytes);
+    // Secret values are masked in the output before it leaves the host (or reaches the spool).
+    let secrets: Vec<String> = assignment
+        .variables
+        .iter()
+        .filter(|variable| variable.is_secret)
+        .map(|variable| variable.value.clone())
+        .collect();
+    let mut masks = Masks::new(&secrets);
     let mut outcome: Option<(pb::ExecutionStatus, String)> = None;
 
     for (index, step) in assignment.steps.iter().enumerate() {
@@ -259,18 +305,20 @@ pub async fn run_job(
                 );
                 tokio::pin!(run);
                 let mut flush = tokio::time::interval(FLUSH_EVERY);
-                loop {
+                let end = loop {
                     tokio::select! {
                         end = &mut run => {
                             while let Ok((stream, data)) = received.try_recv() {
-                                sink.write(stream, &data);
+                                masks.write(&mut sink, stream, &data);
                             }
                             break end;
                         }
-                        Some((stream, data)) = received.recv() => sink.write(stream, &data),
+                        Some((stream, data)) = received.recv() => masks.write(&mut sink, stream, &data),
                         _ = flush.tick() => sink.flush(),
                     }
-                }
+                };
+                masks.finish(&mut sink);
+                end
             }
         };
         sink.finish_step();

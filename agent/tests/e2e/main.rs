@@ -8,4 +8,5 @@ mod metrics;
 mod monitors;
 mod pipelines;
 mod releases;
+mod variables;
 mod web;

@@ -258,6 +258,7 @@ async fn add_slow_pipeline(admin: &mut Admin, customer_id: i64) -> i64 {
                 choices: vec![],
             }],
             timeout_seconds: 300,
+            variable_group_ids: vec![],
         })
         .await
         .expect("create Slow Build")

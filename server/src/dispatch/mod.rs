@@ -19,6 +19,7 @@ use crate::agents::AgentHub;
 use crate::domain::execution::QueuedExecution;
 use crate::domain::{AgentId, CustomerId, ExecutionId};
 use crate::metrics::ServerMetrics;
+use crate::secrets::SecretBox;
 use crate::store::{NotificationHandler, Notifier, Store, now};
 
 /// How often the dispatcher looks at the queue even without being woken: the safety net for a
@@ -42,6 +43,8 @@ struct Inner {
     wake: Notify,
     grace: Duration,
     metrics: Arc<ServerMetrics>,
+    /// Opens the secret variables a job gets.
+    secrets: Arc<SecretBox>,
 }
 
 impl Dispatcher {
@@ -52,6 +55,7 @@ impl Dispatcher {
         notifier: Notifier,
         grace: Duration,
         metrics: Arc<ServerMetrics>,
+        secrets: Arc<SecretBox>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -63,6 +67,7 @@ impl Dispatcher {
                 wake: Notify::new(),
                 grace,
                 metrics,
+                secrets,
             }),
         }
     }
@@ -228,6 +233,10 @@ impl Dispatcher {
         } else {
             Ok(None)
         };
+        let environment = context
+            .as_ref()
+            .ok()
+            .and_then(|context| context.as_ref().map(|context| context.environment_id));
         let release = match context {
             Ok(context) => context.map(|context| pb::ReleaseContext {
                 release_name: context.release_name,
@@ -253,6 +262,24 @@ impl Dispatcher {
                 return;
             }
         };
+        let variables = match inner
+            .store
+            .job_variables(
+                execution.customer_id,
+                execution.pipeline_id,
+                environment,
+                &inner.secrets,
+            )
+            .await
+        {
+            Ok(variables) => variables,
+            Err(error) => {
+                tracing::warn!(%error, execution_id = execution.id.get(), "could not read the variables of a job; requeued");
+                inner.hub.release(agent_id, execution.id);
+                let _ = inner.store.release_claim(execution.id, agent_id).await;
+                return;
+            }
+        };
         let assignment = pb::connect_response::Command::AssignJob(pb::JobAssignment {
             execution_id: execution.id.get(),
             customer_id: execution.customer_id.get(),
@@ -266,6 +293,14 @@ impl Dispatcher {
             parameters: execution.parameters.clone().into_iter().collect(),
             timeout_seconds: execution.timeout_seconds,
             release,
+            variables: variables
+                .into_iter()
+                .map(|variable| pb::JobVariable {
+                    key: variable.key,
+                    value: variable.value,
+                    is_secret: variable.is_secret,
+                })
+                .collect(),
         });
         if inner.hub.send(agent_id, assignment) {
             let waited = (crate::store::now() - execution.created_at)

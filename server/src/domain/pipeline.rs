@@ -104,6 +104,36 @@ pub struct PipelineDefinition {
     pub steps: Vec<StepDefinition>,
     pub parameters: Vec<ParameterDefinition>,
     pub timeout_seconds: i32,
+    /// Variable groups whose variables the jobs get, in order (a later group wins).
+    pub variable_group_ids: Vec<super::VariableGroupId>,
+}
+
+/// Most variable groups one pipeline may name.
+pub const MAX_VARIABLE_GROUPS: usize = 20;
+
+/// Positive ids, no repeats, at most [`MAX_VARIABLE_GROUPS`].
+pub fn variable_group_ids(
+    field: &str,
+    ids: &[i64],
+) -> Result<Vec<super::VariableGroupId>, ValidationError> {
+    if ids.len() > MAX_VARIABLE_GROUPS {
+        return Err(ValidationError::new(
+            field,
+            format!("may name at most {MAX_VARIABLE_GROUPS} groups"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    ids.iter()
+        .map(|id| {
+            if !seen.insert(*id) {
+                return Err(ValidationError::new(
+                    field,
+                    format!("names group {id} twice"),
+                ));
+            }
+            super::VariableGroupId::parse(*id, field)
+        })
+        .collect()
 }
 
 /// A validated partial update of a pipeline.
@@ -114,6 +144,7 @@ pub struct PipelinePatch {
     pub selector: Option<AgentSelector>,
     pub steps: Option<Vec<StepDefinition>>,
     pub parameters: Option<Vec<ParameterDefinition>>,
+    pub variable_group_ids: Option<Vec<super::VariableGroupId>>,
     pub timeout_seconds: Option<i32>,
 }
 

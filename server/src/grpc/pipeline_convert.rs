@@ -136,6 +136,10 @@ impl TryFrom<&pb::CreatePipelineRequest> for PipelineDefinition {
             steps: steps_from_pb(&request.steps)?,
             parameters: parameters_from_pb(&request.parameters)?,
             timeout_seconds: timeout,
+            variable_group_ids: pipeline::variable_group_ids(
+                "variable_group_ids",
+                &request.variable_group_ids,
+            )?,
         })
     }
 }
@@ -167,6 +171,12 @@ impl TryFrom<&pb::UpdatePipelineRequest> for PipelinePatch {
             parameters: request
                 .set_parameters
                 .then(|| parameters_from_pb(&request.parameters))
+                .transpose()?,
+            variable_group_ids: request
+                .set_variable_group_ids
+                .then(|| {
+                    pipeline::variable_group_ids("variable_group_ids", &request.variable_group_ids)
+                })
                 .transpose()?,
             timeout_seconds: request
                 .timeout_seconds
@@ -260,6 +270,11 @@ impl From<Pipeline> for pb::Pipeline {
                 agent_id: definition.selector.agent_id.map_or(0, AgentId::get),
                 labels: definition.selector.labels,
             }),
+            variable_group_ids: definition
+                .variable_group_ids
+                .iter()
+                .map(|id| id.get())
+                .collect(),
             steps: definition.steps.iter().map(step_to_pb).collect(),
             parameters: definition
                 .parameters

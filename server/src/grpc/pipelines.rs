@@ -215,8 +215,20 @@ impl PipelineService for PipelineApi {
         let scope = self
             .scope(&request, body.customer_id, Action::RunPipelines)
             .await?;
+        let pipeline_id = pipeline_id?;
+        // A parameter may not stand in for a secret variable of the pipeline.
+        let secret_keys = self
+            .context
+            .store
+            .secret_keys_of_pipeline(&scope, pipeline_id)
+            .await?;
+        if let Some(key) = body.parameters.keys().find(|key| secret_keys.contains(key)) {
+            return Err(Status::invalid_argument(format!(
+                "parameters: {key} is a secret variable of this pipeline and cannot be overridden"
+            )));
+        }
         let execution = self
-            .queue(&scope, pipeline_id?, &parameters, agent_id?, None)
+            .queue(&scope, pipeline_id, &parameters, agent_id?, None)
             .await?;
         audit::note_resource("execution", execution.id.get());
         Ok(Response::new(pb::RunPipelineResponse {

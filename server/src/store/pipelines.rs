@@ -16,7 +16,7 @@ use crate::domain::pipeline::{
     AgentSelector, ParameterDefinition, Pipeline, PipelineDefinition, PipelinePatch, PipelineStats,
     StepDefinition,
 };
-use crate::domain::{AgentId, CustomerId, Page, PageRequest, PipelineId, UserId};
+use crate::domain::{AgentId, CustomerId, Page, PageRequest, PipelineId, UserId, VariableGroupId};
 
 fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
     StoreError::Database(sea_orm::DbErr::Custom(format!(
@@ -49,7 +49,20 @@ fn definition_from_row(row: &pipeline::Model) -> Result<PipelineDefinition, Stor
         parameters: serde_json::from_value::<Vec<ParameterDefinition>>(row.parameters.clone())
             .map_err(|error| corrupt("parameters", error))?,
         timeout_seconds: row.timeout_seconds,
+        variable_group_ids: group_ids_from_row(row)?,
     })
+}
+
+pub(super) fn group_ids_from_row(
+    row: &pipeline::Model,
+) -> Result<Vec<VariableGroupId>, StoreError> {
+    serde_json::from_str::<Vec<i64>>(&row.variable_group_ids)
+        .map(|ids| ids.into_iter().map(VariableGroupId::from_db).collect())
+        .map_err(|error| corrupt("variable_group_ids", error))
+}
+
+fn group_ids_to_text(ids: &[VariableGroupId]) -> String {
+    serde_json::Value::from(ids.iter().map(|id| id.get()).collect::<Vec<i64>>()).to_string()
 }
 
 /// Execution counters of these pipelines in two aggregate queries.
@@ -206,6 +219,8 @@ impl Store {
             "agent_selector.agent_id",
         )
         .await?;
+        super::variables::check_groups(&transaction, customer_id, &definition.variable_group_ids)
+            .await?;
         let now = now();
         let row = pipeline::ActiveModel {
             customer_id: Set(customer_id.get()),
@@ -216,6 +231,7 @@ impl Store {
             steps: Set(to_json(&definition.steps)),
             parameters: Set(to_json(&definition.parameters)),
             timeout_seconds: Set(definition.timeout_seconds),
+            variable_group_ids: Set(group_ids_to_text(&definition.variable_group_ids)),
             created_by: Set(scope.actor().get()),
             created_at: Set(now),
             updated_at: Set(now),
@@ -326,6 +342,10 @@ impl Store {
         }
         if let Some(parameters) = patch.parameters {
             row.parameters = Set(to_json(&parameters));
+        }
+        if let Some(groups) = patch.variable_group_ids {
+            super::variables::check_groups(&transaction, customer_id, &groups).await?;
+            row.variable_group_ids = Set(group_ids_to_text(&groups));
         }
         if let Some(timeout) = patch.timeout_seconds {
             row.timeout_seconds = Set(timeout);

@@ -572,6 +572,8 @@ pub struct ReleaseContext {
     pub release_name: String,
     pub release_number: i64,
     pub environment_name: String,
+    /// The stage's environment (its variables win over those for every environment).
+    pub environment_id: EnvironmentId,
     pub version: String,
     /// (pipeline id, artifact) of every shipped build.
     pub artifacts: Vec<(PipelineId, Artifact)>,
@@ -1124,6 +1126,7 @@ impl Store {
             release_name: row.release_name.clone(),
             release_number: row.number,
             environment_name: stage_row.environment_name,
+            environment_id: EnvironmentId::from_db(stage_row.environment_id),
             version: row.version.clone(),
             artifacts: shipped_artifacts(&self.db, customer_id, row.id).await?,
         }))

@@ -9,12 +9,14 @@ use sea_orm::{
     QueryOrder, QuerySelect, TransactionTrait,
 };
 
-use super::entities::{variable, variable_group};
+use super::entities::{pipeline, variable, variable_group};
 use super::environments::find_environment;
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
 use crate::domain::variable::{GroupSettings, NewVariable, Variable, VariableGroup};
-use crate::domain::{CustomerId, EnvironmentId, Page, PageRequest, UserId, VariableGroupId};
+use crate::domain::{
+    CustomerId, EnvironmentId, Page, PageRequest, PipelineId, UserId, VariableGroupId,
+};
 use crate::secrets::SecretBox;
 
 /// What the sealed value of a variable is bound to: moved to another row, it does not open.
@@ -90,7 +92,154 @@ async fn variables_of(
     Ok(by_group)
 }
 
+/// Refuses group ids that are not groups of the customer (INVALID_ARGUMENT naming the field).
+pub(super) async fn check_groups(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    group_ids: &[VariableGroupId],
+) -> Result<(), StoreError> {
+    if group_ids.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<i64> = variable_group::Entity::find()
+        .select_only()
+        .column(variable_group::Column::Id)
+        .filter(variable_group::Column::CustomerId.eq(customer_id.get()))
+        .filter(variable_group::Column::Id.is_in(group_ids.iter().map(|id| id.get())))
+        .into_tuple()
+        .all(db)
+        .await?;
+    match group_ids.iter().find(|id| !found.contains(&id.get())) {
+        Some(missing) => Err(StoreError::InvalidArgument(format!(
+            "variable_group_ids: {missing} is not a variable group of customer {customer_id}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A variable as a job gets it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JobVariable {
+    pub key: String,
+    pub value: String,
+    pub is_secret: bool,
+}
+
+impl std::fmt::Debug for JobVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobVariable")
+            .field("key", &self.key)
+            .field("is_secret", &self.is_secret)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store {
+    /// The variables a job of `pipeline_id` gets, for `environment` (a deploy's stage) or none:
+    /// the pipeline's groups in order, a later group winning for the same key, and within a
+    /// group the value for the environment winning over the one for every environment. Secrets
+    /// are opened with `secrets`.
+    pub async fn job_variables(
+        &self,
+        customer_id: CustomerId,
+        pipeline_id: PipelineId,
+        environment: Option<EnvironmentId>,
+        secrets: &SecretBox,
+    ) -> Result<Vec<JobVariable>, StoreError> {
+        let Some(pipeline) = pipeline::Entity::find_by_id(pipeline_id.get())
+            .filter(pipeline::Column::CustomerId.eq(customer_id.get()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let groups = super::pipelines::group_ids_from_row(&pipeline)?;
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = groups.iter().map(|id| id.get()).collect();
+        let rows = variable::Entity::find()
+            .filter(variable::Column::CustomerId.eq(customer_id.get()))
+            .filter(variable::Column::GroupId.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?;
+        let wanted = environment.map_or(0, EnvironmentId::get);
+        // Rank: group position first, then the environment's own value over the shared one.
+        let mut chosen: std::collections::BTreeMap<String, ((usize, bool), variable::Model)> =
+            std::collections::BTreeMap::new();
+        for row in rows {
+            if row.environment_id != 0 && row.environment_id != wanted {
+                continue;
+            }
+            let Some(position) = ids.iter().position(|id| *id == row.group_id) else {
+                continue;
+            };
+            let rank = (position, row.environment_id != 0);
+            if chosen.get(&row.key).is_none_or(|(best, _)| rank > *best) {
+                chosen.insert(row.key.clone(), (rank, row));
+            }
+        }
+        chosen
+            .into_values()
+            .map(|(_, row)| {
+                let value = match (&row.cipher, row.is_secret) {
+                    (Some(sealed), true) => secrets
+                        .open(
+                            sealed,
+                            &seal_context(
+                                row.customer_id,
+                                row.group_id,
+                                &row.key,
+                                row.environment_id,
+                            ),
+                        )
+                        .map_err(|error| {
+                            StoreError::FailedPrecondition(format!(
+                                "secret {} of variable group {} cannot be opened: {error}",
+                                row.key, row.group_id
+                            ))
+                        })?,
+                    _ => row.value.clone(),
+                };
+                Ok(JobVariable {
+                    key: row.key,
+                    value,
+                    is_secret: row.is_secret,
+                })
+            })
+            .collect()
+    }
+
+    /// Keys of the secret variables a pipeline's jobs get (parameters may not override them).
+    pub async fn secret_keys_of_pipeline(
+        &self,
+        scope: &TenantScope,
+        pipeline_id: PipelineId,
+    ) -> Result<Vec<String>, StoreError> {
+        let Some(pipeline) = pipeline::Entity::find_by_id(pipeline_id.get())
+            .filter(pipeline::Column::CustomerId.eq(scope.customer_id().get()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<i64> = super::pipelines::group_ids_from_row(&pipeline)?
+            .iter()
+            .map(|id| id.get())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(variable::Entity::find()
+            .select_only()
+            .column(variable::Column::Key)
+            .filter(variable::Column::GroupId.is_in(ids))
+            .filter(variable::Column::IsSecret.eq(true))
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?)
+    }
+
     pub async fn create_variable_group(
         &self,
         scope: &TenantScope,
@@ -181,6 +330,19 @@ impl Store {
     ) -> Result<(), StoreError> {
         let transaction = self.begin_write().await?;
         let row = find_group(&transaction, scope, group_id).await?;
+        let pipelines = pipeline::Entity::find()
+            .filter(pipeline::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(pipeline::Column::DeletedAt.is_null())
+            .all(&transaction)
+            .await?;
+        for pipeline in pipelines {
+            if super::pipelines::group_ids_from_row(&pipeline)?.contains(&group_id) {
+                return Err(StoreError::FailedPrecondition(format!(
+                    "variable group {group_id} is used by pipeline {:?} ({}); remove it there first",
+                    pipeline.name, pipeline.id
+                )));
+            }
+        }
         variable::Entity::delete_many()
             .filter(variable::Column::GroupId.eq(row.id))
             .exec(&transaction)
