@@ -329,6 +329,35 @@ impl TestServer {
         self.launch().await;
     }
 
+    /// Stops the server and checks whether it would start again with these secret keys,
+    /// without starting it; `Err` carries the start-up error.
+    pub async fn stop_and_try_secret_keys(
+        &mut self,
+        current: Option<cygnet_server::secrets::KeyBytes>,
+        previous: Option<cygnet_server::secrets::KeyBytes>,
+    ) -> Result<(), String> {
+        self.stop().await;
+        let mut config = self.config.clone();
+        config.secret_key = current;
+        config.secret_key_previous = previous;
+        App::start(config)
+            .await
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Restarts the server with these secret keys.
+    pub async fn restart_with_secret_keys(
+        &mut self,
+        current: Option<cygnet_server::secrets::KeyBytes>,
+        previous: Option<cygnet_server::secrets::KeyBytes>,
+    ) {
+        self.stop().await;
+        self.config.secret_key = current;
+        self.config.secret_key_previous = previous;
+        self.launch().await;
+    }
+
     /// The harness's connection (plaintext, or TLS with `TestOptions::client_tls`).
     pub fn channel(&self) -> Channel {
         self.channel

@@ -367,4 +367,59 @@ async fn variables_are_scoped_write_only_and_encrypted(backend: Backend) {
     );
 }
 
-cygnet_testkit::backend_tests!(variables_are_scoped_write_only_and_encrypted);
+/// Rotating the key re-encrypts every secret at start-up: afterwards the new key alone opens
+/// them, and the old key alone no longer does.
+async fn rotating_the_key_reencrypts_every_secret(backend: Backend) {
+    use cygnet_server::secrets::KeyBytes;
+    let (old, new) = (KeyBytes([1; 32]), KeyBytes([2; 32]));
+    let mut server = TestServer::start(backend).await;
+    server.restart_with_secret_keys(Some(old), None).await;
+    let acme = server.create_customer("acme").await;
+    let deploy = group(&server, ADMIN_TOKEN, acme.id, "deploy")
+        .await
+        .expect("group");
+    server
+        .variables(ADMIN_TOKEN)
+        .set_variable(set(acme.id, deploy.id, "API_TOKEN", SECRET, true, 0))
+        .await
+        .expect("secret under the old key");
+
+    // The new key alone cannot open what the old one sealed: start-up says so and stops.
+    let refused = server
+        .stop_and_try_secret_keys(Some(new), None)
+        .await
+        .expect_err("new key without the old one");
+    assert!(refused.contains("cannot be re-encrypted"), "{refused}");
+
+    // With the old key as previous, start-up re-encrypts; then the new key suffices...
+    server.restart_with_secret_keys(Some(new), Some(old)).await;
+    server
+        .stop_and_try_secret_keys(Some(new), None)
+        .await
+        .expect("everything re-encrypted under the new key");
+    // ...and the old key alone no longer opens anything.
+    let stale = server
+        .stop_and_try_secret_keys(Some(old), None)
+        .await
+        .expect_err("old key after rotation");
+    assert!(stale.contains("cannot be re-encrypted"), "{stale}");
+    server.restart_with_secret_keys(Some(new), None).await;
+    let read = server
+        .variables(ADMIN_TOKEN)
+        .get_variable_group(pb::GetVariableGroupRequest {
+            customer_id: acme.id,
+            group_id: deploy.id,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .group
+        .expect("group");
+    assert_eq!(read.variables.len(), 1);
+    assert_eq!(read.variables[0].value, "");
+}
+
+cygnet_testkit::backend_tests!(
+    variables_are_scoped_write_only_and_encrypted,
+    rotating_the_key_reencrypts_every_secret
+);
