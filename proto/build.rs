@@ -37,7 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // Values that may be secret: their `Debug` (proto/src/lib.rs) leaves the value out, so no
         // log line or error message can print one.
-        .skip_debug([".cygnet.v1.JobVariable", ".cygnet.v1.SetVariableRequest"])
+        .skip_debug([
+            ".cygnet.v1.JobVariable",
+            ".cygnet.v1.SetVariableRequest",
+            ".cygnet.v1.VariableInput",
+        ])
         .compile_fds(descriptor_set)?;
     Ok(())
 }

@@ -23,6 +23,16 @@ pub mod v1 {
         }
     }
 
+    impl std::fmt::Debug for VariableInput {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("VariableInput")
+                .field("key", &self.key)
+                .field("is_secret", &self.is_secret)
+                .field("environment_id", &self.environment_id)
+                .finish_non_exhaustive()
+        }
+    }
+
     impl std::fmt::Debug for SetVariableRequest {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("SetVariableRequest")

@@ -69,6 +69,7 @@ async fn secrets_reach_the_step_and_never_its_log(backend: Backend) {
             customer_id: acme.id,
             name: "deploy".into(),
             description: String::new(),
+            variables: vec![],
         })
         .await
         .expect("group")
@@ -87,6 +88,7 @@ async fn secrets_reach_the_step_and_never_its_log(backend: Backend) {
             customer_id: globex.id,
             name: "theirs".into(),
             description: String::new(),
+            variables: vec![],
         })
         .await
         .expect("foreign group")
@@ -262,6 +264,7 @@ async fn each_stage_gets_its_environments_value(backend: Backend) {
             customer_id: acme.id,
             name: "credentials".into(),
             description: String::new(),
+            variables: vec![],
         })
         .await
         .expect("group")

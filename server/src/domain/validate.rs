@@ -21,6 +21,14 @@ impl ValidationError {
     pub fn field(&self) -> &str {
         &self.field
     }
+
+    /// The same problem of a field inside a list item, e.g. `variables[2].key`.
+    pub fn within(self, prefix: &str) -> Self {
+        Self {
+            field: format!("{prefix}.{}", self.field),
+            problem: self.problem,
+        }
+    }
 }
 
 impl fmt::Display for ValidationError {

@@ -127,6 +127,33 @@ impl NewVariable {
     }
 }
 
+/// The variables given with a new group: each valid, each (key, environment) once.
+pub fn new_variables(
+    inputs: impl IntoIterator<Item = (String, String, bool, i64, String)>,
+) -> Result<Vec<NewVariable>, ValidationError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut variables = Vec::new();
+    for (index, (key, value, is_secret, environment_id, description)) in
+        inputs.into_iter().enumerate()
+    {
+        let prefix = format!("variables[{index}]");
+        let variable = NewVariable::parse(&key, &value, is_secret, environment_id, &description)
+            .map_err(|error| error.within(&prefix))?;
+        if !seen.insert((variable.key.clone(), variable.environment_id)) {
+            let scope = match variable.environment_id {
+                Some(environment) => format!("environment {environment}"),
+                None => "every environment".to_owned(),
+            };
+            return Err(ValidationError::new(
+                format!("{prefix}.key"),
+                format!("{} for {scope} is given twice", variable.key),
+            ));
+        }
+        variables.push(variable);
+    }
+    Ok(variables)
+}
+
 /// A stored variable as callers see it: a secret's value is never included.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variable {

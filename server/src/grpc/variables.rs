@@ -13,7 +13,7 @@ use crate::auth::{Action, TenantScope};
 use crate::domain::validate::{optional_text, required_line};
 use crate::domain::variable::{
     GroupSettings, MAX_DESCRIPTION, MAX_GROUP_NAME, NewVariable, Variable, VariableGroup,
-    environment, key,
+    environment, key, new_variables,
 };
 use crate::domain::{PageRequest, Role, VariableGroupId};
 use crate::secrets::SecretBox;
@@ -79,6 +79,15 @@ impl VariableService for VariableApi {
     ) -> Result<Response<pb::CreateVariableGroupResponse>, Status> {
         let body = request.get_ref();
         let settings = GroupSettings::parse(&body.name, &body.description);
+        let variables = new_variables(body.variables.iter().map(|input| {
+            (
+                input.key.clone(),
+                input.value.clone(),
+                input.is_secret,
+                input.environment_id,
+                input.description.clone(),
+            )
+        }));
         let scope = self
             .context
             .scope(
@@ -90,7 +99,7 @@ impl VariableService for VariableApi {
         let group = self
             .context
             .store
-            .create_variable_group(&scope, settings?)
+            .create_variable_group(&scope, settings?, variables?, &self.secrets)
             .await?;
         audit::note_resource("variable_group", group.id.get());
         Ok(Response::new(pb::CreateVariableGroupResponse {

@@ -134,6 +134,68 @@ impl std::fmt::Debug for JobVariable {
     }
 }
 
+/// Inserts or replaces one variable of a group (sealing a secret first), inside the caller's
+/// transaction.
+async fn write_variable(
+    db: &impl ConnectionTrait,
+    scope: &TenantScope,
+    group_id: i64,
+    new: NewVariable,
+    secrets: &SecretBox,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<variable::Model, StoreError> {
+    let customer = scope.customer_id();
+    let environment = new.environment_id.map_or(0, EnvironmentId::get);
+    if let Some(environment_id) = new.environment_id
+        && find_environment(db, customer, environment_id)
+            .await?
+            .is_none()
+    {
+        return Err(StoreError::InvalidArgument(format!(
+            "environment_id {environment_id} is not an environment of customer {customer}"
+        )));
+    }
+    let (value, cipher) = if new.is_secret {
+        let context = seal_context(customer.get(), group_id, &new.key, environment);
+        let sealed = secrets
+            .seal(&new.value, &context)
+            .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
+        (String::new(), Some(sealed))
+    } else {
+        (new.value, None)
+    };
+    let existing = variable::Entity::find()
+        .filter(variable::Column::GroupId.eq(group_id))
+        .filter(variable::Column::Key.eq(new.key.as_str()))
+        .filter(variable::Column::EnvironmentId.eq(environment))
+        .one(db)
+        .await?;
+    let fill = |mut row: variable::ActiveModel| {
+        row.is_secret = Set(new.is_secret);
+        row.value = Set(value);
+        row.cipher = Set(cipher);
+        row.description = Set(new.description);
+        row.updated_by = Set(scope.actor().get());
+        row.updated_at = Set(at);
+        row
+    };
+    let stored = match existing {
+        Some(existing) => fill(existing.into()).update(db).await?,
+        None => {
+            fill(variable::ActiveModel {
+                customer_id: Set(customer.get()),
+                group_id: Set(group_id),
+                key: Set(new.key.clone()),
+                environment_id: Set(environment),
+                ..Default::default()
+            })
+            .insert(db)
+            .await?
+        }
+    };
+    Ok(stored)
+}
+
 impl Store {
     /// The variables a job of `pipeline_id` gets, for `environment` (a deploy's stage) or none:
     /// the pipeline's groups in order, a later group winning for the same key, and within a
@@ -240,12 +302,16 @@ impl Store {
             .await?)
     }
 
+    /// Creates a group with its first variables, all or nothing.
     pub async fn create_variable_group(
         &self,
         scope: &TenantScope,
         settings: GroupSettings,
+        variables: Vec<NewVariable>,
+        secrets: &SecretBox,
     ) -> Result<VariableGroup, StoreError> {
         let at = now();
+        let transaction = self.begin_write().await?;
         let row = variable_group::ActiveModel {
             customer_id: Set(scope.customer_id().get()),
             name: Set(settings.name.clone()),
@@ -255,10 +321,25 @@ impl Store {
             updated_at: Set(at),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&transaction)
         .await
         .map_err(|error| StoreError::on_unique_violation(error, duplicate_name(&settings.name)))?;
-        Ok(group_from_rows(row, Vec::new()))
+        let mut stored = Vec::with_capacity(variables.len());
+        for (index, new) in variables.into_iter().enumerate() {
+            stored.push(
+                write_variable(&transaction, scope, row.id, new, secrets, at)
+                    .await
+                    .map_err(|error| match error {
+                        StoreError::InvalidArgument(message) => {
+                            StoreError::InvalidArgument(format!("variables[{index}].{message}"))
+                        }
+                        other => other,
+                    })?,
+            );
+        }
+        transaction.commit().await?;
+        stored.sort_by(|a, b| (&a.key, a.environment_id).cmp(&(&b.key, b.environment_id)));
+        Ok(group_from_rows(row, stored))
     }
 
     pub async fn get_variable_group(
@@ -384,58 +465,10 @@ impl Store {
         new: NewVariable,
         secrets: &SecretBox,
     ) -> Result<Variable, StoreError> {
-        let customer = scope.customer_id();
-        let environment = new.environment_id.map_or(0, EnvironmentId::get);
+        let at = now();
         let transaction = self.begin_write().await?;
         let group = find_group(&transaction, scope, group_id).await?;
-        if let Some(environment_id) = new.environment_id
-            && find_environment(&transaction, customer, environment_id)
-                .await?
-                .is_none()
-        {
-            return Err(StoreError::InvalidArgument(format!(
-                "environment_id {environment_id} is not an environment of customer {customer}"
-            )));
-        }
-        let (value, cipher) = if new.is_secret {
-            let context = seal_context(customer.get(), group.id, &new.key, environment);
-            let sealed = secrets
-                .seal(&new.value, &context)
-                .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
-            (String::new(), Some(sealed))
-        } else {
-            (new.value, None)
-        };
-        let at = now();
-        let existing = variable::Entity::find()
-            .filter(variable::Column::GroupId.eq(group.id))
-            .filter(variable::Column::Key.eq(new.key.as_str()))
-            .filter(variable::Column::EnvironmentId.eq(environment))
-            .one(&transaction)
-            .await?;
-        let fill = |mut row: variable::ActiveModel| {
-            row.is_secret = Set(new.is_secret);
-            row.value = Set(value);
-            row.cipher = Set(cipher);
-            row.description = Set(new.description);
-            row.updated_by = Set(scope.actor().get());
-            row.updated_at = Set(at);
-            row
-        };
-        let stored = match existing {
-            Some(existing) => fill(existing.into()).update(&transaction).await?,
-            None => {
-                fill(variable::ActiveModel {
-                    customer_id: Set(customer.get()),
-                    group_id: Set(group.id),
-                    key: Set(new.key.clone()),
-                    environment_id: Set(environment),
-                    ..Default::default()
-                })
-                .insert(&transaction)
-                .await?
-            }
-        };
+        let stored = write_variable(&transaction, scope, group.id, new, secrets, at).await?;
         variable_group::Entity::update_many()
             .col_expr(variable_group::Column::UpdatedAt, Expr::value(at))
             .filter(variable_group::Column::Id.eq(group.id))

@@ -20,6 +20,7 @@ async fn group(
             customer_id,
             name: name.into(),
             description: "deploy credentials".into(),
+            variables: vec![],
         })
         .await?
         .into_inner()
@@ -419,7 +420,87 @@ async fn rotating_the_key_reencrypts_every_secret(backend: Backend) {
     assert_eq!(read.variables[0].value, "");
 }
 
+fn input(key: &str, value: &str, is_secret: bool, environment_id: i64) -> pb::VariableInput {
+    pb::VariableInput {
+        key: key.into(),
+        value: value.into(),
+        is_secret,
+        environment_id,
+        description: String::new(),
+    }
+}
+
+/// A group created with its variables: all of them or nothing, each (key, environment) once.
+async fn a_group_comes_with_its_variables_or_not_at_all(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let globex = server.create_customer("globex").await;
+    let production = server.environments(acme.id).await["Production"].id;
+    let globex_production = server.environments(globex.id).await["Production"].id;
+    let mut api = server.variables(ADMIN_TOKEN);
+    let create = |variables: Vec<pb::VariableInput>| pb::CreateVariableGroupRequest {
+        customer_id: acme.id,
+        name: "deploy".into(),
+        description: String::new(),
+        variables,
+    };
+    for (variables, field) in [
+        (
+            vec![
+                input("API_TOKEN", SECRET, true, 0),
+                input("API_TOKEN", "another-secret", true, 0),
+            ],
+            "variables[1].key",
+        ),
+        (vec![input("9LIVES", "v", false, 0)], "variables[0].key"),
+        (vec![input("PIN", "1234", true, 0)], "variables[0].value"),
+        (
+            vec![
+                input("REGION", "eu", false, 0),
+                input("API_TOKEN", SECRET, true, globex_production),
+            ],
+            "variables[1].environment_id",
+        ),
+    ] {
+        assert_invalid(
+            "CreateVariableGroup",
+            api.create_variable_group(create(variables)).await,
+            field,
+        );
+    }
+    let none = api
+        .list_variable_groups(pb::ListVariableGroupsRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(none.groups.is_empty(), "nothing half-written: {none:?}");
+
+    // The same key for every environment and for Production is two variables, not a repeat.
+    let made = api
+        .create_variable_group(create(vec![
+            input("API_TOKEN", SECRET, true, 0),
+            input("API_TOKEN", "production-secret", true, production),
+            input("REGION", "eu-west-1", false, 0),
+        ]))
+        .await
+        .expect("create with variables")
+        .into_inner()
+        .group
+        .expect("group");
+    assert_eq!(made.variables.len(), 3);
+    assert!(!format!("{made:?}").contains(SECRET));
+    assert!(
+        made.variables
+            .iter()
+            .all(|v| !v.is_secret || v.value.is_empty())
+    );
+}
+
 cygnet_testkit::backend_tests!(
     variables_are_scoped_write_only_and_encrypted,
-    rotating_the_key_reencrypts_every_secret
+    rotating_the_key_reencrypts_every_secret,
+    a_group_comes_with_its_variables_or_not_at_all
 );
