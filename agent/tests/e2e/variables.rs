@@ -220,6 +220,28 @@ async fn secrets_reach_the_step_and_never_its_log(backend: Backend) {
         }
     }
 
+    // Nothing the agent keeps on disk (state, spool, workspaces) holds a secret.
+    let mut directories = vec![host.dir.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(directory) = directories.pop() {
+        for entry in std::fs::read_dir(&directory).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                directories.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files += 1;
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(
+                    leaks(&text).is_empty(),
+                    "{} holds {:?}",
+                    path.display(),
+                    leaks(&text)
+                );
+            }
+        }
+    }
+    assert!(files > 0, "the agent's directory was read");
+
     // A group in use cannot be deleted.
     assert_status(
         variables
