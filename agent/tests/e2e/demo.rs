@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// `cargo test` builds the examples next to the test binaries' directory.
-fn demo_binary() -> PathBuf {
+pub(crate) fn demo_binary() -> PathBuf {
     let test_binary = std::env::current_exe().expect("test binary path");
     let profile_dir = test_binary
         .parent()

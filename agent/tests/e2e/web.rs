@@ -58,16 +58,6 @@ fn browser_available() -> bool {
     false
 }
 
-/// The demo example, built by `cargo test` beside the test binaries.
-fn demo_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    let profile_dir = test_binary
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    profile_dir.join("examples").join("demo")
-}
-
 /// The running demo; interrupted (as by Ctrl-C) when dropped, so its agents stop too.
 struct Demo {
     child: Child,
@@ -82,7 +72,7 @@ impl Demo {
     fn start() -> Demo {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().join("demo");
-        let mut child = Command::new(demo_binary())
+        let mut child = Command::new(crate::demo::demo_binary())
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -290,11 +280,6 @@ async fn the_dashboard_works_in_a_real_browser() {
     if !browser_available() {
         return;
     }
-    assert!(
-        demo_binary().is_file(),
-        "{} is missing: run the whole suite (cargo test --workspace builds examples)",
-        demo_binary().display()
-    );
     let demo = tokio::task::spawn_blocking(Demo::start)
         .await
         .expect("demo");

@@ -842,54 +842,75 @@ pub struct DecisionForm {
     comment: String,
 }
 
-pub async fn approve_stage(
-    State(web): State<Web>,
+/// Approve or reject: the same form, two RPCs.
+#[derive(Clone, Copy)]
+enum Decision {
+    Approve,
+    Reject,
+}
+
+async fn decide_stage(
+    web: Web,
     session: Session,
     peer: Peer,
-    Path((customer, stage)): Path<(String, String)>,
-    Form(form): Form<DecisionForm>,
+    (customer, stage): (String, String),
+    form: DecisionForm,
+    decision: Decision,
 ) -> Result<Response, WebError> {
     let (customer_id, stage_execution_id) = (id(&customer)?, id(&stage)?);
     session.check_csrf(&form.csrf)?;
     let api = web.releases.clone();
-    let request = session.request(pb::ApproveStageRequest {
-        customer_id,
-        stage_execution_id,
-        comment: form.comment,
-    });
-    write(
-        &web,
-        peer,
-        "cygnet.v1.ReleaseService/ApproveStage",
-        async move { api.approve_stage(request).await },
-    )
-    .await?;
+    match decision {
+        Decision::Approve => {
+            let request = session.request(pb::ApproveStageRequest {
+                customer_id,
+                stage_execution_id,
+                comment: form.comment,
+            });
+            write(
+                &web,
+                peer,
+                "cygnet.v1.ReleaseService/ApproveStage",
+                async move { api.approve_stage(request).await },
+            )
+            .await?;
+        }
+        Decision::Reject => {
+            let request = session.request(pb::RejectStageRequest {
+                customer_id,
+                stage_execution_id,
+                comment: form.comment,
+            });
+            write(
+                &web,
+                peer,
+                "cygnet.v1.ReleaseService/RejectStage",
+                async move { api.reject_stage(request).await },
+            )
+            .await?;
+        }
+    }
     Ok(Redirect::to(&format!("/c/{customer_id}/releases")).into_response())
+}
+
+pub async fn approve_stage(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path(path): Path<(String, String)>,
+    Form(form): Form<DecisionForm>,
+) -> Result<Response, WebError> {
+    decide_stage(web, session, peer, path, form, Decision::Approve).await
 }
 
 pub async fn reject_stage(
     State(web): State<Web>,
     session: Session,
     peer: Peer,
-    Path((customer, stage)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     Form(form): Form<DecisionForm>,
 ) -> Result<Response, WebError> {
-    let (customer_id, stage_execution_id) = (id(&customer)?, id(&stage)?);
-    session.check_csrf(&form.csrf)?;
-    let api = web.releases.clone();
-    let request = session.request(pb::RejectStageRequest {
-        customer_id,
-        stage_execution_id,
-        comment: form.comment,
-    });
-    write(
-        &web,
-        peer,
-        "cygnet.v1.ReleaseService/RejectStage",
-        async move { api.reject_stage(request).await },
-    )
-    .await?;
-    Ok(Redirect::to(&format!("/c/{customer_id}/releases")).into_response())
+    decide_stage(web, session, peer, path, form, Decision::Reject).await
 }
 
 pub struct MonitorRow {
