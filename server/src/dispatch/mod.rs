@@ -273,6 +273,30 @@ impl Dispatcher {
             .await
         {
             Ok(variables) => variables,
+            Err(crate::store::StoreError::FailedPrecondition(reason)) => {
+                // A secret that does not open now will not open on a retry: the job fails
+                // with the reason instead of going round the queue.
+                tracing::error!(execution_id = execution.id.get(), %reason, "job not delivered");
+                inner.hub.release(agent_id, execution.id);
+                let reason = format!("variables: {reason}");
+                match inner
+                    .store
+                    .fail_undeliverable(execution.id, execution.customer_id, &reason, now())
+                    .await
+                {
+                    Ok(true) => {
+                        inner.signals.bump(execution.id);
+                        inner.notifier.execution_changed(execution.id);
+                        self.execution_finished(execution.id).await;
+                        self.wake();
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, execution_id = execution.id.get(), "could not fail an undeliverable execution");
+                    }
+                }
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the variables of a job; requeued");
                 inner.hub.release(agent_id, execution.id);

@@ -182,23 +182,57 @@ impl Store {
         lost: &LostExecution,
         at: DateTime<Utc>,
     ) -> Result<Option<ExecutionStatus>, StoreError> {
+        self.end_on_agent(lost.id, lost.customer_id, at, true, |row| {
+            if row.cancel_requested_at.is_some() {
+                (
+                    ExecutionStatus::Cancelled,
+                    format!("{} (agent lost)", row.cancel_reason),
+                )
+            } else {
+                (ExecutionStatus::Failed, "agent_lost".to_owned())
+            }
+        })
+        .await
+    }
+
+    /// Fails a claimed execution that cannot be delivered (e.g. a secret it needs does not open
+    /// with the server's keys), with `reason`. Returns whether it changed.
+    pub async fn fail_undeliverable(
+        &self,
+        execution_id: ExecutionId,
+        customer_id: CustomerId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .end_on_agent(execution_id, customer_id, at, false, |_| {
+                (ExecutionStatus::Failed, reason.to_owned())
+            })
+            .await?
+            .is_some())
+    }
+
+    /// Ends an execution that is on (or assigned to) an agent with the status and reason
+    /// `decide` gives, its unfinished steps skipped and an activity event; only when its lease
+    /// has expired if `lease_expired_only`.
+    async fn end_on_agent(
+        &self,
+        execution_id: ExecutionId,
+        customer_id: CustomerId,
+        at: DateTime<Utc>,
+        lease_expired_only: bool,
+        decide: impl FnOnce(&execution::Model) -> (ExecutionStatus, String),
+    ) -> Result<Option<ExecutionStatus>, StoreError> {
         let transaction = self.begin_write().await?;
-        let Some(row) = execution::Entity::find_by_id(lost.id.get())
-            .filter(execution::Column::CustomerId.eq(lost.customer_id.get()))
+        let Some(row) = execution::Entity::find_by_id(execution_id.get())
+            .filter(execution::Column::CustomerId.eq(customer_id.get()))
             .one(&transaction)
             .await?
         else {
             return Ok(None);
         };
-        let (status, reason) = if row.cancel_requested_at.is_some() {
-            (
-                ExecutionStatus::Cancelled,
-                format!("{} (agent lost)", row.cancel_reason),
-            )
-        } else {
-            (ExecutionStatus::Failed, "agent_lost".to_owned())
-        };
-        let changed = execution::Entity::update_many()
+        let (status, reason) = decide(&row);
+        let mut update = execution::Entity::update_many()
             .col_expr(execution::Column::Status, Expr::value(status.as_str()))
             .col_expr(
                 execution::Column::FailureReason,
@@ -216,16 +250,15 @@ impl Store {
                         .iter()
                         .map(|status| status.as_str()),
                 ),
-            )
-            .filter(execution::Column::LeaseExpiresAt.lt(at))
-            .exec(&transaction)
-            .await?
-            .rows_affected
-            == 1;
+            );
+        if lease_expired_only {
+            update = update.filter(execution::Column::LeaseExpiresAt.lt(at));
+        }
+        let changed = update.exec(&transaction).await?.rows_affected == 1;
         if !changed {
             return Ok(None);
         }
-        skip_unfinished_steps(&transaction, lost.customer_id, row.id, &reason, at).await?;
+        skip_unfinished_steps(&transaction, customer_id, row.id, &reason, at).await?;
         let agent_name = match row.agent_id {
             Some(agent_id) => agent::Entity::find_by_id(agent_id)
                 .one(&transaction)
@@ -235,7 +268,7 @@ impl Store {
         };
         activity::record(
             &transaction,
-            lost.customer_id,
+            customer_id,
             finished_event(&row, status, &reason, agent_name.as_deref()),
             at,
         )

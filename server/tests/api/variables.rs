@@ -499,8 +499,74 @@ async fn a_group_comes_with_its_variables_or_not_at_all(backend: Backend) {
     );
 }
 
+/// A job whose secret does not open with the server's keys fails with the reason, once,
+/// instead of going round the queue.
+async fn a_secret_that_does_not_open_fails_the_job(backend: Backend) {
+    use sea_orm::ConnectionTrait;
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let token = server.create_registration_token(acme.id).await;
+    let registered = server
+        .register_agent(acme.id, "acme-001", &token)
+        .await
+        .expect("register");
+    let _agent = server
+        .connect_agent("acme-001", &registered.credential)
+        .await
+        .expect("connect");
+    let deploy = group(&server, ADMIN_TOKEN, acme.id, "deploy")
+        .await
+        .expect("group");
+    server
+        .variables(ADMIN_TOKEN)
+        .set_variable(set(acme.id, deploy.id, "API_TOKEN", SECRET, true, 0))
+        .await
+        .expect("secret");
+    let pipeline = server
+        .admin_pipelines()
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id: acme.id,
+            name: "uses a secret".into(),
+            steps: vec![crate::common::step("use", "true")],
+            variable_group_ids: vec![deploy.id],
+            ..Default::default()
+        })
+        .await
+        .expect("pipeline")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    // As if the value had been sealed under a key this server never had.
+    let database = sea_orm::Database::connect(server.database_url.as_str())
+        .await
+        .expect("database");
+    database
+        .execute_unprepared("UPDATE variables SET cipher = 'v1:00000000:AAAAAAAAAAAAAAAA:AAAA'")
+        .await
+        .expect("tamper");
+    database.close().await.expect("close");
+
+    let execution = server.run_pipeline(acme.id, pipeline.id, &[]).await;
+    let updates = server
+        .watch_to_end(acme.id, execution.id, std::time::Duration::from_secs(30))
+        .await;
+    let finished = cygnet_testkit::final_execution(&updates);
+    assert_eq!(
+        finished.status(),
+        pb::ExecutionStatus::Failed,
+        "{finished:?}"
+    );
+    assert!(
+        finished.failure_reason.contains("API_TOKEN")
+            && finished.failure_reason.contains("cannot be opened"),
+        "{}",
+        finished.failure_reason
+    );
+}
+
 cygnet_testkit::backend_tests!(
     variables_are_scoped_write_only_and_encrypted,
     rotating_the_key_reencrypts_every_secret,
-    a_group_comes_with_its_variables_or_not_at_all
+    a_group_comes_with_its_variables_or_not_at_all,
+    a_secret_that_does_not_open_fails_the_job
 );
