@@ -266,7 +266,7 @@ impl Dispatcher {
             .store
             .job_variables(
                 execution.customer_id,
-                execution.pipeline_id,
+                &execution.variable_group_ids,
                 environment,
                 &inner.secrets,
             )

@@ -186,6 +186,8 @@ pub struct QueuedExecution {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// It runs a release stage (its assignment carries the release context).
     pub deploy: bool,
+    /// The variable groups its pipeline names (resolved into values when it is delivered).
+    pub variable_group_ids: Vec<super::VariableGroupId>,
 }
 
 /// A validated request to run a pipeline.

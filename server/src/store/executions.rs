@@ -10,9 +10,9 @@ use sea_orm::{
 };
 
 use super::entities::{
-    artifact, execution, log_chunk, stage_execution_record, step_execution, user,
+    artifact, execution, log_chunk, pipeline, stage_execution_record, step_execution, user,
 };
-use super::pipelines::{labels_from_json, steps_from_json, to_json};
+use super::pipelines::{group_ids_from_row, labels_from_json, steps_from_json, to_json};
 use super::{Store, StoreError, activity, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::{
@@ -455,10 +455,24 @@ impl Store {
                 .flatten()
                 .collect()
         };
+        // The variable groups of their pipelines: one query for the batch.
+        let mut groups: std::collections::HashMap<i64, Vec<crate::domain::VariableGroupId>> =
+            Default::default();
+        if !rows.is_empty() {
+            let pipelines = pipeline::Entity::find()
+                .filter(pipeline::Column::Id.is_in(rows.iter().map(|row| row.pipeline_id)))
+                .filter(pipeline::Column::VariableGroupIds.ne("[]"))
+                .all(&self.db)
+                .await?;
+            for pipeline in pipelines {
+                groups.insert(pipeline.id, group_ids_from_row(&pipeline)?);
+            }
+        }
         rows.into_iter()
             .map(|row| {
                 Ok(QueuedExecution {
                     deploy: deploys.contains(&row.id),
+                    variable_group_ids: groups.get(&row.pipeline_id).cloned().unwrap_or_default(),
                     id: ExecutionId::from_db(row.id),
                     customer_id: CustomerId::from_db(row.customer_id),
                     pipeline_id: PipelineId::from_db(row.pipeline_id),

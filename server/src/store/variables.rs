@@ -197,25 +197,17 @@ async fn write_variable(
 }
 
 impl Store {
-    /// The variables a job of `pipeline_id` gets, for `environment` (a deploy's stage) or none:
+    /// The variables a job gets from its pipeline's `groups`, for `environment` (a deploy's stage) or none:
     /// the pipeline's groups in order, a later group winning for the same key, and within a
     /// group the value for the environment winning over the one for every environment. Secrets
     /// are opened with `secrets`.
     pub async fn job_variables(
         &self,
         customer_id: CustomerId,
-        pipeline_id: PipelineId,
+        groups: &[VariableGroupId],
         environment: Option<EnvironmentId>,
         secrets: &SecretBox,
     ) -> Result<Vec<JobVariable>, StoreError> {
-        let Some(pipeline) = pipeline::Entity::find_by_id(pipeline_id.get())
-            .filter(pipeline::Column::CustomerId.eq(customer_id.get()))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
-        let groups = super::pipelines::group_ids_from_row(&pipeline)?;
         if groups.is_empty() {
             return Ok(Vec::new());
         }
@@ -295,6 +287,7 @@ impl Store {
         Ok(variable::Entity::find()
             .select_only()
             .column(variable::Column::Key)
+            .filter(variable::Column::CustomerId.eq(scope.customer_id().get()))
             .filter(variable::Column::GroupId.is_in(ids))
             .filter(variable::Column::IsSecret.eq(true))
             .into_tuple::<String>()
