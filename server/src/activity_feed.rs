@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::domain::ActivityEvent;
-use crate::store::Store;
+use crate::store::SystemStore;
 
 /// How often the table is read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -52,7 +52,7 @@ impl ActivityFeed {
     }
 
     /// Tails the table until `shutdown` turns true.
-    pub fn spawn(&self, store: Store, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(&self, store: SystemStore, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let mut tail = Tail {
@@ -89,7 +89,7 @@ struct Tail {
 impl Tail {
     async fn poll(
         &mut self,
-        store: &Store,
+        store: &SystemStore,
         sender: &broadcast::Sender<Arc<ActivityEvent>>,
     ) -> Result<(), crate::store::StoreError> {
         let Some(mut last) = self.last else {

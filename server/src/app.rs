@@ -21,9 +21,10 @@ use crate::activity_feed::ActivityFeed;
 use crate::agents::{AgentHub, spawn_liveness_task};
 use crate::artifacts::ArtifactStore;
 use crate::audit::AuditLayer;
+use crate::auth::{SystemActor, system_scope};
 use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
-use crate::dispatch::{Dispatcher, ExecutionSignals};
+use crate::dispatch::Dispatcher;
 use crate::grpc::{
     AgentApi, ApiContext, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi, VariableApi,
 };
@@ -31,6 +32,7 @@ use crate::metrics::{MetricsLayer, ServerMetrics};
 use crate::monitors::MonitorScheduler;
 use crate::run_to_completion::RunToCompletionLayer;
 use crate::secrets::SecretBox;
+use crate::service::Operations;
 use crate::store::Store;
 use crate::store::{Notifier, spawn_listener};
 use crate::tls;
@@ -61,7 +63,14 @@ impl App {
             .migrate_up()
             .await
             .map_err(|error| anyhow::anyhow!("cannot apply migrations: {error}"))?;
-        match bootstrap_admin(&store, &config.data_dir, config.bootstrap_token.as_deref()).await? {
+        let startup = store.system(&system_scope(SystemActor::Startup));
+        match bootstrap_admin(
+            &startup,
+            &config.data_dir,
+            config.bootstrap_token.as_deref(),
+        )
+        .await?
+        {
             Bootstrap::AlreadyDone => {}
             Bootstrap::CreatedWithConfiguredToken => {
                 tracing::info!(
@@ -79,7 +88,7 @@ impl App {
             &config.data_dir,
         )
         .map_err(|error| anyhow::anyhow!("secret key: {error}"))?;
-        let resealed = store
+        let resealed = startup
             .reseal_secrets(&secrets)
             .await
             .map_err(|error| anyhow::anyhow!("re-encrypting secrets: {error}"))?;
@@ -151,13 +160,18 @@ impl App {
             metrics.clone(),
         );
         let hub = Arc::new(AgentHub::new());
-        let signals = ExecutionSignals::default();
         let notifier = Notifier::start(&self.store);
-        let dispatcher = Dispatcher::new(
+        let dispatch_store = self.store.system(&system_scope(SystemActor::Dispatcher));
+        let operations = Operations::new(
             self.store.clone(),
+            dispatch_store.clone(),
             hub.clone(),
-            signals,
             notifier,
+        );
+        let dispatcher = Dispatcher::new(
+            dispatch_store,
+            hub.clone(),
+            operations.clone(),
             self.config.agents.grace,
             metrics.clone(),
             self.secrets.clone(),
@@ -169,27 +183,37 @@ impl App {
         let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
         let liveness = spawn_liveness_task(
             hub.clone(),
-            self.store.clone(),
+            self.store.system(&system_scope(SystemActor::AgentLiveness)),
             self.config.agents,
             background_stopped.clone(),
         );
         let dispatch = dispatcher.spawn(background_stopped.clone());
-        let monitors = MonitorScheduler::new(self.store.clone(), hub.clone(), self.config.agents);
+        let monitors = MonitorScheduler::new(
+            self.store.system(&system_scope(SystemActor::Monitors)),
+            hub.clone(),
+            self.config.agents,
+        );
         let monitor_task = monitors.spawn(background_stopped.clone());
         let feed = ActivityFeed::new();
-        let feed_task = feed.spawn(self.store.clone(), background_stopped.clone());
+        let feed_task = feed.spawn(
+            self.store.system(&system_scope(SystemActor::ActivityFeed)),
+            background_stopped.clone(),
+        );
         let metrics_task = self.metrics_listener.map(|listener| {
             if let Ok(address) = listener.local_addr() {
                 tracing::info!(%address, "metrics at http://{address}/metrics");
             }
             cygnet_metrics::serve(
                 listener,
-                metrics.render(hub.clone(), self.store.clone()),
+                metrics.render(
+                    hub.clone(),
+                    self.store.system(&system_scope(SystemActor::Observability)),
+                ),
                 background_stopped.clone(),
             )
         });
         let listener_task =
-            spawn_listener(&self.store, dispatcher.clone(), background_stopped.clone());
+            spawn_listener(&self.store, operations.clone(), background_stopped.clone());
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -241,14 +265,14 @@ impl App {
         }
         let customer_api = CustomerApi::new(context.clone(), feed);
         let user_api = UserApi::new(context.clone());
-        let release_api = ReleaseApi::new(context.clone(), dispatcher.clone());
-        let pipeline_api = PipelineApi::new(context.clone(), dispatcher.clone(), artifacts.clone());
+        let release_api = ReleaseApi::new(context.clone(), operations.clone());
+        let pipeline_api = PipelineApi::new(context.clone(), operations.clone(), artifacts.clone());
         let monitor_api = MonitorApi::new(context.clone(), monitors.clone());
         let variable_api = VariableApi::new(context.clone(), self.secrets.clone());
         let agent_api = AgentApi::new(
             context.clone(),
             hub,
-            dispatcher,
+            operations,
             artifacts,
             tasks.clone(),
             monitors,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::auth::token;
-use crate::store::Store;
+use crate::store::SystemStore;
 
 /// File in the data directory that receives a generated bootstrap token.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -23,7 +23,7 @@ pub enum Bootstrap {
 /// Creates platform admin `admin` when the database has no user. The token is the configured one,
 /// or a generated one written to `<data_dir>/admin.token` with mode 0600.
 pub async fn bootstrap_admin(
-    store: &Store,
+    store: &SystemStore,
     data_dir: &Path,
     configured_token: Option<&str>,
 ) -> anyhow::Result<Bootstrap> {

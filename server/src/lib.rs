@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod monitors;
 pub mod run_to_completion;
 pub mod secrets;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -24,7 +24,7 @@ use tower_service::Service;
 
 use crate::agents::AgentHub;
 use crate::audit::code_name;
-use crate::store::Store;
+use crate::store::SystemStore;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -190,7 +190,7 @@ impl ServerMetrics {
     }
 
     /// Reads the scrape-time figures and encodes everything.
-    async fn scrape(&self, hub: &AgentHub, store: &Store) -> String {
+    async fn scrape(&self, hub: &AgentHub, store: &SystemStore) -> String {
         self.agents_connected
             .set(i64::try_from(hub.connected_count()).unwrap_or(i64::MAX));
         match store.execution_counts().await {
@@ -224,7 +224,7 @@ impl ServerMetrics {
     }
 
     /// What the metrics endpoint serves.
-    pub fn render(self: &Arc<Self>, hub: Arc<AgentHub>, store: Store) -> Render {
+    pub fn render(self: &Arc<Self>, hub: Arc<AgentHub>, store: SystemStore) -> Render {
         let metrics = self.clone();
         Arc::new(move || {
             let (metrics, hub, store) = (metrics.clone(), hub.clone(), store.clone());

@@ -12,14 +12,14 @@ use tonic::Status;
 
 use super::AgentHub;
 use crate::config::AgentSettings;
-use crate::store::{Store, now};
+use crate::store::{SystemStore, now};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Starts the task; it ends after `shutdown` turns true, once agents are marked offline.
 pub fn spawn_liveness_task(
     hub: Arc<AgentHub>,
-    store: Store,
+    store: SystemStore,
     settings: AgentSettings,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
@@ -43,6 +43,7 @@ pub fn spawn_liveness_task(
         let status = Status::unavailable("server shutting down");
         for (agent, connection_id) in hub.disconnect_all(&status) {
             if let Err(error) = store
+                .store()
                 .mark_agent_offline(&agent, connection_id, now(), "server shutting down")
                 .await
             {
@@ -52,13 +53,14 @@ pub fn spawn_liveness_task(
     })
 }
 
-async fn run_once(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
+async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) {
     save_figures(hub, store, settings).await;
     let offline_after = settings.offline_after();
     for (agent, connection_id) in hub.expire_silent(offline_after) {
         let reason = format!("no heartbeat for {} s", offline_after.as_secs());
         tracing::info!(agent_id = agent.agent_id().get(), customer_id = agent.customer_id().get(), %reason, "agent offline");
         if let Err(error) = store
+            .store()
             .mark_agent_offline(&agent, connection_id, now(), &reason)
             .await
         {
@@ -74,7 +76,7 @@ async fn run_once(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
     }
 }
 
-async fn save_figures(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
+async fn save_figures(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) {
     let lease_until =
         now() + chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::seconds(60));
     let records = hub.take_unsaved(settings.sample_interval, lease_until);
@@ -83,7 +85,7 @@ async fn save_figures(hub: &AgentHub, store: &Store, settings: &AgentSettings) {
     }
 }
 
-async fn prune_history(store: &Store, settings: &AgentSettings) {
+async fn prune_history(store: &SystemStore, settings: &AgentSettings) {
     let Ok(retention) = chrono::Duration::from_std(settings.retention) else {
         return;
     };

@@ -20,4 +20,10 @@ pub use authenticate::{Authenticator, Principal};
 pub use authorize::Authorizer;
 pub use error::AuthError;
 pub use permissions::Action;
-pub use scope::{PlatformAdmin, TenantScope};
+pub use scope::{PlatformAdmin, SystemActor, SystemScope, TenantScope};
+
+/// Mints the scope a background task of the server acts with. Called where the server wires its
+/// tasks together (`app.rs`), never by a request handler: a request always acts for a caller.
+pub(crate) fn system_scope(actor: SystemActor) -> SystemScope {
+    SystemScope::new(actor)
+}

@@ -70,3 +70,55 @@ impl PlatformAdmin {
         self.actor
     }
 }
+
+/// Which of the server's own tasks acts with a [`SystemScope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemActor {
+    /// Start-up work before serving (re-sealing secrets after a key rotation).
+    Startup,
+    /// The dispatch loop: the queue, claims, leases, deliveries, release moves.
+    Dispatcher,
+    /// Agent streams and the liveness task: heartbeats, online and offline.
+    AgentLiveness,
+    /// Monitor placement and check results.
+    Monitors,
+    /// The activity feed's tail of every customer's events.
+    ActivityFeed,
+    /// The audit layer and the metrics endpoint.
+    Observability,
+}
+
+impl SystemActor {
+    /// How the actor appears in logs and the audit log (`system:<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemActor::Startup => "system:startup",
+            SystemActor::Dispatcher => "system:dispatcher",
+            SystemActor::AgentLiveness => "system:agent-liveness",
+            SystemActor::Monitors => "system:monitors",
+            SystemActor::ActivityFeed => "system:activity-feed",
+            SystemActor::Observability => "system:observability",
+        }
+    }
+}
+
+/// Proof that the caller is one of the server's own background tasks, which act across
+/// customers (the queue of every customer, every agent's lease). Only `auth/` mints it, and only
+/// for a named [`SystemActor`]; the store's cross-customer operations are reachable only
+/// through [`Store::system`](crate::store::Store::system), which takes one. Changes a background
+/// task makes to a customer's work are audited as `system`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemScope {
+    actor: SystemActor,
+}
+
+impl SystemScope {
+    pub(super) fn new(actor: SystemActor) -> Self {
+        Self { actor }
+    }
+
+    /// The task acting.
+    pub fn actor(&self) -> SystemActor {
+        self.actor
+    }
+}

@@ -4,23 +4,20 @@
 //! agent's heartbeats) turn an execution whose agent vanished into `failed: agent_lost` instead
 //! of leaving it running forever.
 
-mod signals;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-pub use signals::{ExecutionSignals, ReleaseSignals};
 
 use crate::agents::AgentHub;
 use crate::domain::execution::QueuedExecution;
 use crate::domain::{AgentId, CustomerId, ExecutionId};
 use crate::metrics::ServerMetrics;
 use crate::secrets::SecretBox;
-use crate::store::{NotificationHandler, Notifier, Store, now};
+use crate::service::Operations;
+use crate::store::{JobVariables, SystemStore, now};
 
 /// How often the dispatcher looks at the queue even without being woken: the safety net for a
 /// missed wake-up or a notification from another replica.
@@ -35,12 +32,10 @@ pub struct Dispatcher {
 }
 
 struct Inner {
-    store: Store,
+    store: SystemStore,
     hub: Arc<AgentHub>,
-    signals: ExecutionSignals,
-    release_signals: ReleaseSignals,
-    notifier: Notifier,
-    wake: Notify,
+    /// What happens after an execution moved.
+    operations: Operations,
     grace: Duration,
     metrics: Arc<ServerMetrics>,
     /// Opens the secret variables a job gets.
@@ -48,11 +43,10 @@ struct Inner {
 }
 
 impl Dispatcher {
-    pub fn new(
-        store: Store,
+    pub(crate) fn new(
+        store: SystemStore,
         hub: Arc<AgentHub>,
-        signals: ExecutionSignals,
-        notifier: Notifier,
+        operations: Operations,
         grace: Duration,
         metrics: Arc<ServerMetrics>,
         secrets: Arc<SecretBox>,
@@ -61,49 +55,12 @@ impl Dispatcher {
             inner: Arc::new(Inner {
                 store,
                 hub,
-                signals,
-                release_signals: ReleaseSignals::default(),
-                notifier,
-                wake: Notify::new(),
+                operations,
                 grace,
                 metrics,
                 secrets,
             }),
         }
-    }
-
-    /// Asks for a dispatch round now (new execution, a slot freed, an agent connected).
-    pub fn wake(&self) {
-        self.inner.wake.notify_one();
-    }
-
-    /// Tells every replica (this one included) that there is new work.
-    pub fn announce_work(&self) {
-        self.wake();
-        self.inner.notifier.work_queued();
-    }
-
-    /// Asks the agent running `execution_id` to stop it, wherever it is connected.
-    pub fn request_cancel(&self, agent_id: AgentId, execution_id: ExecutionId, reason: &str) {
-        let sent = self.inner.hub.send(
-            agent_id,
-            pb::connect_response::Command::CancelJob(pb::CancelJob {
-                execution_id: execution_id.get(),
-                reason: reason.to_owned(),
-            }),
-        );
-        if !sent {
-            // Connected to another replica (or reconnecting): the sweep there resends it.
-            self.inner.notifier.cancel_requested();
-        }
-    }
-
-    pub fn signals(&self) -> &ExecutionSignals {
-        &self.inner.signals
-    }
-
-    pub fn notifier(&self) -> &Notifier {
-        &self.inner.notifier
     }
 
     /// The lease a claim or heartbeat grants: until `now + grace`.
@@ -120,7 +77,7 @@ impl Dispatcher {
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = dispatcher.inner.wake.notified() => dispatcher.dispatch_round(false).await,
+                    _ = dispatcher.inner.operations.dispatch_wanted().notified() => dispatcher.dispatch_round(false).await,
                     _ = sweep.tick() => {
                         dispatcher.expire_leases().await;
                         dispatcher.advance_stalled_releases().await;
@@ -272,12 +229,11 @@ impl Dispatcher {
             )
             .await
         {
-            Ok(variables) => variables,
-            Err(crate::store::StoreError::FailedPrecondition(reason)) => {
+            Ok(JobVariables::Ready(variables)) => variables,
+            Ok(JobVariables::Unopenable(reason)) => {
                 // A secret that does not open now will not open on a retry: the job fails
                 // with the reason instead of going round the queue.
                 tracing::error!(execution_id = execution.id.get(), %reason, "job not delivered");
-                inner.hub.release(agent_id, execution.id);
                 let reason = format!("variables: {reason}");
                 match inner
                     .store
@@ -285,13 +241,16 @@ impl Dispatcher {
                     .await
                 {
                     Ok(true) => {
-                        inner.signals.bump(execution.id);
-                        inner.notifier.execution_changed(execution.id);
-                        self.execution_finished(execution.id).await;
-                        self.wake();
+                        self.audit(execution.customer_id, "FailUndeliverable", execution.id)
+                            .await;
+                        inner
+                            .operations
+                            .execution_ended(execution.id, Some(agent_id))
+                            .await;
                     }
-                    Ok(false) => {}
+                    Ok(false) => inner.hub.release(agent_id, execution.id),
                     Err(error) => {
+                        inner.hub.release(agent_id, execution.id);
                         tracing::warn!(%error, execution_id = execution.id.get(), "could not fail an undeliverable execution");
                     }
                 }
@@ -337,8 +296,7 @@ impl Dispatcher {
                 customer_id = execution.customer_id.get(),
                 "execution assigned"
             );
-            inner.signals.bump(execution.id);
-            inner.notifier.execution_changed(execution.id);
+            inner.operations.execution_changed(execution.id);
         } else {
             // The stream went away between the pick and the send: back to the queue.
             inner.hub.release(agent_id, execution.id);
@@ -367,13 +325,12 @@ impl Dispatcher {
                         status = status.as_str(),
                         "agent lost; execution ended"
                     );
-                    if let Some(agent_id) = execution.agent_id {
-                        inner.hub.release(agent_id, execution.id);
-                    }
-                    inner.signals.bump(execution.id);
-                    inner.notifier.execution_changed(execution.id);
-                    self.execution_finished(execution.id).await;
-                    self.wake();
+                    self.audit(execution.customer_id, "ExpireLease", execution.id)
+                        .await;
+                    inner
+                        .operations
+                        .execution_ended(execution.id, execution.agent_id)
+                        .await;
                 }
                 Ok(None) => {}
                 Err(error) => {
@@ -383,39 +340,38 @@ impl Dispatcher {
         }
     }
 
-    /// A pipeline execution ended: if it deploys a release stage, the release moves on (next
-    /// stage, approval wait, or its end).
-    pub async fn execution_finished(&self, execution_id: ExecutionId) {
-        let inner = &self.inner;
-        match inner.store.advance_release_of(execution_id).await {
-            Ok(Some((release_execution_id, started))) => {
-                inner.release_signals.bump(release_execution_id);
-                if started.is_some() {
-                    self.announce_work();
-                }
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, execution_id = execution_id.get(), "could not advance the release; the sweep retries")
-            }
-        }
-    }
-
     /// Moves on releases whose deploy ended while nobody advanced them (e.g. across a restart).
     async fn advance_stalled_releases(&self) {
         match self.inner.store.stalled_release_executions().await {
             Ok(executions) => {
                 for execution_id in executions {
-                    self.execution_finished(execution_id).await;
+                    self.inner
+                        .operations
+                        .advance_release_after(execution_id)
+                        .await;
                 }
             }
             Err(error) => tracing::warn!(%error, "could not read stalled releases"),
         }
     }
 
-    /// Change counters of release executions (for WatchReleaseExecution).
-    pub fn release_signals(&self) -> &ReleaseSignals {
-        &self.inner.release_signals
+    /// Records in the customer's audit log that the dispatcher itself ended one of its
+    /// executions (`system/<what>`).
+    async fn audit(&self, customer_id: CustomerId, what: &str, execution_id: ExecutionId) {
+        let method = format!("system/{what}");
+        if let Err(error) = self
+            .inner
+            .store
+            .record_system_audit(
+                customer_id,
+                &method,
+                ("execution", execution_id.get()),
+                "OK",
+            )
+            .await
+        {
+            tracing::error!(%error, %method, "could not write the audit log");
+        }
     }
 
     /// Repeats pending cancellations to agents connected here (the request may have been made on
@@ -442,15 +398,5 @@ impl Dispatcher {
                 }),
             );
         }
-    }
-}
-
-impl NotificationHandler for Dispatcher {
-    fn work(&self) {
-        self.wake();
-    }
-
-    fn execution_changed(&self, execution_id: ExecutionId) {
-        self.inner.signals.bump(execution_id);
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::validate::{ValidationError, optional_line};
-use super::{AgentId, CustomerId, RegistrationTokenId, UserId};
+use super::{AgentId, CustomerId, Refusal, RegistrationTokenId, UserId};
 
 /// Most labels one agent may carry.
 pub const MAX_LABELS: usize = 32;
@@ -152,6 +152,38 @@ pub struct RegistrationToken {
     pub max_uses: i64,
     pub use_count: i64,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl RegistrationToken {
+    /// Whether the token may register an agent at `now`: not revoked, not expired. Its uses
+    /// are counted apart, atomically, by the store ([`registration_token_used_up`] when none
+    /// are left).
+    pub fn check_usable(&self, now: DateTime<Utc>) -> Result<(), Refusal> {
+        if self.revoked_at.is_some() {
+            return Err(Refusal::NotAuthenticated(
+                "registration token has been revoked".into(),
+            ));
+        }
+        if self.expires_at.is_some_and(|expires_at| expires_at <= now) {
+            return Err(Refusal::NotAuthenticated(
+                "registration token has expired".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A registration token that is not one of the customer's (unknown, another customer's): the
+/// same answer either way.
+pub fn registration_token_invalid(customer_id: CustomerId) -> Refusal {
+    Refusal::NotAuthenticated(format!(
+        "registration token is not valid for customer {customer_id}"
+    ))
+}
+
+/// A registration token whose uses are all spent.
+pub fn registration_token_used_up() -> Refusal {
+    Refusal::NotAuthenticated("registration token has been used up".into())
 }
 
 /// A validated request to create a registration token.

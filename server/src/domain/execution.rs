@@ -194,8 +194,44 @@ pub struct QueuedExecution {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRequest {
     pub pipeline_id: PipelineId,
+    /// The caller's parameters, before the pipeline's defaults are applied.
     pub parameters: BTreeMap<String, String>,
+    /// One agent of the customer instead of the pipeline's selector.
     pub agent_id: Option<AgentId>,
+    pub trigger: Trigger,
+}
+
+/// Why an execution was queued; stored with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A member asked for it (RunPipeline, the dashboard's Run button).
+    User(UserId),
+    /// A member retried an earlier execution.
+    Retry { by: UserId, of: ExecutionId },
+    /// A release stage deploys with it; the release's deployer counts as who triggered it.
+    ReleaseStage {
+        deployed_by: UserId,
+        stage: super::StageExecutionId,
+    },
+}
+
+impl Trigger {
+    /// The user recorded as having triggered the execution.
+    pub fn triggered_by(self) -> UserId {
+        match self {
+            Trigger::User(user) => user,
+            Trigger::Retry { by, .. } => by,
+            Trigger::ReleaseStage { deployed_by, .. } => deployed_by,
+        }
+    }
+
+    /// The execution this one retries.
+    pub fn retry_of(self) -> Option<ExecutionId> {
+        match self {
+            Trigger::Retry { of, .. } => Some(of),
+            _ => None,
+        }
+    }
 }
 
 /// Which executions a listing wants.

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod monitor;
 pub mod page;
 pub mod pipeline;
+pub mod refusal;
 pub mod release;
 pub mod role;
 pub mod user;
@@ -28,6 +29,7 @@ pub use ids::{
     ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId, VariableGroupId,
 };
 pub use page::{Page, PageRequest};
+pub use refusal::Refusal;
 pub use role::Role;
 pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};
 pub use validate::ValidationError;

@@ -7,34 +7,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::agent_stream::client_certificate_cn;
 use super::agents::AgentApi;
 use super::pipeline_convert::job_event_from_pb;
+use super::status;
 use crate::artifacts::{ArtifactStore, MAX_ARTIFACT_BYTES};
 use crate::auth::AuthenticatedAgent;
-use crate::domain::{AgentId, ExecutionId, ValidationError};
+use crate::domain::{ExecutionId, ValidationError};
 
-/// Puts an execution the agent never received back in the queue.
-pub(super) async fn requeue(api: &AgentApi, agent_id: AgentId, execution_id: ExecutionId) {
-    api.hub.release(agent_id, execution_id);
-    match api
-        .context
-        .store
-        .release_claim(execution_id, agent_id)
-        .await
-    {
-        Ok(true) => {
-            tracing::info!(
-                execution_id = execution_id.get(),
-                agent_id = agent_id.get(),
-                "assignment lost in a reconnect; execution queued again"
-            );
-            api.dispatcher.signals().bump(execution_id);
-            api.dispatcher.announce_work();
-        }
-        Ok(false) => {}
-        Err(error) => {
-            tracing::warn!(%error, execution_id = execution_id.get(), "could not requeue execution")
-        }
-    }
-}
+/// Bytes per FetchArtifact message.
+const FETCH_CHUNK: usize = 256 * 1024;
 
 fn acknowledge(
     commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
@@ -77,12 +56,8 @@ pub(super) async fn apply_job_events(
             // Not acknowledged: the agent keeps the events. Ending the stream makes it reconnect
             // and send them again, instead of the job waiting for an acknowledgement forever.
             tracing::warn!(%error, events = execution_ids.len(), "could not store job events; asking the agent to resend");
-            api.hub.disconnect(
-                agent.agent_id(),
-                Status::unavailable(
-                    "the server could not store a job event; reconnect and send it again",
-                ),
-            );
+            api.hub
+                .disconnect(agent.agent_id(), status::job_events_not_stored());
             return;
         }
     };
@@ -98,10 +73,6 @@ pub(super) async fn apply_job_events(
             }
         };
         acknowledge(commands, execution_id.get(), outcome.acknowledged);
-        if outcome.stored {
-            api.dispatcher.signals().bump(execution_id);
-            api.dispatcher.notifier().execution_changed(execution_id);
-        }
         if let Some(status) = outcome.finished {
             tracing::info!(
                 execution_id = execution_id.get(),
@@ -109,9 +80,11 @@ pub(super) async fn apply_job_events(
                 status = status.as_str(),
                 "execution finished"
             );
-            api.hub.release(agent.agent_id(), execution_id);
-            api.dispatcher.execution_finished(execution_id).await;
-            api.dispatcher.wake();
+            api.operations
+                .execution_ended(execution_id, Some(agent.agent_id()))
+                .await;
+        } else if outcome.stored {
+            api.operations.execution_changed(execution_id);
         }
     }
 }
@@ -183,23 +156,14 @@ pub(super) async fn upload_artifact(
     let mut writer = api
         .artifacts
         .begin(&key, header.size_bytes, &header.sha256)
-        .await
-        .map_err(|error| Status::internal(error.to_string()))?;
+        .await?;
     while let Some(part) = parts.message().await? {
         match part.part {
-            Some(pb::upload_artifact_request::Part::Data(data)) => {
-                writer
-                    .write(&data)
-                    .await
-                    .map_err(|error| Status::invalid_argument(format!("data: {error}")))?;
-            }
+            Some(pb::upload_artifact_request::Part::Data(data)) => writer.write(&data).await?,
             _ => return Err(ValidationError::new("header", "must be sent only once").into()),
         }
     }
-    writer
-        .finish()
-        .await
-        .map_err(|error| Status::invalid_argument(format!("data: {error}")))?;
+    writer.finish().await?;
     let stored = api
         .context
         .store
@@ -240,39 +204,13 @@ pub(super) async fn fetch_artifact(
         .store
         .artifact_for_deploy(&agent, execution_id, body.artifact_id)
         .await?;
-    let mut file = api
+    let file = api
         .artifacts
         .open(&artifact.storage_key)
         .await
-        .map_err(|error| {
-            tracing::error!(%error, artifact_id = artifact.id, "artifact file missing");
-            Status::internal("artifact content is not available")
-        })?;
-    let (sender, receiver) = mpsc::channel(4);
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            match file.read(&mut buffer).await {
-                Ok(0) => return,
-                Ok(read) => {
-                    let message = pb::FetchArtifactResponse {
-                        data: buffer[..read].to_vec(),
-                    };
-                    if sender.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(error) => {
-                    let _ = sender
-                        .send(Err(Status::internal(format!("reading artifact: {error}"))))
-                        .await;
-                    return;
-                }
-            }
-        }
+        .map_err(|error| status::artifact_missing(artifact.id, error))?;
+    let messages = super::artifact_stream::chunks(file, FETCH_CHUNK, |data| {
+        data.map(|data| pb::FetchArtifactResponse { data })
     });
-    Ok(Response::new(Box::pin(
-        tokio_stream::wrappers::ReceiverStream::new(receiver),
-    )))
+    Ok(Response::new(Box::pin(messages)))
 }

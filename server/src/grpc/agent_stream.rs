@@ -8,7 +8,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::agent_jobs::{apply_job_events, requeue};
+use super::agent_jobs::apply_job_events;
 use super::agents::AgentApi;
 use super::convert;
 use crate::agents::{SessionTicket, WorkSettings};
@@ -103,10 +103,8 @@ pub(super) async fn register_agent(
     crate::audit::note_resource("agent", registered.agent_id.get());
     // A re-registration replaced the credential: a stream still open with the old one ends.
     if !registered.created {
-        api.hub.disconnect(
-            registered.agent_id,
-            Status::unauthenticated("agent registered again; its old credential was revoked"),
-        );
+        api.hub
+            .disconnect(registered.agent_id, super::status::agent_registered_again());
     }
     tracing::info!(
         agent_id = registered.agent_id.get(),
@@ -134,11 +132,7 @@ pub(super) async fn connect(
     let inbound = request.into_inner();
     let (labels, enabled, max_concurrent_jobs) =
         api.context.store.agent_work_settings(&agent).await?;
-    let on_agent = api
-        .context
-        .store
-        .executions_on_agent(agent.agent_id())
-        .await?;
+    let on_agent = api.context.store.executions_on_agent(&agent).await?;
     let (commands, outbound) = mpsc::channel(COMMAND_BUFFER);
     let connected_at = now();
     // Welcome goes first, before the hub (dispatch, monitor rounds) can queue anything else.
@@ -214,7 +208,7 @@ pub(super) async fn connect(
         commands,
         unconfirmed,
     ));
-    api.dispatcher.wake();
+    api.operations.wake_dispatch();
     Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
 }
 
@@ -290,7 +284,11 @@ async fn read_agent_stream(
                 // does not know it).
                 for execution_id in std::mem::take(&mut unconfirmed) {
                     if !running.contains(&execution_id) {
-                        Box::pin(requeue(&api, agent.agent_id(), execution_id)).await;
+                        Box::pin(
+                            api.operations
+                                .requeue_unreceived(agent.agent_id(), execution_id),
+                        )
+                        .await;
                     }
                 }
                 api.hub

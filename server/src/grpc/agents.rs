@@ -10,7 +10,6 @@ use crate::agents::{AgentHub, WorkSettings};
 use crate::artifacts::ArtifactStore;
 use crate::audit;
 use crate::auth::{Action, token};
-use crate::dispatch::Dispatcher;
 use crate::domain::agent::{labels, max_concurrent_jobs};
 use crate::domain::validate::{optional_line, required_line};
 use crate::domain::{
@@ -18,6 +17,7 @@ use crate::domain::{
     PageRequest, RegistrationTokenId, ValidationError,
 };
 use crate::monitors::MonitorScheduler;
+use crate::service::Operations;
 use crate::store::now;
 use tokio_util::task::TaskTracker;
 
@@ -119,7 +119,7 @@ impl ApiContext {
 pub struct AgentApi {
     pub(super) context: ApiContext,
     pub(super) hub: Arc<AgentHub>,
-    pub(super) dispatcher: Dispatcher,
+    pub(super) operations: Operations,
     pub(super) artifacts: ArtifactStore,
     /// Where agent stream readers run (the server's request tasks): shutdown waits for them, so
     /// the offline marks they write are not cut off by the database closing.
@@ -131,7 +131,7 @@ impl AgentApi {
     pub fn new(
         context: ApiContext,
         hub: Arc<AgentHub>,
-        dispatcher: Dispatcher,
+        operations: Operations,
         artifacts: ArtifactStore,
         streams: TaskTracker,
         monitors: MonitorScheduler,
@@ -139,7 +139,7 @@ impl AgentApi {
         Self {
             context,
             hub,
-            dispatcher,
+            operations,
             artifacts,
             streams,
             monitors,
@@ -379,7 +379,7 @@ impl AgentService for AgentApi {
             },
         );
         // A re-enabled or larger agent may take queued work now.
-        self.dispatcher.wake();
+        self.operations.wake_dispatch();
         overlay_live(&self.hub, &mut agent);
         Ok(Response::new(pb::UpdateAgentResponse {
             agent: Some(agent.into()),
@@ -407,7 +407,7 @@ impl AgentService for AgentApi {
             .await?;
         self.context.store.delete_agent(&scope, agent_id).await?;
         self.hub
-            .disconnect(agent_id, Status::unauthenticated("agent was deleted"));
+            .disconnect(agent_id, super::status::agent_deleted());
         tracing::info!(agent_id = agent_id.get(), "agent deleted");
         Ok(Response::new(pb::DeleteAgentResponse {}))
     }

@@ -397,7 +397,10 @@ impl CustomerService for CustomerApi {
                 .await?;
             (after_id, replay)
         } else {
-            (self.context.store.latest_activity_id().await?, Vec::new())
+            (
+                self.context.store.latest_activity_id_of(&scope).await?,
+                Vec::new(),
+            )
         };
         let (sender, receiver) = mpsc::channel(64);
         let context = self.context.clone();

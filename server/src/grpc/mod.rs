@@ -6,6 +6,7 @@
 mod agent_jobs;
 mod agent_stream;
 mod agents;
+mod artifact_stream;
 mod convert;
 mod customers;
 mod monitor_convert;

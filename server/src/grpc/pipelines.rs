@@ -4,23 +4,22 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use cygnet_proto::v1::{self as pb, pipeline_service_server::PipelineService};
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::ApiContext;
 use super::pipeline_convert::{execution_status_filter, run_parameters};
+use super::{ApiContext, status};
 use crate::artifacts::ArtifactStore;
 use crate::audit;
 use crate::auth::{Action, TenantScope};
-use crate::dispatch::Dispatcher;
-use crate::domain::execution::{Execution, ExecutionFilter};
+use crate::domain::execution::{Execution, ExecutionFilter, RunRequest, Trigger};
 use crate::domain::ids::parse_optional;
-use crate::domain::pipeline::{PipelineDefinition, PipelinePatch, resolve_parameters};
+use crate::domain::pipeline::{PipelineDefinition, PipelinePatch};
 use crate::domain::{AgentId, CustomerId, ExecutionId, PageRequest, PipelineId, ValidationError};
-use crate::store::{Cancellation, Store};
+use crate::service::Operations;
+use crate::store::Store;
 
 /// How often a watcher looks for changes when nothing woke it (changes made on another replica
 /// without a notification).
@@ -34,15 +33,15 @@ const DOWNLOAD_CHUNK: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct PipelineApi {
     context: ApiContext,
-    dispatcher: Dispatcher,
+    operations: Operations,
     artifacts: ArtifactStore,
 }
 
 impl PipelineApi {
-    pub fn new(context: ApiContext, dispatcher: Dispatcher, artifacts: ArtifactStore) -> Self {
+    pub fn new(context: ApiContext, operations: Operations, artifacts: ArtifactStore) -> Self {
         Self {
             context,
-            dispatcher,
+            operations,
             artifacts,
         }
     }
@@ -56,31 +55,6 @@ impl PipelineApi {
         self.context
             .scope(request.metadata(), customer_id, action)
             .await
-    }
-
-    /// Queues an execution of a pipeline and wakes dispatch.
-    async fn queue(
-        &self,
-        scope: &TenantScope,
-        pipeline_id: PipelineId,
-        parameters: &std::collections::BTreeMap<String, String>,
-        agent_id: Option<AgentId>,
-        retry_of: Option<ExecutionId>,
-    ) -> Result<Execution, Status> {
-        let pipeline = self.context.store.get_pipeline(scope, pipeline_id).await?;
-        let resolved = resolve_parameters(&pipeline.definition.parameters, parameters)?;
-        let execution = self
-            .context
-            .store
-            .create_execution(scope, &pipeline, resolved, agent_id, retry_of)
-            .await?;
-        tracing::info!(
-            execution_id = execution.id.get(),
-            pipeline_id = pipeline_id.get(),
-            "execution queued"
-        );
-        self.dispatcher.announce_work();
-        Ok(execution)
     }
 }
 
@@ -215,21 +189,13 @@ impl PipelineService for PipelineApi {
         let scope = self
             .scope(&request, body.customer_id, Action::RunPipelines)
             .await?;
-        let pipeline_id = pipeline_id?;
-        // A parameter may not stand in for a secret variable of the pipeline.
-        let secret_keys = self
-            .context
-            .store
-            .secret_keys_of_pipeline(&scope, pipeline_id)
-            .await?;
-        if let Some(key) = body.parameters.keys().find(|key| secret_keys.contains(key)) {
-            return Err(Status::invalid_argument(format!(
-                "parameters: {key} is a secret variable of this pipeline and cannot be overridden"
-            )));
-        }
-        let execution = self
-            .queue(&scope, pipeline_id, &parameters, agent_id?, None)
-            .await?;
+        let run = RunRequest {
+            pipeline_id: pipeline_id?,
+            parameters,
+            agent_id: agent_id?,
+            trigger: Trigger::User(scope.actor()),
+        };
+        let execution = self.operations.queue_run(&scope, run).await?;
         audit::note_resource("execution", execution.id.get());
         Ok(Response::new(pb::RunPipelineResponse {
             execution: Some(execution.into()),
@@ -304,24 +270,10 @@ impl PipelineService for PipelineApi {
             .scope(&principal, customer_id, Action::CancelExecutions)
             .await?;
         let reason = format!("cancelled by {}", principal.username);
-        let (execution, outcome) = self
-            .context
-            .store
+        let (execution, _) = self
+            .operations
             .cancel_execution(&scope, execution_id, &reason)
             .await?;
-        match outcome {
-            Cancellation::Requested { agent_id } => {
-                self.dispatcher
-                    .request_cancel(agent_id, execution_id, &reason);
-            }
-            Cancellation::Cancelled => {
-                self.dispatcher.signals().bump(execution_id);
-                self.dispatcher.notifier().execution_changed(execution_id);
-                self.dispatcher.execution_finished(execution_id).await;
-            }
-            Cancellation::AlreadyFinished => {}
-        }
-        tracing::info!(outcome = ?outcome, "cancellation requested");
         Ok(Response::new(pb::CancelExecutionResponse {
             execution: Some(execution.into()),
         }))
@@ -341,20 +293,9 @@ impl PipelineService for PipelineApi {
                 Action::RunPipelines,
             )
             .await?;
-        let execution_id = execution_id?;
-        let (pipeline_id, parameters, agent_id) = self
-            .context
-            .store
-            .execution_run_request(&scope, execution_id)
-            .await?;
         let execution = self
-            .queue(
-                &scope,
-                pipeline_id,
-                &parameters,
-                agent_id,
-                Some(execution_id),
-            )
+            .operations
+            .retry_execution(&scope, execution_id?)
             .await?;
         audit::note_resource("execution", execution.id.get());
         Ok(Response::new(pb::RetryExecutionResponse {
@@ -418,7 +359,7 @@ impl PipelineService for PipelineApi {
             .scope(&request, body.customer_id, Action::ReadPipelines)
             .await?;
         // Subscribe before the first read, so no change between the two is missed.
-        let signal = self.dispatcher.signals().subscribe(execution_id);
+        let signal = self.operations.signals().subscribe(execution_id);
         let execution = self
             .context
             .store
@@ -476,41 +417,26 @@ impl PipelineService for PipelineApi {
             )
             .await?;
         let artifact = self.context.store.get_artifact(&scope, artifact_id).await?;
-        let mut file = self
+        let file = self
             .artifacts
             .open(&artifact.storage_key)
             .await
-            .map_err(|error| {
-                tracing::error!(%error, artifact_id, "artifact file missing");
-                Status::internal("artifact content is not available")
-            })?;
-        let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut first = Some(pb::Artifact::from(artifact));
-            let mut buffer = vec![0u8; DOWNLOAD_CHUNK];
-            loop {
-                let read = match file.read(&mut buffer).await {
-                    Ok(read) => read,
-                    Err(error) => {
-                        let _ = sender
-                            .send(Err(Status::internal(format!("reading artifact: {error}"))))
-                            .await;
-                        return;
-                    }
-                };
-                if read == 0 && first.is_none() {
-                    return;
-                }
-                let message = pb::DownloadArtifactResponse {
-                    artifact: first.take(),
-                    data: buffer[..read].to_vec(),
-                };
-                if sender.send(Ok(message)).await.is_err() || read == 0 {
-                    return;
-                }
-            }
+            .map_err(|error| status::artifact_missing(artifact.id, error))?;
+        // The first message describes the artifact (alone, for an empty one).
+        let mut header = Some(pb::Artifact::from(artifact));
+        let messages = super::artifact_stream::chunks(file, DOWNLOAD_CHUNK, move |data| {
+            data.map(|data| pb::DownloadArtifactResponse {
+                artifact: header.take(),
+                data,
+            })
+            .or_else(|| {
+                header.take().map(|artifact| pb::DownloadArtifactResponse {
+                    artifact: Some(artifact),
+                    data: Vec::new(),
+                })
+            })
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(messages)))
     }
 }
 

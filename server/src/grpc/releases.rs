@@ -13,7 +13,6 @@ use super::ApiContext;
 use super::release_convert::release_status_filter;
 use crate::audit;
 use crate::auth::{Action, TenantScope};
-use crate::dispatch::Dispatcher;
 use crate::domain::ids::parse_optional;
 use crate::domain::release::{
     DeployRequest, EnvironmentPatch, NewEnvironment, ReleaseDefinition, ReleaseExecution,
@@ -23,7 +22,8 @@ use crate::domain::validate::optional_text;
 use crate::domain::{
     CustomerId, EnvironmentId, PageRequest, ReleaseExecutionId, ReleaseId, StageExecutionId,
 };
-use crate::store::{Cancellation, ReleaseEffects, Store};
+use crate::service::Operations;
+use crate::store::Store;
 
 /// How often a release watcher re-reads when nothing woke it.
 const WATCH_POLL: Duration = Duration::from_secs(1);
@@ -32,17 +32,17 @@ const WATCH_POLL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct ReleaseApi {
     context: ApiContext,
-    dispatcher: Dispatcher,
+    operations: Operations,
 }
 
 pub type WatchReleaseStream =
     Pin<Box<dyn Stream<Item = Result<pb::WatchReleaseExecutionResponse, Status>> + Send>>;
 
 impl ReleaseApi {
-    pub fn new(context: ApiContext, dispatcher: Dispatcher) -> Self {
+    pub fn new(context: ApiContext, operations: Operations) -> Self {
         Self {
             context,
-            dispatcher,
+            operations,
         }
     }
 
@@ -55,39 +55,6 @@ impl ReleaseApi {
         self.context
             .scope(request.metadata(), customer_id, action)
             .await
-    }
-
-    /// Carries out what a release action asks for: wake dispatch for a started deploy, cancel a
-    /// running one, tell watchers.
-    async fn apply(
-        &self,
-        scope: &TenantScope,
-        release_execution_id: ReleaseExecutionId,
-        effects: ReleaseEffects,
-        reason: &str,
-    ) -> Result<(), Status> {
-        if effects.started.is_some() {
-            self.dispatcher.announce_work();
-        }
-        if let Some(execution_id) = effects.cancel {
-            let (_, outcome) = self
-                .context
-                .store
-                .cancel_execution(scope, execution_id, reason)
-                .await?;
-            match outcome {
-                Cancellation::Requested { agent_id } => {
-                    self.dispatcher
-                        .request_cancel(agent_id, execution_id, reason)
-                }
-                Cancellation::Cancelled | Cancellation::AlreadyFinished => {
-                    self.dispatcher.signals().bump(execution_id);
-                    self.dispatcher.execution_finished(execution_id).await;
-                }
-            }
-        }
-        self.dispatcher.release_signals().bump(release_execution_id);
-        Ok(())
     }
 
     /// ApproveStage and RejectStage: who may decide is the environment's business (the store
@@ -109,19 +76,10 @@ impl ReleaseApi {
             Action::RejectStages
         };
         let scope = self.scope(request, customer_id, action).await?;
-        let (release_execution, effects) = self
-            .context
-            .store
+        Ok(self
+            .operations
             .decide_stage(&scope, stage_id?, approve, &comment?)
-            .await?;
-        tracing::info!(
-            release_execution_id = release_execution.id.get(),
-            approved = approve,
-            "stage decided"
-        );
-        self.apply(&scope, release_execution.id, effects, "")
-            .await?;
-        Ok(release_execution)
+            .await?)
     }
 }
 
@@ -324,17 +282,9 @@ impl ReleaseService for ReleaseApi {
                 Action::DeployReleases,
             )
             .await?;
-        let (release_execution, effects) = self
-            .context
-            .store
+        let release_execution = self
+            .operations
             .deploy_release(&scope, release_id?, deploy?)
-            .await?;
-        tracing::info!(
-            release_execution_id = release_execution.id.get(),
-            number = release_execution.number,
-            "release deployed"
-        );
-        self.apply(&scope, release_execution.id, effects, "")
             .await?;
         Ok(Response::new(pb::DeployReleaseResponse {
             release_execution: Some(release_execution.into()),
@@ -452,13 +402,7 @@ impl ReleaseService for ReleaseApi {
             .scope(&principal, customer_id, Action::CancelReleases)
             .await?;
         let reason = format!("cancelled by {}", principal.username);
-        let (_, effects) = self
-            .context
-            .store
-            .cancel_release_execution(&scope, id, &reason)
-            .await?;
-        self.apply(&scope, id, effects, &reason).await?;
-        let release_execution = self.context.store.get_release_execution(&scope, id).await?;
+        let release_execution = self.operations.cancel_release(&scope, id, &reason).await?;
         Ok(Response::new(pb::CancelReleaseExecutionResponse {
             release_execution: Some(release_execution.into()),
         }))
@@ -481,7 +425,7 @@ impl ReleaseService for ReleaseApi {
             )
             .await?;
         let id = id?;
-        let signal = self.dispatcher.release_signals().subscribe(id);
+        let signal = self.operations.release_signals().subscribe(id);
         let first = self.context.store.get_release_execution(&scope, id).await?;
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(watch(

@@ -1,15 +1,31 @@
 //! The one place where errors become gRPC statuses.
+//!
+//! Every layer's error type is mapped here, and the few statuses that no error type carries
+//! (an artifact whose content is gone) are built by the named functions below, so no handler
+//! writes a status of its own. Server faults reach clients as a fixed sentence; their details
+//! go to the log.
 
-use sea_orm::DbErr;
 use tonic::Status;
 
+use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
-use crate::domain::ValidationError;
+use crate::domain::{Refusal, ValidationError};
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 impl From<ValidationError> for Status {
     fn from(error: ValidationError) -> Self {
         Status::invalid_argument(error.to_string())
+    }
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotPermitted(message) => Status::permission_denied(message),
+            Refusal::NotAuthenticated(message) => Status::unauthenticated(message),
+            Refusal::WrongState(message) => Status::failed_precondition(message),
+        }
     }
 }
 
@@ -19,10 +35,17 @@ impl From<StoreError> for Status {
             StoreError::NotFound(message) => Status::not_found(message),
             StoreError::AlreadyExists(message) => Status::already_exists(message),
             StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
-            StoreError::Unauthenticated(message) => Status::unauthenticated(message),
             StoreError::InvalidArgument(message) => Status::invalid_argument(message),
-            StoreError::PermissionDenied(message) => Status::permission_denied(message),
-            StoreError::Database(error) => database_status(error),
+            StoreError::ResourceExhausted(message) => Status::resource_exhausted(message),
+            StoreError::Refused(refusal) => refusal.into(),
+            StoreError::Unavailable(error) => {
+                tracing::error!(%error, "database unavailable");
+                Status::unavailable("database unavailable, retry later")
+            }
+            StoreError::Internal(error) => {
+                tracing::error!(%error, "database error");
+                Status::internal("internal database error")
+            }
         }
     }
 }
@@ -39,17 +62,51 @@ impl From<AuthError> for Status {
     }
 }
 
-/// A database failure is the server's problem, not the caller's: the details go to the log, the
-/// caller learns only whether retrying may help.
-fn database_status(error: DbErr) -> Status {
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
-            tracing::error!(%error, "database unavailable");
-            Status::unavailable("database unavailable, retry later")
-        }
-        error => {
-            tracing::error!(%error, "database error");
-            Status::internal("internal database error")
+impl From<ServiceError> for Status {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid(error) => error.into(),
+            ServiceError::Store(error) => error.into(),
         }
     }
+}
+
+impl From<ArtifactError> for Status {
+    fn from(error: ArtifactError) -> Self {
+        match error {
+            ArtifactError::Io(error) => {
+                tracing::error!(%error, "artifact storage failed");
+                Status::internal("artifact storage failed")
+            }
+            refused => Status::invalid_argument(format!("data: {refused}")),
+        }
+    }
+}
+
+/// A recorded artifact whose content cannot be opened.
+pub(super) fn artifact_missing(artifact_id: i64, error: std::io::Error) -> Status {
+    tracing::error!(%error, artifact_id, "artifact file missing");
+    Status::internal("artifact content is not available")
+}
+
+/// Reading an artifact's content failed halfway through a download.
+pub(super) fn artifact_unreadable(error: std::io::Error) -> Status {
+    tracing::error!(%error, "reading an artifact failed");
+    Status::internal("artifact content could not be read")
+}
+
+/// Ends an agent stream whose job events could not be stored: the agent reconnects and sends
+/// them again.
+pub(crate) fn job_events_not_stored() -> Status {
+    Status::unavailable("the server could not store a job event; reconnect and send it again")
+}
+
+/// Ends the stream of an agent that registered again (its old credential no longer works).
+pub(crate) fn agent_registered_again() -> Status {
+    Status::unauthenticated("agent registered again; its old credential was revoked")
+}
+
+/// Ends the stream of an agent that was deleted.
+pub(crate) fn agent_deleted() -> Status {
+    Status::unauthenticated("agent was deleted")
 }

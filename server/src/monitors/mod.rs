@@ -19,7 +19,7 @@ use crate::agents::AgentHub;
 use crate::config::AgentSettings;
 use crate::domain::CustomerId;
 use crate::domain::monitor::{MonitorKind, MonitorSettings};
-use crate::store::{Store, now};
+use crate::store::{SystemStore, now};
 
 /// How often a round runs when nothing asks for one.
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(2);
@@ -33,7 +33,7 @@ pub struct MonitorScheduler {
 }
 
 struct Inner {
-    store: Store,
+    store: SystemStore,
     hub: Arc<AgentHub>,
     settings: AgentSettings,
     wake: Notify,
@@ -41,7 +41,7 @@ struct Inner {
 }
 
 impl MonitorScheduler {
-    pub fn new(store: Store, hub: Arc<AgentHub>, settings: AgentSettings) -> Self {
+    pub(crate) fn new(store: SystemStore, hub: Arc<AgentHub>, settings: AgentSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entities::activity_event;
-use super::{Store, StoreError};
+use super::{Store, StoreError, SystemStore};
 use crate::auth::TenantScope;
 use crate::domain::{ActivityEvent, CustomerId, NewActivity, Page, PageRequest, UserId};
 
@@ -70,37 +70,6 @@ impl Store {
         Ok(Page::from_rows(rows, page, |row| row.id).map(ActivityEvent::from))
     }
 
-    /// The newest event id of all customers (0 when there is none).
-    pub async fn latest_activity_id(&self) -> Result<i64, StoreError> {
-        Ok(activity_event::Entity::find()
-            .select_only()
-            .column(activity_event::Column::Id)
-            .order_by_desc(activity_event::Column::Id)
-            .into_tuple::<i64>()
-            .one(&self.db)
-            .await?
-            .unwrap_or(0))
-    }
-
-    /// Events of all customers with an id above `after`, oldest first (for the feed's tailer).
-    pub async fn activity_after(
-        &self,
-        after: i64,
-        limit: u64,
-    ) -> Result<Vec<ActivityEvent>, StoreError> {
-        self.events_oldest_first(activity_event::Column::Id.gt(after), Some(limit))
-            .await
-    }
-
-    /// The events with these ids that exist now (ids the tailer saw skipped), oldest first.
-    pub async fn activity_with_ids(&self, ids: &[i64]) -> Result<Vec<ActivityEvent>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.events_oldest_first(activity_event::Column::Id.is_in(ids.iter().copied()), None)
-            .await
-    }
-
     /// The scope's events with an id above `after`, oldest first (a watcher's replay).
     pub async fn activity_since(
         &self,
@@ -134,5 +103,59 @@ impl Store {
             .into_iter()
             .map(ActivityEvent::from)
             .collect())
+    }
+}
+
+impl Store {
+    /// The id of the scope's newest event (0 when it has none): a watch that starts now
+    /// follows the events after it.
+    pub async fn latest_activity_id_of(&self, scope: &TenantScope) -> Result<i64, StoreError> {
+        Ok(activity_event::Entity::find()
+            .select_only()
+            .column(activity_event::Column::Id)
+            .filter(activity_event::Column::CustomerId.eq(scope.customer_id().get()))
+            .order_by_desc(activity_event::Column::Id)
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await?
+            .unwrap_or(0))
+    }
+}
+
+impl SystemStore {
+    /// The newest event id of all customers (0 when there is none).
+    pub(crate) async fn latest_activity_id(&self) -> Result<i64, StoreError> {
+        Ok(activity_event::Entity::find()
+            .select_only()
+            .column(activity_event::Column::Id)
+            .order_by_desc(activity_event::Column::Id)
+            .into_tuple::<i64>()
+            .one(&self.db)
+            .await?
+            .unwrap_or(0))
+    }
+
+    /// Events of all customers with an id above `after`, oldest first (for the feed's tailer).
+    pub(crate) async fn activity_after(
+        &self,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<ActivityEvent>, StoreError> {
+        self.store
+            .events_oldest_first(activity_event::Column::Id.gt(after), Some(limit))
+            .await
+    }
+
+    /// The events with these ids that exist now (ids the tailer saw skipped), oldest first.
+    pub(crate) async fn activity_with_ids(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<ActivityEvent>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store
+            .events_oldest_first(activity_event::Column::Id.is_in(ids.iter().copied()), None)
+            .await
     }
 }

@@ -9,7 +9,7 @@ use sea_orm::{
 };
 
 use super::entities::{agent, agent_sample, execution};
-use super::{Store, StoreError, activity, convert};
+use super::{Store, StoreError, SystemStore, activity, convert};
 use crate::auth::{AuthenticatedAgent, TenantScope};
 use crate::domain::execution::ExecutionStatus;
 use crate::domain::{AgentFigures, AgentId, AgentStatus, CustomerId, ExecutionId, NewActivity};
@@ -129,9 +129,64 @@ impl Store {
         Ok(changed)
     }
 
+    /// One of the scope's agents' samples in `[start, end)`, oldest first, at most `limit`;
+    /// the flag says whether more were left out.
+    pub async fn agent_samples(
+        &self,
+        scope: &TenantScope,
+        agent_id: AgentId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<(Vec<(AgentFigures, DateTime<Utc>)>, bool), StoreError> {
+        let exists = agent::Entity::find_by_id(agent_id.get())
+            .filter(agent::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(agent::Column::DeletedAt.is_null())
+            .count(&self.db)
+            .await?;
+        if exists == 0 {
+            return Err(StoreError::NotFound(format!("agent {agent_id} not found")));
+        }
+        let mut rows = agent_sample::Entity::find()
+            .filter(agent_sample::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(agent_sample::Column::AgentId.eq(agent_id.get()))
+            .filter(agent_sample::Column::SampledAt.gte(start))
+            .filter(agent_sample::Column::SampledAt.lt(end))
+            .order_by_asc(agent_sample::Column::SampledAt)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let truncated = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        Ok((
+            rows.into_iter()
+                .map(|row| {
+                    (
+                        AgentFigures {
+                            cpu_percent: row.cpu_percent,
+                            memory_percent: row.memory_percent,
+                            memory_used_bytes: convert::unsigned(row.memory_used_bytes),
+                            memory_total_bytes: convert::unsigned(row.memory_total_bytes),
+                            disk_free_bytes: convert::unsigned(row.disk_free_bytes),
+                            load_average: row.load_average,
+                            running_jobs: u32::try_from(row.running_jobs).unwrap_or(0),
+                        },
+                        row.sampled_at,
+                    )
+                })
+                .collect(),
+            truncated,
+        ))
+    }
+}
+
+impl SystemStore {
     /// Persists the latest figures of many agents in one transaction, and appends the ones marked
     /// `sample` to the metrics history in one insert.
-    pub async fn save_heartbeats(&self, records: &[HeartbeatRecord]) -> Result<(), StoreError> {
+    pub(crate) async fn save_heartbeats(
+        &self,
+        records: &[HeartbeatRecord],
+    ) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -218,7 +273,7 @@ impl Store {
 
     /// Marks offline every agent still `online` whose last heartbeat is older than `cutoff`
     /// (its stream died with its server, or the server lost track). Returns how many.
-    pub async fn sweep_stale_agents(
+    pub(crate) async fn sweep_stale_agents(
         &self,
         cutoff: DateTime<Utc>,
         at: DateTime<Utc>,
@@ -269,61 +324,14 @@ impl Store {
     }
 
     /// Deletes history samples taken before `before`. Returns how many.
-    pub async fn prune_agent_samples(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub(crate) async fn prune_agent_samples(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         Ok(agent_sample::Entity::delete_many()
             .filter(agent_sample::Column::SampledAt.lt(before))
             .exec(&self.db)
             .await?
             .rows_affected)
-    }
-
-    /// One of the scope's agents' samples in `[start, end)`, oldest first, at most `limit`;
-    /// the flag says whether more were left out.
-    pub async fn agent_samples(
-        &self,
-        scope: &TenantScope,
-        agent_id: AgentId,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        limit: u64,
-    ) -> Result<(Vec<(AgentFigures, DateTime<Utc>)>, bool), StoreError> {
-        let exists = agent::Entity::find_by_id(agent_id.get())
-            .filter(agent::Column::CustomerId.eq(scope.customer_id().get()))
-            .filter(agent::Column::DeletedAt.is_null())
-            .count(&self.db)
-            .await?;
-        if exists == 0 {
-            return Err(StoreError::NotFound(format!("agent {agent_id} not found")));
-        }
-        let mut rows = agent_sample::Entity::find()
-            .filter(agent_sample::Column::CustomerId.eq(scope.customer_id().get()))
-            .filter(agent_sample::Column::AgentId.eq(agent_id.get()))
-            .filter(agent_sample::Column::SampledAt.gte(start))
-            .filter(agent_sample::Column::SampledAt.lt(end))
-            .order_by_asc(agent_sample::Column::SampledAt)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await?;
-        let truncated = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        Ok((
-            rows.into_iter()
-                .map(|row| {
-                    (
-                        AgentFigures {
-                            cpu_percent: row.cpu_percent,
-                            memory_percent: row.memory_percent,
-                            memory_used_bytes: convert::unsigned(row.memory_used_bytes),
-                            memory_total_bytes: convert::unsigned(row.memory_total_bytes),
-                            disk_free_bytes: convert::unsigned(row.disk_free_bytes),
-                            load_average: row.load_average,
-                            running_jobs: u32::try_from(row.running_jobs).unwrap_or(0),
-                        },
-                        row.sampled_at,
-                    )
-                })
-                .collect(),
-            truncated,
-        ))
     }
 }

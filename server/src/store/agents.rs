@@ -12,9 +12,10 @@ use sea_orm::{
 use super::entities::{agent, agent_label, customer, registration_token};
 use super::{Store, StoreError, activity, convert, now};
 use crate::auth::{AuthenticatedAgent, TenantScope};
+use crate::domain::agent::{registration_token_invalid, registration_token_used_up};
 use crate::domain::{
     Agent, AgentFigures, AgentFilter, AgentId, AgentPatch, AgentRegistration, AgentStatus,
-    CustomerId, NewActivity, Page, PageRequest,
+    CustomerId, NewActivity, Page, PageRequest, RegistrationToken,
 };
 
 /// An agent found by its credential hash, for authentication.
@@ -174,11 +175,6 @@ impl Store {
             )));
         }
 
-        let invalid_token = || {
-            StoreError::Unauthenticated(format!(
-                "registration token is not valid for customer {customer_id}"
-            ))
-        };
         let token = registration_token::Entity::find()
             .filter(registration_token::Column::TokenHash.eq(registration_token_hash))
             .filter(registration_token::Column::CustomerId.eq(customer_id.get()))
@@ -187,17 +183,9 @@ impl Store {
             .filter(|token| {
                 crate::auth::token::hashes_equal(&token.token_hash, registration_token_hash)
             })
-            .ok_or_else(invalid_token)?;
-        if token.revoked_at.is_some() {
-            return Err(StoreError::Unauthenticated(
-                "registration token has been revoked".into(),
-            ));
-        }
-        if token.expires_at.is_some_and(|expires_at| expires_at <= now) {
-            return Err(StoreError::Unauthenticated(
-                "registration token has expired".into(),
-            ));
-        }
+            .map(RegistrationToken::from)
+            .ok_or_else(|| registration_token_invalid(customer_id))?;
+        token.check_usable(now)?;
         // Count the use with a conditional update, so concurrent registrations cannot exceed
         // the limit.
         let counted = registration_token::Entity::update_many()
@@ -205,7 +193,7 @@ impl Store {
                 registration_token::Column::UseCount,
                 Expr::col(registration_token::Column::UseCount).add(1),
             )
-            .filter(registration_token::Column::Id.eq(token.id))
+            .filter(registration_token::Column::Id.eq(token.id.get()))
             .filter(
                 Condition::any()
                     .add(registration_token::Column::MaxUses.eq(0))
@@ -217,9 +205,7 @@ impl Store {
             .exec(&transaction)
             .await?;
         if counted.rows_affected == 0 {
-            return Err(StoreError::Unauthenticated(
-                "registration token has been used up".into(),
-            ));
+            return Err(registration_token_used_up().into());
         }
 
         let existing = agent::Entity::find()

@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::entities::audit_entry;
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, SystemStore, now};
 use crate::domain::{CustomerId, Page, PageRequest, UserId};
 
 /// What the audit layer records about one write request.
@@ -48,33 +48,6 @@ pub enum AuditFilter {
 }
 
 impl Store {
-    /// Appends an entry.
-    pub async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
-        let (actor_user_id, actor_username) = match entry.actor {
-            Some((user_id, username)) => (Some(user_id.get()), username),
-            None => (None, String::new()),
-        };
-        let (resource_type, resource_id) = match entry.resource {
-            Some((kind, id)) => (kind.to_owned(), Some(id)),
-            None => (String::new(), None),
-        };
-        audit_entry::ActiveModel {
-            customer_id: Set(entry.customer_id.map(CustomerId::get)),
-            actor_user_id: Set(actor_user_id),
-            actor_username: Set(actor_username),
-            method: Set(entry.method.chars().take(200).collect()),
-            resource_type: Set(resource_type),
-            resource_id: Set(resource_id),
-            peer_address: Set(entry.peer_address.chars().take(100).collect()),
-            code: Set(entry.code.to_owned()),
-            created_at: Set(now()),
-            ..Default::default()
-        }
-        .insert(&self.db)
-        .await?;
-        Ok(())
-    }
-
     /// Entries newest first; the page token is the id of the last entry seen.
     pub async fn list_audit(
         &self,
@@ -112,4 +85,68 @@ impl Store {
             }),
         )
     }
+}
+
+impl Store {
+    /// Appends the entry of a request.
+    pub(crate) async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        insert_entry(&self.db, entry, None).await
+    }
+}
+
+impl SystemStore {
+    /// Appends the entry of a change a background task made to a customer's work, with
+    /// `system:<task>` as the actor.
+    pub(crate) async fn record_system_audit(
+        &self,
+        customer_id: CustomerId,
+        method: &str,
+        resource: (&'static str, i64),
+        code: &'static str,
+    ) -> Result<(), StoreError> {
+        insert_entry(
+            &self.db,
+            NewAuditEntry {
+                customer_id: Some(customer_id),
+                actor: None,
+                method: method.to_owned(),
+                resource: Some(resource),
+                peer_address: String::new(),
+                code,
+            },
+            Some(self.scope().actor().name()),
+        )
+        .await
+    }
+}
+
+/// Appends an entry; an entry without a user is a background task's, named by `system_actor`.
+async fn insert_entry(
+    db: &DatabaseConnection,
+    entry: NewAuditEntry,
+    system_actor: Option<&str>,
+) -> Result<(), StoreError> {
+    let (actor_user_id, actor_username) = match entry.actor {
+        Some((user_id, username)) => (Some(user_id.get()), username),
+        None => (None, system_actor.unwrap_or_default().to_owned()),
+    };
+    let (resource_type, resource_id) = match entry.resource {
+        Some((kind, id)) => (kind.to_owned(), Some(id)),
+        None => (String::new(), None),
+    };
+    audit_entry::ActiveModel {
+        customer_id: Set(entry.customer_id.map(CustomerId::get)),
+        actor_user_id: Set(actor_user_id),
+        actor_username: Set(actor_username),
+        method: Set(entry.method.chars().take(200).collect()),
+        resource_type: Set(resource_type),
+        resource_id: Set(resource_id),
+        peer_address: Set(entry.peer_address.chars().take(100).collect()),
+        code: Set(entry.code.to_owned()),
+        created_at: Set(now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! What dispatch and leases need: claiming a queued execution exactly once, giving a claim back,
-//! renewing and expiring leases. These act for the system, not for a member, and each touches
-//! one execution by id (with the agent it is claimed for).
+//! renewing and expiring leases. These act for the system (through [`SystemStore`]), not for a
+//! member, and each touches one execution by id (with the agent it is claimed for).
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
@@ -8,7 +8,8 @@ use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{agent, execution};
 use super::executions::{finished_event, skip_unfinished_steps, status_of};
-use super::{Store, StoreError, activity, now};
+use super::{Store, StoreError, SystemStore, activity, now};
+use crate::auth::AuthenticatedAgent;
 use crate::domain::execution::ExecutionStatus;
 use crate::domain::{AgentId, CustomerId, ExecutionId};
 
@@ -20,13 +21,13 @@ pub struct LostExecution {
     pub agent_id: Option<AgentId>,
 }
 
-impl Store {
+impl SystemStore {
     /// Claims each execution for its agent, all in one transaction: `queued → assigned` with a
     /// lease until `lease_until`, by one conditional update each, so among any number of
     /// dispatchers (and server replicas) exactly one wins an execution. On PostgreSQL each row is
     /// locked with `FOR UPDATE SKIP LOCKED` first, so contending replicas skip it instead of
     /// waiting. Returns, in order, whether each claim won.
-    pub async fn claim_executions(
+    pub(crate) async fn claim_executions(
         &self,
         claims: &[(ExecutionId, AgentId)],
         lease_until: DateTime<Utc>,
@@ -68,7 +69,7 @@ impl Store {
     }
 
     /// Puts an execution the agent never received back in the queue.
-    pub async fn release_claim(
+    pub(crate) async fn release_claim(
         &self,
         execution_id: ExecutionId,
         agent_id: AgentId,
@@ -98,7 +99,7 @@ impl Store {
     }
 
     /// Records why a queued execution waits (only while it is queued).
-    pub async fn set_queue_reason(
+    pub(crate) async fn set_queue_reason(
         &self,
         execution_id: ExecutionId,
         reason: &str,
@@ -112,43 +113,8 @@ impl Store {
         Ok(())
     }
 
-    /// The executions assigned to or running on an agent, with whether a cancellation was asked.
-    pub async fn executions_on_agent(
-        &self,
-        agent_id: AgentId,
-    ) -> Result<Vec<(ExecutionId, ExecutionStatus, Option<DateTime<Utc>>, String)>, StoreError>
-    {
-        let rows = execution::Entity::find()
-            .filter(execution::Column::AgentId.eq(agent_id.get()))
-            .filter(
-                execution::Column::Status.is_in(
-                    ExecutionStatus::ON_AGENT
-                        .iter()
-                        .map(|status| status.as_str()),
-                ),
-            )
-            .all(&self.db)
-            .await?;
-        rows.into_iter()
-            .map(|row| {
-                let status = status_of(&row)?;
-                let cancel = if row.cancel_requested_at.is_some() {
-                    row.cancel_reason.clone()
-                } else {
-                    String::new()
-                };
-                Ok((
-                    ExecutionId::from_db(row.id),
-                    status,
-                    row.assigned_at,
-                    cancel,
-                ))
-            })
-            .collect()
-    }
-
     /// Executions on agents whose lease ran out.
-    pub async fn expired_leases(
+    pub(crate) async fn expired_leases(
         &self,
         at: DateTime<Utc>,
     ) -> Result<Vec<LostExecution>, StoreError> {
@@ -177,7 +143,7 @@ impl Store {
     /// Ends an execution whose agent is gone: `failed` with reason `agent_lost` (or `cancelled`
     /// when a cancellation was already asked), if its lease is still expired. Returns the final
     /// status when it changed.
-    pub async fn end_lost_execution(
+    pub(crate) async fn end_lost_execution(
         &self,
         lost: &LostExecution,
         at: DateTime<Utc>,
@@ -197,7 +163,7 @@ impl Store {
 
     /// Fails a claimed execution that cannot be delivered (e.g. a secret it needs does not open
     /// with the server's keys), with `reason`. Returns whether it changed.
-    pub async fn fail_undeliverable(
+    pub(crate) async fn fail_undeliverable(
         &self,
         execution_id: ExecutionId,
         customer_id: CustomerId,
@@ -278,11 +244,11 @@ impl Store {
     }
 }
 
-impl Store {
+impl SystemStore {
     /// Every cancellation requested of an execution still on an agent, with that agent: one
     /// query however many agents are connected (executions on agents are bounded by their
     /// slots, and the ones being cancelled are fewer still).
-    pub async fn pending_cancellations(
+    pub(crate) async fn pending_cancellations(
         &self,
     ) -> Result<Vec<(AgentId, ExecutionId, String)>, StoreError> {
         Ok(execution::Entity::find()
@@ -307,5 +273,43 @@ impl Store {
                 (AgentId::from_db(agent_id), ExecutionId::from_db(id), reason)
             })
             .collect())
+    }
+}
+
+impl Store {
+    /// The executions assigned to or running on an agent, with whether a cancellation was asked.
+    pub async fn executions_on_agent(
+        &self,
+        agent: &AuthenticatedAgent,
+    ) -> Result<Vec<(ExecutionId, ExecutionStatus, Option<DateTime<Utc>>, String)>, StoreError>
+    {
+        let rows = execution::Entity::find()
+            .filter(execution::Column::CustomerId.eq(agent.customer_id().get()))
+            .filter(execution::Column::AgentId.eq(agent.agent_id().get()))
+            .filter(
+                execution::Column::Status.is_in(
+                    ExecutionStatus::ON_AGENT
+                        .iter()
+                        .map(|status| status.as_str()),
+                ),
+            )
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let status = status_of(&row)?;
+                let cancel = if row.cancel_requested_at.is_some() {
+                    row.cancel_reason.clone()
+                } else {
+                    String::new()
+                };
+                Ok((
+                    ExecutionId::from_db(row.id),
+                    status,
+                    row.assigned_at,
+                    cancel,
+                ))
+            })
+            .collect()
     }
 }

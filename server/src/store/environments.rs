@@ -13,12 +13,8 @@ use crate::domain::release::{DEFAULT_ENVIRONMENTS, Environment, EnvironmentPatch
 use crate::domain::{CustomerId, EnvironmentId, Page, PageRequest, Role};
 
 pub(super) fn environment_from_row(row: environment::Model) -> Result<Environment, StoreError> {
-    let names: Vec<String> =
-        serde_json::from_value(row.approver_roles.clone()).map_err(|error| {
-            StoreError::Database(sea_orm::DbErr::Custom(format!(
-                "stored approver roles are not readable: {error}"
-            )))
-        })?;
+    let names: Vec<String> = serde_json::from_value(row.approver_roles.clone())
+        .map_err(|error| super::error::corrupt("approver roles", error))?;
     let approver_roles = names
         .iter()
         .map(|name| super::convert::role(name))

@@ -1,6 +1,12 @@
 use sea_orm::{DbErr, SqlErr};
 
+use crate::domain::Refusal;
+
 /// What a store operation can fail with. Messages name the record, never another tenant's data.
+///
+/// Database failures are classified here, where the driver's errors are known: whether retrying
+/// may help ([`StoreError::Unavailable`]) or not ([`StoreError::Internal`]). Their text is for
+/// the server's log only.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0}")]
@@ -13,14 +19,27 @@ pub enum StoreError {
     /// pipeline); the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The caller may see the record but not do this to it (e.g. approve without the role).
+    /// A limit on what is stored was reached; the message names the limit.
     #[error("{0}")]
-    PermissionDenied(String),
-    /// A credential checked inside a transaction (a registration token) did not authenticate.
+    ResourceExhausted(String),
+    /// A domain rule refused the change; the store only applied its verdict.
     #[error("{0}")]
-    Unauthenticated(String),
+    Refused(#[from] Refusal),
+    /// The database cannot be reached now; retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(DbErr),
+    /// A failed query or a stored value that does not read back: the server's fault.
     #[error("database error: {0}")]
-    Database(#[from] DbErr),
+    Internal(DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(error: DbErr) -> Self {
+        match error {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => StoreError::Unavailable(error),
+            error => StoreError::Internal(error),
+        }
+    }
 }
 
 impl StoreError {
@@ -31,7 +50,15 @@ impl StoreError {
             Some(SqlErr::UniqueConstraintViolation(detail)) => {
                 StoreError::AlreadyExists(describe(&detail))
             }
-            _ => StoreError::Database(error),
+            _ => error.into(),
         }
     }
+}
+
+/// A stored value that cannot be read back (unknown enum text, unparsable JSON, a dangling
+/// reference): a server fault, reported without the value to callers.
+pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(DbErr::Custom(format!(
+        "stored {what} is not readable: {detail}"
+    )))
 }

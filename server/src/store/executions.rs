@@ -12,34 +12,25 @@ use sea_orm::{
 use super::entities::{
     artifact, execution, log_chunk, pipeline, stage_execution_record, step_execution, user,
 };
+use super::error::corrupt;
 use super::pipelines::{group_ids_from_row, labels_from_json, steps_from_json, to_json};
-use super::{Store, StoreError, activity, now};
+use super::{Store, StoreError, SystemStore, activity, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::{
     Artifact, Execution, ExecutionFilter, ExecutionStatus, LogChunk, LogStream, QueuedExecution,
-    StepExecution, StepStatus,
+    StepExecution, StepStatus, Trigger,
 };
 use crate::domain::pipeline::{AgentSelector, Pipeline};
 use crate::domain::{
     AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, UserId,
 };
 
-fn corrupt(what: &str, value: &str) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!(
-        "unknown {what} {value:?} in database"
-    )))
-}
-
 pub(super) fn status_of(row: &execution::Model) -> Result<ExecutionStatus, StoreError> {
     ExecutionStatus::from_db(&row.status).ok_or_else(|| corrupt("execution status", &row.status))
 }
 
 fn parameters_of(row: &execution::Model) -> Result<BTreeMap<String, String>, StoreError> {
-    serde_json::from_value(row.parameters.clone()).map_err(|error| {
-        StoreError::Database(sea_orm::DbErr::Custom(format!(
-            "stored parameters are not readable: {error}"
-        )))
-    })
+    serde_json::from_value(row.parameters.clone()).map_err(|error| corrupt("parameters", error))
 }
 
 pub(super) fn step_from_row(row: step_execution::Model) -> Result<StepExecution, StoreError> {
@@ -182,7 +173,7 @@ impl Store {
         pipeline: &Pipeline,
         parameters: BTreeMap<String, String>,
         agent_id: Option<AgentId>,
-        retry_of: Option<ExecutionId>,
+        trigger: Trigger,
     ) -> Result<Execution, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
@@ -203,15 +194,8 @@ impl Store {
             }
             None => pipeline.definition.selector.clone(),
         };
-        let execution_id = insert_execution(
-            &transaction,
-            pipeline,
-            &parameters,
-            &selector,
-            scope.actor(),
-            retry_of,
-        )
-        .await?;
+        let execution_id =
+            insert_execution(&transaction, pipeline, &parameters, &selector, trigger).await?;
         let execution = load_execution(&transaction, customer_id, execution_id).await?;
         transaction.commit().await?;
         Ok(execution)
@@ -317,10 +301,13 @@ impl Store {
             }
         } else {
             let agent_id = row.agent_id.map(AgentId::from_db).ok_or_else(|| {
-                StoreError::Database(sea_orm::DbErr::Custom(format!(
-                    "execution {execution_id} is {} without an agent",
-                    row.status
-                )))
+                corrupt(
+                    "execution",
+                    format!(
+                        "execution {execution_id} is {} without an agent",
+                        row.status
+                    ),
+                )
             })?;
             Cancellation::Requested { agent_id }
         };
@@ -419,77 +406,6 @@ impl Store {
             .map(artifact_from_row)
             .ok_or_else(|| StoreError::NotFound(format!("artifact {artifact_id} not found")))
     }
-
-    /// The queued executions (of these customers, or all), oldest first, for dispatch.
-    pub async fn queued_executions(
-        &self,
-        customers: Option<&[CustomerId]>,
-        limit: u64,
-    ) -> Result<Vec<QueuedExecution>, StoreError> {
-        let mut query = execution::Entity::find()
-            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()));
-        if let Some(customers) = customers {
-            query = query
-                .filter(execution::Column::CustomerId.is_in(customers.iter().map(|id| id.get())));
-        }
-        let rows = query
-            .order_by_asc(execution::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
-        // Which of them deploy a release stage: one query for the batch.
-        let deploys: std::collections::HashSet<i64> = if rows.is_empty() {
-            Default::default()
-        } else {
-            stage_execution_record::Entity::find()
-                .select_only()
-                .column(stage_execution_record::Column::ExecutionId)
-                .filter(
-                    stage_execution_record::Column::ExecutionId
-                        .is_in(rows.iter().map(|row| row.id)),
-                )
-                .into_tuple::<Option<i64>>()
-                .all(&self.db)
-                .await?
-                .into_iter()
-                .flatten()
-                .collect()
-        };
-        // The variable groups of their pipelines: one query for the batch.
-        let mut groups: std::collections::HashMap<i64, Vec<crate::domain::VariableGroupId>> =
-            Default::default();
-        if !rows.is_empty() {
-            let pipelines = pipeline::Entity::find()
-                .filter(pipeline::Column::Id.is_in(rows.iter().map(|row| row.pipeline_id)))
-                .filter(pipeline::Column::VariableGroupIds.ne("[]"))
-                .all(&self.db)
-                .await?;
-            for pipeline in pipelines {
-                groups.insert(pipeline.id, group_ids_from_row(&pipeline)?);
-            }
-        }
-        rows.into_iter()
-            .map(|row| {
-                Ok(QueuedExecution {
-                    deploy: deploys.contains(&row.id),
-                    variable_group_ids: groups.get(&row.pipeline_id).cloned().unwrap_or_default(),
-                    id: ExecutionId::from_db(row.id),
-                    customer_id: CustomerId::from_db(row.customer_id),
-                    pipeline_id: PipelineId::from_db(row.pipeline_id),
-                    selector: AgentSelector {
-                        agent_id: row.selector_agent_id.map(AgentId::from_db),
-                        labels: labels_from_json(row.selector_labels.clone())?,
-                    },
-                    steps: steps_from_json(row.steps.clone())?,
-                    parameters: parameters_of(&row)?,
-                    timeout_seconds: row.timeout_seconds,
-                    queue_reason: row.queue_reason,
-                    pipeline_name: row.pipeline_name,
-                    created_at: row.created_at,
-                })
-            })
-            .collect()
-    }
 }
 
 /// Inserts a queued execution of `pipeline` (of `pipeline.customer_id`) with its step rows. The
@@ -499,8 +415,7 @@ pub(super) async fn insert_execution(
     pipeline: &Pipeline,
     parameters: &BTreeMap<String, String>,
     selector: &AgentSelector,
-    triggered_by: UserId,
-    retry_of: Option<ExecutionId>,
+    trigger: Trigger,
 ) -> Result<ExecutionId, StoreError> {
     let customer_id = pipeline.customer_id;
     let row = execution::ActiveModel {
@@ -513,7 +428,7 @@ pub(super) async fn insert_execution(
         selector_agent_id: Set(selector.agent_id.map(AgentId::get)),
         selector_labels: Set(to_json(&selector.labels)),
         timeout_seconds: Set(pipeline.definition.timeout_seconds),
-        triggered_by: Set(triggered_by.get()),
+        triggered_by: Set(trigger.triggered_by().get()),
         agent_id: Set(None),
         queue_reason: Set("waiting for a matching agent".into()),
         failure_reason: Set(String::new()),
@@ -524,7 +439,7 @@ pub(super) async fn insert_execution(
         lease_expires_at: Set(None),
         cancel_requested_at: Set(None),
         cancel_reason: Set(String::new()),
-        retry_of: Set(retry_of.map(ExecutionId::get)),
+        retry_of: Set(trigger.retry_of().map(ExecutionId::get)),
         last_sequence: Set(0),
         ..Default::default()
     }
@@ -668,5 +583,78 @@ impl Store {
             })
         })?;
         Ok(artifact_from_row(row))
+    }
+}
+
+impl SystemStore {
+    /// The queued executions (of these customers, or all), oldest first, for dispatch.
+    pub(crate) async fn queued_executions(
+        &self,
+        customers: Option<&[CustomerId]>,
+        limit: u64,
+    ) -> Result<Vec<QueuedExecution>, StoreError> {
+        let mut query = execution::Entity::find()
+            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()));
+        if let Some(customers) = customers {
+            query = query
+                .filter(execution::Column::CustomerId.is_in(customers.iter().map(|id| id.get())));
+        }
+        let rows = query
+            .order_by_asc(execution::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        // Which of them deploy a release stage: one query for the batch.
+        let deploys: std::collections::HashSet<i64> = if rows.is_empty() {
+            Default::default()
+        } else {
+            stage_execution_record::Entity::find()
+                .select_only()
+                .column(stage_execution_record::Column::ExecutionId)
+                .filter(
+                    stage_execution_record::Column::ExecutionId
+                        .is_in(rows.iter().map(|row| row.id)),
+                )
+                .into_tuple::<Option<i64>>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        // The variable groups of their pipelines: one query for the batch.
+        let mut groups: std::collections::HashMap<i64, Vec<crate::domain::VariableGroupId>> =
+            Default::default();
+        if !rows.is_empty() {
+            let pipelines = pipeline::Entity::find()
+                .filter(pipeline::Column::Id.is_in(rows.iter().map(|row| row.pipeline_id)))
+                .filter(pipeline::Column::VariableGroupIds.ne("[]"))
+                .all(&self.db)
+                .await?;
+            for pipeline in pipelines {
+                groups.insert(pipeline.id, group_ids_from_row(&pipeline)?);
+            }
+        }
+        rows.into_iter()
+            .map(|row| {
+                Ok(QueuedExecution {
+                    deploy: deploys.contains(&row.id),
+                    variable_group_ids: groups.get(&row.pipeline_id).cloned().unwrap_or_default(),
+                    id: ExecutionId::from_db(row.id),
+                    customer_id: CustomerId::from_db(row.customer_id),
+                    pipeline_id: PipelineId::from_db(row.pipeline_id),
+                    selector: AgentSelector {
+                        agent_id: row.selector_agent_id.map(AgentId::from_db),
+                        labels: labels_from_json(row.selector_labels.clone())?,
+                    },
+                    steps: steps_from_json(row.steps.clone())?,
+                    parameters: parameters_of(&row)?,
+                    timeout_seconds: row.timeout_seconds,
+                    queue_reason: row.queue_reason,
+                    pipeline_name: row.pipeline_name,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
     }
 }

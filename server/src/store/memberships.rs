@@ -252,10 +252,7 @@ impl Store {
         let mut items = Vec::with_capacity(page.items.len());
         for row in page.items {
             let member = users.remove(&row.user_id).ok_or_else(|| {
-                StoreError::Database(sea_orm::DbErr::RecordNotFound(format!(
-                    "user {} of a membership",
-                    row.user_id
-                )))
+                super::error::corrupt("membership", format!("user {} is missing", row.user_id))
             })?;
             items.push((Membership::try_from(row)?, User::from(member)));
         }

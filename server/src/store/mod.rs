@@ -2,8 +2,11 @@
 //!
 //! Tenant data is reached only through methods that take a [`TenantScope`](crate::auth::TenantScope)
 //! (or, for platform-wide records, a [`PlatformAdmin`](crate::auth::PlatformAdmin) proof), so a
-//! query without a tenant filter cannot be written from outside this module. Every method owns its
-//! transaction; nothing partial is ever committed.
+//! query without a tenant filter cannot be written from outside this module. The few operations
+//! that span customers (the dispatcher's queue, leases, the liveness task's heartbeats) belong to
+//! the server's background tasks and are reached only through [`SystemStore`], which takes a
+//! [`SystemScope`](crate::auth::SystemScope). Every method owns its transaction; nothing partial
+//! is ever committed.
 
 mod access;
 mod activity;
@@ -35,6 +38,8 @@ mod users;
 mod variables;
 
 use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::auth::SystemScope;
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
@@ -52,6 +57,7 @@ pub use notifications::{NotificationHandler, Notifier, spawn_listener};
 pub use release_executions::{ReleaseContext, ReleaseEffects};
 pub use stats::{CustomerStats, ExecutionCounts, PoolUsage};
 pub use tokens::AuthenticatedToken;
+pub use variables::{JobVariable, JobVariables};
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -67,27 +73,72 @@ impl Store {
         self.db.get_database_backend()
     }
 
-    /// Starts a transaction that will write. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of failing when one
-    /// upgrades a read lock.
+    /// Starts a transaction that will write (see [`begin_write`]).
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        let sqlite_transaction_mode = match self.backend() {
-            DbBackend::Sqlite => Some(SqliteTransactionMode::Immediate),
-            _ => None,
-        };
-        self.db
-            .begin_with_options(TransactionOptions {
-                isolation_level: None,
-                access_mode: None,
-                sqlite_transaction_mode,
-            })
-            .await
+        begin_write(&self.db).await
+    }
+
+    /// The cross-customer operations, for a background task of the server.
+    pub(crate) fn system(&self, scope: &SystemScope) -> SystemStore {
+        SystemStore {
+            db: self.db.clone(),
+            store: self.clone(),
+            scope: *scope,
+        }
     }
 
     /// Closes the connection pool; in-flight queries finish first.
     pub async fn close(self) -> Result<(), DbErr> {
         self.db.close().await
     }
+}
+
+/// The store's operations that span customers (the queue of every customer, every agent's
+/// lease, every customer's activity), for the server's own background tasks. Obtained only with
+/// a [`SystemScope`] through [`Store::system`], so request handlers, which hold a
+/// [`TenantScope`](crate::auth::TenantScope), cannot reach them by accident. Cheap to clone.
+#[derive(Clone)]
+pub struct SystemStore {
+    db: DatabaseConnection,
+    /// The scoped operations, for a task that also acts with a proof (an agent's own rows).
+    store: Store,
+    scope: SystemScope,
+}
+
+impl SystemStore {
+    async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        begin_write(&self.db).await
+    }
+
+    fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The operations that take a proof (a task acting for one agent, say).
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The task this view acts for.
+    pub(crate) fn scope(&self) -> SystemScope {
+        self.scope
+    }
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at once
+/// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of failing when one
+/// upgrades a read lock.
+async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let sqlite_transaction_mode = match db.get_database_backend() {
+        DbBackend::Sqlite => Some(SqliteTransactionMode::Immediate),
+        _ => None,
+    };
+    db.begin_with_options(TransactionOptions {
+        isolation_level: None,
+        access_mode: None,
+        sqlite_transaction_mode,
+    })
+    .await
 }
 
 /// The current time at the precision both backends store (microseconds), so a value written and

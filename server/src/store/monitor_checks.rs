@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::entities::{agent, agent_label, monitor, monitor_result};
 use super::monitors::{settings_from_row, status_from_db};
-use super::{Store, StoreError, activity};
+use super::{Store, StoreError, SystemStore, activity};
 use crate::auth::AuthenticatedAgent;
 use crate::domain::monitor::{CheckReport, MonitorSettings, MonitorStatus};
 use crate::domain::pipeline::AgentSelector;
@@ -171,136 +171,6 @@ fn status_event(
 }
 
 impl Store {
-    /// Re-decides which agent runs each of the customer's monitors (see [`assign`]). On
-    /// PostgreSQL the customer's monitor rows are locked first, so replicas rebalancing the same
-    /// customer take turns.
-    pub async fn rebalance_monitors(
-        &self,
-        customer_id: CustomerId,
-        online_cutoff: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let transaction = self.begin_write().await?;
-        let mut query = monitor::Entity::find()
-            .filter(monitor::Column::CustomerId.eq(customer_id.get()))
-            .order_by_asc(monitor::Column::Id);
-        if self.backend() == DbBackend::Postgres {
-            query = query.lock(LockType::Update);
-        }
-        let rows = query.all(&transaction).await?;
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let monitors = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.id,
-                    row.assigned_agent_id,
-                    settings_from_row(row)?.selector,
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let candidates = candidates(&transaction, customer_id, online_cutoff).await?;
-        let chosen = assign(&monitors, &candidates);
-        for row in &rows {
-            let next = chosen.get(&row.id).copied().flatten();
-            if next == row.assigned_agent_id {
-                continue;
-            }
-            let mut update = monitor::Entity::update_many()
-                .col_expr(monitor::Column::AssignedAgentId, Expr::value(next))
-                .filter(monitor::Column::Id.eq(row.id));
-            if next.is_none() {
-                update = update
-                    .col_expr(
-                        monitor::Column::Status,
-                        Expr::value(MonitorStatus::Unknown.as_str()),
-                    )
-                    .col_expr(monitor::Column::LastMessage, Expr::value(NO_AGENT));
-            }
-            update.exec(&transaction).await?;
-        }
-        transaction.commit().await?;
-        Ok(())
-    }
-
-    /// Customers with a monitor whose agent is gone (offline, disabled, deleted) or without an
-    /// agent while the customer has one online: what the periodic rebalance looks at.
-    pub async fn customers_needing_rebalance(
-        &self,
-        online_cutoff: DateTime<Utc>,
-    ) -> Result<Vec<CustomerId>, StoreError> {
-        let placements: Vec<(i64, Option<i64>)> = monitor::Entity::find()
-            .select_only()
-            .column(monitor::Column::CustomerId)
-            .column(monitor::Column::AssignedAgentId)
-            .distinct()
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        if placements.is_empty() {
-            return Ok(Vec::new());
-        }
-        let customers: HashSet<i64> = placements.iter().map(|(customer, _)| *customer).collect();
-        let online: Vec<(i64, i64)> = agent::Entity::find()
-            .select_only()
-            .column(agent::Column::Id)
-            .column(agent::Column::CustomerId)
-            .filter(agent::Column::CustomerId.is_in(customers.iter().copied()))
-            .filter(agent::Column::DeletedAt.is_null())
-            .filter(agent::Column::Enabled.eq(true))
-            .filter(agent::Column::Status.eq(AgentStatus::Online.as_str()))
-            .filter(agent::Column::LastSeenAt.gte(online_cutoff))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        let online_agents: HashSet<i64> = online.iter().map(|(id, _)| *id).collect();
-        let with_agents: HashSet<i64> = online.iter().map(|(_, customer)| *customer).collect();
-        let mut needing: Vec<CustomerId> = placements
-            .iter()
-            .filter(|(customer, assigned)| match assigned {
-                Some(agent_id) => !online_agents.contains(agent_id),
-                None => with_agents.contains(customer),
-            })
-            .map(|(customer, _)| *customer)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .map(CustomerId::from_db)
-            .collect();
-        needing.sort();
-        Ok(needing)
-    }
-
-    /// The monitors assigned to each of `agents`, as they run them.
-    pub async fn monitor_checks_for(
-        &self,
-        agents: &[AgentId],
-    ) -> Result<HashMap<AgentId, Vec<(MonitorId, MonitorSettings)>>, StoreError> {
-        let mut checks: HashMap<AgentId, Vec<(MonitorId, MonitorSettings)>> = agents
-            .iter()
-            .map(|agent_id| (*agent_id, Vec::new()))
-            .collect();
-        if agents.is_empty() {
-            return Ok(checks);
-        }
-        let rows = monitor::Entity::find()
-            .filter(monitor::Column::AssignedAgentId.is_in(agents.iter().map(|id| id.get())))
-            .order_by_asc(monitor::Column::Id)
-            .all(&self.db)
-            .await?;
-        for row in rows {
-            let Some(agent_id) = row.assigned_agent_id.map(AgentId::from_db) else {
-                continue;
-            };
-            let settings = settings_from_row(&row)?;
-            checks
-                .entry(agent_id)
-                .or_default()
-                .push((MonitorId::from_db(row.id), settings));
-        }
-        Ok(checks)
-    }
-
     /// Stores what `agent` found for one of its monitors: the result, the monitor's latest
     /// status, and an activity event when the status differs from the previous result's. A report
     /// about a monitor that is not (or no longer) the agent's is ignored. Returns the new status.
@@ -369,6 +239,138 @@ impl Store {
         }
         transaction.commit().await?;
         Ok(Some(status))
+    }
+}
+
+impl SystemStore {
+    /// Re-decides which agent runs each of the customer's monitors (see [`assign`]). On
+    /// PostgreSQL the customer's monitor rows are locked first, so replicas rebalancing the same
+    /// customer take turns.
+    pub(crate) async fn rebalance_monitors(
+        &self,
+        customer_id: CustomerId,
+        online_cutoff: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let transaction = self.begin_write().await?;
+        let mut query = monitor::Entity::find()
+            .filter(monitor::Column::CustomerId.eq(customer_id.get()))
+            .order_by_asc(monitor::Column::Id);
+        if self.backend() == DbBackend::Postgres {
+            query = query.lock(LockType::Update);
+        }
+        let rows = query.all(&transaction).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let monitors = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.id,
+                    row.assigned_agent_id,
+                    settings_from_row(row)?.selector,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let candidates = candidates(&transaction, customer_id, online_cutoff).await?;
+        let chosen = assign(&monitors, &candidates);
+        for row in &rows {
+            let next = chosen.get(&row.id).copied().flatten();
+            if next == row.assigned_agent_id {
+                continue;
+            }
+            let mut update = monitor::Entity::update_many()
+                .col_expr(monitor::Column::AssignedAgentId, Expr::value(next))
+                .filter(monitor::Column::Id.eq(row.id));
+            if next.is_none() {
+                update = update
+                    .col_expr(
+                        monitor::Column::Status,
+                        Expr::value(MonitorStatus::Unknown.as_str()),
+                    )
+                    .col_expr(monitor::Column::LastMessage, Expr::value(NO_AGENT));
+            }
+            update.exec(&transaction).await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// Customers with a monitor whose agent is gone (offline, disabled, deleted) or without an
+    /// agent while the customer has one online: what the periodic rebalance looks at.
+    pub(crate) async fn customers_needing_rebalance(
+        &self,
+        online_cutoff: DateTime<Utc>,
+    ) -> Result<Vec<CustomerId>, StoreError> {
+        let placements: Vec<(i64, Option<i64>)> = monitor::Entity::find()
+            .select_only()
+            .column(monitor::Column::CustomerId)
+            .column(monitor::Column::AssignedAgentId)
+            .distinct()
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if placements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let customers: HashSet<i64> = placements.iter().map(|(customer, _)| *customer).collect();
+        let online: Vec<(i64, i64)> = agent::Entity::find()
+            .select_only()
+            .column(agent::Column::Id)
+            .column(agent::Column::CustomerId)
+            .filter(agent::Column::CustomerId.is_in(customers.iter().copied()))
+            .filter(agent::Column::DeletedAt.is_null())
+            .filter(agent::Column::Enabled.eq(true))
+            .filter(agent::Column::Status.eq(AgentStatus::Online.as_str()))
+            .filter(agent::Column::LastSeenAt.gte(online_cutoff))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let online_agents: HashSet<i64> = online.iter().map(|(id, _)| *id).collect();
+        let with_agents: HashSet<i64> = online.iter().map(|(_, customer)| *customer).collect();
+        let mut needing: Vec<CustomerId> = placements
+            .iter()
+            .filter(|(customer, assigned)| match assigned {
+                Some(agent_id) => !online_agents.contains(agent_id),
+                None => with_agents.contains(customer),
+            })
+            .map(|(customer, _)| *customer)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(CustomerId::from_db)
+            .collect();
+        needing.sort();
+        Ok(needing)
+    }
+
+    /// The monitors assigned to each of `agents`, as they run them.
+    pub(crate) async fn monitor_checks_for(
+        &self,
+        agents: &[AgentId],
+    ) -> Result<HashMap<AgentId, Vec<(MonitorId, MonitorSettings)>>, StoreError> {
+        let mut checks: HashMap<AgentId, Vec<(MonitorId, MonitorSettings)>> = agents
+            .iter()
+            .map(|agent_id| (*agent_id, Vec::new()))
+            .collect();
+        if agents.is_empty() {
+            return Ok(checks);
+        }
+        let rows = monitor::Entity::find()
+            .filter(monitor::Column::AssignedAgentId.is_in(agents.iter().map(|id| id.get())))
+            .order_by_asc(monitor::Column::Id)
+            .all(&self.db)
+            .await?;
+        for row in rows {
+            let Some(agent_id) = row.assigned_agent_id.map(AgentId::from_db) else {
+                continue;
+            };
+            let settings = settings_from_row(&row)?;
+            checks
+                .entry(agent_id)
+                .or_default()
+                .push((MonitorId::from_db(row.id), settings));
+        }
+        Ok(checks)
     }
 }
 

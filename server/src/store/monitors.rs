@@ -10,20 +10,15 @@ use sea_orm::{
 };
 
 use super::entities::{monitor, monitor_result};
+use super::error::corrupt;
 use super::pipelines::{check_selector_agent, labels_from_json, to_json};
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, SystemStore, now};
 use crate::auth::TenantScope;
 use crate::domain::monitor::{
     Monitor, MonitorCheckResult, MonitorKind, MonitorPatch, MonitorSettings, MonitorStatus,
 };
 use crate::domain::pipeline::AgentSelector;
 use crate::domain::{AgentId, CustomerId, MonitorId, Page, PageRequest, UserId};
-
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!(
-        "stored {what} is not readable: {detail}"
-    )))
-}
 
 pub(super) fn settings_from_row(row: &monitor::Model) -> Result<MonitorSettings, StoreError> {
     Ok(MonitorSettings {
@@ -323,9 +318,14 @@ impl Store {
             })
         })
     }
+}
 
+impl SystemStore {
     /// Deletes check results older than `before`; returns how many.
-    pub async fn prune_monitor_results(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    pub(crate) async fn prune_monitor_results(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
         Ok(monitor_result::Entity::delete_many()
             .filter(monitor_result::Column::CheckedAt.lt(before))
             .exec(&self.db)

@@ -9,6 +9,7 @@ use sea_orm::{
 };
 
 use super::entities::{agent, execution, pipeline};
+use super::error::corrupt;
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::ExecutionStatus;
@@ -17,12 +18,6 @@ use crate::domain::pipeline::{
     StepDefinition,
 };
 use crate::domain::{AgentId, CustomerId, Page, PageRequest, PipelineId, UserId, VariableGroupId};
-
-fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!(
-        "stored {what} is not readable: {error}"
-    )))
-}
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     // Serialising our own plain data types cannot fail.

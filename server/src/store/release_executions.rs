@@ -20,12 +20,13 @@ use super::entities::{
     stage_execution_record as stage, user,
 };
 use super::environments::{environment_from_row, find_environment};
+use super::error::corrupt;
 use super::executions::{insert_execution, status_of};
 use super::pipelines::{labels_from_json, load_pipeline, to_json};
 use super::releases::load_release;
-use super::{Store, StoreError, activity, now};
+use super::{Store, StoreError, SystemStore, activity, now};
 use crate::auth::{AuthenticatedAgent, TenantScope};
-use crate::domain::execution::{Artifact, ExecutionStatus};
+use crate::domain::execution::{Artifact, ExecutionStatus, Trigger};
 use crate::domain::pipeline::{AgentSelector, resolve_parameters};
 use crate::domain::release::{
     DeployRequest, ReleaseExecution, ReleaseExecutionStatus, ReleaseStatus, StageExecution,
@@ -33,14 +34,8 @@ use crate::domain::release::{
 };
 use crate::domain::{
     AgentId, CustomerId, EnvironmentId, ExecutionId, NewActivity, Page, PageRequest, PipelineId,
-    ReleaseExecutionId, ReleaseId, StageExecutionId, UserId,
+    Refusal, ReleaseExecutionId, ReleaseId, StageExecutionId, UserId,
 };
-
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!(
-        "stored {what} is not readable: {detail}"
-    )))
-}
 
 fn stage_status(row: &stage::Model) -> Result<StageStatus, StoreError> {
     StageStatus::from_db(&row.status).ok_or_else(|| corrupt("stage status", &row.status))
@@ -364,8 +359,10 @@ async fn start_stage(
         &pipeline,
         &parameters,
         &selector,
-        UserId::from_db(row.triggered_by),
-        None,
+        Trigger::ReleaseStage {
+            deployed_by: UserId::from_db(row.triggered_by),
+            stage: StageExecutionId::from_db(stage_row.id),
+        },
     )
     .await?;
     stage::Entity::update_many()
@@ -887,12 +884,13 @@ impl Store {
                 .iter()
                 .map(|role| role.as_str())
                 .collect();
-            return Err(StoreError::PermissionDenied(format!(
+            return Err(Refusal::NotPermitted(format!(
                 "role {} may not approve or reject stages in {} (approver roles: {})",
                 scope.role(),
                 environment.name,
                 roles.join(", ")
-            )));
+            ))
+            .into());
         }
         let status = stage_status(&stage_row)?;
         if status != StageStatus::AwaitingApproval {
@@ -918,11 +916,11 @@ impl Store {
                 .and_then(serde_json::Value::as_bool)
                 != Some(true)
             {
-                return Err(StoreError::PermissionDenied(format!(
+                return Err(Refusal::NotPermitted(format!(
                     "the person who deployed {} may not approve its {} stage (customer setting allow_self_approval is off)",
                     label(&row),
                     environment.name
-                )));
+                )).into());
             }
         }
         let at = now();
@@ -1047,91 +1045,6 @@ impl Store {
         Ok((loaded, effects))
     }
 
-    /// Moves on the release a finished deploy execution belongs to, if any. Returns the release
-    /// execution and the next deploy it started.
-    pub async fn advance_release_of(
-        &self,
-        execution_id: ExecutionId,
-    ) -> Result<Option<(ReleaseExecutionId, Option<ExecutionId>)>, StoreError> {
-        let Some(stage_row) = stage::Entity::find()
-            .filter(stage::Column::ExecutionId.eq(execution_id.get()))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let transaction = self.begin_write().await?;
-        let started = advance(
-            &transaction,
-            CustomerId::from_db(stage_row.customer_id),
-            stage_row.release_execution_id,
-        )
-        .await?;
-        transaction.commit().await?;
-        Ok(Some((
-            ReleaseExecutionId::from_db(stage_row.release_execution_id),
-            started,
-        )))
-    }
-
-    /// Release executions whose running stage's deploy has ended without the release moving on
-    /// (the server stopped in between): the sweep advances them.
-    pub async fn stalled_release_executions(&self) -> Result<Vec<ExecutionId>, StoreError> {
-        let terminal = [
-            ExecutionStatus::Succeeded.as_str(),
-            ExecutionStatus::Failed.as_str(),
-            ExecutionStatus::Cancelled.as_str(),
-            ExecutionStatus::TimedOut.as_str(),
-        ];
-        let finished = execution::Entity::find()
-            .select_only()
-            .column(execution::Column::Id)
-            .filter(execution::Column::Status.is_in(terminal))
-            .into_query();
-        Ok(stage::Entity::find()
-            .select_only()
-            .column(stage::Column::ExecutionId)
-            .filter(stage::Column::Status.eq(StageStatus::InProgress.as_str()))
-            .filter(Expr::col(stage::Column::ExecutionId).in_subquery(finished))
-            .limit(100)
-            .into_tuple::<Option<i64>>()
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .flatten()
-            .map(ExecutionId::from_db)
-            .collect())
-    }
-
-    /// The release a deploy execution belongs to, for its job assignment.
-    pub async fn release_context(
-        &self,
-        execution_id: ExecutionId,
-    ) -> Result<Option<ReleaseContext>, StoreError> {
-        let Some(stage_row) = stage::Entity::find()
-            .filter(stage::Column::ExecutionId.eq(execution_id.get()))
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let customer_id = CustomerId::from_db(stage_row.customer_id);
-        let row = find_release_execution(
-            &self.db,
-            customer_id,
-            ReleaseExecutionId::from_db(stage_row.release_execution_id),
-        )
-        .await?;
-        Ok(Some(ReleaseContext {
-            release_name: row.release_name.clone(),
-            release_number: row.number,
-            environment_name: stage_row.environment_name,
-            environment_id: EnvironmentId::from_db(stage_row.environment_id),
-            version: row.version.clone(),
-            artifacts: shipped_artifacts(&self.db, customer_id, row.id).await?,
-        }))
-    }
-
     /// The artifacts a release execution ships.
     pub async fn list_release_artifacts(
         &self,
@@ -1227,4 +1140,91 @@ async fn shipped_artifacts(
             )
         })
         .collect())
+}
+
+impl SystemStore {
+    /// Moves on the release a finished deploy execution belongs to, if any. Returns the release
+    /// execution and the next deploy it started.
+    pub(crate) async fn advance_release_of(
+        &self,
+        execution_id: ExecutionId,
+    ) -> Result<Option<(ReleaseExecutionId, Option<ExecutionId>)>, StoreError> {
+        let Some(stage_row) = stage::Entity::find()
+            .filter(stage::Column::ExecutionId.eq(execution_id.get()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let transaction = self.begin_write().await?;
+        let started = advance(
+            &transaction,
+            CustomerId::from_db(stage_row.customer_id),
+            stage_row.release_execution_id,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(Some((
+            ReleaseExecutionId::from_db(stage_row.release_execution_id),
+            started,
+        )))
+    }
+
+    /// Release executions whose running stage's deploy has ended without the release moving on
+    /// (the server stopped in between): the sweep advances them.
+    pub(crate) async fn stalled_release_executions(&self) -> Result<Vec<ExecutionId>, StoreError> {
+        let terminal = [
+            ExecutionStatus::Succeeded.as_str(),
+            ExecutionStatus::Failed.as_str(),
+            ExecutionStatus::Cancelled.as_str(),
+            ExecutionStatus::TimedOut.as_str(),
+        ];
+        let finished = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Id)
+            .filter(execution::Column::Status.is_in(terminal))
+            .into_query();
+        Ok(stage::Entity::find()
+            .select_only()
+            .column(stage::Column::ExecutionId)
+            .filter(stage::Column::Status.eq(StageStatus::InProgress.as_str()))
+            .filter(Expr::col(stage::Column::ExecutionId).in_subquery(finished))
+            .limit(100)
+            .into_tuple::<Option<i64>>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(ExecutionId::from_db)
+            .collect())
+    }
+
+    /// The release a deploy execution belongs to, for its job assignment.
+    pub(crate) async fn release_context(
+        &self,
+        execution_id: ExecutionId,
+    ) -> Result<Option<ReleaseContext>, StoreError> {
+        let Some(stage_row) = stage::Entity::find()
+            .filter(stage::Column::ExecutionId.eq(execution_id.get()))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let customer_id = CustomerId::from_db(stage_row.customer_id);
+        let row = find_release_execution(
+            &self.db,
+            customer_id,
+            ReleaseExecutionId::from_db(stage_row.release_execution_id),
+        )
+        .await?;
+        Ok(Some(ReleaseContext {
+            release_name: row.release_name.clone(),
+            release_number: row.number,
+            environment_name: stage_row.environment_name,
+            environment_id: EnvironmentId::from_db(stage_row.environment_id),
+            version: row.version.clone(),
+            artifacts: shipped_artifacts(&self.db, customer_id, row.id).await?,
+        }))
+    }
 }

@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::entities::{release, release_pipeline, release_stage};
 use super::environments::find_environment;
+use super::error::corrupt;
 use super::pipelines::{check_selector_agent, find_live, labels_from_json, load_pipeline, to_json};
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
@@ -19,12 +20,6 @@ use crate::domain::release::{
 use crate::domain::{
     AgentId, CustomerId, EnvironmentId, Page, PageRequest, PipelineId, ReleaseId, UserId,
 };
-
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sea_orm::DbErr::Custom(format!(
-        "stored {what} is not readable: {detail}"
-    )))
-}
 
 /// Checks every reference of a definition against the customer: pipelines (live), environments,
 /// selector agents. A reference to nothing and one to another customer's record look the same:

@@ -11,7 +11,7 @@ use sea_orm::{
 use super::entities::{
     agent, execution, monitor, pipeline, release, release_execution, user, user_customer,
 };
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, SystemStore, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::ExecutionStatus;
 use crate::domain::monitor::MonitorStatus;
@@ -260,9 +260,9 @@ pub struct PoolUsage {
     pub max: u32,
 }
 
-impl Store {
+impl SystemStore {
     /// Two aggregate queries: executions by status, and the oldest queued one.
-    pub async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
+    pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
         let counts = by_status(
             &self.db,
             execution::Entity::find(),
@@ -290,9 +290,11 @@ impl Store {
             oldest_queued_age: oldest.map(|at| (now() - at).to_std().unwrap_or_default()),
         })
     }
+}
 
+impl SystemStore {
     /// The pool's connections now.
-    pub fn pool_usage(&self) -> PoolUsage {
+    pub(crate) fn pool_usage(&self) -> PoolUsage {
         let (size, idle, max) = match self.backend() {
             sea_orm::DbBackend::Postgres => {
                 let pool = self.db.get_postgres_connection_pool();

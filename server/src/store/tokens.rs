@@ -7,7 +7,7 @@ use sea_orm::{
 };
 
 use super::entities::{api_token, user};
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, SystemStore, now};
 use crate::auth::token::GeneratedSecret;
 use crate::domain::{ApiToken, NewApiToken, Page, PageRequest, TokenId, User, UserId};
 
@@ -224,10 +224,12 @@ impl Store {
         });
         Ok(())
     }
+}
 
+impl SystemStore {
     /// Creates the first platform administrator and their token, both or neither. Returns `None`
     /// when any user exists already (another replica may have won the race).
-    pub async fn bootstrap_admin(
+    pub(crate) async fn bootstrap_admin(
         &self,
         secret: &GeneratedSecret,
     ) -> Result<Option<User>, StoreError> {

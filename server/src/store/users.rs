@@ -6,7 +6,7 @@ use sea_orm::{
 };
 
 use super::entities::{user, user_customer};
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, SystemStore, now};
 use crate::auth::{PlatformAdmin, TenantScope};
 use crate::domain::{NewUser, Page, PageRequest, User, UserId};
 
@@ -121,9 +121,11 @@ impl Store {
         self.auth_cache.invalidate();
         Ok(updated.into())
     }
+}
 
+impl SystemStore {
     /// How many users exist; zero means the database is fresh and needs bootstrapping.
-    pub async fn count_users(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn count_users(&self) -> Result<u64, StoreError> {
         Ok(user::Entity::find().count(&self.db).await?)
     }
 }

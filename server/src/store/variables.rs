@@ -11,7 +11,7 @@ use sea_orm::{
 
 use super::entities::{pipeline, variable, variable_group};
 use super::environments::find_environment;
-use super::{Store, StoreError, now};
+use super::{Store, StoreError, SystemStore, now};
 use crate::auth::TenantScope;
 use crate::domain::variable::{GroupSettings, NewVariable, Variable, VariableGroup};
 use crate::domain::{
@@ -125,6 +125,15 @@ pub struct JobVariable {
     pub is_secret: bool,
 }
 
+/// What a job's variables resolve to when it is delivered.
+#[derive(Debug)]
+pub enum JobVariables {
+    Ready(Vec<JobVariable>),
+    /// A secret does not open with the server's keys, and will not on a retry; the reason
+    /// names the secret (never its value).
+    Unopenable(String),
+}
+
 impl std::fmt::Debug for JobVariable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JobVariable")
@@ -157,9 +166,9 @@ async fn write_variable(
     }
     let (value, cipher) = if new.is_secret {
         let context = seal_context(customer.get(), group_id, &new.key, environment);
-        let sealed = secrets
-            .seal(&new.value, &context)
-            .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
+        let sealed = secrets.seal(&new.value, &context).map_err(|error| {
+            StoreError::Internal(sea_orm::DbErr::Custom(format!("sealing a secret: {error}")))
+        })?;
         (String::new(), Some(sealed))
     } else {
         (new.value, None)
@@ -197,73 +206,6 @@ async fn write_variable(
 }
 
 impl Store {
-    /// The variables a job gets from its pipeline's `groups`, for `environment` (a deploy's stage) or none:
-    /// the pipeline's groups in order, a later group winning for the same key, and within a
-    /// group the value for the environment winning over the one for every environment. Secrets
-    /// are opened with `secrets`.
-    pub async fn job_variables(
-        &self,
-        customer_id: CustomerId,
-        groups: &[VariableGroupId],
-        environment: Option<EnvironmentId>,
-        secrets: &SecretBox,
-    ) -> Result<Vec<JobVariable>, StoreError> {
-        if groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = groups.iter().map(|id| id.get()).collect();
-        let rows = variable::Entity::find()
-            .filter(variable::Column::CustomerId.eq(customer_id.get()))
-            .filter(variable::Column::GroupId.is_in(ids.iter().copied()))
-            .all(&self.db)
-            .await?;
-        let wanted = environment.map_or(0, EnvironmentId::get);
-        // Rank: group position first, then the environment's own value over the shared one.
-        let mut chosen: std::collections::BTreeMap<String, ((usize, bool), variable::Model)> =
-            std::collections::BTreeMap::new();
-        for row in rows {
-            if row.environment_id != 0 && row.environment_id != wanted {
-                continue;
-            }
-            let Some(position) = ids.iter().position(|id| *id == row.group_id) else {
-                continue;
-            };
-            let rank = (position, row.environment_id != 0);
-            if chosen.get(&row.key).is_none_or(|(best, _)| rank > *best) {
-                chosen.insert(row.key.clone(), (rank, row));
-            }
-        }
-        chosen
-            .into_values()
-            .map(|(_, row)| {
-                let value = match (&row.cipher, row.is_secret) {
-                    (Some(sealed), true) => secrets
-                        .open(
-                            sealed,
-                            &seal_context(
-                                row.customer_id,
-                                row.group_id,
-                                &row.key,
-                                row.environment_id,
-                            ),
-                        )
-                        .map_err(|error| {
-                            StoreError::FailedPrecondition(format!(
-                                "secret {} of variable group {} cannot be opened: {error}",
-                                row.key, row.group_id
-                            ))
-                        })?,
-                    _ => row.value.clone(),
-                };
-                Ok(JobVariable {
-                    key: row.key,
-                    value,
-                    is_secret: row.is_secret,
-                })
-            })
-            .collect()
-    }
-
     /// Keys of the secret variables a pipeline's jobs get (parameters may not override them).
     pub async fn secret_keys_of_pipeline(
         &self,
@@ -501,10 +443,80 @@ impl Store {
         transaction.commit().await?;
         Ok(())
     }
+}
+
+impl SystemStore {
+    /// The variables a job gets from its pipeline's `groups`, for `environment` (a deploy's stage) or none:
+    /// the pipeline's groups in order, a later group winning for the same key, and within a
+    /// group the value for the environment winning over the one for every environment. Secrets
+    /// are opened with `secrets`.
+    pub(crate) async fn job_variables(
+        &self,
+        customer_id: CustomerId,
+        groups: &[VariableGroupId],
+        environment: Option<EnvironmentId>,
+        secrets: &SecretBox,
+    ) -> Result<JobVariables, StoreError> {
+        if groups.is_empty() {
+            return Ok(JobVariables::Ready(Vec::new()));
+        }
+        let ids: Vec<i64> = groups.iter().map(|id| id.get()).collect();
+        let rows = variable::Entity::find()
+            .filter(variable::Column::CustomerId.eq(customer_id.get()))
+            .filter(variable::Column::GroupId.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?;
+        let wanted = environment.map_or(0, EnvironmentId::get);
+        // Rank: group position first, then the environment's own value over the shared one.
+        let mut chosen: std::collections::BTreeMap<String, ((usize, bool), variable::Model)> =
+            std::collections::BTreeMap::new();
+        for row in rows {
+            if row.environment_id != 0 && row.environment_id != wanted {
+                continue;
+            }
+            let Some(position) = ids.iter().position(|id| *id == row.group_id) else {
+                continue;
+            };
+            let rank = (position, row.environment_id != 0);
+            if chosen.get(&row.key).is_none_or(|(best, _)| rank > *best) {
+                chosen.insert(row.key.clone(), (rank, row));
+            }
+        }
+        Ok(chosen
+            .into_values()
+            .map(|(_, row)| {
+                let value = match (&row.cipher, row.is_secret) {
+                    (Some(sealed), true) => secrets
+                        .open(
+                            sealed,
+                            &seal_context(
+                                row.customer_id,
+                                row.group_id,
+                                &row.key,
+                                row.environment_id,
+                            ),
+                        )
+                        .map_err(|error| {
+                            format!(
+                                "secret {} of variable group {} cannot be opened: {error}",
+                                row.key, row.group_id
+                            )
+                        })?,
+                    _ => row.value.clone(),
+                };
+                Ok(JobVariable {
+                    key: row.key,
+                    value,
+                    is_secret: row.is_secret,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_or_else(JobVariables::Unopenable, JobVariables::Ready))
+    }
 
     /// Re-seals every secret sealed under another key than the current one (after a key
     /// rotation); returns how many. Each value is opened and sealed again in one transaction.
-    pub async fn reseal_secrets(&self, secrets: &SecretBox) -> Result<usize, StoreError> {
+    pub(crate) async fn reseal_secrets(&self, secrets: &SecretBox) -> Result<usize, StoreError> {
         let transaction = self.db.begin().await?;
         let rows = variable::Entity::find()
             .filter(variable::Column::IsSecret.eq(true))
@@ -525,9 +537,9 @@ impl Store {
                     row.key, row.group_id
                 ))
             })?;
-            let fresh = secrets
-                .seal(&plain, &context)
-                .map_err(|error| StoreError::Database(sea_orm::DbErr::Custom(error.to_string())))?;
+            let fresh = secrets.seal(&plain, &context).map_err(|error| {
+                StoreError::Internal(sea_orm::DbErr::Custom(format!("sealing a secret: {error}")))
+            })?;
             let mut active: variable::ActiveModel = row.into();
             active.cipher = Set(Some(fresh));
             active.update(&transaction).await?;
