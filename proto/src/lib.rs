@@ -50,6 +50,10 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cygnet_descriptor.bin"));
 
+/// The metadata naming the agent a credential is presented for (`authorization: Bearer <agent
+/// credential>` comes with it), on the agent stream and the artifact RPCs.
+pub const AGENT_UUID_METADATA: &str = "x-cygnet-agent-uuid";
+
 /// Service URL schemes a `MONITOR_KIND_TCP` target may use, with the port a URL without one
 /// means (`tcp` always names its port). Server validation and the agent's checks share this list.
 pub const TCP_MONITOR_SCHEMES: [(&str, Option<u16>); 11] = [
