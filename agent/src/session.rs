@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cygnet_proto::AGENT_UUID_METADATA;
 use cygnet_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,8 +28,6 @@ use crate::metrics::{HostFacts, HostMetrics};
 use crate::monitors::{self, Monitors};
 use crate::state::{AgentState, StateStore};
 
-/// Metadata naming the agent on Connect, next to its credential.
-const AGENT_UUID_METADATA: &str = "x-cygnet-agent-uuid";
 /// How long the server has to send Welcome after the stream opens.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for the server to close its half of the stream.

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use cygnet_proto::Bearer;
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
+use cygnet_proto::{AGENT_UUID_METADATA, Bearer};
 use cygnet_server::App;
 use cygnet_server::config::{AgentSettings, LogFormat, ServerConfig};
 use cygnet_server::store::DatabaseOptions;
@@ -412,7 +412,7 @@ pub async fn connect_agent(
             .insert("authorization", format!("Bearer {credential}").parse()?);
         request
             .metadata_mut()
-            .insert("x-cygnet-agent-uuid", uuid.parse()?);
+            .insert(AGENT_UUID_METADATA, uuid.parse()?);
     }
     let mut inbound = AgentServiceClient::new(channel)
         .connect(request)

@@ -1,11 +1,15 @@
 //! The CygnetCI gRPC contract, package `cygnet.v1`.
 //!
 //! Server, agent, tests, examples and benchmarks all use these generated types; nothing else
-//! defines the wire format.
+//! defines the wire format. What both ends must read alike beyond the messages lives here too:
+//! metadata names, and how a monitor's target is parsed ([`monitor_target`]).
 
-#![allow(clippy::all, clippy::pedantic)]
+pub mod monitor_target;
+
+pub use monitor_target::TCP_MONITOR_SCHEMES;
 
 /// Generated messages, clients (`*_client`) and servers (`*_server`) of `cygnet.v1`.
+#[allow(clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("cygnet.v1");
 
@@ -50,21 +54,9 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/cygnet_descriptor.bin"));
 
-/// Service URL schemes a `MONITOR_KIND_TCP` target may use, with the port a URL without one
-/// means (`tcp` always names its port). Server validation and the agent's checks share this list.
-pub const TCP_MONITOR_SCHEMES: [(&str, Option<u16>); 11] = [
-    ("tcp", None),
-    ("postgres", Some(5432)),
-    ("postgresql", Some(5432)),
-    ("mysql", Some(3306)),
-    ("redis", Some(6379)),
-    ("rediss", Some(6379)),
-    ("mongodb", Some(27017)),
-    ("amqp", Some(5672)),
-    ("amqps", Some(5671)),
-    ("memcached", Some(11211)),
-    ("ldap", Some(389)),
-];
+/// The metadata naming the agent a credential is presented for (`authorization: Bearer <agent
+/// credential>` comes with it), on the agent stream and the artifact RPCs.
+pub const AGENT_UUID_METADATA: &str = "x-cygnet-agent-uuid";
 
 /// A tonic interceptor that adds `authorization: Bearer <token>` to every call: how API clients
 /// (and agents, with their credential) authenticate.

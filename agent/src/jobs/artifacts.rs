@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cygnet_proto::AGENT_UUID_METADATA;
 use cygnet_proto::v1::{self as pb, agent_service_client::AgentServiceClient};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
@@ -123,7 +124,7 @@ pub async fn upload(
         metadata.insert("authorization", value);
     }
     if let Ok(value) = target.agent_uuid.parse() {
-        metadata.insert("x-cygnet-agent-uuid", value);
+        metadata.insert(AGENT_UUID_METADATA, value);
     }
     AgentServiceClient::new(target.channel.clone())
         .upload_artifact(request)
@@ -177,7 +178,7 @@ pub async fn fetch(
         metadata.insert("authorization", value);
     }
     if let Ok(value) = target.agent_uuid.parse() {
-        metadata.insert("x-cygnet-agent-uuid", value);
+        metadata.insert(AGENT_UUID_METADATA, value);
     }
     let mut stream = AgentServiceClient::new(target.channel.clone())
         .fetch_artifact(request)

@@ -9,7 +9,7 @@ use crate::store::Store;
 /// Prefix of agent credentials, distinct from user tokens so neither is accepted as the other.
 pub const AGENT_CREDENTIAL_PREFIX: &str = "cyga_";
 /// Metadata naming the agent a credential is presented for.
-pub const AGENT_UUID_METADATA: &str = "x-cygnet-agent-uuid";
+pub use cygnet_proto::AGENT_UUID_METADATA;
 
 /// Proof that a stream belongs to one agent of one customer; made only here.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Service monitors: what a check is, how its target is validated, and what its result means.
 
 use chrono::{DateTime, Utc};
-use cygnet_proto::TCP_MONITOR_SCHEMES as TCP_SCHEMES;
+use cygnet_proto::monitor_target::{HttpTarget, TcpTarget};
 
 use super::pipeline::AgentSelector;
 use super::validate::{ValidationError, required_line};
@@ -297,7 +297,10 @@ pub fn target(kind: MonitorKind, field: &str, value: &str) -> Result<String, Val
         ));
     }
     match kind {
-        MonitorKind::Http => http_target(field, value)?,
+        MonitorKind::Http => {
+            HttpTarget::validate(value)
+                .map_err(|problem| ValidationError::new(field, problem.to_string()))?;
+        }
         MonitorKind::Tcp => {
             tcp_address(value).map_err(|problem| ValidationError::new(field, problem))?;
         }
@@ -305,89 +308,12 @@ pub fn target(kind: MonitorKind, field: &str, value: &str) -> Result<String, Val
     Ok(value.to_owned())
 }
 
-fn http_target(field: &str, value: &str) -> Result<(), ValidationError> {
-    let url = url::Url::parse(value)
-        .map_err(|error| ValidationError::new(field, format!("is not a URL ({error})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ValidationError::new(
-            field,
-            format!(
-                "scheme {:?} is not supported by HTTP monitors (use http or https)",
-                url.scheme()
-            ),
-        ));
-    }
-    // The URL parser reads "http:///health" and "http:health" as host "health"; the target as
-    // written must name its host after "//".
-    let authority = value.split_once("://").map_or("", |(_, rest)| rest);
-    if url.host_str().is_none_or(str::is_empty)
-        || authority.is_empty()
-        || authority.starts_with(['/', '?', '#'])
-    {
-        return Err(ValidationError::new(
-            field,
-            "must name a host (scheme://host/path)",
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ValidationError::new(
-            field,
-            "must not carry credentials (they would be stored and shown in clear)",
-        ));
-    }
-    Ok(())
-}
-
 /// The host and port a TCP monitor connects to: `host:port`, `[v6]:port`, `tcp://host:port`, or
 /// a service URL whose scheme gives the default port (`postgres://acme-db`).
 pub fn tcp_address(value: &str) -> Result<(String, u16), String> {
-    let (scheme, rest) = match value.split_once("://") {
-        Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-        None => ("tcp".to_owned(), value),
-    };
-    let Some(&(_, default_port)) = TCP_SCHEMES.iter().find(|(known, _)| *known == scheme) else {
-        let known: Vec<&str> = TCP_SCHEMES.iter().map(|(name, _)| *name).collect();
-        return Err(format!(
-            "scheme {scheme:?} is not supported by TCP monitors (use one of {})",
-            known.join(", ")
-        ));
-    };
-    // The authority: after any credentials, before any path or query.
-    let authority = rest
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default()
-        .rsplit('@')
-        .next()
-        .unwrap_or_default();
-    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
-        let (host, after) = bracketed
-            .split_once(']')
-            .ok_or_else(|| "has an unclosed '[' in its host".to_owned())?;
-        let port = match after.strip_prefix(':') {
-            Some(port) => Some(port),
-            None if after.is_empty() => None,
-            None => return Err("has text after its IPv6 address".to_owned()),
-        };
-        (host.to_owned(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host.to_owned(), Some(port)),
-            Some(_) => return Err("IPv6 addresses need brackets, e.g. [::1]:5432".to_owned()),
-            None => (authority.to_owned(), None),
-        }
-    };
-    if host.is_empty() {
-        return Err("must name a host".to_owned());
-    }
-    let port = match port {
-        Some(text) => match text.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(format!("port {text:?} is not a port number (1-65535)")),
-        },
-        None => default_port.ok_or_else(|| "must name a port (host:port)".to_owned())?,
-    };
-    Ok((host, port))
+    TcpTarget::parse(value)
+        .map(|target| (target.host, target.port))
+        .map_err(|problem| problem.to_string())
 }
 
 #[cfg(test)]
