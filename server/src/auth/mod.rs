@@ -19,7 +19,7 @@ pub use agent::{
 pub use authenticate::{Authenticator, Principal};
 pub use authorize::Authorizer;
 pub use error::AuthError;
-pub use permissions::Action;
+pub use permissions::{Action, require, require_stage_approver};
 pub use scope::{PlatformAdmin, SystemActor, SystemScope, TenantScope};
 
 /// Mints the scope a background task of the server acts with. Called where the server wires its

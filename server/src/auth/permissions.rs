@@ -1,7 +1,9 @@
 //! What each role may do. `docs/permissions.md` is the human-readable copy of this table; keep
 //! the two in step.
 
-use crate::domain::Role;
+use super::{AuthError, TenantScope};
+use crate::domain::release::Environment;
+use crate::domain::{Refusal, Role};
 
 /// Something a caller wants to do inside one customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +61,10 @@ pub enum Action {
     ReadAuditLog,
     /// Read variable groups and non-secret values (secret values are never readable).
     ReadVariables,
-    /// Create, rename and delete variable groups, and set or delete secret variables.
+    /// Create, rename and delete variable groups.
     ManageVariableGroups,
+    /// Set, replace or delete a secret variable (its value is write-only for every role).
+    ManageSecrets,
     /// Set and delete non-secret variables.
     SetVariables,
 }
@@ -78,13 +82,15 @@ impl Action {
             | Action::ReadReleases
             | Action::ReadMonitors
             | Action::ReadVariables
+            // Every member may ask; the environment's approver roles decide
+            // (`require_stage_approver`).
             | Action::ApproveStages
             | Action::RejectStages => &[Admin, Devops, Developer, Qa, Viewer],
             Action::ManageReleases => &[Admin, Devops],
             Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
             Action::ManageMonitors | Action::DeleteMonitors => &[Admin, Devops, Developer],
             Action::ReadAuditLog => &[Admin],
-            Action::ManageVariableGroups => &[Admin, Devops],
+            Action::ManageVariableGroups | Action::ManageSecrets => &[Admin, Devops],
             Action::SetVariables => &[Admin, Devops, Developer],
             Action::ManagePipelines
             | Action::DeletePipelines
@@ -111,6 +117,7 @@ impl Action {
                 | Action::ApproveStages
                 | Action::ManageMonitors
                 | Action::ManageVariableGroups
+                | Action::ManageSecrets
                 | Action::SetVariables
         )
     }
@@ -145,9 +152,42 @@ impl Action {
             Action::ReadAuditLog => "read the audit log of",
             Action::ReadVariables => "read variables of",
             Action::ManageVariableGroups => "manage variable groups and secrets of",
+            Action::ManageSecrets => "set or delete secret variables of",
             Action::SetVariables => "set variables of",
         }
     }
+}
+
+/// Refuses an action the scope's role does not allow, for a request that already holds a scope
+/// for another action (a developer setting variables may not touch a secret among them).
+pub fn require(scope: &TenantScope, action: Action) -> Result<(), AuthError> {
+    if scope.is_platform_admin() || action.allowed_roles().contains(&scope.role()) {
+        return Ok(());
+    }
+    Err(AuthError::PermissionDenied(format!(
+        "role {} may not {} customer {}",
+        scope.role(),
+        action.describe(),
+        scope.customer_id()
+    )))
+}
+
+/// Who may approve or reject a stage: a role among the approver roles of the stage's
+/// environment (a customer setting per environment, so not in the table above).
+pub fn require_stage_approver(role: Role, environment: &Environment) -> Result<(), Refusal> {
+    if environment.approver_roles.contains(&role) {
+        return Ok(());
+    }
+    let roles: Vec<&str> = environment
+        .approver_roles
+        .iter()
+        .map(|role| role.as_str())
+        .collect();
+    Err(Refusal::NotPermitted(format!(
+        "role {role} may not approve or reject stages in {} (approver roles: {})",
+        environment.name,
+        roles.join(", ")
+    )))
 }
 
 #[cfg(test)]

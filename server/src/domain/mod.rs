@@ -13,6 +13,7 @@ pub mod page;
 pub mod pipeline;
 pub mod refusal;
 pub mod release;
+pub mod release_flow;
 pub mod role;
 pub mod user;
 pub mod validate;
@@ -23,7 +24,7 @@ pub use agent::{
     Agent, AgentFigures, AgentFilter, AgentPatch, AgentRegistration, AgentStatus,
     NewRegistrationToken, RegistrationToken,
 };
-pub use customer::{Customer, CustomerPatch, NewCustomer};
+pub use customer::{Customer, CustomerPatch, CustomerSettings, NewCustomer};
 pub use ids::{
     AgentId, CustomerId, EnvironmentId, ExecutionId, MonitorId, PipelineId, RegistrationTokenId,
     ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId, VariableGroupId,

@@ -18,6 +18,7 @@ use crate::domain::release::{
     DeployRequest, EnvironmentPatch, NewEnvironment, ReleaseDefinition, ReleaseExecution,
     ReleasePatch,
 };
+use crate::domain::release_flow::Decision;
 use crate::domain::validate::optional_text;
 use crate::domain::{
     CustomerId, EnvironmentId, PageRequest, ReleaseExecutionId, ReleaseId, StageExecutionId,
@@ -57,28 +58,28 @@ impl ReleaseApi {
             .await
     }
 
-    /// ApproveStage and RejectStage: who may decide is the environment's business (the store
-    /// checks the approver roles); the action here only admits members.
+    /// ApproveStage and RejectStage: who may decide is the environment's business
+    /// (`auth::require_stage_approver`, checked under the release's lock); the action here only
+    /// admits members.
     async fn decide<T>(
         &self,
         request: &Request<T>,
         customer_id: i64,
         stage_execution_id: i64,
         comment: &str,
-        approve: bool,
+        decision: Decision,
     ) -> Result<ReleaseExecution, Status> {
         audit::note_resource("stage_execution", stage_execution_id);
         let stage_id = StageExecutionId::parse(stage_execution_id, "stage_execution_id");
         let comment = optional_text("comment", comment, 1000);
-        let action = if approve {
-            Action::ApproveStages
-        } else {
-            Action::RejectStages
+        let action = match decision {
+            Decision::Approve => Action::ApproveStages,
+            Decision::Reject => Action::RejectStages,
         };
         let scope = self.scope(request, customer_id, action).await?;
         Ok(self
             .operations
-            .decide_stage(&scope, stage_id?, approve, &comment?)
+            .decide_stage(&scope, stage_id?, decision, &comment?)
             .await?)
     }
 }
@@ -352,7 +353,7 @@ impl ReleaseService for ReleaseApi {
                 body.customer_id,
                 body.stage_execution_id,
                 &body.comment,
-                true,
+                Decision::Approve,
             )
             .await?;
         Ok(Response::new(pb::ApproveStageResponse {
@@ -372,7 +373,7 @@ impl ReleaseService for ReleaseApi {
                 body.customer_id,
                 body.stage_execution_id,
                 &body.comment,
-                false,
+                Decision::Reject,
             )
             .await?;
         Ok(Response::new(pb::RejectStageResponse {

@@ -9,13 +9,13 @@ use tonic::{Request, Response, Status};
 use super::ApiContext;
 use super::convert::timestamp;
 use crate::audit;
-use crate::auth::{Action, TenantScope};
+use crate::auth::{self, Action};
 use crate::domain::validate::{optional_text, required_line};
 use crate::domain::variable::{
     GroupSettings, MAX_DESCRIPTION, MAX_GROUP_NAME, NewVariable, Variable, VariableGroup,
     environment, key, new_variables,
 };
-use crate::domain::{PageRequest, Role, VariableGroupId};
+use crate::domain::{PageRequest, VariableGroupId};
 use crate::secrets::SecretBox;
 
 /// Handler of `VariableService`.
@@ -53,20 +53,6 @@ fn group_to_pb(group: VariableGroup) -> pb::VariableGroup {
         created_at: timestamp(group.created_at),
         updated_at: timestamp(group.updated_at),
         created_by: group.created_by.get(),
-    }
-}
-
-/// Secrets are for devops and admins (and platform administrators): a developer may set and
-/// delete plain variables only, and may not turn a secret into a plain one or overwrite it.
-fn may_touch_secrets(scope: &TenantScope) -> Result<(), Status> {
-    if scope.is_platform_admin() || matches!(scope.role(), Role::Admin | Role::Devops) {
-        Ok(())
-    } else {
-        Err(Status::permission_denied(format!(
-            "role {} may not set or delete secret variables of customer {}",
-            scope.role(),
-            scope.customer_id()
-        )))
     }
 }
 
@@ -238,7 +224,7 @@ impl VariableService for VariableApi {
             .find_variable(&scope, group_id, &new.key, new.environment_id)
             .await?;
         if new.is_secret || existing.as_ref().is_some_and(|variable| variable.is_secret) {
-            may_touch_secrets(&scope)?;
+            auth::require(&scope, Action::ManageSecrets)?;
         }
         let variable = self
             .context
@@ -269,15 +255,10 @@ impl VariableService for VariableApi {
         let existing = self
             .context
             .store
-            .find_variable(&scope, group_id, &parsed_key, environment_id)
-            .await?
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "variable {parsed_key} not found in group {group_id}"
-                ))
-            })?;
+            .get_variable(&scope, group_id, &parsed_key, environment_id)
+            .await?;
         if existing.is_secret {
-            may_touch_secrets(&scope)?;
+            auth::require(&scope, Action::ManageSecrets)?;
         }
         self.context
             .store

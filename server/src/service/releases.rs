@@ -4,6 +4,7 @@
 use super::{Operations, ServiceError};
 use crate::auth::TenantScope;
 use crate::domain::release::{DeployRequest, ReleaseExecution};
+use crate::domain::release_flow::Decision;
 use crate::domain::{ExecutionId, ReleaseExecutionId, ReleaseId, StageExecutionId};
 use crate::store::{Cancellation, ReleaseEffects};
 
@@ -34,16 +35,16 @@ impl Operations {
         &self,
         scope: &TenantScope,
         stage_execution_id: StageExecutionId,
-        approve: bool,
+        decision: Decision,
         comment: &str,
     ) -> Result<ReleaseExecution, ServiceError> {
         let (release_execution, effects) = self
             .store()
-            .decide_stage(scope, stage_execution_id, approve, comment)
+            .decide_stage(scope, stage_execution_id, decision, comment)
             .await?;
         tracing::info!(
             release_execution_id = release_execution.id.get(),
-            approved = approve,
+            decision = ?decision,
             "stage decided"
         );
         self.apply_release_effects(scope, release_execution.id, effects, "")

@@ -391,6 +391,21 @@ impl Store {
             .map(variable_from_row))
     }
 
+    /// The variable with this key and environment in the group; NOT_FOUND naming it otherwise.
+    pub async fn get_variable(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+        key: &str,
+        environment_id: Option<EnvironmentId>,
+    ) -> Result<Variable, StoreError> {
+        self.find_variable(scope, group_id, key, environment_id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("variable {key} not found in group {group_id}"))
+            })
+    }
+
     /// Creates or replaces the variable with this key and environment; a secret value is sealed
     /// with `secrets` first and only its ciphertext is written.
     pub async fn set_variable(

@@ -35,7 +35,9 @@ impl ProtocolAgent {
             request.metadata_mut().insert("authorization", value);
         }
         if let Ok(value) = uuid.parse() {
-            request.metadata_mut().insert("x-cygnet-agent-uuid", value);
+            request
+                .metadata_mut()
+                .insert(cygnet_proto::AGENT_UUID_METADATA, value);
         }
         let mut inbound = AgentServiceClient::new(channel)
             .connect(request)
