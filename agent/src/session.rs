@@ -176,7 +176,12 @@ impl Agent {
                 Some(cygnet_metrics::serve(
                     listener,
                     self.telemetry.render(self.jobs.clone()),
-                    shutdown.clone(),
+                    {
+                        let mut shutdown = shutdown.clone();
+                        async move {
+                            let _ = shutdown.wait_for(|stop| *stop).await;
+                        }
+                    },
                 ))
             }
             None => None,

@@ -15,7 +15,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use prometheus_client;
@@ -42,22 +41,18 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
     prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 17)
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` turns true; other paths are 404.
+/// Serves `GET /metrics` on `listener` until `shutdown` completes; other paths are 404.
 pub fn serve(
     listener: TcpListener,
     render: Render,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        return;
-                    }
-                    continue;
-                }
+                () = &mut shutdown => return,
             };
             let stream = match accepted {
                 Ok((stream, _)) => stream,
@@ -144,8 +139,10 @@ mod tests {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address");
-        let (stop, stopped) = watch::channel(false);
-        let task = serve(listener, render, stopped);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = serve(listener, render, async move {
+            let _ = stopped.await;
+        });
 
         let first = get(address, "/metrics").await;
         assert!(first.starts_with("HTTP/1.1 200 OK"), "{first}");
@@ -157,7 +154,7 @@ mod tests {
         assert!(second.trim_end().ends_with("# EOF"), "{second}");
         assert!(get(address, "/").await.starts_with("HTTP/1.1 404"));
 
-        stop.send(true).expect("stop");
+        stop.send(()).expect("stop");
         task.await.expect("stopped");
         assert!(tokio::net::TcpStream::connect(address).await.is_err());
     }

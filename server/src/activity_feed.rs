@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::ActivityEvent;
 use crate::store::SystemStore;
@@ -52,7 +53,7 @@ impl ActivityFeed {
     }
 
     /// Tails the table until `shutdown` turns true.
-    pub fn spawn(&self, store: SystemStore, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(&self, store: SystemStore, shutdown: CancellationToken) -> JoinHandle<()> {
         let sender = self.sender.clone();
         tokio::spawn(async move {
             let mut tail = Tail {
@@ -68,11 +69,7 @@ impl ActivityFeed {
                             tracing::warn!(%error, "cannot read the activity feed");
                         }
                     }
-                    changed = shutdown.changed() => {
-                        if changed.is_err() || *shutdown.borrow() {
-                            return;
-                        }
-                    }
+                    () = shutdown.cancelled() => return,
                 }
             }
         })

@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use tower_layer::Stack;
 
 use crate::activity_feed::ActivityFeed;
-use crate::agents::{AgentHub, spawn_liveness_task};
+use crate::agents::{AgentHub, AgentSessions, spawn_liveness_task};
 use crate::artifacts::ArtifactStore;
 use crate::audit::AuditLayer;
 use crate::auth::{SystemActor, system_scope};
@@ -180,7 +180,7 @@ impl App {
         // Request handlers and agent stream readers: shutdown waits for them before closing the
         // database.
         let tasks = tokio_util::task::TaskTracker::new();
-        let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+        let background_stopped = tokio_util::sync::CancellationToken::new();
         let liveness = spawn_liveness_task(
             hub.clone(),
             self.store.system(&system_scope(SystemActor::AgentLiveness)),
@@ -209,7 +209,7 @@ impl App {
                     hub.clone(),
                     self.store.system(&system_scope(SystemActor::Observability)),
                 ),
-                background_stopped.clone(),
+                background_stopped.clone().cancelled_owned(),
             )
         });
         let listener_task =
@@ -255,7 +255,7 @@ impl App {
                     AuditLayer::new(self.store.clone()),
                     RunToCompletionLayer::new(tasks.clone()),
                 ),
-                MetricsLayer::new(metrics),
+                MetricsLayer::new(metrics.clone()),
             ))
             .trace_fn(move |request| {
                 tracing::info_span!("grpc", server = %address, method = %request.uri().path())
@@ -269,14 +269,16 @@ impl App {
         let pipeline_api = PipelineApi::new(context.clone(), operations.clone(), artifacts.clone());
         let monitor_api = MonitorApi::new(context.clone(), monitors.clone());
         let variable_api = VariableApi::new(context.clone(), self.secrets.clone());
-        let agent_api = AgentApi::new(
-            context.clone(),
-            hub,
-            operations,
-            artifacts,
-            tasks.clone(),
+        let sessions = AgentSessions::new(
+            self.store.clone(),
+            hub.clone(),
+            operations.clone(),
             monitors,
+            metrics.clone(),
+            self.config.agents,
+            tasks.clone(),
         );
+        let agent_api = AgentApi::new(context.clone(), hub, operations, artifacts, sessions);
         let web_tls = match &self.config.tls {
             Some(files) => Some(crate::web::tls_acceptor(files)?),
             None => None,
@@ -321,6 +323,7 @@ impl App {
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let grace = Duration::from_secs(self.config.shutdown_grace_seconds);
         let reporter = health_reporter.clone();
+        let stop_background = background_stopped.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, draining open requests");
@@ -346,7 +349,7 @@ impl App {
                 .set_not_serving::<VariableServiceServer<VariableApi>>()
                 .await;
             // Agent streams never end by themselves: end them now so draining can finish.
-            let _ = stop_background.send(true);
+            stop_background.cancel();
             let _ = stop_accepting.send(());
         };
         tracing::info!(

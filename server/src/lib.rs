@@ -24,6 +24,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod web;
+pub mod wire;
 
 pub use app::App;
 pub use config::ServerConfig;

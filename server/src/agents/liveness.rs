@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::AgentHub;
@@ -21,7 +21,7 @@ pub fn spawn_liveness_task(
     hub: Arc<AgentHub>,
     store: SystemStore,
     settings: AgentSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.heartbeat_interval);
@@ -32,11 +32,7 @@ pub fn spawn_liveness_task(
             tokio::select! {
                 _ = tick.tick() => run_once(&hub, &store, &settings).await,
                 _ = prune.tick() => prune_history(&store, &settings).await,
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        break;
-                    }
-                }
+                () = shutdown.cancelled() => break,
             }
         }
         save_figures(&hub, &store, &settings).await;

@@ -3,6 +3,8 @@
 
 mod hub;
 mod liveness;
+mod session;
 
 pub use hub::{AgentHub, CommandSender, SessionTicket, WorkSettings};
 pub use liveness::spawn_liveness_task;
+pub use session::{AgentSessions, Outbound};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentHub;
 use crate::domain::execution::QueuedExecution;
@@ -18,6 +18,7 @@ use crate::metrics::ServerMetrics;
 use crate::secrets::SecretBox;
 use crate::service::Operations;
 use crate::store::{JobVariables, SystemStore, now};
+use crate::wire;
 
 /// How often the dispatcher looks at the queue even without being woken: the safety net for a
 /// missed wake-up or a notification from another replica.
@@ -70,7 +71,7 @@ impl Dispatcher {
     }
 
     /// Runs the dispatch loop until `shutdown` turns true.
-    pub fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(&self, shutdown: CancellationToken) -> JoinHandle<()> {
         let dispatcher = self.clone();
         tokio::spawn(async move {
             let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
@@ -84,11 +85,7 @@ impl Dispatcher {
                         dispatcher.resend_cancellations().await;
                         dispatcher.dispatch_round(true).await;
                     }
-                    changed = shutdown.changed() => {
-                        if changed.is_err() || *shutdown.borrow() {
-                            break;
-                        }
-                    }
+                    () = shutdown.cancelled() => break,
                 }
             }
         })
@@ -195,23 +192,7 @@ impl Dispatcher {
             .ok()
             .and_then(|context| context.as_ref().map(|context| context.environment_id));
         let release = match context {
-            Ok(context) => context.map(|context| pb::ReleaseContext {
-                release_name: context.release_name,
-                release_number: context.release_number,
-                environment_name: context.environment_name,
-                version: context.version,
-                artifacts: context
-                    .artifacts
-                    .into_iter()
-                    .map(|(pipeline_id, artifact)| pb::ShippedArtifact {
-                        artifact_id: artifact.id,
-                        pipeline_id: pipeline_id.get(),
-                        path: artifact.path,
-                        size_bytes: artifact.size_bytes,
-                        sha256: artifact.sha256,
-                    })
-                    .collect(),
-            }),
+            Ok(context) => context,
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the release of a deploy; requeued");
                 inner.hub.release(agent_id, execution.id);
@@ -263,28 +244,9 @@ impl Dispatcher {
                 return;
             }
         };
-        let assignment = pb::connect_response::Command::AssignJob(pb::JobAssignment {
-            execution_id: execution.id.get(),
-            customer_id: execution.customer_id.get(),
-            pipeline_id: execution.pipeline_id.get(),
-            pipeline_name: execution.pipeline_name.clone(),
-            steps: execution
-                .steps
-                .iter()
-                .map(crate::grpc::step_to_pb)
-                .collect(),
-            parameters: execution.parameters.clone().into_iter().collect(),
-            timeout_seconds: execution.timeout_seconds,
-            release,
-            variables: variables
-                .into_iter()
-                .map(|variable| pb::JobVariable {
-                    key: variable.key,
-                    value: variable.value,
-                    is_secret: variable.is_secret,
-                })
-                .collect(),
-        });
+        let assignment = pb::connect_response::Command::AssignJob(wire::agent::job_assignment(
+            &execution, release, variables,
+        ));
         if inner.hub.send(agent_id, assignment) {
             let waited = (crate::store::now() - execution.created_at)
                 .to_std()

@@ -264,6 +264,18 @@ pub struct Artifact {
     pub created_at: DateTime<Utc>,
 }
 
+/// An artifact an agent uploads, as its header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewArtifact {
+    pub execution_id: ExecutionId,
+    pub step_index: i32,
+    /// Relative to the job's workspace, without `..`.
+    pub path: String,
+    pub size_bytes: i64,
+    /// Lowercase hex.
+    pub sha256: String,
+}
+
 /// One event of a job, as an agent reports it (see `JobEvent` in the contract).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobEventInput {

@@ -5,21 +5,20 @@ use std::sync::Arc;
 use cygnet_proto::v1::{self as pb, agent_service_server::AgentService};
 use tonic::{Request, Response, Status};
 
-use super::{ApiContext, convert};
-use crate::agents::{AgentHub, WorkSettings};
+use super::ApiContext;
+use crate::agents::{AgentHub, AgentSessions, WorkSettings};
 use crate::artifacts::ArtifactStore;
 use crate::audit;
 use crate::auth::{Action, token};
-use crate::domain::agent::{labels, max_concurrent_jobs};
-use crate::domain::validate::{optional_line, required_line};
+use crate::domain::agent::labels;
 use crate::domain::{
     Agent, AgentFilter, AgentId, AgentPatch, AgentStatus, CustomerId, NewRegistrationToken,
     PageRequest, RegistrationTokenId, ValidationError,
 };
-use crate::monitors::MonitorScheduler;
 use crate::service::Operations;
 use crate::store::now;
-use tokio_util::task::TaskTracker;
+use crate::wire::agent::parse_status_filter;
+use crate::wire::common as convert;
 
 /// Prefix of registration token secrets.
 pub const REGISTRATION_TOKEN_PREFIX: &str = "cygr_";
@@ -39,81 +38,6 @@ pub(super) fn overlay_live(hub: &AgentHub, agent: &mut Agent) {
     }
 }
 
-impl TryFrom<&pb::CreateRegistrationTokenRequest> for NewRegistrationToken {
-    type Error = ValidationError;
-
-    fn try_from(request: &pb::CreateRegistrationTokenRequest) -> Result<Self, ValidationError> {
-        let expires_at = request
-            .expires_at
-            .as_ref()
-            .map(|value| convert::parse_timestamp("expires_at", value))
-            .transpose()?;
-        if expires_at.is_some_and(|expires_at| expires_at <= now()) {
-            return Err(ValidationError::new("expires_at", "must be in the future"));
-        }
-        if request.max_uses < 0 {
-            return Err(ValidationError::new(
-                "max_uses",
-                "must be 0 (unlimited) or positive",
-            ));
-        }
-        Ok(NewRegistrationToken {
-            description: optional_line("description", &request.description, 200)?,
-            expires_at,
-            max_uses: request.max_uses,
-        })
-    }
-}
-
-impl TryFrom<&pb::UpdateAgentRequest> for AgentPatch {
-    type Error = ValidationError;
-
-    fn try_from(request: &pb::UpdateAgentRequest) -> Result<Self, ValidationError> {
-        Ok(AgentPatch {
-            name: request
-                .name
-                .as_deref()
-                .map(|name| required_line("name", name, 200))
-                .transpose()?,
-            location: request
-                .location
-                .as_deref()
-                .map(|location| optional_line("location", location, 200))
-                .transpose()?,
-            labels: request
-                .set_labels
-                .then(|| labels("labels", &request.labels))
-                .transpose()?,
-            enabled: request.enabled,
-            max_concurrent_jobs: request
-                .max_concurrent_jobs
-                .map(|max| max_concurrent_jobs("max_concurrent_jobs", max, false))
-                .transpose()?,
-        })
-    }
-}
-
-fn parse_status_filter(value: i32) -> Result<Option<AgentStatus>, ValidationError> {
-    match pb::AgentStatus::try_from(value) {
-        Ok(pb::AgentStatus::Unspecified) => Ok(None),
-        Ok(pb::AgentStatus::Online) => Ok(Some(AgentStatus::Online)),
-        Ok(pb::AgentStatus::Offline) => Ok(Some(AgentStatus::Offline)),
-        Err(_) => Err(ValidationError::new(
-            "status",
-            format!("has unknown value {value}"),
-        )),
-    }
-}
-
-impl ApiContext {
-    /// The moment before which a stored `online` counts as stale.
-    pub(super) fn online_cutoff(&self) -> chrono::DateTime<chrono::Utc> {
-        let offline_after = chrono::Duration::from_std(self.agent_settings.offline_after())
-            .unwrap_or(chrono::Duration::seconds(30));
-        now() - offline_after
-    }
-}
-
 /// Handler of `AgentService`. The agent side (RegisterAgent, Connect) is in `agent_stream.rs`.
 #[derive(Clone)]
 pub struct AgentApi {
@@ -121,10 +45,8 @@ pub struct AgentApi {
     pub(super) hub: Arc<AgentHub>,
     pub(super) operations: Operations,
     pub(super) artifacts: ArtifactStore,
-    /// Where agent stream readers run (the server's request tasks): shutdown waits for them, so
-    /// the offline marks they write are not cut off by the database closing.
-    pub(super) streams: TaskTracker,
-    pub(super) monitors: MonitorScheduler,
+    /// Agents' sessions on their Connect streams.
+    pub(super) sessions: AgentSessions,
 }
 
 impl AgentApi {
@@ -133,16 +55,14 @@ impl AgentApi {
         hub: Arc<AgentHub>,
         operations: Operations,
         artifacts: ArtifactStore,
-        streams: TaskTracker,
-        monitors: MonitorScheduler,
+        sessions: AgentSessions,
     ) -> Self {
         Self {
             context,
             hub,
             operations,
             artifacts,
-            streams,
-            monitors,
+            sessions,
         }
     }
 }
@@ -301,7 +221,7 @@ impl AgentService for AgentApi {
         let page = self
             .context
             .store
-            .list_agents(&scope, &filter, page, self.context.online_cutoff())
+            .list_agents(&scope, &filter, page, self.sessions.online_cutoff())
             .await?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: page
@@ -337,7 +257,7 @@ impl AgentService for AgentApi {
         let mut agent = self
             .context
             .store
-            .get_agent(&scope, agent_id, self.context.online_cutoff())
+            .get_agent(&scope, agent_id, self.sessions.online_cutoff())
             .await?;
         overlay_live(&self.hub, &mut agent);
         Ok(Response::new(pb::GetAgentResponse {
@@ -368,7 +288,7 @@ impl AgentService for AgentApi {
         let mut agent = self
             .context
             .store
-            .update_agent(&scope, agent_id, patch, self.context.online_cutoff())
+            .update_agent(&scope, agent_id, patch, self.sessions.online_cutoff())
             .await?;
         self.hub.update_settings(
             agent_id,

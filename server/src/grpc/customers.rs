@@ -1,16 +1,14 @@
 //! `cygnet.v1.CustomerService`.
 
 use std::collections::HashSet;
-use std::pin::Pin;
 use std::time::Duration;
 
 use cygnet_proto::v1::{self as pb, customer_service_server::CustomerService};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
-use super::{ApiContext, convert};
+use super::ApiContext;
+use super::watch::{WatchStream, spawn_watch};
 use crate::activity_feed::ActivityFeed;
 use crate::audit;
 use crate::auth::Action;
@@ -20,6 +18,7 @@ use crate::domain::validate::{
 };
 use crate::domain::{CustomerId, CustomerPatch, NewCustomer, PageRequest, UserId, ValidationError};
 use crate::store::{AuditEntry, AuditFilter, CustomerStats, now};
+use crate::wire::common as convert;
 
 /// Handler of `CustomerService`.
 #[derive(Clone)]
@@ -34,8 +33,7 @@ impl CustomerApi {
     }
 }
 
-pub type WatchActivityStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchActivityResponse, Status>> + Send>>;
+pub type WatchActivityStream = WatchStream<pb::WatchActivityResponse>;
 
 /// How often a WatchActivity stream checks that its caller may still read the customer.
 const REAUTHORIZE_EVERY: Duration = Duration::from_secs(30);
@@ -402,20 +400,13 @@ impl CustomerService for CustomerApi {
                 Vec::new(),
             )
         };
-        let (sender, receiver) = mpsc::channel(64);
         let context = self.context.clone();
         let metadata = request.metadata().clone();
-        tokio::spawn(async move {
+        let stream = spawn_watch(64, move |watcher| async move {
             let send = |event: crate::domain::ActivityEvent| {
-                let sender = sender.clone();
-                async move {
-                    sender
-                        .send(Ok(pb::WatchActivityResponse {
-                            event: Some(event.into()),
-                        }))
-                        .await
-                        .is_ok()
-                }
+                watcher.send(pb::WatchActivityResponse {
+                    event: Some(event.into()),
+                })
             };
             let mut last = floor;
             let mut replayed = HashSet::new();
@@ -429,7 +420,7 @@ impl CustomerService for CustomerApi {
             let mut authorized_at = tokio::time::Instant::now();
             loop {
                 let received = tokio::select! {
-                    _ = sender.closed() => return,
+                    _ = watcher.closed() => return,
                     received = events.recv() => received,
                 };
                 let missed = match received {
@@ -450,10 +441,7 @@ impl CustomerService for CustomerApi {
                             .await
                         {
                             Ok(events) => events,
-                            Err(error) => {
-                                let _ = sender.send(Err(error.into())).await;
-                                return;
-                            }
+                            Err(error) => return watcher.fail(error).await,
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -464,8 +452,7 @@ impl CustomerService for CustomerApi {
                         .scope(&metadata, customer_id, Action::ReadActivity)
                         .await
                     {
-                        let _ = sender.send(Err(status)).await;
-                        return;
+                        return watcher.fail(status).await;
                     }
                     authorized_at = tokio::time::Instant::now();
                 }
@@ -477,7 +464,7 @@ impl CustomerService for CustomerApi {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(stream))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]

@@ -4,8 +4,6 @@ use cygnet_proto::v1::{self as pb, monitor_service_server::MonitorService};
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::convert::parse_timestamp;
-use super::monitor_convert::status_filter;
 use crate::audit;
 use crate::auth::Action;
 use crate::domain::monitor::{MonitorPatch, MonitorSettings};
@@ -13,6 +11,8 @@ use crate::domain::validate::ValidationError;
 use crate::domain::{MonitorId, PageRequest};
 use crate::monitors::MonitorScheduler;
 use crate::store::now;
+use crate::wire::common::parse_timestamp;
+use crate::wire::monitor::status_filter;
 
 /// Handler of `MonitorService`.
 #[derive(Clone)]

@@ -4,12 +4,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use cygnet_proto::v1::{self as pb, pipeline_service_server::PipelineService};
-use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::pipeline_convert::{execution_status_filter, run_parameters};
+use super::watch::{WatchStream, Watcher, spawn_watch};
 use super::{ApiContext, status};
 use crate::artifacts::ArtifactStore;
 use crate::audit;
@@ -20,6 +18,7 @@ use crate::domain::pipeline::{PipelineDefinition, PipelinePatch};
 use crate::domain::{AgentId, CustomerId, ExecutionId, PageRequest, PipelineId, ValidationError};
 use crate::service::Operations;
 use crate::store::Store;
+use crate::wire::pipeline::{execution_status_filter, run_parameters};
 
 /// How often a watcher looks for changes when nothing woke it (changes made on another replica
 /// without a notification).
@@ -58,14 +57,12 @@ impl PipelineApi {
     }
 }
 
-pub type WatchStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchExecutionResponse, Status>> + Send>>;
 pub type DownloadStream =
     Pin<Box<dyn Stream<Item = Result<pb::DownloadArtifactResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl PipelineService for PipelineApi {
-    type WatchExecutionStream = WatchStream;
+    type WatchExecutionStream = WatchStream<pb::WatchExecutionResponse>;
     type DownloadArtifactStream = DownloadStream;
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
@@ -365,16 +362,10 @@ impl PipelineService for PipelineApi {
             .store
             .get_execution(&scope, execution_id)
             .await?;
-        let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(watch(
-            self.context.store.clone(),
-            scope,
-            execution,
-            after_sequence,
-            signal,
-            sender,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let store = self.context.store.clone();
+        Ok(Response::new(spawn_watch(64, move |watcher| {
+            watch(store, scope, execution, after_sequence, signal, watcher)
+        })))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]
@@ -449,19 +440,13 @@ async fn watch(
     mut last: Execution,
     mut sequence: i64,
     mut signal: tokio::sync::watch::Receiver<u64>,
-    sender: mpsc::Sender<Result<pb::WatchExecutionResponse, Status>>,
+    watcher: Watcher<pb::WatchExecutionResponse>,
 ) {
     use pb::watch_execution_response::Update;
     let send = |update: Update| {
-        let sender = sender.clone();
-        async move {
-            sender
-                .send(Ok(pb::WatchExecutionResponse {
-                    update: Some(update),
-                }))
-                .await
-                .is_ok()
-        }
+        watcher.send(pb::WatchExecutionResponse {
+            update: Some(update),
+        })
     };
     if !send(Update::Execution(last.clone().into())).await {
         return;
@@ -482,10 +467,7 @@ async fn watch(
                 .await
             {
                 Ok(page) => page,
-                Err(error) => {
-                    let _ = sender.send(Err(error.into())).await;
-                    return;
-                }
+                Err(error) => return watcher.fail(error).await,
             };
             for chunk in page.items {
                 sequence = chunk.sequence;
@@ -499,10 +481,7 @@ async fn watch(
         }
         let current = match store.get_execution(&scope, last.id).await {
             Ok(current) => current,
-            Err(error) => {
-                let _ = sender.send(Err(error.into())).await;
-                return;
-            }
+            Err(error) => return watcher.fail(error).await,
         };
         for step in &current.steps {
             let changed = last
@@ -530,14 +509,8 @@ async fn watch(
             return;
         }
         last = current;
-        tokio::select! {
-            changed = signal.changed() => {
-                if changed.is_err() {
-                    tokio::time::sleep(WATCH_POLL).await;
-                }
-            }
-            _ = tokio::time::sleep(WATCH_POLL) => {}
-            _ = sender.closed() => return,
+        if !watcher.wait_for_change(&mut signal, WATCH_POLL).await {
+            return;
         }
     }
 }

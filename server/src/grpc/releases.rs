@@ -1,16 +1,12 @@
 //! `cygnet.v1.ReleaseService`.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use cygnet_proto::v1::{self as pb, release_service_server::ReleaseService};
-use tokio::sync::mpsc;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::release_convert::release_status_filter;
+use super::watch::{WatchStream, Watcher, spawn_watch};
 use crate::audit;
 use crate::auth::{Action, TenantScope};
 use crate::domain::ids::parse_optional;
@@ -25,6 +21,7 @@ use crate::domain::{
 };
 use crate::service::Operations;
 use crate::store::Store;
+use crate::wire::release::release_status_filter;
 
 /// How often a release watcher re-reads when nothing woke it.
 const WATCH_POLL: Duration = Duration::from_secs(1);
@@ -35,9 +32,6 @@ pub struct ReleaseApi {
     context: ApiContext,
     operations: Operations,
 }
-
-pub type WatchReleaseStream =
-    Pin<Box<dyn Stream<Item = Result<pb::WatchReleaseExecutionResponse, Status>> + Send>>;
 
 impl ReleaseApi {
     pub fn new(context: ApiContext, operations: Operations) -> Self {
@@ -86,7 +80,7 @@ impl ReleaseApi {
 
 #[tonic::async_trait]
 impl ReleaseService for ReleaseApi {
-    type WatchReleaseExecutionStream = WatchReleaseStream;
+    type WatchReleaseExecutionStream = WatchStream<pb::WatchReleaseExecutionResponse>;
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
     async fn create_environment(
@@ -428,15 +422,10 @@ impl ReleaseService for ReleaseApi {
         let id = id?;
         let signal = self.operations.release_signals().subscribe(id);
         let first = self.context.store.get_release_execution(&scope, id).await?;
-        let (sender, receiver) = mpsc::channel(16);
-        tokio::spawn(watch(
-            self.context.store.clone(),
-            scope,
-            first,
-            signal,
-            sender,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let store = self.context.store.clone();
+        Ok(Response::new(spawn_watch(16, move |watcher| {
+            watch(store, scope, first, signal, watcher)
+        })))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
@@ -470,47 +459,29 @@ impl ReleaseService for ReleaseApi {
 async fn watch(
     store: Store,
     scope: TenantScope,
-    mut last: crate::domain::release::ReleaseExecution,
+    mut last: ReleaseExecution,
     mut signal: tokio::sync::watch::Receiver<u64>,
-    sender: mpsc::Sender<Result<pb::WatchReleaseExecutionResponse, Status>>,
+    watcher: Watcher<pb::WatchReleaseExecutionResponse>,
 ) {
-    let send = |execution: crate::domain::release::ReleaseExecution| {
-        let sender = sender.clone();
-        async move {
-            sender
-                .send(Ok(pb::WatchReleaseExecutionResponse {
-                    release_execution: Some(execution.into()),
-                }))
-                .await
-                .is_ok()
-        }
+    let send = |execution: ReleaseExecution| {
+        watcher.send(pb::WatchReleaseExecutionResponse {
+            release_execution: Some(execution.into()),
+        })
     };
     if !send(last.clone()).await || last.status.is_terminal() {
         return;
     }
     loop {
-        tokio::select! {
-            changed = signal.changed() => {
-                if changed.is_err() {
-                    tokio::time::sleep(WATCH_POLL).await;
-                }
-            }
-            _ = tokio::time::sleep(WATCH_POLL) => {}
-            _ = sender.closed() => return,
+        if !watcher.wait_for_change(&mut signal, WATCH_POLL).await {
+            return;
         }
         signal.mark_unchanged();
         let current = match store.get_release_execution(&scope, last.id).await {
             Ok(current) => current,
-            Err(error) => {
-                let _ = sender.send(Err(error.into())).await;
-                return;
-            }
+            Err(error) => return watcher.fail(error).await,
         };
         if current != last {
-            if !send(current.clone()).await {
-                return;
-            }
-            if current.status.is_terminal() {
+            if !send(current.clone()).await || current.status.is_terminal() {
                 return;
             }
             last = current;

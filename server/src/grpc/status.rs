@@ -95,12 +95,6 @@ pub(super) fn artifact_unreadable(error: std::io::Error) -> Status {
     Status::internal("artifact content could not be read")
 }
 
-/// Ends an agent stream whose job events could not be stored: the agent reconnects and sends
-/// them again.
-pub(crate) fn job_events_not_stored() -> Status {
-    Status::unavailable("the server could not store a job event; reconnect and send it again")
-}
-
 /// Ends the stream of an agent that registered again (its old credential no longer works).
 pub(crate) fn agent_registered_again() -> Status {
     Status::unauthenticated("agent registered again; its old credential was revoked")

@@ -3,7 +3,7 @@
 use cygnet_proto::v1::{self as pb, user_service_server::UserService};
 use tonic::{Request, Response, Status};
 
-use super::{ApiContext, convert};
+use super::ApiContext;
 use crate::audit;
 use crate::auth::{Action, Principal, token};
 use crate::domain::ids::parse_optional;
@@ -12,6 +12,7 @@ use crate::domain::{
     CustomerId, NewApiToken, NewUser, PageRequest, TokenId, UserId, ValidationError,
 };
 use crate::store::now;
+use crate::wire::common as convert;
 
 /// Handler of `UserService`.
 #[derive(Clone)]

@@ -7,16 +7,15 @@ use cygnet_proto::v1::{self as pb, variable_service_server::VariableService};
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::convert::timestamp;
 use crate::audit;
 use crate::auth::{self, Action};
 use crate::domain::validate::{optional_text, required_line};
 use crate::domain::variable::{
-    GroupSettings, MAX_DESCRIPTION, MAX_GROUP_NAME, NewVariable, Variable, VariableGroup,
-    environment, key, new_variables,
+    GroupSettings, MAX_DESCRIPTION, MAX_GROUP_NAME, NewVariable, environment, key, new_variables,
 };
 use crate::domain::{PageRequest, VariableGroupId};
 use crate::secrets::SecretBox;
+use crate::wire::variable::{group_to_pb, variable_to_pb};
 
 /// Handler of `VariableService`.
 #[derive(Clone)]
@@ -28,31 +27,6 @@ pub struct VariableApi {
 impl VariableApi {
     pub fn new(context: ApiContext, secrets: Arc<SecretBox>) -> Self {
         Self { context, secrets }
-    }
-}
-
-fn variable_to_pb(variable: Variable) -> pb::Variable {
-    pb::Variable {
-        key: variable.key,
-        value: variable.value.unwrap_or_default(),
-        is_secret: variable.is_secret,
-        environment_id: variable.environment_id.map_or(0, |id| id.get()),
-        description: variable.description,
-        updated_at: timestamp(variable.updated_at),
-        updated_by: variable.updated_by.get(),
-    }
-}
-
-fn group_to_pb(group: VariableGroup) -> pb::VariableGroup {
-    pb::VariableGroup {
-        id: group.id.get(),
-        customer_id: group.customer_id.get(),
-        name: group.settings.name,
-        description: group.settings.description,
-        variables: group.variables.into_iter().map(variable_to_pb).collect(),
-        created_at: timestamp(group.created_at),
-        updated_at: timestamp(group.updated_at),
-        created_by: group.created_by.get(),
     }
 }
 

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentHub;
 use crate::config::AgentSettings;
 use crate::domain::CustomerId;
-use crate::domain::monitor::{MonitorKind, MonitorSettings};
 use crate::store::{SystemStore, now};
+use crate::wire;
 
 /// How often a round runs when nothing asks for one.
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(2);
@@ -64,7 +65,7 @@ impl MonitorScheduler {
     }
 
     /// Runs rounds until `shutdown` turns true.
-    pub fn spawn(&self, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(&self, shutdown: CancellationToken) -> JoinHandle<()> {
         let scheduler = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(ROUND_INTERVAL);
@@ -76,11 +77,7 @@ impl MonitorScheduler {
                     _ = scheduler.inner.wake.notified() => scheduler.round().await,
                     _ = tick.tick() => scheduler.round().await,
                     _ = prune.tick() => scheduler.prune().await,
-                    changed = shutdown.changed() => {
-                        if changed.is_err() || *shutdown.borrow() {
-                            return;
-                        }
-                    }
+                    () = shutdown.cancelled() => return,
                 }
             }
         })
@@ -114,7 +111,9 @@ impl MonitorScheduler {
                     let set = pb::AssignMonitors {
                         monitors: checks
                             .into_iter()
-                            .map(|(monitor_id, settings)| check(monitor_id.get(), &settings))
+                            .map(|(monitor_id, settings)| {
+                                wire::agent::monitor_check(monitor_id.get(), &settings)
+                            })
                             .collect(),
                     };
                     if inner.hub.assign_monitors(agent_id, set) {
@@ -140,21 +139,5 @@ impl MonitorScheduler {
             Ok(pruned) => tracing::info!(pruned, "pruned monitor history"),
             Err(error) => tracing::warn!(%error, "could not prune monitor history"),
         }
-    }
-}
-
-/// A monitor as its agent runs it.
-fn check(monitor_id: i64, settings: &MonitorSettings) -> pb::MonitorCheck {
-    pb::MonitorCheck {
-        monitor_id,
-        kind: match settings.kind {
-            MonitorKind::Http => pb::MonitorKind::Http,
-            MonitorKind::Tcp => pb::MonitorKind::Tcp,
-        }
-        .into(),
-        target: settings.target.clone(),
-        interval_seconds: settings.interval_seconds,
-        timeout_ms: settings.timeout_ms,
-        expected_status: settings.expected_status,
     }
 }

@@ -57,6 +57,9 @@ impl Store {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(10))
             });
+        // The option is set through Linux-only calls; elsewhere the pool's sockets keep sqlx's
+        // defaults.
+        #[cfg(target_os = "linux")]
         if let Some(server) = postgres_tcp_server(&options.url) {
             connect.map_sqlx_postgres_pool_opts(move |pool| {
                 let server = server.clone();
@@ -108,6 +111,7 @@ impl Store {
 }
 
 /// Host and port of a `postgres:` URL that reaches its server over TCP (not a Unix socket).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn postgres_tcp_server(url: &str) -> Option<(String, u16)> {
     if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
         return None;
@@ -120,6 +124,7 @@ fn postgres_tcp_server(url: &str) -> Option<(String, u16)> {
 
 /// Gives the pool's sockets to `server` `TCP_NODELAY` (see `nodelay`). A failure costs
 /// latency, not correctness, so it is logged and the connection is used as it is.
+#[cfg(target_os = "linux")]
 async fn set_nodelay_towards((host, port): (String, u16)) {
     let peers: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
         Ok(addresses) => addresses.collect(),

@@ -17,8 +17,8 @@ use super::pipelines::{group_ids_from_row, labels_from_json, steps_from_json, to
 use super::{Store, StoreError, SystemStore, activity, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::{
-    Artifact, Execution, ExecutionFilter, ExecutionStatus, LogChunk, LogStream, QueuedExecution,
-    StepExecution, StepStatus, Trigger,
+    Artifact, Execution, ExecutionFilter, ExecutionStatus, LogChunk, LogStream, NewArtifact,
+    QueuedExecution, StepExecution, StepStatus, Trigger,
 };
 use crate::domain::pipeline::{AgentSelector, Pipeline};
 use crate::domain::{
@@ -557,13 +557,12 @@ impl Store {
     pub async fn create_artifact(
         &self,
         agent: &crate::auth::AuthenticatedAgent,
-        execution_id: ExecutionId,
-        header: &cygnet_proto::v1::ArtifactHeader,
+        header: &NewArtifact,
         storage_key: &str,
     ) -> Result<Artifact, StoreError> {
         let row = artifact::ActiveModel {
             customer_id: Set(agent.customer_id().get()),
-            execution_id: Set(execution_id.get()),
+            execution_id: Set(header.execution_id.get()),
             step_index: Set(header.step_index),
             path: Set(header.path.clone()),
             size_bytes: Set(header.size_bytes),

@@ -26,6 +26,7 @@ mod job_events;
 mod memberships;
 mod monitor_checks;
 mod monitors;
+#[cfg(target_os = "linux")]
 mod nodelay;
 mod notifications;
 mod pipelines;

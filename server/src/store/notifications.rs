@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::Store;
 use crate::domain::ExecutionId;
@@ -127,7 +128,7 @@ pub trait NotificationHandler: Send + Sync + 'static {
 pub fn spawn_listener(
     store: &Store,
     handler: impl NotificationHandler,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     if store.backend() != DbBackend::Postgres {
         return None;
@@ -142,7 +143,7 @@ pub fn spawn_listener(
                     tracing::warn!(%error, "cannot listen for notifications; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.changed() => return,
+                        () = shutdown.cancelled() => return,
                     }
                 }
             };
@@ -169,7 +170,7 @@ pub fn spawn_listener(
                             break;
                         }
                     },
-                    _ = shutdown.changed() => return,
+                    () = shutdown.cancelled() => return,
                 }
             }
         }

@@ -56,7 +56,7 @@ where
     S: Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static,
 {
     let (sender, receiver) = mpsc::channel(64);
-    let stopping = super::stopped(web.stopping.clone());
+    let stopping = web.stopping.clone().cancelled_owned();
     tokio::spawn(async move {
         tokio::pin!(stopping);
         loop {

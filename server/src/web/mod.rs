@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
@@ -43,7 +43,7 @@ pub struct WebInner {
     /// Cookies get `Secure` (the dashboard is served over TLS).
     pub secure_cookies: bool,
     /// Becomes `true` at shutdown: live streams end.
-    pub stopping: watch::Receiver<bool>,
+    pub stopping: CancellationToken,
 }
 
 impl Web {
@@ -92,18 +92,6 @@ impl Web {
             .route("/c/{customer}/monitors", get(pages::monitors))
             .fallback(pages::not_found)
             .with_state(self)
-    }
-}
-
-/// Completes once `stopping` is true (or its sender is gone).
-pub(crate) async fn stopped(mut stopping: watch::Receiver<bool>) {
-    loop {
-        if *stopping.borrow_and_update() {
-            return;
-        }
-        if stopping.changed().await.is_err() {
-            return;
-        }
     }
 }
 

@@ -10,9 +10,10 @@ use axum::Router;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsFiles;
 
@@ -112,16 +113,16 @@ impl Listener for TlsListener {
     }
 }
 
-/// Serves `router` on `listener` (over TLS with `tls`) until `stopping` turns true; open live
+/// Serves `router` on `listener` (over TLS with `tls`) until `stopping` is cancelled; open live
 /// streams end then, and requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
-    stopping: watch::Receiver<bool>,
+    stopping: CancellationToken,
 ) {
     let service = router.into_make_service_with_connect_info::<WebPeer>();
-    let stopped = super::stopped(stopping);
+    let stopped = stopping.cancelled_owned();
     let result = match tls {
         None => {
             axum::serve(listener, service)

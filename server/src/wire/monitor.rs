@@ -2,8 +2,8 @@
 
 use cygnet_proto::v1 as pb;
 
-use super::convert::{parse_timestamp, timestamp};
-use super::pipeline_convert::selector_from_pb;
+use super::common::{parse_timestamp, timestamp};
+use super::pipeline::selector_from_pb;
 use crate::domain::monitor::{
     CheckReport, Monitor, MonitorCheckResult, MonitorInput, MonitorKind, MonitorPatch,
     MonitorSettings, MonitorStatus,

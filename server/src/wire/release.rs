@@ -2,7 +2,7 @@
 
 use cygnet_proto::v1 as pb;
 
-use super::convert::{parse_role, role_to_pb, timestamp};
+use super::common::{parse_role, role_to_pb, timestamp};
 use crate::domain::ids::parse_optional;
 use crate::domain::pipeline::AgentSelector;
 use crate::domain::release::{

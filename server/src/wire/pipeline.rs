@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use cygnet_proto::v1 as pb;
 
-use super::convert::timestamp;
+use super::common::timestamp;
+use crate::artifacts::MAX_ARTIFACT_BYTES;
 use crate::domain::execution::{
     Artifact, Execution, ExecutionStatus, JobEventInput, JobEventKind, LogChunk, LogStream,
-    StepExecution, StepStatus,
+    NewArtifact, StepExecution, StepStatus,
 };
 use crate::domain::ids::parse_optional;
 use crate::domain::pipeline::{
@@ -109,7 +110,7 @@ fn parameters_from_pb(
     pipeline::parameters(inputs)
 }
 
-pub(super) fn selector_from_pb(
+pub(crate) fn selector_from_pb(
     selector: Option<&pb::AgentSelector>,
 ) -> Result<pipeline::AgentSelector, ValidationError> {
     match selector {
@@ -393,7 +394,7 @@ pub fn job_event_from_pb(event: pb::JobEvent) -> Result<JobEventInput, Validatio
     let occurred_at = event
         .occurred_at
         .as_ref()
-        .map(|at| super::convert::parse_timestamp("job_event.occurred_at", at))
+        .map(|at| super::common::parse_timestamp("job_event.occurred_at", at))
         .transpose()?
         .unwrap_or_else(crate::store::now);
     let step = |index: i32| {
@@ -457,4 +458,55 @@ pub fn job_event_from_pb(event: pb::JobEvent) -> Result<JobEventInput, Validatio
         occurred_at,
         kind,
     })
+}
+
+/// An artifact upload's header, checked before any data is stored.
+impl TryFrom<&pb::ArtifactHeader> for NewArtifact {
+    type Error = ValidationError;
+
+    fn try_from(header: &pb::ArtifactHeader) -> Result<Self, ValidationError> {
+        let execution_id = ExecutionId::parse(header.execution_id, "header.execution_id")?;
+        if header.step_index < 0 {
+            return Err(ValidationError::new(
+                "header.step_index",
+                "must not be negative",
+            ));
+        }
+        let escapes = header.path.starts_with('/')
+            || header
+                .path
+                .split(['/', '\\'])
+                .any(|part| part == ".." || part.is_empty())
+            || header.path.contains('\0');
+        if header.path.is_empty() || header.path.len() > 1024 || escapes {
+            return Err(ValidationError::new(
+                "header.path",
+                "must be a relative path inside the workspace, without '..'",
+            ));
+        }
+        if !(0..=MAX_ARTIFACT_BYTES).contains(&header.size_bytes) {
+            return Err(ValidationError::new(
+                "header.size_bytes",
+                format!("must be between 0 and {MAX_ARTIFACT_BYTES}"),
+            ));
+        }
+        let hex = header.sha256.len() == 64
+            && header
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if !hex {
+            return Err(ValidationError::new(
+                "header.sha256",
+                "must be 64 lowercase hex digits",
+            ));
+        }
+        Ok(NewArtifact {
+            execution_id,
+            step_index: header.step_index,
+            path: header.path.clone(),
+            size_bytes: header.size_bytes,
+            sha256: header.sha256.clone(),
+        })
+    }
 }
