@@ -195,9 +195,7 @@ impl Dispatcher {
             Ok(context) => context,
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the release of a deploy; requeued");
-                inner.hub.release(agent_id, execution.id);
-                let _ = inner.store.release_claim(execution.id, agent_id).await;
-                return;
+                return self.give_back(agent_id, execution.id).await;
             }
         };
         let variables = match inner
@@ -239,9 +237,7 @@ impl Dispatcher {
             }
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the variables of a job; requeued");
-                inner.hub.release(agent_id, execution.id);
-                let _ = inner.store.release_claim(execution.id, agent_id).await;
-                return;
+                return self.give_back(agent_id, execution.id).await;
             }
         };
         let assignment = pb::connect_response::Command::AssignJob(wire::agent::job_assignment(
@@ -261,10 +257,18 @@ impl Dispatcher {
             inner.operations.execution_changed(execution.id);
         } else {
             // The stream went away between the pick and the send: back to the queue.
-            inner.hub.release(agent_id, execution.id);
-            if let Err(error) = inner.store.release_claim(execution.id, agent_id).await {
-                tracing::warn!(%error, execution_id = execution.id.get(), "could not requeue execution");
-            }
+            self.give_back(agent_id, execution.id).await;
+        }
+    }
+
+    /// Puts a claimed execution that could not be delivered back in the queue, and frees the
+    /// agent's slot. Dispatch is not woken: the next sweep picks it up again, so a failure that
+    /// persists (the database gone) costs one attempt a second, not a busy loop.
+    async fn give_back(&self, agent_id: AgentId, execution_id: ExecutionId) {
+        let inner = &self.inner;
+        inner.hub.release(agent_id, execution_id);
+        if let Err(error) = inner.store.release_claim(execution_id, agent_id).await {
+            tracing::warn!(%error, execution_id = execution_id.get(), "could not requeue execution");
         }
     }
 

@@ -21,7 +21,7 @@ pub struct CustomerAccess {
 impl Store {
     /// The customer's state and the user's role in it, in one query; `None` if the customer
     /// does not exist. Cached briefly (see `auth_cache`).
-    pub async fn customer_access(
+    pub(crate) async fn customer_access(
         &self,
         customer_id: CustomerId,
         user_id: UserId,
@@ -72,7 +72,7 @@ impl Store {
     }
 
     /// Whether two users are members of at least one common customer.
-    pub async fn users_share_customer(
+    pub(crate) async fn users_share_customer(
         &self,
         left: UserId,
         right: UserId,

@@ -156,7 +156,7 @@ impl Store {
     /// active, the token must be a live registration token of that customer with uses left, and
     /// the uuid must not belong to another customer. Re-registration keeps the agent id and
     /// replaces the credential, so the old one stops working.
-    pub async fn register_agent(
+    pub(crate) async fn register_agent(
         &self,
         registration: AgentRegistration,
         registration_token_hash: &str,
@@ -308,7 +308,7 @@ impl Store {
     }
 
     /// The live agent whose credential has this hash.
-    pub async fn find_agent_by_credential(
+    pub(crate) async fn find_agent_by_credential(
         &self,
         credential_hash: &str,
     ) -> Result<Option<FoundAgent>, StoreError> {

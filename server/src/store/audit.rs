@@ -49,7 +49,7 @@ pub enum AuditFilter {
 
 impl Store {
     /// Entries newest first; the page token is the id of the last entry seen.
-    pub async fn list_audit(
+    pub(crate) async fn list_audit(
         &self,
         filter: AuditFilter,
         actor: Option<UserId>,

@@ -64,7 +64,7 @@ impl Store {
     }
 
     /// The customers a user is a member of, by id.
-    pub async fn list_member_customers(
+    pub(crate) async fn list_member_customers(
         &self,
         user_id: UserId,
         page: PageRequest,

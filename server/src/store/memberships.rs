@@ -263,7 +263,7 @@ impl Store {
     }
 
     /// Every membership of one user with its customer, by customer id: the user's own view.
-    pub async fn list_user_memberships(
+    pub(crate) async fn list_user_memberships(
         &self,
         user_id: UserId,
     ) -> Result<Vec<(Membership, Customer)>, StoreError> {
@@ -295,7 +295,7 @@ impl Store {
 
     /// Makes the user's membership in `customer_id` their default. NOT_FOUND when the user is not
     /// a member, whether or not the customer exists.
-    pub async fn set_default_membership(
+    pub(crate) async fn set_default_membership(
         &self,
         user_id: UserId,
         customer_id: CustomerId,

@@ -24,7 +24,7 @@ pub struct AuthenticatedToken {
 
 impl Store {
     /// Stores a token for `user_id`. The user must exist and be active.
-    pub async fn create_token(
+    pub(crate) async fn create_token(
         &self,
         user_id: UserId,
         new: NewApiToken,
@@ -62,7 +62,7 @@ impl Store {
 
     /// Stores a web session token signed in with `parent`, its owner's token: it expires at
     /// `expires_at` or with its parent, whichever is first, and is revoked with its parent.
-    pub async fn create_session_token(
+    pub(crate) async fn create_session_token(
         &self,
         parent: TokenId,
         expires_at: DateTime<Utc>,
@@ -103,7 +103,7 @@ impl Store {
     }
 
     /// A user's tokens, by id, revoked ones included.
-    pub async fn list_tokens(
+    pub(crate) async fn list_tokens(
         &self,
         user_id: UserId,
         page: PageRequest,
@@ -123,7 +123,7 @@ impl Store {
 
     /// Revokes a token. With `owner`, only that user's token is found (another user's is
     /// NOT_FOUND). Revoking a revoked token changes nothing.
-    pub async fn revoke_token(
+    pub(crate) async fn revoke_token(
         &self,
         token_id: TokenId,
         owner: Option<UserId>,
@@ -158,7 +158,7 @@ impl Store {
 
     /// The token with this hash and its user, for authentication (cached briefly, see
     /// `auth_cache`).
-    pub async fn find_token_by_hash(
+    pub(crate) async fn find_token_by_hash(
         &self,
         token_hash: &str,
     ) -> Result<Option<AuthenticatedToken>, StoreError> {
@@ -200,7 +200,7 @@ impl Store {
     }
 
     /// Records that a token was used (and its user seen) at `at`.
-    pub async fn touch_token(
+    pub(crate) async fn touch_token(
         &self,
         token_id: TokenId,
         user_id: UserId,

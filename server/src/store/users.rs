@@ -45,7 +45,7 @@ impl Store {
     }
 
     /// A user by id. Visibility is the caller's business (`Authorizer::can_see_user`).
-    pub async fn get_user(&self, user_id: UserId) -> Result<User, StoreError> {
+    pub(crate) async fn get_user(&self, user_id: UserId) -> Result<User, StoreError> {
         user::Entity::find_by_id(user_id.get())
             .one(&self.db)
             .await?
