@@ -52,7 +52,7 @@ impl ActivityFeed {
         self.sender.subscribe()
     }
 
-    /// Tails the table until `shutdown` turns true.
+    /// Tails the table until `shutdown` is cancelled.
     pub fn spawn(&self, store: SystemStore, shutdown: CancellationToken) -> JoinHandle<()> {
         let sender = self.sender.clone();
         tokio::spawn(async move {

@@ -181,6 +181,8 @@ impl App {
         // database.
         let tasks = tokio_util::task::TaskTracker::new();
         let background_stopped = tokio_util::sync::CancellationToken::new();
+        // Background tasks stop however this function returns, not only on the shutdown signal.
+        let _stop_background_on_return = background_stopped.clone().drop_guard();
         let liveness = spawn_liveness_task(
             hub.clone(),
             self.store.system(&system_scope(SystemActor::AgentLiveness)),

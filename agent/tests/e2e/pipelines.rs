@@ -515,6 +515,28 @@ async fn a_killed_agent_fails_its_job_after_the_grace_period(backend: Backend) {
     let steps = server.execution(acme.id, execution.id).await.steps;
     assert_eq!(steps[0].status(), pb::StepStatus::Failed);
     assert_eq!(steps[0].reason, "agent_lost");
+    // The dispatcher ended it, and says so in the customer's audit log as the system.
+    let entries = server
+        .admin_customers()
+        .list_audit_log(pb::ListAuditLogRequest {
+            customer_id: acme.id,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("audit log")
+        .into_inner()
+        .entries;
+    let ended: Vec<_> = entries
+        .iter()
+        .filter(|entry| entry.method == "system/ExpireLease")
+        .collect();
+    assert_eq!(ended.len(), 1, "{entries:?}");
+    assert_eq!(ended[0].actor_username, "system:dispatcher");
+    assert_eq!(ended[0].actor_user_id, 0);
+    assert_eq!(ended[0].resource_type, "execution");
+    assert_eq!(ended[0].resource_id, execution.id);
+    assert_eq!(ended[0].customer_id, acme.id);
 }
 
 async fn a_server_restart_mid_job_loses_and_doubles_nothing(backend: Backend) {

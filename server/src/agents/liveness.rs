@@ -16,7 +16,7 @@ use crate::store::{SystemStore, now};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Starts the task; it ends after `shutdown` turns true, once agents are marked offline.
+/// Starts the task; it ends after `shutdown` is cancelled, once agents are marked offline.
 pub fn spawn_liveness_task(
     hub: Arc<AgentHub>,
     store: SystemStore,

@@ -240,12 +240,8 @@ async fn read_stream(
                 // does not know it).
                 for execution_id in std::mem::take(&mut unconfirmed) {
                     if !running.contains(&execution_id) {
-                        Box::pin(
-                            sessions
-                                .operations
-                                .requeue_unreceived(agent.agent_id(), execution_id),
-                        )
-                        .await;
+                        Box::pin(sessions.operations.requeue_unreceived(&agent, execution_id))
+                            .await;
                     }
                 }
                 sessions
@@ -393,7 +389,7 @@ async fn apply_job_events(
             );
             sessions
                 .operations
-                .execution_ended(execution_id, Some(agent.agent_id()))
+                .execution_ended(agent.customer_id(), execution_id, Some(agent.agent_id()))
                 .await;
         } else if outcome.stored {
             sessions.operations.execution_changed(execution_id);

@@ -151,7 +151,7 @@ impl Action {
             Action::DeleteMonitors => "delete monitors of",
             Action::ReadAuditLog => "read the audit log of",
             Action::ReadVariables => "read variables of",
-            Action::ManageVariableGroups => "manage variable groups and secrets of",
+            Action::ManageVariableGroups => "manage variable groups of",
             Action::ManageSecrets => "set or delete secret variables of",
             Action::SetVariables => "set variables of",
         }

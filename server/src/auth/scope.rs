@@ -84,7 +84,7 @@ pub enum SystemActor {
     Monitors,
     /// The activity feed's tail of every customer's events.
     ActivityFeed,
-    /// The audit layer and the metrics endpoint.
+    /// The metrics endpoint.
     Observability,
 }
 

@@ -70,7 +70,7 @@ impl Dispatcher {
             + chrono::Duration::from_std(self.inner.grace).unwrap_or(chrono::Duration::seconds(60))
     }
 
-    /// Runs the dispatch loop until `shutdown` turns true.
+    /// Runs the dispatch loop until `shutdown` is cancelled.
     pub fn spawn(&self, shutdown: CancellationToken) -> JoinHandle<()> {
         let dispatcher = self.clone();
         tokio::spawn(async move {
@@ -195,7 +195,7 @@ impl Dispatcher {
             Ok(context) => context,
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the release of a deploy; requeued");
-                return self.give_back(agent_id, execution.id).await;
+                return self.give_back(agent_id, &execution).await;
             }
         };
         let variables = match inner
@@ -224,7 +224,7 @@ impl Dispatcher {
                             .await;
                         inner
                             .operations
-                            .execution_ended(execution.id, Some(agent_id))
+                            .execution_ended(execution.customer_id, execution.id, Some(agent_id))
                             .await;
                     }
                     Ok(false) => inner.hub.release(agent_id, execution.id),
@@ -237,7 +237,7 @@ impl Dispatcher {
             }
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the variables of a job; requeued");
-                return self.give_back(agent_id, execution.id).await;
+                return self.give_back(agent_id, &execution).await;
             }
         };
         let assignment = pb::connect_response::Command::AssignJob(wire::agent::job_assignment(
@@ -257,17 +257,22 @@ impl Dispatcher {
             inner.operations.execution_changed(execution.id);
         } else {
             // The stream went away between the pick and the send: back to the queue.
-            self.give_back(agent_id, execution.id).await;
+            self.give_back(agent_id, &execution).await;
         }
     }
 
     /// Puts a claimed execution that could not be delivered back in the queue, and frees the
     /// agent's slot. Dispatch is not woken: the next sweep picks it up again, so a failure that
     /// persists (the database gone) costs one attempt a second, not a busy loop.
-    async fn give_back(&self, agent_id: AgentId, execution_id: ExecutionId) {
+    async fn give_back(&self, agent_id: AgentId, execution: &QueuedExecution) {
         let inner = &self.inner;
+        let execution_id = execution.id;
         inner.hub.release(agent_id, execution_id);
-        if let Err(error) = inner.store.release_claim(execution_id, agent_id).await {
+        if let Err(error) = inner
+            .store
+            .release_claim(execution.customer_id, execution_id, agent_id)
+            .await
+        {
             tracing::warn!(%error, execution_id = execution_id.get(), "could not requeue execution");
         }
     }
@@ -295,7 +300,7 @@ impl Dispatcher {
                         .await;
                     inner
                         .operations
-                        .execution_ended(execution.id, execution.agent_id)
+                        .execution_ended(execution.customer_id, execution.id, execution.agent_id)
                         .await;
                 }
                 Ok(None) => {}
@@ -310,10 +315,10 @@ impl Dispatcher {
     async fn advance_stalled_releases(&self) {
         match self.inner.store.stalled_release_executions().await {
             Ok(executions) => {
-                for execution_id in executions {
+                for (customer_id, execution_id) in executions {
                     self.inner
                         .operations
-                        .advance_release_after(execution_id)
+                        .advance_release_after(customer_id, execution_id)
                         .await;
                 }
             }

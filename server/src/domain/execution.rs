@@ -201,7 +201,8 @@ pub struct RunRequest {
     pub trigger: Trigger,
 }
 
-/// Why an execution was queued; stored with it.
+/// Why an execution was queued. Its user is stored as `triggered_by` and a retry's original as
+/// `retry_of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// A member asked for it (RunPipeline, the dashboard's Run button).

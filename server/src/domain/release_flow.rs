@@ -51,6 +51,8 @@ pub enum Change {
     },
     /// Every stage not started yet (pending or awaiting approval) is skipped for `reason`.
     SkipRemaining(String),
+    /// The release execution is marked as asked to cancel.
+    CancelRequested,
     /// The release execution is under way (it enters a stage).
     InProgress,
     /// The stage waits for an approval.
@@ -127,10 +129,19 @@ pub fn next_move(release: &ReleaseState) -> Vec<Change> {
                 return changes;
             }
             StageStatus::Failed | StageStatus::Cancelled | StageStatus::Skipped => {
-                // Only possible when the release already ended; make it consistent.
-                changes.push(Change::Finish {
-                    status: ReleaseExecutionStatus::Failed,
-                    reason: "a stage did not succeed".into(),
+                // A cancellation skipped the stages after one whose deploy had already ended:
+                // the release was cancelled. Otherwise only possible when the release already
+                // ended; make it consistent.
+                changes.push(if release.cancel_requested {
+                    Change::Finish {
+                        status: ReleaseExecutionStatus::Cancelled,
+                        reason: "cancelled after the previous stage ended".into(),
+                    }
+                } else {
+                    Change::Finish {
+                        status: ReleaseExecutionStatus::Failed,
+                        reason: "a stage did not succeed".into(),
+                    }
                 });
                 return changes;
             }
@@ -166,7 +177,10 @@ pub fn cancel_move(
     if release.status.is_terminal() {
         return (Vec::new(), None);
     }
-    let mut changes = vec![Change::SkipRemaining(reason.to_owned())];
+    let mut changes = vec![
+        Change::CancelRequested,
+        Change::SkipRemaining(reason.to_owned()),
+    ];
     let running = release
         .stages
         .iter()
@@ -181,6 +195,19 @@ pub fn cancel_move(
             (changes, None)
         }
     }
+}
+
+/// What rejecting a stage does to the release (after the stage itself was closed with the
+/// rejection): the rest is skipped and the release ends `rejected`, naming the environment and
+/// `reason`.
+pub fn reject_move(environment_name: &str, reason: &str) -> Vec<Change> {
+    vec![
+        Change::SkipRemaining("the release was rejected".into()),
+        Change::Finish {
+            status: ReleaseExecutionStatus::Rejected,
+            reason: format!("{environment_name} {reason}"),
+        },
+    ]
 }
 
 fn end_stage(
@@ -447,6 +474,42 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_after_the_deploy_ended_cancels_the_release() {
+        // The deploy succeeded just before the cancellation skipped the next stage.
+        let state = ReleaseState {
+            cancel_requested: true,
+            ..release(vec![
+                running(1, ExecutionStatus::Succeeded, ""),
+                stage(2, StageStatus::Skipped),
+            ])
+        };
+        assert_eq!(
+            next_move(&state),
+            vec![
+                Change::StageSucceeded(id(1)),
+                Change::Finish {
+                    status: ReleaseExecutionStatus::Cancelled,
+                    reason: "cancelled after the previous stage ended".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rejection_skips_the_rest_and_ends_the_release() {
+        assert_eq!(
+            reject_move("Production", "rejected by ops: not today"),
+            vec![
+                Change::SkipRemaining("the release was rejected".into()),
+                Change::Finish {
+                    status: ReleaseExecutionStatus::Rejected,
+                    reason: "Production rejected by ops: not today".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn an_inconsistent_stage_fails_the_release() {
         for status in [
             StageStatus::Failed,
@@ -496,6 +559,7 @@ mod tests {
             cancel_move(&waiting, "cancelled by ops"),
             (
                 vec![
+                    Change::CancelRequested,
                     Change::SkipRemaining("cancelled by ops".into()),
                     Change::Finish {
                         status: ReleaseExecutionStatus::Cancelled,
@@ -512,7 +576,10 @@ mod tests {
         assert_eq!(
             cancel_move(&deploying, "cancelled by ops"),
             (
-                vec![Change::SkipRemaining("cancelled by ops".into())],
+                vec![
+                    Change::CancelRequested,
+                    Change::SkipRemaining("cancelled by ops".into())
+                ],
                 Some(id(1))
             )
         );

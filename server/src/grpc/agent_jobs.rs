@@ -1,4 +1,5 @@
-//! What agents report about their jobs, and their artifact uploads.
+//! Artifacts over AgentService: an agent uploading one of its running execution's artifacts, and
+//! fetching the artifacts a deploy it runs ships.
 
 use cygnet_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};

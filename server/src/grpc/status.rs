@@ -2,7 +2,8 @@
 //!
 //! Every layer's error type is mapped here, and the few statuses that no error type carries
 //! (an artifact whose content is gone) are built by the named functions below, so no handler
-//! writes a status of its own. Server faults reach clients as a fixed sentence; their details
+//! writes a status of its own. Only the statuses that end an agent's stream from inside
+//! `agents/` (replaced, silent, shutting down, unstored events) are written where it ends. Server faults reach clients as a fixed sentence; their details
 //! go to the log.
 
 use tonic::Status;

@@ -5,7 +5,7 @@ use tonic::{Request, Response, Status};
 
 use super::ApiContext;
 use crate::audit;
-use crate::auth::{Action, Principal, token};
+use crate::auth::{Action, AuthError, Principal, token};
 use crate::domain::ids::parse_optional;
 use crate::domain::validate::{email, optional_line, required_line, username};
 use crate::domain::{
@@ -110,7 +110,7 @@ impl UserService for UserApi {
             .can_see_user(&principal, user_id)
             .await?
         {
-            return Err(Status::not_found(format!("user {user_id} not found")));
+            return Err(AuthError::NotFound(format!("user {user_id} not found")).into());
         }
         let user = self.context.store.get_user(user_id).await?;
         Ok(Response::new(pb::GetUserResponse {

@@ -64,7 +64,7 @@ impl MonitorScheduler {
         self.inner.wake.notify_one();
     }
 
-    /// Runs rounds until `shutdown` turns true.
+    /// Runs rounds until `shutdown` is cancelled.
     pub fn spawn(&self, shutdown: CancellationToken) -> JoinHandle<()> {
         let scheduler = self.clone();
         tokio::spawn(async move {

@@ -5,7 +5,8 @@
 use cygnet_proto::v1 as pb;
 
 use super::Operations;
-use crate::domain::{AgentId, ExecutionId, ReleaseExecutionId};
+use crate::auth::AuthenticatedAgent;
+use crate::domain::{AgentId, CustomerId, ExecutionId, ReleaseExecutionId};
 use crate::store::NotificationHandler;
 
 impl Operations {
@@ -32,23 +33,33 @@ impl Operations {
     /// a cancellation, an expired lease, an undeliverable job): the slot it held on `agent` here
     /// is freed, its watchers are told, the release it deploys (if any) moves on, and dispatch
     /// looks for the next job.
-    pub async fn execution_ended(&self, execution_id: ExecutionId, agent: Option<AgentId>) {
+    pub(crate) async fn execution_ended(
+        &self,
+        customer_id: CustomerId,
+        execution_id: ExecutionId,
+        agent: Option<AgentId>,
+    ) {
         if let Some(agent_id) = agent {
             self.inner.hub.release(agent_id, execution_id);
         }
         self.execution_changed(execution_id);
-        self.advance_release_after(execution_id).await;
+        self.advance_release_after(customer_id, execution_id).await;
         self.wake_dispatch();
     }
 
-    /// Puts back in the queue an execution assigned to `agent_id` that the agent never received
+    /// Puts back in the queue an execution assigned to `agent` that the agent never received
     /// (it does not list it after reconnecting).
-    pub async fn requeue_unreceived(&self, agent_id: AgentId, execution_id: ExecutionId) {
+    pub(crate) async fn requeue_unreceived(
+        &self,
+        agent: &AuthenticatedAgent,
+        execution_id: ExecutionId,
+    ) {
+        let agent_id = agent.agent_id();
         self.inner.hub.release(agent_id, execution_id);
         match self
             .inner
             .system
-            .release_claim(execution_id, agent_id)
+            .release_claim(agent.customer_id(), execution_id, agent_id)
             .await
         {
             Ok(true) => {

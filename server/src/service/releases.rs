@@ -5,7 +5,7 @@ use super::{Operations, ServiceError};
 use crate::auth::TenantScope;
 use crate::domain::release::{DeployRequest, ReleaseExecution};
 use crate::domain::release_flow::Decision;
-use crate::domain::{ExecutionId, ReleaseExecutionId, ReleaseId, StageExecutionId};
+use crate::domain::{CustomerId, ExecutionId, ReleaseExecutionId, ReleaseId, StageExecutionId};
 use crate::store::{Cancellation, ReleaseEffects};
 
 impl Operations {
@@ -74,8 +74,17 @@ impl Operations {
 
     /// Moves on the release that the ended execution `execution_id` deploys, if any: next stage,
     /// approval wait, or its end. A failure is logged; the dispatcher's sweep retries.
-    pub(crate) async fn advance_release_after(&self, execution_id: ExecutionId) {
-        match self.inner.system.advance_release_of(execution_id).await {
+    pub(crate) async fn advance_release_after(
+        &self,
+        customer_id: CustomerId,
+        execution_id: ExecutionId,
+    ) {
+        match self
+            .inner
+            .system
+            .advance_release_of(customer_id, execution_id)
+            .await
+        {
             Ok(Some((release_execution_id, started))) => {
                 self.release_changed(release_execution_id);
                 if started.is_some() {
@@ -105,7 +114,8 @@ impl Operations {
             let (_, outcome) = self.cancel_execution(scope, execution_id, reason).await?;
             if outcome == Cancellation::AlreadyFinished {
                 // The deploy ended before the cancellation: its end closes the release now.
-                self.advance_release_after(execution_id).await;
+                self.advance_release_after(scope.customer_id(), execution_id)
+                    .await;
             }
         }
         self.release_changed(release_execution_id);

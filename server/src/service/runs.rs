@@ -9,8 +9,8 @@ use crate::store::Cancellation;
 
 impl Operations {
     /// Queues a run of one of the scope's pipelines: the parameters are checked against the
-    /// pipeline's definition and its secret variables (a parameter never stands in for a
-    /// secret), the execution is stored with a snapshot of the definition and its trigger, and
+    /// pipeline's definition and, for a member's run, its secret variables (a parameter never
+    /// stands in for a secret), the execution is stored with a snapshot of the definition and its trigger, and
     /// dispatch looks at the queue here and on every replica.
     pub async fn queue_run(
         &self,
@@ -19,15 +19,19 @@ impl Operations {
     ) -> Result<Execution, ServiceError> {
         let store = self.store();
         let pipeline = store.get_pipeline(scope, run.pipeline_id).await?;
-        let secret_keys = store
-            .secret_keys_of_pipeline(scope, run.pipeline_id)
-            .await?;
-        if let Some(key) = run.parameters.keys().find(|key| secret_keys.contains(key)) {
-            return Err(ValidationError::new(
-                format!("parameters[{key}]"),
-                "is a secret variable of this pipeline and cannot be overridden",
-            )
-            .into());
+        // Parameters a member sends may not be named like a secret of the pipeline. A retry
+        // repeats what was accepted before (defaults included), so it is not checked again.
+        if let Trigger::User(_) = run.trigger {
+            let secret_keys = store
+                .secret_keys_of_pipeline(scope, run.pipeline_id)
+                .await?;
+            if let Some(key) = run.parameters.keys().find(|key| secret_keys.contains(key)) {
+                return Err(ValidationError::new(
+                    format!("parameters[{key}]"),
+                    "is a secret variable of this pipeline and cannot be overridden",
+                )
+                .into());
+            }
         }
         let resolved = resolve_parameters(&pipeline.definition.parameters, &run.parameters)?;
         let execution = store
@@ -84,7 +88,10 @@ impl Operations {
             Cancellation::Requested { agent_id } => {
                 self.request_cancel(agent_id, execution_id, reason)
             }
-            Cancellation::Cancelled => self.execution_ended(execution_id, None).await,
+            Cancellation::Cancelled => {
+                self.execution_ended(scope.customer_id(), execution_id, None)
+                    .await
+            }
             Cancellation::AlreadyFinished => {}
         }
         tracing::info!(

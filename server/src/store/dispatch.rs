@@ -71,6 +71,7 @@ impl SystemStore {
     /// Puts an execution the agent never received back in the queue.
     pub(crate) async fn release_claim(
         &self,
+        customer_id: CustomerId,
         execution_id: ExecutionId,
         agent_id: AgentId,
     ) -> Result<bool, StoreError> {
@@ -89,6 +90,7 @@ impl SystemStore {
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
             .filter(execution::Column::Id.eq(execution_id.get()))
+            .filter(execution::Column::CustomerId.eq(customer_id.get()))
             .filter(execution::Column::AgentId.eq(agent_id.get()))
             .filter(execution::Column::Status.eq(ExecutionStatus::Assigned.as_str()))
             .exec(&self.db)

@@ -42,7 +42,7 @@ pub struct WebInner {
     pub tasks: TaskTracker,
     /// Cookies get `Secure` (the dashboard is served over TLS).
     pub secure_cookies: bool,
-    /// Becomes `true` at shutdown: live streams end.
+    /// Cancelled at shutdown: live streams end.
     pub stopping: CancellationToken,
 }
 

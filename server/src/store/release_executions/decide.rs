@@ -11,12 +11,14 @@ use super::{
     lock_release_execution, stage_status, stages_of,
 };
 use crate::auth::{TenantScope, require_stage_approver};
-use crate::domain::release::{ReleaseExecution, ReleaseExecutionStatus, StageStatus};
-use crate::domain::release_flow::{Change, Decision, DecisionRequest, cancel_move, check_decision};
+use crate::domain::release::{ReleaseExecution, StageStatus};
+use crate::domain::release_flow::{
+    Decision, DecisionRequest, cancel_move, check_decision, reject_move,
+};
 use crate::domain::{
     CustomerSettings, EnvironmentId, ExecutionId, ReleaseExecutionId, StageExecutionId,
 };
-use crate::store::entities::{customer, release_execution, stage_execution_record as stage, user};
+use crate::store::entities::{customer, stage_execution_record as stage, user};
 use crate::store::environments::{environment_from_row, find_environment};
 use crate::store::error::corrupt;
 use crate::store::{Store, StoreError, activity, now};
@@ -132,14 +134,13 @@ impl Store {
                     .filter(stage::Column::Id.eq(stage_row.id))
                     .exec(&transaction)
                     .await?;
-                let rejected = vec![
-                    Change::SkipRemaining("the release was rejected".into()),
-                    Change::Finish {
-                        status: ReleaseExecutionStatus::Rejected,
-                        reason: format!("{} {reason}", environment.name),
-                    },
-                ];
-                apply_move(&transaction, &row, &[], rejected).await?;
+                apply_move(
+                    &transaction,
+                    &row,
+                    &[],
+                    reject_move(&environment.name, &reason),
+                )
+                .await?;
             }
         }
         let loaded = load_release_execution(
@@ -170,17 +171,7 @@ impl Store {
         let state = release_state(&transaction, &row, &stage_rows).await?;
         let (changes, running) = cancel_move(&state, reason);
         let mut effects = ReleaseEffects::default();
-        if !changes.is_empty() {
-            release_execution::Entity::update_many()
-                .col_expr(
-                    release_execution::Column::CancelRequestedAt,
-                    Expr::value(now()),
-                )
-                .filter(release_execution::Column::Id.eq(row.id))
-                .exec(&transaction)
-                .await?;
-            apply_move(&transaction, &row, &stage_rows, changes).await?;
-        }
+        apply_move(&transaction, &row, &stage_rows, changes).await?;
         if let Some(stage_id) = running {
             effects.cancel = stage_rows
                 .iter()

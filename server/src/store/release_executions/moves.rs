@@ -295,6 +295,16 @@ pub(super) async fn apply_move(
                 reason,
             } => set_stage(db, stage.get(), status, &reason, at).await?,
             Change::SkipRemaining(reason) => skip_remaining(db, row, &reason).await?,
+            Change::CancelRequested => {
+                release_execution::Entity::update_many()
+                    .col_expr(
+                        release_execution::Column::CancelRequestedAt,
+                        Expr::value(at),
+                    )
+                    .filter(release_execution::Column::Id.eq(row.id))
+                    .exec(db)
+                    .await?;
+            }
             Change::InProgress => {
                 release_execution::Entity::update_many()
                     .col_expr(
@@ -373,9 +383,11 @@ impl SystemStore {
     /// execution and the next deploy it started.
     pub(crate) async fn advance_release_of(
         &self,
+        customer_id: CustomerId,
         execution_id: ExecutionId,
     ) -> Result<Option<(ReleaseExecutionId, Option<ExecutionId>)>, StoreError> {
         let Some(stage_row) = stage::Entity::find()
+            .filter(stage::Column::CustomerId.eq(customer_id.get()))
             .filter(stage::Column::ExecutionId.eq(execution_id.get()))
             .one(&self.db)
             .await?
@@ -398,7 +410,9 @@ impl SystemStore {
 
     /// Release executions whose running stage's deploy has ended without the release moving on
     /// (the server stopped in between): the sweep advances them.
-    pub(crate) async fn stalled_release_executions(&self) -> Result<Vec<ExecutionId>, StoreError> {
+    pub(crate) async fn stalled_release_executions(
+        &self,
+    ) -> Result<Vec<(CustomerId, ExecutionId)>, StoreError> {
         let terminal = [
             ExecutionStatus::Succeeded.as_str(),
             ExecutionStatus::Failed.as_str(),
@@ -412,16 +426,21 @@ impl SystemStore {
             .into_query();
         Ok(stage::Entity::find()
             .select_only()
+            .column(stage::Column::CustomerId)
             .column(stage::Column::ExecutionId)
             .filter(stage::Column::Status.eq(StageStatus::InProgress.as_str()))
             .filter(Expr::col(stage::Column::ExecutionId).in_subquery(finished))
             .limit(100)
-            .into_tuple::<Option<i64>>()
+            .into_tuple::<(i64, Option<i64>)>()
             .all(&self.db)
             .await?
             .into_iter()
-            .flatten()
-            .map(ExecutionId::from_db)
+            .filter_map(|(customer_id, execution_id)| {
+                Some((
+                    CustomerId::from_db(customer_id),
+                    ExecutionId::from_db(execution_id?),
+                ))
+            })
             .collect())
     }
 }
