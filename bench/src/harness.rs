@@ -67,6 +67,19 @@ impl BenchServer {
             secret_key: None,
             secret_key_previous: None,
             agents: AgentSettings::default(),
+            // The bench measures the server's work, not its limits: every quota and rate as high
+            // as the server takes (the checks still run).
+            quotas: {
+                let mut quotas = cygnet_server::domain::QuotaLimits::default();
+                for quota in cygnet_server::domain::Quota::ALL {
+                    quotas.set(quota, quota.ceiling());
+                }
+                quotas
+            },
+            rate_limits: cygnet_server::config::RateLimits {
+                requests_per_minute_per_token: 10_000_000,
+                requests_per_minute_per_address: 10_000_000,
+            },
         };
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;

@@ -30,6 +30,7 @@ use crate::grpc::{
 };
 use crate::metrics::{MetricsLayer, ServerMetrics};
 use crate::monitors::MonitorScheduler;
+use crate::rate_limit::{RateLimitLayer, RateLimiter};
 use crate::run_to_completion::RunToCompletionLayer;
 use crate::secrets::SecretBox;
 use crate::service::Operations;
@@ -58,7 +59,8 @@ impl App {
         create_data_dir(&config.data_dir)?;
         let store = Store::connect(&config.database)
             .await
-            .map_err(|error| anyhow::anyhow!("cannot open database: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("cannot open database: {error}"))?
+            .with_quota_defaults(config.quotas.clone());
         store
             .migrate_up()
             .await
@@ -254,8 +256,11 @@ impl App {
             // Handlers run to completion as tasks, each write leaving an audit entry.
             .layer(Stack::new(
                 Stack::new(
-                    AuditLayer::new(self.store.clone()),
-                    RunToCompletionLayer::new(tasks.clone()),
+                    Stack::new(
+                        AuditLayer::new(self.store.clone()),
+                        RunToCompletionLayer::new(tasks.clone()),
+                    ),
+                    RateLimitLayer::new(RateLimiter::new(self.config.rate_limits)),
                 ),
                 MetricsLayer::new(metrics.clone()),
             ))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::{Quota, QuotaLimits};
 use crate::store::DatabaseOptions;
 
 /// How log lines are written.
@@ -51,6 +52,29 @@ pub struct ServerConfig {
     pub web_listen: Option<SocketAddr>,
     /// Agent heartbeats, liveness and metrics history.
     pub agents: AgentSettings,
+    /// The platform's quota limits; platform administrators override them per customer.
+    pub quotas: QuotaLimits,
+    /// Requests each caller may make.
+    pub rate_limits: RateLimits,
+}
+
+/// How many requests a caller may make per minute, on one server (a burst of that many, then
+/// an even rate). Over it: RESOURCE_EXHAUSTED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Per API token (a user's, or an agent's credential).
+    pub requests_per_minute_per_token: u32,
+    /// Per client address, for calls without a token.
+    pub requests_per_minute_per_address: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_minute_per_token: 12_000,
+            requests_per_minute_per_address: 600,
+        }
+    }
 }
 
 /// Agent heartbeat and metrics settings.
@@ -128,6 +152,16 @@ struct RawConfig {
     agent_grace_seconds: u64,
     #[serde(default)]
     tls: RawTls,
+    #[serde(default)]
+    quotas: std::collections::HashMap<String, i64>,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRateLimits {
+    requests_per_minute_per_token: Option<u64>,
+    requests_per_minute_per_address: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -407,6 +441,47 @@ impl RawConfig {
                 1..=86_400,
             )?),
         };
+        let mut quotas = QuotaLimits::default();
+        for (name, limit) in &self.quotas {
+            let key = format!("quotas.{name}");
+            let env = format!("CYGNET_QUOTAS__{}", name.to_ascii_uppercase());
+            let Some(quota) = Quota::from_name(name) else {
+                let known: Vec<&str> = Quota::ALL.iter().map(|quota| quota.name()).collect();
+                return Err(ConfigError::key(
+                    &key,
+                    &env,
+                    format!("is not a quota (known: {})", known.join(", ")),
+                ));
+            };
+            if !(1..=quota.ceiling()).contains(limit) {
+                return Err(ConfigError::key(
+                    &key,
+                    &env,
+                    format!("must be between 1 and {}", quota.ceiling()),
+                ));
+            }
+            quotas.set(quota, *limit);
+        }
+        let defaults = RateLimits::default();
+        let rate = |key: &str, env: &str, value: Option<u64>, default: u32| match value {
+            None => Ok(default),
+            Some(value) => ranged(key, env, value, 1..=10_000_000)
+                .map(|value| u32::try_from(value).unwrap_or(u32::MAX)),
+        };
+        let rate_limits = RateLimits {
+            requests_per_minute_per_token: rate(
+                "rate_limits.requests_per_minute_per_token",
+                "CYGNET_RATE_LIMITS__REQUESTS_PER_MINUTE_PER_TOKEN",
+                self.rate_limits.requests_per_minute_per_token,
+                defaults.requests_per_minute_per_token,
+            )?,
+            requests_per_minute_per_address: rate(
+                "rate_limits.requests_per_minute_per_address",
+                "CYGNET_RATE_LIMITS__REQUESTS_PER_MINUTE_PER_ADDRESS",
+                self.rate_limits.requests_per_minute_per_address,
+                defaults.requests_per_minute_per_address,
+            )?,
+        };
         Ok(ServerConfig {
             listen,
             data_dir: self.data_dir,
@@ -423,6 +498,8 @@ impl RawConfig {
             secret_key,
             secret_key_previous,
             agents,
+            quotas,
+            rate_limits,
         })
     }
 }
@@ -505,6 +582,49 @@ mod tests {
             .expect_err("bad web address")
             .to_string();
         assert!(error.contains("CYGNET_WEB_LISTEN"), "{error}");
+    }
+
+    #[test]
+    fn quotas_and_rate_limits_are_set_by_name_and_checked() {
+        let config = load(
+            &[
+                ("CYGNET_QUOTAS__QUEUED_EXECUTIONS", "25"),
+                ("CYGNET_QUOTAS__LOG_BYTES_STORED", "1048576"),
+                ("CYGNET_RATE_LIMITS__REQUESTS_PER_MINUTE_PER_TOKEN", "120"),
+            ],
+            &Overrides::default(),
+        )
+        .expect("quotas");
+        assert_eq!(config.quotas.get(Quota::QueuedExecutions), 25);
+        assert_eq!(config.quotas.get(Quota::LogBytesStored), 1 << 20);
+        assert_eq!(
+            config.quotas.get(Quota::Pipelines),
+            Quota::Pipelines.default_limit()
+        );
+        assert_eq!(config.rate_limits.requests_per_minute_per_token, 120);
+        assert_eq!(
+            config.rate_limits.requests_per_minute_per_address,
+            RateLimits::default().requests_per_minute_per_address
+        );
+        for (key, value, named) in [
+            ("CYGNET_QUOTAS__BOGUS", "5", "CYGNET_QUOTAS__BOGUS"),
+            ("CYGNET_QUOTAS__AGENTS", "0", "CYGNET_QUOTAS__AGENTS"),
+            (
+                "CYGNET_QUOTAS__STEPS_PER_PIPELINE",
+                "1000",
+                "CYGNET_QUOTAS__STEPS_PER_PIPELINE",
+            ),
+            (
+                "CYGNET_RATE_LIMITS__REQUESTS_PER_MINUTE_PER_ADDRESS",
+                "0",
+                "CYGNET_RATE_LIMITS__REQUESTS_PER_MINUTE_PER_ADDRESS",
+            ),
+        ] {
+            let error = load(&[(key, value)], &Overrides::default())
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(named), "{error}");
+        }
     }
 
     #[test]

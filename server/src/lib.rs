@@ -17,6 +17,7 @@ pub mod domain;
 pub mod grpc;
 pub mod metrics;
 pub mod monitors;
+pub mod rate_limit;
 pub mod run_to_completion;
 pub mod secrets;
 pub mod service;

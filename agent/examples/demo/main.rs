@@ -67,6 +67,8 @@ async fn main() -> anyhow::Result<()> {
         secret_key: None,
         secret_key_previous: None,
         agents: AgentSettings::default(),
+        quotas: Default::default(),
+        rate_limits: Default::default(),
     };
     let listener = TcpListener::bind(config.listen)
         .await

@@ -134,7 +134,18 @@ impl AgentHub {
             Some(session) if session.connection_id == connection_id => {
                 session.last_heartbeat = Instant::now();
                 session.latest = Some((figures, at));
-                session.running = running;
+                // Only executions claimed for this agent count, each once: whatever else it
+                // reports cannot make the shared liveness batch grow.
+                let mut kept: Vec<ExecutionId> = Vec::with_capacity(session.jobs.len());
+                for execution_id in running {
+                    if session.jobs.contains(&execution_id) && !kept.contains(&execution_id) {
+                        kept.push(execution_id);
+                        if kept.len() == session.jobs.len() {
+                            break;
+                        }
+                    }
+                }
+                session.running = kept;
                 session.unsaved = true;
                 true
             }
@@ -547,11 +558,17 @@ mod tests {
         let (ticket, _rx) = attach(&hub, 7, 1, settings(&[], 1));
         let until = Utc::now();
         assert!(hub.take_unsaved(Duration::from_secs(60), until).is_empty());
+        assert!(hub.reserve(AgentId::from_db(7), ExecutionId::from_db(5)));
+        // Only its own claimed executions count, each once, whatever else it lists.
         hub.heartbeat(
             AgentId::from_db(7),
             ticket.connection_id,
             figures(),
-            vec![ExecutionId::from_db(5)],
+            vec![
+                ExecutionId::from_db(5),
+                ExecutionId::from_db(5),
+                ExecutionId::from_db(99),
+            ],
             Utc::now(),
         );
         let records = hub.take_unsaved(Duration::from_secs(60), until);

@@ -14,6 +14,7 @@ use tonic::{Status, Streaming};
 use super::{AgentHub, SessionTicket, WorkSettings};
 use crate::auth::AuthenticatedAgent;
 use crate::config::AgentSettings;
+use crate::domain::agent::MAX_CONCURRENT_JOBS;
 use crate::domain::execution::ExecutionStatus;
 use crate::domain::{AgentFigures, ExecutionId};
 use crate::metrics::ServerMetrics;
@@ -229,9 +230,11 @@ async fn read_stream(
                         "agent reported out-of-range figures; they were clamped"
                     );
                 }
+                // An agent runs at most MAX_CONCURRENT_JOBS; anything past that is not read.
                 let running: Vec<ExecutionId> = heartbeat
                     .running_execution_ids
                     .iter()
+                    .take(MAX_CONCURRENT_JOBS as usize)
                     .filter(|id| **id > 0)
                     .map(|id| ExecutionId::from_db(*id))
                     .collect();

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentHub;
-use crate::domain::execution::QueuedExecution;
+use crate::domain::execution::{QueueCandidate, QueuedExecution};
 use crate::domain::{AgentId, CustomerId, ExecutionId};
 use crate::metrics::ServerMetrics;
 use crate::secrets::SecretBox;
@@ -25,6 +25,8 @@ use crate::wire;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Queued executions considered per round.
 const BATCH: u64 = 256;
+/// Queued executions of one customer considered per sweep.
+const SWEEP_PER_CUSTOMER: u64 = 32;
 
 /// Wakes the dispatch loop; cheap to clone.
 #[derive(Clone)]
@@ -41,6 +43,8 @@ struct Inner {
     metrics: Arc<ServerMetrics>,
     /// Opens the secret variables a job gets.
     secrets: Arc<SecretBox>,
+    /// The customer a full round stopped at; the next round starts after it.
+    cursor: std::sync::atomic::AtomicI64,
 }
 
 impl Dispatcher {
@@ -60,6 +64,7 @@ impl Dispatcher {
                 grace,
                 metrics,
                 secrets,
+                cursor: std::sync::atomic::AtomicI64::new(0),
             }),
         }
     }
@@ -91,55 +96,73 @@ impl Dispatcher {
         })
     }
 
-    /// Matches queued executions, oldest first, with free agents connected here.
+    /// Matches queued executions with free agents connected here, fairly across customers.
     ///
     /// A round on demand (new work, a freed slot) reads only the queues of customers with a free
-    /// slot here, a few rows per free slot: it costs nothing while every agent is busy, and one
-    /// customer's backlog never hides another's. The sweep reads a whole batch of every
-    /// customer's queue, so executions that no free agent matches get their queue reason, and
-    /// ones behind them are reached, within a second.
+    /// slot here, a few rows per free slot: it costs nothing while every agent is busy. The sweep
+    /// reads every customer's queue, so executions that no free agent matches get their queue
+    /// reason within a second. Either reads at most a few of each customer's oldest executions,
+    /// taking customers in turns (`SystemStore::queue_candidates`): one customer's backlog, even
+    /// one that no agent can take, never keeps another's work out of a round.
     async fn dispatch_round(&self, sweep: bool) {
         let inner = &self.inner;
         if inner.hub.connected_count() == 0 {
             return;
         }
-        let (customers, limit) = if sweep {
-            (None, BATCH)
+        let (customers, per_customer, limit) = if sweep {
+            (None, SWEEP_PER_CUSTOMER, BATCH)
         } else {
             let free = inner.hub.free_slots_by_customer();
             if free.is_empty() {
                 return;
             }
+            let most = free.values().copied().max().unwrap_or(1);
             let slots: usize = free.values().sum();
+            let per_customer = u64::try_from(most.saturating_mul(4))
+                .unwrap_or(BATCH)
+                .min(BATCH);
             let limit = BATCH.min(u64::try_from(slots.saturating_mul(4)).unwrap_or(BATCH));
-            (Some(free.into_keys().collect::<Vec<CustomerId>>()), limit)
+            (
+                Some(free.into_keys().collect::<Vec<CustomerId>>()),
+                per_customer,
+                limit,
+            )
         };
-        let queued = match inner
+        let after = CustomerId::from_db(inner.cursor.load(std::sync::atomic::Ordering::Relaxed));
+        let candidates = match inner
             .store
-            .queued_executions(customers.as_deref(), limit)
+            .queue_candidates(customers.as_deref(), after, per_customer, limit)
             .await
         {
-            Ok(queued) => queued,
+            Ok(candidates) => candidates,
             Err(error) => {
                 tracing::warn!(%error, "could not read the queue");
                 return;
             }
         };
+        // The next round starts after the last customer this one reached, when it was full.
+        if u64::try_from(candidates.len()).unwrap_or(u64::MAX) >= limit
+            && let Some(last) = candidates.last()
+        {
+            inner
+                .cursor
+                .store(last.customer_id.get(), std::sync::atomic::Ordering::Relaxed);
+        }
         // Pick an agent for each execution (reserving its slot), then claim them all at once.
-        let mut picked: Vec<(AgentId, QueuedExecution)> = Vec::new();
-        for execution in queued {
-            match inner.hub.pick(execution.customer_id, &execution.selector) {
+        let mut picked: Vec<(AgentId, QueueCandidate)> = Vec::new();
+        for candidate in candidates {
+            match inner.hub.pick(candidate.customer_id, &candidate.selector) {
                 Ok(agent_id) => {
-                    if inner.hub.reserve(agent_id, execution.id) {
-                        picked.push((agent_id, execution));
+                    if inner.hub.reserve(agent_id, candidate.id) {
+                        picked.push((agent_id, candidate));
                     }
                 }
                 Err(reason) => {
-                    if reason != execution.queue_reason
+                    if reason != candidate.queue_reason
                         && let Err(error) =
-                            inner.store.set_queue_reason(execution.id, &reason).await
+                            inner.store.set_queue_reason(candidate.id, &reason).await
                     {
-                        tracing::warn!(%error, execution_id = execution.id.get(), "could not record the queue reason");
+                        tracing::warn!(%error, execution_id = candidate.id.get(), "could not record the queue reason");
                     }
                 }
             }
@@ -148,9 +171,9 @@ impl Dispatcher {
             return;
         }
         let started = std::time::Instant::now();
-        let claims: Vec<(ExecutionId, AgentId)> = picked
+        let claims: Vec<(ExecutionId, CustomerId, AgentId)> = picked
             .iter()
-            .map(|(agent_id, execution)| (execution.id, *agent_id))
+            .map(|(agent_id, candidate)| (candidate.id, candidate.customer_id, *agent_id))
             .collect();
         let won = match inner
             .store
@@ -163,13 +186,33 @@ impl Dispatcher {
                 vec![false; claims.len()]
             }
         };
-        for ((agent_id, execution), won) in picked.into_iter().zip(won) {
+        let mut claimed: std::collections::HashMap<ExecutionId, (AgentId, CustomerId)> =
+            Default::default();
+        for ((agent_id, candidate), won) in picked.into_iter().zip(won) {
             if won {
-                self.deliver(agent_id, execution, started).await;
+                claimed.insert(candidate.id, (agent_id, candidate.customer_id));
             } else {
                 // Another dispatcher (or a cancellation) got there first.
-                inner.hub.release(agent_id, execution.id);
+                inner.hub.release(agent_id, candidate.id);
             }
+        }
+        // What the claimed executions run is read once, for them only.
+        let ids: Vec<ExecutionId> = claimed.keys().copied().collect();
+        match inner.store.executions_to_deliver(&ids).await {
+            Ok(executions) => {
+                for execution in executions {
+                    if let Some((agent_id, _)) = claimed.remove(&execution.id) {
+                        self.deliver(agent_id, execution, started).await;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, executions = ids.len(), "could not read claimed executions; requeued");
+            }
+        }
+        // Whatever could not be read goes back to the queue.
+        for (execution_id, (agent_id, customer_id)) in claimed {
+            self.give_back(agent_id, customer_id, execution_id).await;
         }
     }
 
@@ -195,7 +238,9 @@ impl Dispatcher {
             Ok(context) => context,
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the release of a deploy; requeued");
-                return self.give_back(agent_id, &execution).await;
+                return self
+                    .give_back(agent_id, execution.customer_id, execution.id)
+                    .await;
             }
         };
         let variables = match inner
@@ -237,7 +282,9 @@ impl Dispatcher {
             }
             Err(error) => {
                 tracing::warn!(%error, execution_id = execution.id.get(), "could not read the variables of a job; requeued");
-                return self.give_back(agent_id, &execution).await;
+                return self
+                    .give_back(agent_id, execution.customer_id, execution.id)
+                    .await;
             }
         };
         let assignment = pb::connect_response::Command::AssignJob(wire::agent::job_assignment(
@@ -257,20 +304,25 @@ impl Dispatcher {
             inner.operations.execution_changed(execution.id);
         } else {
             // The stream went away between the pick and the send: back to the queue.
-            self.give_back(agent_id, &execution).await;
+            self.give_back(agent_id, execution.customer_id, execution.id)
+                .await;
         }
     }
 
     /// Puts a claimed execution that could not be delivered back in the queue, and frees the
     /// agent's slot. Dispatch is not woken: the next sweep picks it up again, so a failure that
     /// persists (the database gone) costs one attempt a second, not a busy loop.
-    async fn give_back(&self, agent_id: AgentId, execution: &QueuedExecution) {
+    async fn give_back(
+        &self,
+        agent_id: AgentId,
+        customer_id: CustomerId,
+        execution_id: ExecutionId,
+    ) {
         let inner = &self.inner;
-        let execution_id = execution.id;
         inner.hub.release(agent_id, execution_id);
         if let Err(error) = inner
             .store
-            .release_claim(execution.customer_id, execution_id, agent_id)
+            .release_claim(customer_id, execution_id, agent_id)
             .await
         {
             tracing::warn!(%error, execution_id = execution_id.get(), "could not requeue execution");

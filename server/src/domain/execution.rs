@@ -170,18 +170,27 @@ pub struct Execution {
     pub timeout_seconds: i32,
 }
 
-/// What dispatch needs of a queued execution.
+/// A queued execution as dispatch matches it against agents: whose it is and which agent it
+/// needs. What it runs is read only once it has been claimed ([`QueuedExecution`]), so a round's
+/// cost does not grow with the size of pipeline definitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueCandidate {
+    pub id: ExecutionId,
+    pub customer_id: CustomerId,
+    pub selector: AgentSelector,
+    pub queue_reason: String,
+}
+
+/// What dispatch needs of a claimed execution to deliver it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedExecution {
     pub id: ExecutionId,
     pub customer_id: CustomerId,
     pub pipeline_id: PipelineId,
     pub pipeline_name: String,
-    pub selector: AgentSelector,
     pub steps: Vec<StepDefinition>,
     pub parameters: BTreeMap<String, String>,
     pub timeout_seconds: i32,
-    pub queue_reason: String,
     /// When it was queued.
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// It runs a release stage (its assignment carries the release context).

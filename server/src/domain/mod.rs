@@ -11,6 +11,7 @@ pub mod ids;
 pub mod monitor;
 pub mod page;
 pub mod pipeline;
+pub mod quota;
 pub mod refusal;
 pub mod release;
 pub mod release_flow;
@@ -30,6 +31,7 @@ pub use ids::{
     ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId, VariableGroupId,
 };
 pub use page::{Page, PageRequest};
+pub use quota::{Quota, QuotaExceeded, QuotaLimits};
 pub use refusal::Refusal;
 pub use role::Role;
 pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};

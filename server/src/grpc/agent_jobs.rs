@@ -36,7 +36,7 @@ pub(super) async fn upload_artifact(
     let execution_id = header.execution_id;
     api.context
         .store
-        .check_artifact_upload(&agent, execution_id)
+        .check_artifact_upload(&agent, &header)
         .await?;
     let key = ArtifactStore::new_key(agent.customer_id(), execution_id);
     let mut writer = api

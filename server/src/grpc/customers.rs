@@ -23,7 +23,7 @@ use crate::wire::common as convert;
 /// Handler of `CustomerService`.
 #[derive(Clone)]
 pub struct CustomerApi {
-    context: ApiContext,
+    pub(super) context: ApiContext,
     feed: ActivityFeed,
 }
 
@@ -366,6 +366,22 @@ impl CustomerService for CustomerApi {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_customer_quotas(
+        &self,
+        request: Request<pb::GetCustomerQuotasRequest>,
+    ) -> Result<Response<pb::GetCustomerQuotasResponse>, Status> {
+        super::quotas::get_customer_quotas(self, request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn set_customer_quotas(
+        &self,
+        request: Request<pb::SetCustomerQuotasRequest>,
+    ) -> Result<Response<pb::SetCustomerQuotasResponse>, Status> {
+        super::quotas::set_customer_quotas(self, request).await
+    }
+
     type WatchActivityStream = WatchActivityStream;
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
@@ -400,9 +416,10 @@ impl CustomerService for CustomerApi {
                 Vec::new(),
             )
         };
+        let ticket = self.context.open_watch(&scope).await?;
         let context = self.context.clone();
         let metadata = request.metadata().clone();
-        let stream = spawn_watch(64, move |watcher| async move {
+        let stream = spawn_watch(64, ticket, move |watcher| async move {
             let send = |event: crate::domain::ActivityEvent| {
                 watcher.send(pb::WatchActivityResponse {
                     event: Some(event.into()),

@@ -10,6 +10,7 @@ mod artifact_stream;
 mod customers;
 mod monitors;
 mod pipelines;
+mod quotas;
 mod releases;
 mod status;
 mod users;
@@ -21,6 +22,7 @@ pub use customers::CustomerApi;
 pub use monitors::MonitorApi;
 pub use pipelines::PipelineApi;
 pub use releases::ReleaseApi;
+pub(crate) use status::rate_limited;
 pub use users::UserApi;
 pub use variables::VariableApi;
 
@@ -37,6 +39,8 @@ pub struct ApiContext {
     pub agent_authenticator: AgentAuthenticator,
     pub agent_settings: AgentSettings,
     pub metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
+    /// Watch streams open on this server, counted against each caller's quota.
+    watches: std::sync::Arc<watch::OpenWatches>,
 }
 
 impl ApiContext {
@@ -58,7 +62,23 @@ impl ApiContext {
             ),
             agent_settings,
             store,
+            watches: Default::default(),
         }
+    }
+
+    /// Counts a new Watch stream of the scope's caller against the customer's
+    /// `watch_streams_per_caller` quota (RESOURCE_EXHAUSTED past it); the ticket frees it.
+    async fn open_watch(&self, scope: &TenantScope) -> Result<watch::WatchTicket, tonic::Status> {
+        let limit = self
+            .store
+            .quota_limit(scope, crate::domain::Quota::WatchStreamsPerCaller)
+            .await?;
+        self.watches.admit(scope, limit).map_err(|exceeded| {
+            let status = tonic::Status::from(exceeded.clone());
+            let store = self.store.clone();
+            tokio::spawn(async move { store.notice_quota(&exceeded).await });
+            status
+        })
     }
 }
 

@@ -362,8 +362,9 @@ impl PipelineService for PipelineApi {
             .store
             .get_execution(&scope, execution_id)
             .await?;
+        let ticket = self.context.open_watch(&scope).await?;
         let store = self.context.store.clone();
-        Ok(Response::new(spawn_watch(64, move |watcher| {
+        Ok(Response::new(spawn_watch(64, ticket, move |watcher| {
             watch(store, scope, execution, after_sequence, signal, watcher)
         })))
     }

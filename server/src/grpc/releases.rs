@@ -422,8 +422,9 @@ impl ReleaseService for ReleaseApi {
         let id = id?;
         let signal = self.operations.release_signals().subscribe(id);
         let first = self.context.store.get_release_execution(&scope, id).await?;
+        let ticket = self.context.open_watch(&scope).await?;
         let store = self.context.store.clone();
-        Ok(Response::new(spawn_watch(16, move |watcher| {
+        Ok(Response::new(spawn_watch(16, ticket, move |watcher| {
             watch(store, scope, first, signal, watcher)
         })))
     }

@@ -10,7 +10,7 @@ use tonic::Status;
 
 use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
-use crate::domain::{Refusal, ValidationError};
+use crate::domain::{QuotaExceeded, Refusal, ValidationError};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
@@ -30,6 +30,12 @@ impl From<Refusal> for Status {
     }
 }
 
+impl From<QuotaExceeded> for Status {
+    fn from(exceeded: QuotaExceeded) -> Self {
+        Status::resource_exhausted(exceeded.to_string())
+    }
+}
+
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match error {
@@ -37,7 +43,7 @@ impl From<StoreError> for Status {
             StoreError::AlreadyExists(message) => Status::already_exists(message),
             StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
             StoreError::InvalidArgument(message) => Status::invalid_argument(message),
-            StoreError::ResourceExhausted(message) => Status::resource_exhausted(message),
+            StoreError::QuotaExceeded(exceeded) => exceeded.into(),
             StoreError::Refused(refusal) => refusal.into(),
             StoreError::Unavailable(error) => {
                 tracing::error!(%error, "database unavailable");
@@ -82,6 +88,19 @@ impl From<ArtifactError> for Status {
             refused => Status::invalid_argument(format!("data: {refused}")),
         }
     }
+}
+
+/// A request past its caller's rate (`per_minute` requests a minute, per API token or, without
+/// one, per client address).
+pub(crate) fn rate_limited(per_minute: u32, per_token: bool) -> Status {
+    let caller = if per_token {
+        "this token"
+    } else {
+        "this address"
+    };
+    Status::resource_exhausted(format!(
+        "rate limit: more than {per_minute} requests a minute from {caller}; retry in a second"
+    ))
 }
 
 /// A recorded artifact whose content cannot be opened.

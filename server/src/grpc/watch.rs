@@ -2,14 +2,19 @@
 //! a task per watcher feeding a bounded channel that the response streams. The task ends when
 //! its loop returns or the client leaves; a slow client holds back only its own task.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+
+use crate::auth::TenantScope;
+use crate::domain::{CustomerId, Quota, QuotaExceeded, UserId};
 
 /// The response stream of a Watch RPC.
 pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -56,14 +61,77 @@ impl<T> Watcher<T> {
 }
 
 /// Starts a watch: `feed` runs as its own task with a [`Watcher`] of a channel of `buffer`
-/// messages, and the returned stream carries what it sends.
-pub(super) fn spawn_watch<T, F, Fut>(buffer: usize, feed: F) -> WatchStream<T>
+/// messages, and the returned stream carries what it sends. The `ticket` counts the stream
+/// against its caller's quota until the task ends.
+pub(super) fn spawn_watch<T, F, Fut>(buffer: usize, ticket: WatchTicket, feed: F) -> WatchStream<T>
 where
     T: Send + 'static,
     F: FnOnce(Watcher<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel(buffer);
-    tokio::spawn(feed(Watcher { sender }));
+    let fed = feed(Watcher { sender });
+    tokio::spawn(async move {
+        fed.await;
+        drop(ticket);
+    });
     Box::pin(ReceiverStream::new(receiver))
+}
+
+/// The Watch streams open on this server, per customer and user.
+#[derive(Debug, Default)]
+pub struct OpenWatches {
+    open: Mutex<HashMap<(CustomerId, UserId), i64>>,
+}
+
+impl OpenWatches {
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<(CustomerId, UserId), i64>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more stream of the scope's caller, if that stays within `limit`.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        scope: &TenantScope,
+        limit: i64,
+    ) -> Result<WatchTicket, QuotaExceeded> {
+        let key = (scope.customer_id(), scope.actor());
+        let mut open = self.open();
+        let used = open.get(&key).copied().unwrap_or(0);
+        if used >= limit {
+            return Err(QuotaExceeded {
+                customer_id: key.0,
+                quota: Quota::WatchStreamsPerCaller,
+                limit,
+                used,
+                wanted: 1,
+            });
+        }
+        open.insert(key, used + 1);
+        Ok(WatchTicket {
+            watches: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One open Watch stream; dropping it gives the slot back.
+#[derive(Debug)]
+pub(super) struct WatchTicket {
+    watches: Arc<OpenWatches>,
+    key: (CustomerId, UserId),
+}
+
+impl Drop for WatchTicket {
+    fn drop(&mut self) {
+        let mut open = self.watches.open();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count <= 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }

@@ -190,6 +190,31 @@ impl SystemStore {
         if records.is_empty() {
             return Ok(());
         }
+        match self.save_heartbeat_batch(records).await {
+            Ok(()) => Ok(()),
+            // The database is away: every agent's save would fail alike.
+            Err(error @ StoreError::Unavailable(_)) => Err(error),
+            Err(error) if records.len() > 1 => {
+                // One agent's record must not cost every other agent its lease: each is saved
+                // on its own, and only the ones that fail again are lost (until their agent's
+                // next heartbeat).
+                tracing::warn!(%error, agents = records.len(), "saving heartbeats together failed; saving them one by one");
+                for record in records {
+                    if let Err(error) = self
+                        .save_heartbeat_batch(std::slice::from_ref(record))
+                        .await
+                    {
+                        tracing::warn!(%error, agent_id = record.agent_id.get(), "could not save an agent's heartbeat");
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Stores the records in one transaction.
+    async fn save_heartbeat_batch(&self, records: &[HeartbeatRecord]) -> Result<(), StoreError> {
         let transaction = self.begin_write().await?;
         for record in records {
             let figures = record.figures;

@@ -236,6 +236,9 @@ impl Store {
                 (id, false)
             }
             None => {
+                // A new agent counts against the customer's quota; re-registering does not.
+                self.admit_one_more(&transaction, customer_id, crate::domain::Quota::Agents)
+                    .await?;
                 let row = agent::ActiveModel {
                     customer_id: Set(customer_id.get()),
                     uuid: Set(registration.uuid.clone()),

@@ -76,6 +76,8 @@ impl Store {
         Ok(Store {
             db,
             auth_cache: Default::default(),
+            quota_defaults: Default::default(),
+            quota_notices: Default::default(),
         })
     }
 

@@ -47,6 +47,8 @@ impl Store {
             crate::domain::CustomerId::from_db(row.id),
         )
         .await?;
+        super::quotas::create_storage(&transaction, crate::domain::CustomerId::from_db(row.id))
+            .await?;
         transaction.commit().await?;
         self.auth_cache.invalidate();
         Ok(row.into())

@@ -2,16 +2,18 @@
 //! renewing and expiring leases. These act for the system (through [`SystemStore`]), not for a
 //! member, and each touches one execution by id (with the agent it is claimed for).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect};
 
 use super::entities::{agent, execution};
 use super::executions::{finished_event, skip_unfinished_steps, status_of};
-use super::{Store, StoreError, SystemStore, activity, now};
+use super::{Store, StoreError, SystemStore, activity, now, quotas};
 use crate::auth::AuthenticatedAgent;
 use crate::domain::execution::ExecutionStatus;
-use crate::domain::{AgentId, CustomerId, ExecutionId};
+use crate::domain::{AgentId, CustomerId, ExecutionId, Quota, QuotaLimits};
 
 /// An execution whose agent stopped renewing its lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,16 +28,59 @@ impl SystemStore {
     /// lease until `lease_until`, by one conditional update each, so among any number of
     /// dispatchers (and server replicas) exactly one wins an execution. On PostgreSQL each row is
     /// locked with `FOR UPDATE SKIP LOCKED` first, so contending replicas skip it instead of
-    /// waiting. Returns, in order, whether each claim won.
+    /// waiting. A customer's claims stop at its `running_executions` quota (counted under its
+    /// quota lock, so replicas claiming at once cannot pass it together); the ones past it stay
+    /// queued with a queue reason saying so. Returns, in order, whether each claim won.
     pub(crate) async fn claim_executions(
         &self,
-        claims: &[(ExecutionId, AgentId)],
+        claims: &[(ExecutionId, CustomerId, AgentId)],
         lease_until: DateTime<Utc>,
     ) -> Result<Vec<bool>, StoreError> {
         let transaction = self.begin_write().await?;
         let assigned_at = now();
+        // How many more each customer may run; customers in id order, so two transactions
+        // taking the same customers' locks cannot wait on each other.
+        let mut customers: Vec<CustomerId> = claims
+            .iter()
+            .map(|(_, customer_id, _)| *customer_id)
+            .collect();
+        customers.sort_unstable();
+        customers.dedup();
+        let mut room: HashMap<CustomerId, (i64, QuotaLimits, i64)> = HashMap::new();
+        for customer_id in customers {
+            quotas::hold_quotas(&transaction, customer_id).await?;
+            let limits = self.store.quota_limits(&transaction, customer_id).await?;
+            let running = quotas::used(&transaction, customer_id, Quota::RunningExecutions).await?;
+            let left = limits.get(Quota::RunningExecutions) - running;
+            room.insert(customer_id, (left, limits, running));
+        }
         let mut won = Vec::with_capacity(claims.len());
-        for (execution_id, agent_id) in claims {
+        for (execution_id, customer_id, agent_id) in claims {
+            if let Some((left, limits, running)) = room.get_mut(customer_id)
+                && *left <= 0
+            {
+                let exceeded = limits
+                    .check(*customer_id, Quota::RunningExecutions, *running, 1)
+                    .err();
+                if let Some(exceeded) = exceeded {
+                    execution::Entity::update_many()
+                        .col_expr(
+                            execution::Column::QueueReason,
+                            Expr::value(format!(
+                                "waiting: the customer runs {} executions, its running_executions quota",
+                                exceeded.limit
+                            )),
+                        )
+                        .filter(execution::Column::Id.eq(execution_id.get()))
+                        .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+                        .exec(&transaction)
+                        .await?;
+                    // Tells the customer (once per window); the claim just waits.
+                    let _ = self.store.over_quota(exceeded);
+                }
+                won.push(false);
+                continue;
+            }
             if self.backend() == DbBackend::Postgres {
                 let locked = execution::Entity::find_by_id(execution_id.get())
                     .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
@@ -62,6 +107,10 @@ impl SystemStore {
                 .await?
                 .rows_affected
                 == 1;
+            if claimed && let Some((left, _, running)) = room.get_mut(customer_id) {
+                *left -= 1;
+                *running += 1;
+            }
             won.push(claimed);
         }
         transaction.commit().await?;

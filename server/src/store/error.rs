@@ -1,6 +1,6 @@
 use sea_orm::{DbErr, SqlErr};
 
-use crate::domain::Refusal;
+use crate::domain::{QuotaExceeded, Refusal};
 
 /// What a store operation can fail with. Messages name the record, never another tenant's data.
 ///
@@ -19,9 +19,9 @@ pub enum StoreError {
     /// pipeline); the message names the field.
     #[error("{0}")]
     InvalidArgument(String),
-    /// A limit on what is stored was reached; the message names the limit.
+    /// A quota would be exceeded; nothing was written.
     #[error("{0}")]
-    ResourceExhausted(String),
+    QuotaExceeded(#[from] QuotaExceeded),
     /// A domain rule refused the change; the store only applied its verdict.
     #[error("{0}")]
     Refused(#[from] Refusal),

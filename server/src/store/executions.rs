@@ -18,11 +18,11 @@ use super::{Store, StoreError, SystemStore, activity, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::{
     Artifact, Execution, ExecutionFilter, ExecutionStatus, LogChunk, LogStream, NewArtifact,
-    QueuedExecution, StepExecution, StepStatus, Trigger,
+    QueueCandidate, QueuedExecution, StepExecution, StepStatus, Trigger,
 };
 use crate::domain::pipeline::{AgentSelector, Pipeline};
 use crate::domain::{
-    AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, UserId,
+    AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, Quota, UserId,
 };
 
 pub(super) fn status_of(row: &execution::Model) -> Result<ExecutionStatus, StoreError> {
@@ -165,8 +165,9 @@ pub enum Cancellation {
 pub const MAX_LOG_PAGE_BYTES: usize = 1 << 20;
 
 impl Store {
-    /// Queues an execution of `pipeline` with resolved parameters, snapshotting its definition.
-    /// `agent_id` overrides the pipeline's selector with one agent of the customer.
+    /// Queues an execution of `pipeline` with resolved parameters, snapshotting its definition,
+    /// within the customer's `queued_executions` quota. `agent_id` overrides the pipeline's
+    /// selector with one agent of the customer.
     pub async fn create_execution(
         &self,
         scope: &TenantScope,
@@ -177,6 +178,8 @@ impl Store {
     ) -> Result<Execution, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
+        self.admit_one_more(&transaction, customer_id, Quota::QueuedExecutions)
+            .await?;
         let selector = match agent_id {
             Some(agent_id) => {
                 let found = super::entities::agent::Entity::find_by_id(agent_id.get())
@@ -441,6 +444,8 @@ pub(super) async fn insert_execution(
         cancel_reason: Set(String::new()),
         retry_of: Set(trigger.retry_of().map(ExecutionId::get)),
         last_sequence: Set(0),
+        log_bytes: Set(0),
+        log_truncated: Set(false),
         ..Default::default()
     }
     .insert(db)
@@ -535,8 +540,9 @@ impl Store {
     pub async fn check_artifact_upload(
         &self,
         agent: &crate::auth::AuthenticatedAgent,
-        execution_id: ExecutionId,
+        header: &NewArtifact,
     ) -> Result<(), StoreError> {
+        let execution_id = header.execution_id;
         let row = find_execution(&self.db, agent.customer_id(), execution_id).await?;
         if row.agent_id != Some(agent.agent_id().get()) {
             return Err(StoreError::NotFound(format!(
@@ -550,16 +556,69 @@ impl Store {
                 "execution {execution_id} is not running"
             )));
         }
+        // Refused before any byte is stored when it cannot fit; checked again when recorded.
+        self.check_artifact_quotas(&self.db, agent.customer_id(), header)
+            .await
+    }
+
+    /// Refuses an artifact past the execution's or the customer's artifact quota.
+    async fn check_artifact_quotas(
+        &self,
+        db: &impl ConnectionTrait,
+        customer_id: CustomerId,
+        header: &NewArtifact,
+    ) -> Result<(), StoreError> {
+        let limits = self.quota_limits(db, customer_id).await?;
+        let of_execution: Option<i64> = artifact::Entity::find()
+            .select_only()
+            .column_as(artifact::Column::SizeBytes.sum(), "total")
+            .filter(artifact::Column::CustomerId.eq(customer_id.get()))
+            .filter(artifact::Column::ExecutionId.eq(header.execution_id.get()))
+            .into_tuple::<Option<i64>>()
+            .one(db)
+            .await?
+            .flatten();
+        limits
+            .check(
+                customer_id,
+                Quota::ArtifactBytesPerExecution,
+                of_execution.unwrap_or(0),
+                header.size_bytes,
+            )
+            .map_err(|exceeded| self.over_quota(exceeded))?;
+        let stored = super::quotas::used(db, customer_id, Quota::ArtifactBytesStored).await?;
+        limits
+            .check(
+                customer_id,
+                Quota::ArtifactBytesStored,
+                stored,
+                header.size_bytes,
+            )
+            .map_err(|exceeded| self.over_quota(exceeded))?;
         Ok(())
     }
 
-    /// Records a stored artifact file.
+    /// Records a stored artifact file, within the execution's and the customer's artifact
+    /// quotas (the customer's stored bytes are counted in the same transaction).
     pub async fn create_artifact(
         &self,
         agent: &crate::auth::AuthenticatedAgent,
         header: &NewArtifact,
         storage_key: &str,
     ) -> Result<Artifact, StoreError> {
+        let customer_id = agent.customer_id();
+        let transaction = self.begin_write().await?;
+        super::quotas::hold_quotas(&transaction, customer_id).await?;
+        self.check_artifact_quotas(&transaction, customer_id, header)
+            .await?;
+        super::quotas::add_stored_bytes(
+            &transaction,
+            customer_id,
+            Quota::ArtifactBytesStored,
+            header.size_bytes,
+            i64::MAX,
+        )
+        .await?;
         let row = artifact::ActiveModel {
             customer_id: Set(agent.customer_id().get()),
             execution_id: Set(header.execution_id.get()),
@@ -571,7 +630,7 @@ impl Store {
             created_at: Set(now()),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&transaction)
         .await
         .map_err(|error| {
             StoreError::on_unique_violation(error, |_| {
@@ -581,26 +640,99 @@ impl Store {
                 )
             })
         })?;
+        transaction.commit().await?;
         Ok(artifact_from_row(row))
     }
 }
 
 impl SystemStore {
-    /// The queued executions (of these customers, or all), oldest first, for dispatch.
-    pub(crate) async fn queued_executions(
+    /// Queued executions for a dispatch round, fairly across customers: at most `per_customer`
+    /// of each customer's oldest (of `customers`, or of every customer), taken in turns — every
+    /// customer's oldest first, then every customer's second, … — starting with the customers
+    /// after `after_customer` and wrapping around, at most `limit` in all. So one customer's
+    /// backlog (even one no agent can take) never keeps another customer's work out of a round,
+    /// and the customers a full round leaves out come first in the next.
+    pub(crate) async fn queue_candidates(
         &self,
         customers: Option<&[CustomerId]>,
+        after_customer: CustomerId,
+        per_customer: u64,
         limit: u64,
-    ) -> Result<Vec<QueuedExecution>, StoreError> {
-        let mut query = execution::Entity::find()
-            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()));
+    ) -> Result<Vec<QueueCandidate>, StoreError> {
+        use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
+        let mut ranked = Query::select();
+        ranked
+            .columns([
+                execution::Column::Id,
+                execution::Column::CustomerId,
+                execution::Column::SelectorAgentId,
+                execution::Column::SelectorLabels,
+                execution::Column::QueueReason,
+            ])
+            .expr_as(
+                Expr::cust("ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY id)"),
+                Alias::new("queue_rank"),
+            )
+            .from(execution::Entity)
+            .and_where(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()));
         if let Some(customers) = customers {
-            query = query
-                .filter(execution::Column::CustomerId.is_in(customers.iter().map(|id| id.get())));
+            ranked.and_where(
+                execution::Column::CustomerId.is_in(customers.iter().map(|id| id.get())),
+            );
         }
-        let rows = query
-            .order_by_asc(execution::Column::Id)
-            .limit(limit)
+        let mut query = Query::select();
+        query
+            .columns(
+                [
+                    "id",
+                    "customer_id",
+                    "selector_agent_id",
+                    "selector_labels",
+                    "queue_reason",
+                ]
+                .map(Alias::new),
+            )
+            .from_subquery(ranked, Alias::new("ranked"))
+            .and_where(
+                Expr::col(Alias::new("queue_rank"))
+                    .lte(i64::try_from(per_customer).unwrap_or(i64::MAX)),
+            )
+            .order_by(Alias::new("queue_rank"), Order::Asc)
+            .order_by_expr(
+                Expr::col(Alias::new("customer_id")).lte(after_customer.get()),
+                Order::Asc,
+            )
+            .order_by(Alias::new("customer_id"), Order::Asc)
+            .limit(limit);
+        let rows = self.db.query_all(&query).await?;
+        rows.into_iter()
+            .map(|row| {
+                let labels: serde_json::Value = row.try_get("", "selector_labels")?;
+                Ok(QueueCandidate {
+                    id: ExecutionId::from_db(row.try_get("", "id")?),
+                    customer_id: CustomerId::from_db(row.try_get("", "customer_id")?),
+                    selector: AgentSelector {
+                        agent_id: row
+                            .try_get::<Option<i64>>("", "selector_agent_id")?
+                            .map(AgentId::from_db),
+                        labels: labels_from_json(labels)?,
+                    },
+                    queue_reason: row.try_get("", "queue_reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// What the claimed executions `ids` run, for their job assignments (in no order).
+    pub(crate) async fn executions_to_deliver(
+        &self,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<QueuedExecution>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = execution::Entity::find()
+            .filter(execution::Column::Id.is_in(ids.iter().map(|id| id.get())))
             .all(&self.db)
             .await?;
         // Which of them deploy a release stage: one query for the batch.
@@ -642,14 +774,9 @@ impl SystemStore {
                     id: ExecutionId::from_db(row.id),
                     customer_id: CustomerId::from_db(row.customer_id),
                     pipeline_id: PipelineId::from_db(row.pipeline_id),
-                    selector: AgentSelector {
-                        agent_id: row.selector_agent_id.map(AgentId::from_db),
-                        labels: labels_from_json(row.selector_labels.clone())?,
-                    },
                     steps: steps_from_json(row.steps.clone())?,
                     parameters: parameters_of(&row)?,
                     timeout_seconds: row.timeout_seconds,
-                    queue_reason: row.queue_reason,
                     pipeline_name: row.pipeline_name,
                     created_at: row.created_at,
                 })

@@ -2,20 +2,91 @@
 //! the state change it implies; events that arrived together on a stream share one transaction;
 //! repeats after a reconnect are recognised and only acknowledged.
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::{execution, log_chunk, step_execution};
 use super::executions::{finished_event, skip_unfinished_steps, status_of};
-use super::{Store, StoreError, activity, now};
+use super::{Store, StoreError, activity, now, quotas};
 use crate::auth::AuthenticatedAgent;
-use crate::domain::NewActivity;
 use crate::domain::execution::{
     ExecutionStatus, JobEventInput, JobEventKind, JobEventOutcome, LogStream, StepStatus,
 };
+use crate::domain::{NewActivity, Quota, QuotaExceeded};
 
 /// Largest log text stored per event, bytes.
 pub const MAX_LOG_TEXT_BYTES: usize = 1024 * 1024;
+
+/// What the log quotas leave for the events of one batch (one customer's agent).
+struct LogBudget {
+    per_execution: i64,
+    stored_limit: i64,
+    /// The customer's stored log bytes when the batch began.
+    stored: i64,
+    /// Bytes this batch stores.
+    added: i64,
+    /// The quota that cut output in this batch, with its limit and use.
+    exceeded: Option<(Quota, i64, i64)>,
+}
+
+/// What of an event's log text is kept.
+enum Admitted {
+    Whole(String),
+    /// What fits, ending with the truncation line.
+    Cut(String),
+    Dropped,
+}
+
+impl LogBudget {
+    /// Decides what of `text` the execution `row` keeps: the agent's lines (`output`) only while
+    /// they fit both quotas; the server's own lines (job and step progress) always, so the log
+    /// still shows how the job ended.
+    fn admit(&mut self, row: &execution::Model, output: bool, text: String) -> Admitted {
+        let bytes = i64::try_from(text.len()).unwrap_or(i64::MAX);
+        if !output {
+            self.added += bytes;
+            return Admitted::Whole(text);
+        }
+        if row.log_truncated {
+            return Admitted::Dropped;
+        }
+        let execution_left = self.per_execution - row.log_bytes;
+        let stored_left = self.stored_limit - self.stored - self.added;
+        if bytes <= execution_left && bytes <= stored_left {
+            self.added += bytes;
+            return Admitted::Whole(text);
+        }
+        let (quota, limit, used) = if execution_left <= stored_left {
+            (
+                Quota::LogBytesPerExecution,
+                self.per_execution,
+                row.log_bytes,
+            )
+        } else {
+            (
+                Quota::LogBytesStored,
+                self.stored_limit,
+                self.stored + self.added,
+            )
+        };
+        self.exceeded = Some((quota, limit, used));
+        let room = Ord::max(Ord::min(execution_left, stored_left), 0);
+        let mut end = usize::try_from(room).unwrap_or(0);
+        end = end.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut kept = text[..end].to_owned();
+        if !kept.is_empty() && !kept.ends_with('\n') {
+            kept.push('\n');
+        }
+        kept.push_str(&format!(
+            "==> output truncated: the {quota} quota of {limit} bytes is reached; the rest of this job's output is not kept\n"
+        ));
+        self.added += i64::try_from(kept.len()).unwrap_or(i64::MAX);
+        Admitted::Cut(kept)
+    }
+}
 
 impl Store {
     /// Applies job events of `agent`, in order, in one transaction: events that arrived together
@@ -29,9 +100,18 @@ impl Store {
         events: Vec<JobEventInput>,
     ) -> Result<Vec<Result<JobEventOutcome, StoreError>>, StoreError> {
         let transaction = self.begin_write().await?;
+        let customer_id = agent.customer_id();
+        let limits = self.quota_limits(&transaction, customer_id).await?;
+        let mut logs = LogBudget {
+            per_execution: limits.get(Quota::LogBytesPerExecution),
+            stored_limit: limits.get(Quota::LogBytesStored),
+            stored: quotas::used(&transaction, customer_id, Quota::LogBytesStored).await?,
+            added: 0,
+            exceeded: None,
+        };
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            match self.apply_in(&transaction, agent, event).await {
+            match self.apply_in(&transaction, agent, event, &mut logs).await {
                 Ok(outcome) => outcomes.push(Ok(outcome)),
                 Err(StoreError::NotFound(message)) => {
                     outcomes.push(Err(StoreError::NotFound(message)));
@@ -39,7 +119,26 @@ impl Store {
                 Err(error) => return Err(error),
             }
         }
+        if logs.added > 0 {
+            quotas::add_stored_bytes(
+                &transaction,
+                customer_id,
+                Quota::LogBytesStored,
+                logs.added,
+                i64::MAX,
+            )
+            .await?;
+        }
         transaction.commit().await?;
+        if let Some((quota, limit, used)) = logs.exceeded {
+            let _ = self.over_quota(QuotaExceeded {
+                customer_id,
+                quota,
+                limit,
+                used,
+                wanted: 0,
+            });
+        }
         Ok(outcomes)
     }
 
@@ -48,6 +147,7 @@ impl Store {
         transaction: &sea_orm::DatabaseTransaction,
         agent: &AuthenticatedAgent,
         event: JobEventInput,
+        logs: &mut LogBudget,
     ) -> Result<JobEventOutcome, StoreError> {
         let not_found =
             || StoreError::NotFound(format!("execution {} not found", event.execution_id));
@@ -145,22 +245,39 @@ impl Store {
                 )
             }
         };
-        log_chunk::Entity::insert(log_chunk::ActiveModel {
-            customer_id: Set(row.customer_id),
-            execution_id: Set(row.id),
-            sequence: Set(event.sequence),
-            step_index: Set(step_index),
-            stream: Set(stream.as_str().to_owned()),
-            text: Set(text),
-            logged_at: Set(event.occurred_at),
-        })
-        .exec(transaction)
-        .await?;
-        execution::Entity::update_many()
+        // Output past the execution's log quota, or past what the customer may store, is not
+        // kept: what fits is, then one line says the rest is cut; the job itself goes on.
+        let output = matches!(event.kind, JobEventKind::Log { .. });
+        let chunk = match logs.admit(&row, output, text) {
+            Admitted::Whole(text) => Some((step_index, stream, text, false)),
+            Admitted::Cut(text) => Some((step_index, LogStream::System, text, true)),
+            Admitted::Dropped => None,
+        };
+        let mut update = execution::Entity::update_many()
             .col_expr(execution::Column::LastSequence, Expr::value(event.sequence))
-            .filter(execution::Column::Id.eq(row.id))
+            .filter(execution::Column::Id.eq(row.id));
+        if let Some((step_index, stream, text, cut)) = chunk {
+            let bytes = i64::try_from(text.len()).unwrap_or(i64::MAX);
+            log_chunk::Entity::insert(log_chunk::ActiveModel {
+                customer_id: Set(row.customer_id),
+                execution_id: Set(row.id),
+                sequence: Set(event.sequence),
+                step_index: Set(step_index),
+                stream: Set(stream.as_str().to_owned()),
+                text: Set(text),
+                logged_at: Set(event.occurred_at),
+            })
             .exec(transaction)
             .await?;
+            update = update.col_expr(
+                execution::Column::LogBytes,
+                Expr::col(execution::Column::LogBytes).add(bytes),
+            );
+            if cut {
+                update = update.col_expr(execution::Column::LogTruncated, Expr::value(true));
+            }
+        }
+        update.exec(transaction).await?;
 
         let mut finished = None;
         if !status.is_terminal() {

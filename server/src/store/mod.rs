@@ -30,6 +30,7 @@ mod monitors;
 mod nodelay;
 mod notifications;
 mod pipelines;
+mod quotas;
 mod registration_tokens;
 mod release_executions;
 mod releases;
@@ -41,6 +42,7 @@ mod variables;
 use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::auth::SystemScope;
+use crate::domain::QuotaLimits;
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
     TransactionOptions, TransactionTrait,
@@ -66,9 +68,19 @@ pub struct Store {
     db: DatabaseConnection,
     /// Tokens and customer access recently read, for authentication and authorization.
     auth_cache: std::sync::Arc<auth_cache::AuthCache>,
+    /// The platform's quota limits (a customer's overrides are read with each check).
+    quota_defaults: std::sync::Arc<QuotaLimits>,
+    /// When customers were last told that a quota blocked their work.
+    quota_notices: std::sync::Arc<quotas::QuotaNotices>,
 }
 
 impl Store {
+    /// The same database with `limits` as the platform's quota defaults.
+    pub fn with_quota_defaults(mut self, limits: QuotaLimits) -> Self {
+        self.quota_defaults = std::sync::Arc::new(limits);
+        self
+    }
+
     /// The database backend in use.
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()

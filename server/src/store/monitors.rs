@@ -140,6 +140,8 @@ impl Store {
     ) -> Result<Monitor, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
+        self.admit_one_more(&transaction, customer_id, crate::domain::Quota::Monitors)
+            .await?;
         check_selector_agent(
             &transaction,
             customer_id,

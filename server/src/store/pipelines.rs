@@ -17,7 +17,10 @@ use crate::domain::pipeline::{
     AgentSelector, ParameterDefinition, Pipeline, PipelineDefinition, PipelinePatch, PipelineStats,
     StepDefinition,
 };
-use crate::domain::{AgentId, CustomerId, Page, PageRequest, PipelineId, UserId, VariableGroupId};
+use crate::domain::{
+    AgentId, CustomerId, Page, PageRequest, PipelineId, Quota, QuotaExceeded, QuotaLimits, UserId,
+    VariableGroupId,
+};
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     // Serialising our own plain data types cannot fail.
@@ -207,6 +210,19 @@ impl Store {
     ) -> Result<Pipeline, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
+        let limits = self
+            .admit_one_more(&transaction, customer_id, Quota::Pipelines)
+            .await?;
+        let steps = to_json(&definition.steps);
+        let parameters = to_json(&definition.parameters);
+        let labels = to_json(&definition.selector.labels);
+        check_definition_size(
+            &limits,
+            customer_id,
+            definition.steps.len(),
+            &[&steps, &parameters, &labels],
+        )
+        .map_err(|exceeded| self.over_quota(exceeded))?;
         check_selector_agent(
             &transaction,
             customer_id,
@@ -222,9 +238,9 @@ impl Store {
             name: Set(definition.name.clone()),
             description: Set(definition.description.clone()),
             selector_agent_id: Set(definition.selector.agent_id.map(AgentId::get)),
-            selector_labels: Set(to_json(&definition.selector.labels)),
-            steps: Set(to_json(&definition.steps)),
-            parameters: Set(to_json(&definition.parameters)),
+            selector_labels: Set(labels),
+            steps: Set(steps),
+            parameters: Set(parameters),
             timeout_seconds: Set(definition.timeout_seconds),
             variable_group_ids: Set(group_ids_to_text(&definition.variable_group_ids)),
             created_by: Set(scope.actor().get()),
@@ -345,6 +361,21 @@ impl Store {
         if let Some(timeout) = patch.timeout_seconds {
             row.timeout_seconds = Set(timeout);
         }
+        // The definition as it becomes must fit the customer's size quotas.
+        let limits = self.quota_limits(&transaction, customer_id).await?;
+        let (steps, parameters, labels) = (
+            row.steps.as_ref().clone(),
+            row.parameters.as_ref().clone(),
+            row.selector_labels.as_ref().clone(),
+        );
+        let step_count = steps.as_array().map_or(0, Vec::len);
+        check_definition_size(
+            &limits,
+            customer_id,
+            step_count,
+            &[&steps, &parameters, &labels],
+        )
+        .map_err(|exceeded| self.over_quota(exceeded))?;
         row.updated_at = Set(now());
         let updated = row
             .update(&transaction)
@@ -373,4 +404,19 @@ impl Store {
         transaction.commit().await?;
         Ok(())
     }
+}
+
+/// Refuses a definition over the customer's `steps_per_pipeline` or `pipeline_definition_bytes`
+/// (the size of what is stored: steps, parameters and selector labels as JSON).
+fn check_definition_size(
+    limits: &QuotaLimits,
+    customer_id: CustomerId,
+    steps: usize,
+    parts: &[&serde_json::Value],
+) -> Result<(), QuotaExceeded> {
+    let steps = i64::try_from(steps).unwrap_or(i64::MAX);
+    limits.check(customer_id, Quota::StepsPerPipeline, 0, steps)?;
+    let bytes: usize = parts.iter().map(|part| part.to_string().len()).sum();
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+    limits.check(customer_id, Quota::PipelineDefinitionBytes, 0, bytes)
 }

@@ -247,6 +247,12 @@ impl Store {
     ) -> Result<VariableGroup, StoreError> {
         let at = now();
         let transaction = self.begin_write().await?;
+        self.admit_one_more(
+            &transaction,
+            scope.customer_id(),
+            crate::domain::Quota::VariableGroups,
+        )
+        .await?;
         let row = variable_group::ActiveModel {
             customer_id: Set(scope.customer_id().get()),
             name: Set(settings.name.clone()),

@@ -9,5 +9,6 @@ pub mod agent;
 pub mod common;
 pub mod monitor;
 pub mod pipeline;
+pub mod quota;
 pub mod release;
 pub mod variable;

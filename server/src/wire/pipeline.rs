@@ -382,7 +382,26 @@ pub fn run_parameters(
         .collect()
 }
 
-/// An agent's job event, checked for shape (the store checks it against the execution).
+/// Most bytes of output one job event carries (the agent sends at most 64 KiB); more is cut.
+pub const MAX_EVENT_OUTPUT_BYTES: usize = 256 * 1024;
+/// Most bytes of a reason or other text an agent reports in a job event; more is cut.
+pub const MAX_EVENT_TEXT_BYTES: usize = 4096;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// An agent's job event, checked for shape (the store checks it against the execution). Every
+/// text it carries is bounded, so what one agent sends cannot make the batch it is stored in
+/// grow without limit.
 pub fn job_event_from_pb(event: pb::JobEvent) -> Result<JobEventInput, ValidationError> {
     let execution_id = ExecutionId::parse(event.execution_id, "job_event.execution_id")?;
     if event.sequence < 1 {
@@ -410,10 +429,10 @@ pub fn job_event_from_pb(event: pb::JobEvent) -> Result<JobEventInput, Validatio
     use pb::job_event::Event;
     let kind = match event.event {
         Some(Event::Started(started)) => JobEventKind::Started {
-            workspace: started.workspace,
+            workspace: bounded(started.workspace, MAX_EVENT_TEXT_BYTES),
         },
         Some(Event::Rejected(rejected)) => JobEventKind::Rejected {
-            reason: rejected.reason,
+            reason: bounded(rejected.reason, MAX_EVENT_TEXT_BYTES),
         },
         Some(Event::StepStarted(started)) => JobEventKind::StepStarted {
             step_index: step(started.step_index)?,
@@ -429,7 +448,7 @@ pub fn job_event_from_pb(event: pb::JobEvent) -> Result<JobEventInput, Validatio
                 Ok(pb::LogStream::Stderr) => LogStream::Stderr,
                 _ => LogStream::System,
             },
-            text: log.text,
+            text: bounded(log.text, MAX_EVENT_OUTPUT_BYTES),
         },
         Some(Event::StepFinished(finished)) => JobEventKind::StepFinished {
             step_index: step(finished.step_index)?,
@@ -441,14 +460,14 @@ pub fn job_event_from_pb(event: pb::JobEvent) -> Result<JobEventInput, Validatio
                 _ => StepStatus::Failed,
             },
             exit_code: finished.exit_code,
-            reason: finished.reason,
+            reason: bounded(finished.reason, MAX_EVENT_TEXT_BYTES),
         },
         Some(Event::Finished(finished)) => JobEventKind::Finished {
             status: match pb::ExecutionStatus::try_from(finished.status) {
                 Ok(status) => execution_status_from_pb(status),
                 Err(_) => ExecutionStatus::Failed,
             },
-            reason: finished.reason,
+            reason: bounded(finished.reason, MAX_EVENT_TEXT_BYTES),
         },
         None => return Err(ValidationError::new("job_event.event", "is required")),
     };

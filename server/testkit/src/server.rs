@@ -29,6 +29,10 @@ pub struct TestOptions {
     pub metrics: bool,
     /// Serve the web dashboard on a port of its own (see `TestServer::web_address`).
     pub web: bool,
+    /// The platform's quota limits.
+    pub quotas: cygnet_server::domain::QuotaLimits,
+    /// Requests per minute per caller.
+    pub rate_limits: cygnet_server::config::RateLimits,
 }
 
 /// A running server with its own database.
@@ -89,6 +93,8 @@ impl TestServer {
             secret_key: None,
             secret_key_previous: None,
             agents: options.agents,
+            quotas: options.quotas.clone(),
+            rate_limits: options.rate_limits,
         };
         let mut server = TestServer {
             address: config.listen,

@@ -30,6 +30,10 @@ pub struct Model {
     pub cancel_reason: String,
     pub retry_of: Option<i64>,
     pub last_sequence: i64,
+    /// Bytes of log text stored for it (its quota counts these).
+    pub log_bytes: i64,
+    /// Its output reached the per-execution cap: the rest is not stored.
+    pub log_truncated: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

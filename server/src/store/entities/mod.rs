@@ -8,6 +8,8 @@ pub mod api_token;
 pub mod artifact;
 pub mod audit_entry;
 pub mod customer;
+pub mod customer_quota;
+pub mod customer_storage;
 pub mod environment;
 pub mod execution;
 pub mod log_chunk;

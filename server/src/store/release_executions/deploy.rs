@@ -36,6 +36,13 @@ impl Store {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
         let release = load_release(&transaction, customer_id, release_id).await?;
+        // Its first stage may queue a deploy at once.
+        self.admit_one_more(
+            &transaction,
+            customer_id,
+            crate::domain::Quota::QueuedExecutions,
+        )
+        .await?;
         match release.status {
             ReleaseStatus::Active => {}
             status => {

@@ -1,0 +1,217 @@
+//! Request rates: a caller may make so many requests per minute on this server — per API token
+//! (users and agents alike), and per client address for calls that carry none. Each caller has a
+//! token bucket: a burst of a minute's worth, refilled at an even rate. Past it the call is
+//! answered RESOURCE_EXHAUSTED at once, before any handler, database read or audit entry, so one
+//! caller's flood costs the others nothing but that answer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tonic::codegen::http;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::RateLimits;
+
+/// Buckets kept at most; past it, full buckets (callers idle for a minute) are forgotten.
+const MAX_BUCKETS: usize = 100_000;
+
+/// Who a request counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Caller {
+    /// A keyed hash of the `authorization` header: the token itself is not kept.
+    Token(u64),
+    Address(IpAddr),
+    Unknown,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The buckets of every caller of this server; cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: RateLimits,
+    buckets: Mutex<HashMap<Caller, Bucket>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                limits,
+                buckets: Mutex::new(HashMap::new()),
+                hasher: Default::default(),
+            }),
+        }
+    }
+
+    fn caller<B>(&self, request: &http::Request<B>) -> Caller {
+        if let Some(authorization) = request.headers().get(http::header::AUTHORIZATION) {
+            let mut hasher = self.inner.hasher.build_hasher();
+            hasher.write(authorization.as_bytes());
+            return Caller::Token(hasher.finish());
+        }
+        let extensions = request.extensions();
+        extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|info| info.get_ref().remote_addr())
+            })
+            .map_or(Caller::Unknown, |address| Caller::Address(address.ip()))
+    }
+
+    /// Takes one request from the caller's bucket; `Err` with the caller's limit per minute when
+    /// it is empty.
+    fn take(&self, caller: Caller, now: Instant) -> Result<(), u32> {
+        let per_minute = match caller {
+            Caller::Token(_) => self.inner.limits.requests_per_minute_per_token,
+            Caller::Address(_) | Caller::Unknown => {
+                self.inner.limits.requests_per_minute_per_address
+            }
+        };
+        let capacity = f64::from(per_minute);
+        let per_second = capacity / 60.0;
+        let mut buckets = self
+            .inner
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&caller) {
+            buckets.retain(|_, bucket| {
+                now.duration_since(bucket.at).as_secs_f64() * per_second + bucket.tokens < capacity
+            });
+        }
+        let bucket = buckets.entry(caller).or_insert(Bucket {
+            tokens: capacity,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * per_second;
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(per_minute)
+        }
+    }
+}
+
+/// Refuses requests past their caller's rate (see the module docs).
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    limiter: RateLimiter,
+}
+
+impl RateLimitLayer {
+    pub fn new(limiter: RateLimiter) -> Self {
+        Self { limiter }
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimited {
+            inner,
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+/// See [`RateLimitLayer`].
+#[derive(Clone)]
+pub struct RateLimited<S> {
+    inner: S,
+    limiter: RateLimiter,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for RateLimited<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResponseBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        // Health checks (load balancers, orchestrators) are never refused.
+        if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+            return Box::pin(self.inner.call(request));
+        }
+        let caller = self.limiter.caller(&request);
+        match self.limiter.take(caller, Instant::now()) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(per_minute) => {
+                let status =
+                    crate::grpc::rate_limited(per_minute, matches!(caller, Caller::Token(_)));
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_caller_gets_a_burst_then_an_even_rate_and_others_are_not_touched() {
+        let limiter = RateLimiter::new(RateLimits {
+            requests_per_minute_per_token: 60,
+            requests_per_minute_per_address: 6,
+        });
+        let start = Instant::now();
+        let flooding = Caller::Token(1);
+        for _ in 0..60 {
+            assert_eq!(limiter.take(flooding, start), Ok(()));
+        }
+        assert_eq!(limiter.take(flooding, start), Err(60));
+        // One more a second.
+        assert_eq!(
+            limiter.take(flooding, start + Duration::from_millis(500)),
+            Err(60)
+        );
+        assert_eq!(
+            limiter.take(flooding, start + Duration::from_secs(1)),
+            Ok(())
+        );
+        // Another token and an address have their own buckets and limits.
+        assert_eq!(limiter.take(Caller::Token(2), start), Ok(()));
+        let address = Caller::Address("192.0.2.7".parse().expect("address"));
+        for _ in 0..6 {
+            assert_eq!(limiter.take(address, start), Ok(()));
+        }
+        assert_eq!(limiter.take(address, start), Err(6));
+    }
+}
