@@ -80,6 +80,7 @@ impl BenchServer {
                 requests_per_minute_per_token: 10_000_000,
                 requests_per_minute_per_address: 10_000_000,
             },
+            retention: Default::default(),
         };
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;

@@ -16,6 +16,7 @@ mod m20261205_000001_web_sessions;
 mod m20261206_000001_variables;
 mod m20261207_000001_pipeline_variable_groups;
 mod m20261208_000001_quotas;
+mod m20261209_000001_usage;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_variables::Migration),
             Box::new(m20261207_000001_pipeline_variable_groups::Migration),
             Box::new(m20261208_000001_quotas::Migration),
+            Box::new(m20261209_000001_usage::Migration),
         ]
     }
 }

@@ -218,6 +218,12 @@ impl App {
         });
         let listener_task =
             spawn_listener(&self.store, operations.clone(), background_stopped.clone());
+        let housekeeping = crate::retention::spawn_housekeeping(
+            self.store.system(&system_scope(SystemActor::Housekeeping)),
+            artifacts.clone(),
+            self.config.retention,
+            background_stopped.clone(),
+        );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -397,6 +403,9 @@ impl App {
         }
         if let Err(error) = dispatch.await {
             tracing::warn!(%error, "dispatch task failed");
+        }
+        if let Err(error) = housekeeping.await {
+            tracing::warn!(%error, "housekeeping task failed");
         }
         if let Some(listener_task) = listener_task {
             let _ = listener_task.await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Quota, QuotaLimits};
+pub use crate::retention::RetentionSettings;
 use crate::store::DatabaseOptions;
 
 /// How log lines are written.
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     pub quotas: QuotaLimits,
     /// Requests each caller may make.
     pub rate_limits: RateLimits,
+    /// The housekeeping task: retention and usage readings.
+    pub retention: RetentionSettings,
 }
 
 /// How many requests a caller may make per minute, on one server (a burst of that many, then
@@ -156,6 +159,8 @@ struct RawConfig {
     quotas: std::collections::HashMap<String, i64>,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    retention_interval_seconds: u64,
+    anonymous_audit_kept: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +206,8 @@ impl ServerConfig {
             .and_then(|b| b.set_default("metrics_retention_hours", 168))
             .and_then(|b| b.set_default("monitor_retention_hours", 168))
             .and_then(|b| b.set_default("agent_grace_seconds", 60))
+            .and_then(|b| b.set_default("retention_interval_seconds", 600))
+            .and_then(|b| b.set_default("anonymous_audit_kept", 100_000))
             .map_err(|error| ConfigError(error.to_string()))?;
         if let Some(file) = file {
             if !file.is_file() {
@@ -482,6 +489,20 @@ impl RawConfig {
                 defaults.requests_per_minute_per_address,
             )?,
         };
+        let retention = RetentionSettings {
+            interval: Duration::from_secs(ranged(
+                "retention_interval_seconds",
+                "CYGNET_RETENTION_INTERVAL_SECONDS",
+                self.retention_interval_seconds,
+                1..=86_400,
+            )?),
+            anonymous_audit_kept: ranged(
+                "anonymous_audit_kept",
+                "CYGNET_ANONYMOUS_AUDIT_KEPT",
+                self.anonymous_audit_kept,
+                1..=100_000_000,
+            )?,
+        };
         Ok(ServerConfig {
             listen,
             data_dir: self.data_dir,
@@ -500,6 +521,7 @@ impl RawConfig {
             agents,
             quotas,
             rate_limits,
+            retention,
         })
     }
 }

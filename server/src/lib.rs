@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod monitors;
 pub mod rate_limit;
+pub mod retention;
 pub mod run_to_completion;
 pub mod secrets;
 pub mod service;

@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         agents: AgentSettings::default(),
         quotas: Default::default(),
         rate_limits: Default::default(),
+        retention: Default::default(),
     };
     let listener = TcpListener::bind(config.listen)
         .await

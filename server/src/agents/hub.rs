@@ -299,6 +299,7 @@ impl AgentHub {
         &self,
         sample_interval: Duration,
         lease_until: DateTime<Utc>,
+        online_seconds: i64,
     ) -> Vec<HeartbeatRecord> {
         let now = Instant::now();
         let mut records = Vec::new();
@@ -325,6 +326,7 @@ impl AgentHub {
                 sample,
                 running: session.running.clone(),
                 lease_until,
+                online_seconds,
             });
         }
         records
@@ -557,7 +559,10 @@ mod tests {
         let hub = AgentHub::new();
         let (ticket, _rx) = attach(&hub, 7, 1, settings(&[], 1));
         let until = Utc::now();
-        assert!(hub.take_unsaved(Duration::from_secs(60), until).is_empty());
+        assert!(
+            hub.take_unsaved(Duration::from_secs(60), until, 10)
+                .is_empty()
+        );
         assert!(hub.reserve(AgentId::from_db(7), ExecutionId::from_db(5)));
         // Only its own claimed executions count, each once, whatever else it lists.
         hub.heartbeat(
@@ -571,11 +576,15 @@ mod tests {
             ],
             Utc::now(),
         );
-        let records = hub.take_unsaved(Duration::from_secs(60), until);
+        let records = hub.take_unsaved(Duration::from_secs(60), until, 10);
         assert_eq!(records.len(), 1);
         assert!(records[0].sample);
         assert_eq!(records[0].running, [ExecutionId::from_db(5)]);
-        assert!(hub.take_unsaved(Duration::from_secs(60), until).is_empty());
+        assert_eq!(records[0].online_seconds, 10);
+        assert!(
+            hub.take_unsaved(Duration::from_secs(60), until, 10)
+                .is_empty()
+        );
         hub.heartbeat(
             AgentId::from_db(7),
             ticket.connection_id,
@@ -583,7 +592,7 @@ mod tests {
             vec![],
             Utc::now(),
         );
-        assert!(!hub.take_unsaved(Duration::from_secs(60), until)[0].sample);
+        assert!(!hub.take_unsaved(Duration::from_secs(60), until, 10)[0].sample);
     }
 
     #[test]

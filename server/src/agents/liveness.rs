@@ -75,7 +75,8 @@ async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings)
 async fn save_figures(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) {
     let lease_until =
         now() + chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::seconds(60));
-    let records = hub.take_unsaved(settings.sample_interval, lease_until);
+    let online_seconds = i64::try_from(settings.heartbeat_interval.as_secs()).unwrap_or(0);
+    let records = hub.take_unsaved(settings.sample_interval, lease_until, online_seconds);
     if let Err(error) = store.save_heartbeats(&records).await {
         tracing::warn!(%error, agents = records.len(), "could not save agent heartbeats");
     }

@@ -59,6 +59,8 @@ pub enum Action {
     DeleteMonitors,
     /// Read the audit log of the customer's writes.
     ReadAuditLog,
+    /// Read the customer's usage (billing figures).
+    ReadUsage,
     /// Read variable groups and non-secret values (secret values are never readable).
     ReadVariables,
     /// Create, rename and delete variable groups.
@@ -89,7 +91,7 @@ impl Action {
             Action::ManageReleases => &[Admin, Devops],
             Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
             Action::ManageMonitors | Action::DeleteMonitors => &[Admin, Devops, Developer],
-            Action::ReadAuditLog => &[Admin],
+            Action::ReadAuditLog | Action::ReadUsage => &[Admin],
             Action::ManageVariableGroups | Action::ManageSecrets => &[Admin, Devops],
             Action::SetVariables => &[Admin, Devops, Developer],
             Action::ManagePipelines
@@ -150,6 +152,7 @@ impl Action {
             Action::ManageMonitors => "create or change monitors of",
             Action::DeleteMonitors => "delete monitors of",
             Action::ReadAuditLog => "read the audit log of",
+            Action::ReadUsage => "read the usage of",
             Action::ReadVariables => "read variables of",
             Action::ManageVariableGroups => "manage variable groups of",
             Action::ManageSecrets => "set or delete secret variables of",

@@ -86,6 +86,8 @@ pub enum SystemActor {
     ActivityFeed,
     /// The metrics endpoint.
     Observability,
+    /// Retention and usage readings.
+    Housekeeping,
 }
 
 impl SystemActor {
@@ -98,6 +100,7 @@ impl SystemActor {
             SystemActor::Monitors => "system:monitors",
             SystemActor::ActivityFeed => "system:activity-feed",
             SystemActor::Observability => "system:observability",
+            SystemActor::Housekeeping => "system:housekeeping",
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod refusal;
 pub mod release;
 pub mod release_flow;
 pub mod role;
+pub mod usage;
 pub mod user;
 pub mod validate;
 pub mod variable;

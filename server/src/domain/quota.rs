@@ -38,10 +38,17 @@ pub enum Quota {
     /// Watch streams (WatchExecution, WatchReleaseExecution, WatchActivity) one user keeps open
     /// in the customer at once, on one server.
     WatchStreamsPerCaller,
+    /// Days an execution's log is kept after it ended.
+    LogRetentionDays,
+    /// Days an execution's artifacts are kept after it ended (while no unfinished release
+    /// ships them).
+    ArtifactRetentionDays,
+    /// Days a finished execution is kept at all (unless a release refers to it).
+    ExecutionRetentionDays,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 13] = [
+    pub const ALL: [Quota; 16] = [
         Quota::QueuedExecutions,
         Quota::RunningExecutions,
         Quota::Pipelines,
@@ -55,6 +62,9 @@ impl Quota {
         Quota::ArtifactBytesPerExecution,
         Quota::ArtifactBytesStored,
         Quota::WatchStreamsPerCaller,
+        Quota::LogRetentionDays,
+        Quota::ArtifactRetentionDays,
+        Quota::ExecutionRetentionDays,
     ];
 
     /// The name used in configuration, the API and messages.
@@ -73,6 +83,9 @@ impl Quota {
             Quota::ArtifactBytesPerExecution => "artifact_bytes_per_execution",
             Quota::ArtifactBytesStored => "artifact_bytes_stored",
             Quota::WatchStreamsPerCaller => "watch_streams_per_caller",
+            Quota::LogRetentionDays => "log_retention_days",
+            Quota::ArtifactRetentionDays => "artifact_retention_days",
+            Quota::ExecutionRetentionDays => "execution_retention_days",
         }
     }
 
@@ -98,6 +111,9 @@ impl Quota {
             Quota::ArtifactBytesPerExecution => 2 * GIB,
             Quota::ArtifactBytesStored => 50 * GIB,
             Quota::WatchStreamsPerCaller => 32,
+            Quota::LogRetentionDays => 90,
+            Quota::ArtifactRetentionDays => 90,
+            Quota::ExecutionRetentionDays => 365,
         }
     }
 
@@ -106,6 +122,9 @@ impl Quota {
     pub fn ceiling(self) -> i64 {
         match self {
             Quota::StepsPerPipeline => super::pipeline::MAX_STEPS as i64,
+            Quota::LogRetentionDays
+            | Quota::ArtifactRetentionDays
+            | Quota::ExecutionRetentionDays => 36_500,
             _ => i64::MAX / 2,
         }
     }
@@ -120,6 +139,9 @@ impl Quota {
                 | Quota::LogBytesPerExecution
                 | Quota::ArtifactBytesPerExecution
                 | Quota::WatchStreamsPerCaller
+                | Quota::LogRetentionDays
+                | Quota::ArtifactRetentionDays
+                | Quota::ExecutionRetentionDays
         )
     }
 }

@@ -382,6 +382,14 @@ impl CustomerService for CustomerApi {
         super::quotas::set_customer_quotas(self, request).await
     }
 
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn get_customer_usage(
+        &self,
+        request: Request<pb::GetCustomerUsageRequest>,
+    ) -> Result<Response<pb::GetCustomerUsageResponse>, Status> {
+        super::quotas::get_customer_usage(self, request).await
+    }
+
     type WatchActivityStream = WatchActivityStream;
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]

@@ -1,4 +1,4 @@
-//! GetCustomerQuotas and SetCustomerQuotas of `CustomerService`.
+//! GetCustomerQuotas, SetCustomerQuotas and GetCustomerUsage of `CustomerService`.
 
 use cygnet_proto::v1 as pb;
 use tonic::{Request, Response, Status};
@@ -7,7 +7,10 @@ use super::customers::CustomerApi;
 use crate::audit;
 use crate::auth::Action;
 use crate::domain::CustomerId;
+use crate::domain::usage::UsageRange;
+use crate::store::now;
 use crate::wire::quota::quota_changes;
+use crate::wire::usage::usage_total;
 
 pub(super) async fn get_customer_quotas(
     api: &CustomerApi,
@@ -55,5 +58,25 @@ pub(super) async fn set_customer_quotas(
     );
     Ok(Response::new(pb::SetCustomerQuotasResponse {
         quotas: quotas.into_iter().map(Into::into).collect(),
+    }))
+}
+
+pub(super) async fn get_customer_usage(
+    api: &CustomerApi,
+    request: Request<pb::GetCustomerUsageRequest>,
+) -> Result<Response<pb::GetCustomerUsageResponse>, Status> {
+    let body = request.get_ref();
+    let range = UsageRange::parse(&body.from, &body.to, now().date_naive());
+    let scope = api
+        .context
+        .scope(request.metadata(), body.customer_id, Action::ReadUsage)
+        .await?;
+    let range = range?;
+    let days = api.context.store.customer_usage(&scope, range).await?;
+    Ok(Response::new(pb::GetCustomerUsageResponse {
+        total: Some(usage_total(&days)),
+        days: days.iter().map(Into::into).collect(),
+        from: range.from.format("%Y-%m-%d").to_string(),
+        to: range.to.format("%Y-%m-%d").to_string(),
     }))
 }

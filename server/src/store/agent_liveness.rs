@@ -27,6 +27,8 @@ pub struct HeartbeatRecord {
     pub sample: bool,
     /// The executions the agent reported running: their leases are renewed until `lease_until`.
     pub running: Vec<ExecutionId>,
+    /// Online time this record stands for (one heartbeat interval), metered for its customer.
+    pub online_seconds: i64,
     pub lease_until: DateTime<Utc>,
 }
 
@@ -286,6 +288,24 @@ impl SystemStore {
                 ..Default::default()
             })
             .collect();
+        // Online time, per customer.
+        let mut online: std::collections::BTreeMap<CustomerId, i64> = Default::default();
+        for record in records {
+            *online.entry(record.customer_id).or_default() += record.online_seconds;
+        }
+        let at = super::now();
+        for (customer_id, seconds) in online {
+            super::usage::add_usage(
+                &transaction,
+                customer_id,
+                at,
+                super::usage::UsageDelta {
+                    agent_online_seconds: seconds,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        }
         // Bounded statements: SQLite allows at most 32766 bound parameters.
         for chunk in samples.chunks(500) {
             agent_sample::Entity::insert_many(chunk.to_vec())

@@ -276,6 +276,13 @@ impl SystemStore {
             return Ok(None);
         }
         skip_unfinished_steps(&transaction, customer_id, row.id, &reason, at).await?;
+        super::usage::add_usage(
+            &transaction,
+            customer_id,
+            at,
+            super::usage::UsageDelta::execution_ended(status, row.started_at, at),
+        )
+        .await?;
         let agent_name = match row.agent_id {
             Some(agent_id) => agent::Entity::find_by_id(agent_id)
                 .one(&transaction)

@@ -288,6 +288,13 @@ impl Store {
                 .rows_affected;
             if changed == 1 {
                 skip_unfinished_steps(&transaction, customer_id, row.id, reason, at).await?;
+                super::usage::add_usage(
+                    &transaction,
+                    customer_id,
+                    at,
+                    super::usage::UsageDelta::execution_ended(ExecutionStatus::Cancelled, None, at),
+                )
+                .await?;
                 activity::record(
                     &transaction,
                     customer_id,
@@ -446,6 +453,7 @@ pub(super) async fn insert_execution(
         last_sequence: Set(0),
         log_bytes: Set(0),
         log_truncated: Set(false),
+        log_expired: Set(false),
         ..Default::default()
     }
     .insert(db)
@@ -617,6 +625,16 @@ impl Store {
             Quota::ArtifactBytesStored,
             header.size_bytes,
             i64::MAX,
+        )
+        .await?;
+        super::usage::add_usage(
+            &transaction,
+            customer_id,
+            now(),
+            super::usage::UsageDelta {
+                artifact_bytes_added: header.size_bytes,
+                ..Default::default()
+            },
         )
         .await?;
         let row = artifact::ActiveModel {

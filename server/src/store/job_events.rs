@@ -7,6 +7,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::{execution, log_chunk, step_execution};
 use super::executions::{finished_event, skip_unfinished_steps, status_of};
+use super::usage::{self, UsageDelta};
 use super::{Store, StoreError, activity, now, quotas};
 use crate::auth::AuthenticatedAgent;
 use crate::domain::execution::{
@@ -126,6 +127,16 @@ impl Store {
                 Quota::LogBytesStored,
                 logs.added,
                 i64::MAX,
+            )
+            .await?;
+            usage::add_usage(
+                &transaction,
+                customer_id,
+                now(),
+                UsageDelta {
+                    log_bytes_added: logs.added,
+                    ..Default::default()
+                },
             )
             .await?;
         }
@@ -411,6 +422,13 @@ impl Store {
             _ => reason,
         };
         skip_unfinished_steps(transaction, agent.customer_id(), row.id, step_reason, at).await?;
+        usage::add_usage(
+            transaction,
+            agent.customer_id(),
+            at,
+            UsageDelta::execution_ended(status, row.started_at, at),
+        )
+        .await?;
         activity::record(
             transaction,
             agent.customer_id(),

@@ -34,8 +34,10 @@ mod quotas;
 mod registration_tokens;
 mod release_executions;
 mod releases;
+mod retention;
 mod stats;
 mod tokens;
+mod usage;
 mod users;
 mod variables;
 

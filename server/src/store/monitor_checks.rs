@@ -237,6 +237,16 @@ impl Store {
             )
             .await?;
         }
+        super::usage::add_usage(
+            &transaction,
+            agent.customer_id(),
+            super::now(),
+            super::usage::UsageDelta {
+                monitor_checks: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
         transaction.commit().await?;
         Ok(Some(status))
     }

@@ -130,7 +130,10 @@ pub(super) async fn used(
         | Quota::StepsPerPipeline
         | Quota::LogBytesPerExecution
         | Quota::ArtifactBytesPerExecution
-        | Quota::WatchStreamsPerCaller => 0,
+        | Quota::WatchStreamsPerCaller
+        | Quota::LogRetentionDays
+        | Quota::ArtifactRetentionDays
+        | Quota::ExecutionRetentionDays => 0,
     })
 }
 

@@ -90,6 +90,9 @@ impl Web {
                 post(pages::reject_stage),
             )
             .route("/c/{customer}/monitors", get(pages::monitors))
+            .route("/c/{customer}/usage", get(pages::usage))
+            .route("/c/{customer}/quotas", post(pages::set_quotas))
+            .route("/c/{customer}/{export}", get(pages::usage_export))
             .fallback(pages::not_found)
             .with_state(self)
     }

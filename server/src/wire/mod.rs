@@ -11,4 +11,5 @@ pub mod monitor;
 pub mod pipeline;
 pub mod quota;
 pub mod release;
+pub mod usage;
 pub mod variable;

@@ -33,6 +33,8 @@ pub struct TestOptions {
     pub quotas: cygnet_server::domain::QuotaLimits,
     /// Requests per minute per caller.
     pub rate_limits: cygnet_server::config::RateLimits,
+    /// The housekeeping task's round.
+    pub retention: cygnet_server::config::RetentionSettings,
 }
 
 /// A running server with its own database.
@@ -95,6 +97,7 @@ impl TestServer {
             agents: options.agents,
             quotas: options.quotas.clone(),
             rate_limits: options.rate_limits,
+            retention: options.retention,
         };
         let mut server = TestServer {
             address: config.listen,

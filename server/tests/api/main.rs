@@ -22,6 +22,7 @@ mod process;
 mod quotas;
 mod releases;
 mod tls;
+mod usage;
 mod users;
 mod variables;
 mod web;

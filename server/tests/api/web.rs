@@ -413,7 +413,166 @@ async fn the_dashboard_is_tenant_scoped_and_safe(backend: Backend) {
         .expect("the API token is untouched");
 }
 
-cygnet_testkit::backend_tests!(the_dashboard_is_tenant_scoped_and_safe);
+async fn sign_in(web: SocketAddr, token: &str) -> String {
+    let signed_in = http(web, "POST", "/signin", None, Some(&[("token", token)])).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    signed_in.session()
+}
+
+/// The usage page: quotas for every member, usage (chart, table, CSV and JSON exports) for the
+/// customer's admins, quota changes for platform administrators only.
+async fn usage_and_quotas_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(backend, web_server_options()).await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let globex = server.create_customer("globex").await;
+    let boss = server.create_user("boss").await;
+    server.add_member(acme.id, boss.id, pb::Role::Admin).await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let boss_session = sign_in(web, &boss.token).await;
+    let dev_session = sign_in(web, &dev.token).await;
+    let admin_session = sign_in(web, cygnet_testkit::ADMIN_TOKEN).await;
+    let usage = format!("/c/{}/usage", acme.id);
+
+    let page = http(web, "GET", &usage, Some(&boss_session), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Build minutes per day"), "{}", page.body);
+    assert!(page.body.contains("queued_executions"), "{}", page.body);
+    assert!(
+        !page.body.contains("Save quotas"),
+        "only platform admins change quotas"
+    );
+    let csv = http(
+        web,
+        "GET",
+        &format!("/c/{}/usage.csv", acme.id),
+        Some(&boss_session),
+        None,
+    )
+    .await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.header("content-type")
+            .is_some_and(|value| value.starts_with("text/csv"))
+    );
+    assert!(
+        csv.body.starts_with("customer_id,day,build_seconds,"),
+        "{}",
+        csv.body
+    );
+    let json = http(
+        web,
+        "GET",
+        &format!("/c/{}/usage.json", acme.id),
+        Some(&boss_session),
+        None,
+    )
+    .await;
+    assert_eq!(json.status, 200);
+    let parsed: serde_json::Value = serde_json::from_str(&json.body).expect("JSON");
+    assert_eq!(parsed["customer_id"], acme.id);
+    assert!(parsed["days"].is_array());
+
+    // A developer sees the quotas, not the billing figures.
+    let page = http(web, "GET", &usage, Some(&dev_session), None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("for the customer&#x27;s administrators")
+            || page.body.contains("for the customer's administrators"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("queued_executions"));
+    let refused = http(
+        web,
+        "GET",
+        &format!("/c/{}/usage.csv", acme.id),
+        Some(&dev_session),
+        None,
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    // Another customer's usage looks like nothing at all.
+    let foreign = http(
+        web,
+        "GET",
+        &format!("/c/{}/usage", globex.id),
+        Some(&boss_session),
+        None,
+    )
+    .await;
+    assert_eq!(foreign.status, 404);
+
+    // A customer admin may not change its quotas, even with a valid form.
+    let token = csrf(
+        &http(web, "GET", &usage, Some(&boss_session), None)
+            .await
+            .body,
+    );
+    let forged = http(
+        web,
+        "POST",
+        &format!("/c/{}/quotas", acme.id),
+        Some(&boss_session),
+        Some(&[("csrf", &token), ("quota.queued_executions", "100000")]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    // The platform administrator does; empty fields keep the defaults.
+    let page = http(web, "GET", &usage, Some(&admin_session), None).await;
+    assert!(page.body.contains("Save quotas"));
+    let token = csrf(&page.body);
+    let saved = http(
+        web,
+        "POST",
+        &format!("/c/{}/quotas", acme.id),
+        Some(&admin_session),
+        Some(&[
+            ("csrf", &token),
+            ("quota.queued_executions", "7"),
+            ("quota.pipelines", ""),
+        ]),
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let quotas = server
+        .admin_customers()
+        .get_customer_quotas(pb::GetCustomerQuotasRequest {
+            customer_id: acme.id,
+        })
+        .await
+        .expect("quotas")
+        .into_inner()
+        .quotas;
+    let queued = quotas
+        .iter()
+        .find(|quota| quota.name == "queued_executions")
+        .expect("queued");
+    assert_eq!((queued.limit, queued.overridden), (7, true));
+    assert_eq!(quotas.iter().filter(|quota| quota.overridden).count(), 1);
+    let bad = http(
+        web,
+        "POST",
+        &format!("/c/{}/quotas", acme.id),
+        Some(&admin_session),
+        Some(&[("csrf", &token), ("quota.queued_executions", "lots")]),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body.contains("limits[queued_executions]"),
+        "{}",
+        bad.body
+    );
+}
+
+cygnet_testkit::backend_tests!(
+    the_dashboard_is_tenant_scoped_and_safe,
+    usage_and_quotas_in_the_dashboard,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_tls_the_dashboard_is_https_with_secure_cookies() {

@@ -34,6 +34,8 @@ pub struct Model {
     pub log_bytes: i64,
     /// Its output reached the per-execution cap: the rest is not stored.
     pub log_truncated: bool,
+    /// Retention removed its log.
+    pub log_expired: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

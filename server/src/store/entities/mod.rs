@@ -24,6 +24,7 @@ pub mod release_pipeline;
 pub mod release_stage;
 pub mod stage_execution_record;
 pub mod step_execution;
+pub mod usage_daily;
 pub mod user;
 pub mod user_customer;
 pub mod variable;

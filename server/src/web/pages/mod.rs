@@ -8,6 +8,7 @@ mod execution;
 mod monitors;
 mod pipelines;
 mod releases;
+mod usage;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -30,6 +31,7 @@ pub use execution::{cancel_execution, execution};
 pub use monitors::monitors;
 pub use pipelines::{pipelines, run_pipeline};
 pub use releases::{approve_stage, reject_stage, releases};
+pub use usage::{set_quotas, usage, usage_export};
 
 /// A path segment that must be an id; anything else is as unknown as a missing record.
 fn id(segment: &str) -> Result<i64, WebError> {
@@ -57,6 +59,8 @@ pub struct Frame {
     pub role: pb::Role,
     pub csrf: String,
     pub section: &'static str,
+    /// The caller is a platform administrator.
+    pub platform_admin: bool,
 }
 
 impl Frame {
@@ -125,6 +129,7 @@ async fn frame(
         role,
         csrf: session.csrf(),
         section,
+        platform_admin: user.is_superuser,
     })
 }
 
