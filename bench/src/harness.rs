@@ -31,6 +31,80 @@ pub fn admin() -> Bearer {
 
 pub type Authed = InterceptedService<Channel, Bearer>;
 
+/// The quotas and request rates a bench server runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    /// Every quota and rate as high as the server takes: the bench measures the server's work,
+    /// not its limits (the checks still run).
+    Unbounded,
+    /// The defaults a production server has.
+    Defaults,
+}
+
+impl Limits {
+    fn quotas(self) -> cygnet_server::domain::QuotaLimits {
+        let mut quotas = cygnet_server::domain::QuotaLimits::default();
+        if self == Limits::Unbounded {
+            for quota in cygnet_server::domain::Quota::ALL {
+                quotas.set(quota, quota.ceiling());
+            }
+        }
+        quotas
+    }
+
+    fn rate_limits(self) -> cygnet_server::config::RateLimits {
+        match self {
+            Limits::Unbounded => cygnet_server::config::RateLimits {
+                requests_per_minute_per_token: 10_000_000,
+                requests_per_minute_per_address: 10_000_000,
+            },
+            Limits::Defaults => Default::default(),
+        }
+    }
+}
+
+/// A user's bearer token as an interceptor.
+pub fn bearer(token: &str) -> Bearer {
+    Bearer::new(token).expect("a valid header")
+}
+
+/// A new user who is `customer_id`'s admin; their API token.
+pub async fn customer_admin(
+    channel: &Channel,
+    customer_id: i64,
+    username: &str,
+) -> anyhow::Result<String> {
+    use cygnet_proto::v1::user_service_client::UserServiceClient;
+    let mut users = UserServiceClient::with_interceptor(channel.clone(), admin());
+    let user = users
+        .create_user(pb::CreateUserRequest {
+            username: username.into(),
+            email: format!("{username}@bench.example"),
+            full_name: username.into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .user
+        .context("user")?;
+    CustomerServiceClient::with_interceptor(channel.clone(), admin())
+        .add_member(pb::AddMemberRequest {
+            customer_id,
+            user_id: user.id,
+            role: pb::Role::Admin.into(),
+        })
+        .await?;
+    Ok(users
+        .create_api_token(pb::CreateApiTokenRequest {
+            user_id: user.id,
+            name: "bench".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .secret)
+}
+
 /// A running server with a database of its own.
 pub struct BenchServer {
     pub address: SocketAddr,
@@ -45,6 +119,13 @@ impl BenchServer {
     /// Starts a server on 127.0.0.1:0: SQLite when `database_url` is `None`, else a new
     /// database created on that PostgreSQL server.
     pub async fn start(database_url: Option<&str>) -> anyhow::Result<BenchServer> {
+        Self::start_with(database_url, Limits::Unbounded).await
+    }
+
+    pub async fn start_with(
+        database_url: Option<&str>,
+        limits: Limits,
+    ) -> anyhow::Result<BenchServer> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("data");
         let url = match database_url {
@@ -67,19 +148,8 @@ impl BenchServer {
             secret_key: None,
             secret_key_previous: None,
             agents: AgentSettings::default(),
-            // The bench measures the server's work, not its limits: every quota and rate as high
-            // as the server takes (the checks still run).
-            quotas: {
-                let mut quotas = cygnet_server::domain::QuotaLimits::default();
-                for quota in cygnet_server::domain::Quota::ALL {
-                    quotas.set(quota, quota.ceiling());
-                }
-                quotas
-            },
-            rate_limits: cygnet_server::config::RateLimits {
-                requests_per_minute_per_token: 10_000_000,
-                requests_per_minute_per_address: 10_000_000,
-            },
+            quotas: limits.quotas(),
+            rate_limits: limits.rate_limits(),
             retention: Default::default(),
         };
         let listener = TcpListener::bind(config.listen).await?;

@@ -10,6 +10,7 @@ mod child;
 mod dashboard;
 mod fleet;
 mod harness;
+mod noisy;
 mod procfs;
 mod real_agent;
 mod scenarios;
@@ -35,6 +36,8 @@ enum Scenario {
     AgentFootprint,
     /// The web dashboard's server-side render with 10,000 executions in the customer.
     Dashboard,
+    /// Customer B's dispatch latency alone and while customer A floods the queue.
+    NoisyNeighbour,
     /// Every scenario above.
     All,
 }
@@ -103,6 +106,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if run(Scenario::Dashboard) {
         results.extend(dashboard::dashboard(&options).await?);
+    }
+    if run(Scenario::NoisyNeighbour) {
+        results.extend(noisy::noisy_neighbour(&options).await?);
     }
     println!();
     println!("{:<44} {:>14} unit", "figure", "value");

@@ -150,6 +150,7 @@ impl Dispatcher {
         }
         // Pick an agent for each execution (reserving its slot), then claim them all at once.
         let mut picked: Vec<(AgentId, QueueCandidate)> = Vec::new();
+        let mut reasons: Vec<(ExecutionId, String)> = Vec::new();
         for candidate in candidates {
             match inner.hub.pick(candidate.customer_id, &candidate.selector) {
                 Ok(agent_id) => {
@@ -157,19 +158,35 @@ impl Dispatcher {
                         picked.push((agent_id, candidate));
                     }
                 }
-                Err(reason) => {
-                    if reason != candidate.queue_reason
-                        && let Err(error) =
-                            inner.store.set_queue_reason(candidate.id, &reason).await
-                    {
-                        tracing::warn!(%error, execution_id = candidate.id.get(), "could not record the queue reason");
+                Err(reason) if reason != candidate.queue_reason => {
+                    reasons.push((candidate.id, reason));
+                }
+                Err(_) => {}
+            }
+        }
+        if !picked.is_empty() {
+            self.claim_and_deliver(picked).await;
+        }
+        // Why the others wait, recorded after the deliveries (so no one's job waits for the
+        // writes) and in one statement per reason.
+        if !reasons.is_empty() {
+            match inner.store.set_queue_reasons(&reasons).await {
+                Ok(()) => {
+                    for (execution_id, _) in &reasons {
+                        // Its watchers show why it waits.
+                        inner.operations.execution_changed(*execution_id);
                     }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, executions = reasons.len(), "could not record queue reasons");
                 }
             }
         }
-        if picked.is_empty() {
-            return;
-        }
+    }
+
+    /// Claims the picked executions in one transaction and delivers the ones won.
+    async fn claim_and_deliver(&self, picked: Vec<(AgentId, QueueCandidate)>) {
+        let inner = &self.inner;
         let started = std::time::Instant::now();
         let claims: Vec<(ExecutionId, CustomerId, AgentId)> = picked
             .iter()

@@ -188,7 +188,8 @@ pub struct QueuedExecution {
     pub customer_id: CustomerId,
     pub pipeline_id: PipelineId,
     pub pipeline_name: String,
-    pub steps: Vec<StepDefinition>,
+    /// Shared with the other runs of the same version of the pipeline's steps.
+    pub steps: std::sync::Arc<Vec<StepDefinition>>,
     pub parameters: BTreeMap<String, String>,
     pub timeout_seconds: i32,
     /// When it was queued.

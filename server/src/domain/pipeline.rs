@@ -616,10 +616,21 @@ pub struct Pipeline {
     pub id: super::PipelineId,
     pub customer_id: super::CustomerId,
     pub definition: PipelineDefinition,
+    /// The stored version of its steps, which runs point at instead of copying them.
+    pub steps_version: StepsVersion,
     pub created_by: super::UserId,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub stats: PipelineStats,
+}
+
+/// A stored version of a pipeline's steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepsVersion {
+    /// Its row (internal; runs refer to it).
+    pub id: i64,
+    /// 1, 2, … per pipeline.
+    pub number: i32,
 }
 
 /// A pipeline's execution counters (the original dashboard's figures).

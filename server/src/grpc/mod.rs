@@ -8,6 +8,7 @@ mod agent_stream;
 mod agents;
 mod artifact_stream;
 mod customers;
+mod execution_watch;
 mod monitors;
 mod pipelines;
 mod quotas;
@@ -41,6 +42,8 @@ pub struct ApiContext {
     pub metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
     /// Watch streams open on this server, counted against each caller's quota.
     watches: std::sync::Arc<watch::OpenWatches>,
+    /// What the watchers of one execution read, shared among them.
+    shared_reads: execution_watch::SharedReads,
 }
 
 impl ApiContext {
@@ -61,6 +64,7 @@ impl ApiContext {
                 require_client_certificates,
             ),
             agent_settings,
+            shared_reads: execution_watch::SharedReads::new(store.clone()),
             store,
             watches: Default::default(),
         }

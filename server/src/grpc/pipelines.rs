@@ -1,30 +1,24 @@
 //! `cygnet.v1.PipelineService`.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use cygnet_proto::v1::{self as pb, pipeline_service_server::PipelineService};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::watch::{WatchStream, Watcher, spawn_watch};
+use super::execution_watch;
+use super::watch::{WatchStream, spawn_watch};
 use super::{ApiContext, status};
 use crate::artifacts::ArtifactStore;
 use crate::audit;
 use crate::auth::{Action, TenantScope};
-use crate::domain::execution::{Execution, ExecutionFilter, RunRequest, Trigger};
+use crate::domain::execution::{ExecutionFilter, RunRequest, Trigger};
 use crate::domain::ids::parse_optional;
 use crate::domain::pipeline::{PipelineDefinition, PipelinePatch};
 use crate::domain::{AgentId, CustomerId, ExecutionId, PageRequest, PipelineId, ValidationError};
 use crate::service::Operations;
-use crate::store::Store;
 use crate::wire::pipeline::{execution_status_filter, run_parameters};
 
-/// How often a watcher looks for changes when nothing woke it (changes made on another replica
-/// without a notification).
-const WATCH_POLL: Duration = Duration::from_secs(1);
-/// Log chunks per watcher read.
-const WATCH_LOG_PAGE: u64 = 500;
 /// Bytes per DownloadArtifact message.
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
@@ -363,9 +357,9 @@ impl PipelineService for PipelineApi {
             .get_execution(&scope, execution_id)
             .await?;
         let ticket = self.context.open_watch(&scope).await?;
-        let store = self.context.store.clone();
+        let reads = self.context.shared_reads.clone();
         Ok(Response::new(spawn_watch(64, ticket, move |watcher| {
-            watch(store, scope, execution, after_sequence, signal, watcher)
+            execution_watch::watch(reads, scope, execution, after_sequence, signal, watcher)
         })))
     }
 
@@ -429,89 +423,5 @@ impl PipelineService for PipelineApi {
             })
         });
         Ok(Response::new(Box::pin(messages)))
-    }
-}
-
-/// Streams an execution's changes to one watcher until it is finished (or the watcher leaves):
-/// new log chunks first, then status and step changes, re-read from the database whenever the
-/// execution's signal is bumped (or every second).
-async fn watch(
-    store: Store,
-    scope: TenantScope,
-    mut last: Execution,
-    mut sequence: i64,
-    mut signal: tokio::sync::watch::Receiver<u64>,
-    watcher: Watcher<pb::WatchExecutionResponse>,
-) {
-    use pb::watch_execution_response::Update;
-    let send = |update: Update| {
-        watcher.send(pb::WatchExecutionResponse {
-            update: Some(update),
-        })
-    };
-    if !send(Update::Execution(last.clone().into())).await {
-        return;
-    }
-    let mut finished = false;
-    loop {
-        signal.mark_unchanged();
-        // New output, in order.
-        loop {
-            let page = match store
-                .execution_logs(
-                    &scope,
-                    last.id,
-                    None,
-                    sequence,
-                    PageRequest::first(WATCH_LOG_PAGE),
-                )
-                .await
-            {
-                Ok(page) => page,
-                Err(error) => return watcher.fail(error).await,
-            };
-            for chunk in page.items {
-                sequence = chunk.sequence;
-                if !send(Update::Log(chunk.into())).await {
-                    return;
-                }
-            }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-        }
-        let current = match store.get_execution(&scope, last.id).await {
-            Ok(current) => current,
-            Err(error) => return watcher.fail(error).await,
-        };
-        for step in &current.steps {
-            let changed = last
-                .steps
-                .iter()
-                .find(|previous| previous.index == step.index)
-                .is_none_or(|previous| previous != step);
-            if changed && !send(Update::Step(step.clone().into())).await {
-                return;
-            }
-        }
-        if current.status.is_terminal() && !finished {
-            // Read the output once more (the final event's own chunk), then send the status.
-            last.steps = current.steps;
-            finished = true;
-            continue;
-        }
-        let status_changed = current.status != last.status
-            || current.agent_id != last.agent_id
-            || current.queue_reason != last.queue_reason;
-        if status_changed && !send(Update::Execution(current.clone().into())).await {
-            return;
-        }
-        if finished {
-            return;
-        }
-        last = current;
-        if !watcher.wait_for_change(&mut signal, WATCH_POLL).await {
-            return;
-        }
     }
 }

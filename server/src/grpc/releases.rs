@@ -1,12 +1,10 @@
 //! `cygnet.v1.ReleaseService`.
 
-use std::time::Duration;
-
 use cygnet_proto::v1::{self as pb, release_service_server::ReleaseService};
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::watch::{WatchStream, Watcher, spawn_watch};
+use super::watch::{SAFETY_POLL, WatchStream, Watcher, spawn_watch};
 use crate::audit;
 use crate::auth::{Action, TenantScope};
 use crate::domain::ids::parse_optional;
@@ -22,9 +20,6 @@ use crate::domain::{
 use crate::service::Operations;
 use crate::store::Store;
 use crate::wire::release::release_status_filter;
-
-/// How often a release watcher re-reads when nothing woke it.
-const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// Handler of `ReleaseService`.
 #[derive(Clone)]
@@ -473,7 +468,7 @@ async fn watch(
         return;
     }
     loop {
-        if !watcher.wait_for_change(&mut signal, WATCH_POLL).await {
+        if !watcher.wait_for_change(&mut signal, SAFETY_POLL).await {
             return;
         }
         signal.mark_unchanged();

@@ -16,6 +16,12 @@ use tonic::Status;
 use crate::auth::TenantScope;
 use crate::domain::{CustomerId, Quota, QuotaExceeded, UserId};
 
+/// How often a watcher re-reads when nothing woke it. Every change wakes its watchers — on this
+/// server through the change signals, from other replicas through PostgreSQL notifications — so
+/// this is only the safety net for a notification lost with a connection; an idle watcher costs
+/// one read per interval.
+pub(super) const SAFETY_POLL: Duration = Duration::from_secs(30);
+
 /// The response stream of a Watch RPC.
 pub type WatchStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 

@@ -93,9 +93,10 @@ impl Operations {
         }
     }
 
-    /// A release execution moved: its watchers re-read it.
+    /// A release execution moved: its watchers, here and on other replicas, re-read it.
     pub fn release_changed(&self, release_execution_id: ReleaseExecutionId) {
         self.inner.release_signals.bump(release_execution_id);
+        self.inner.notifier.release_changed(release_execution_id);
     }
 }
 
@@ -106,5 +107,9 @@ impl NotificationHandler for Operations {
 
     fn execution_changed(&self, execution_id: ExecutionId) {
         self.inner.signals.bump(execution_id);
+    }
+
+    fn release_changed(&self, release_execution_id: ReleaseExecutionId) {
+        self.inner.release_signals.bump(release_execution_id);
     }
 }

@@ -78,6 +78,7 @@ impl Store {
             auth_cache: Default::default(),
             quota_defaults: Default::default(),
             quota_notices: Default::default(),
+            steps_cache: Default::default(),
         })
     }
 

@@ -149,18 +149,29 @@ impl SystemStore {
         Ok(released)
     }
 
-    /// Records why a queued execution waits (only while it is queued).
-    pub(crate) async fn set_queue_reason(
+    /// Records why queued executions wait (only while they are queued): one transaction, one
+    /// statement per distinct reason.
+    pub(crate) async fn set_queue_reasons(
         &self,
-        execution_id: ExecutionId,
-        reason: &str,
+        reasons: &[(ExecutionId, String)],
     ) -> Result<(), StoreError> {
-        execution::Entity::update_many()
-            .col_expr(execution::Column::QueueReason, Expr::value(reason))
-            .filter(execution::Column::Id.eq(execution_id.get()))
-            .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
-            .exec(&self.db)
-            .await?;
+        let mut by_reason: HashMap<&str, Vec<i64>> = HashMap::new();
+        for (execution_id, reason) in reasons {
+            by_reason
+                .entry(reason.as_str())
+                .or_default()
+                .push(execution_id.get());
+        }
+        let transaction = self.begin_write().await?;
+        for (reason, ids) in by_reason {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::QueueReason, Expr::value(reason))
+                .filter(execution::Column::Id.is_in(ids))
+                .filter(execution::Column::Status.eq(ExecutionStatus::Queued.as_str()))
+                .exec(&transaction)
+                .await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 

@@ -177,6 +177,8 @@ impl Store {
         trigger: Trigger,
     ) -> Result<Execution, StoreError> {
         let customer_id = scope.customer_id();
+        self.precheck_one_more(customer_id, Quota::QueuedExecutions)
+            .await?;
         let transaction = self.begin_write().await?;
         self.admit_one_more(&transaction, customer_id, Quota::QueuedExecutions)
             .await?;
@@ -434,7 +436,16 @@ pub(super) async fn insert_execution(
         pipeline_name: Set(pipeline.definition.name.clone()),
         status: Set(ExecutionStatus::Queued.as_str().to_owned()),
         parameters: Set(to_json(parameters)),
-        steps: Set(to_json(&pipeline.definition.steps)),
+        // The steps are the pipeline version's, stored once; a pipeline without a stored
+        // version (none since migration m20261210) has them copied.
+        steps: Set(if pipeline.steps_version.id > 0 {
+            serde_json::Value::Array(Vec::new())
+        } else {
+            to_json(&pipeline.definition.steps)
+        }),
+        pipeline_version_id: Set(
+            (pipeline.steps_version.id > 0).then_some(pipeline.steps_version.id)
+        ),
         selector_agent_id: Set(selector.agent_id.map(AgentId::get)),
         selector_labels: Set(to_json(&selector.labels)),
         timeout_seconds: Set(pipeline.definition.timeout_seconds),
@@ -771,6 +782,12 @@ impl SystemStore {
                 .flatten()
                 .collect()
         };
+        // Their steps: each version parsed once, then kept (versions never change).
+        let versions: Vec<i64> = rows
+            .iter()
+            .filter_map(|row| row.pipeline_version_id)
+            .collect();
+        let steps_of = self.store.steps_of_versions(&self.db, &versions).await?;
         // The variable groups of their pipelines: one query for the batch.
         let mut groups: std::collections::HashMap<i64, Vec<crate::domain::VariableGroupId>> =
             Default::default();
@@ -792,7 +809,12 @@ impl SystemStore {
                     id: ExecutionId::from_db(row.id),
                     customer_id: CustomerId::from_db(row.customer_id),
                     pipeline_id: PipelineId::from_db(row.pipeline_id),
-                    steps: steps_from_json(row.steps.clone())?,
+                    steps: match row.pipeline_version_id {
+                        Some(version) => steps_of.get(&version).cloned().ok_or_else(|| {
+                            corrupt("execution", format!("steps version {version} is missing"))
+                        })?,
+                        None => std::sync::Arc::new(steps_from_json(row.steps.clone())?),
+                    },
                     parameters: parameters_of(&row)?,
                     timeout_seconds: row.timeout_seconds,
                     pipeline_name: row.pipeline_name,

@@ -74,6 +74,8 @@ pub struct Store {
     quota_defaults: std::sync::Arc<QuotaLimits>,
     /// When customers were last told that a quota blocked their work.
     quota_notices: std::sync::Arc<quotas::QuotaNotices>,
+    /// Pipeline step versions already parsed (they never change).
+    steps_cache: std::sync::Arc<pipelines::StepsCache>,
 }
 
 impl Store {

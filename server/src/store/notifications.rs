@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::Store;
-use crate::domain::ExecutionId;
+use crate::domain::{ExecutionId, ReleaseExecutionId};
 
 const WORK_CHANNEL: &str = "cygnet_work";
 const CANCEL_CHANNEL: &str = "cygnet_cancel";
 const EXECUTION_CHANNEL: &str = "cygnet_execution";
+const RELEASE_CHANNEL: &str = "cygnet_release";
 /// Execution changes are coalesced for this long before they are published.
 const COALESCE: Duration = Duration::from_millis(20);
 
@@ -24,6 +25,7 @@ enum Outgoing {
     Work,
     Cancel,
     Execution(ExecutionId),
+    Release(ReleaseExecutionId),
 }
 
 /// Publishes notifications (no-op on SQLite); cheap to clone.
@@ -67,6 +69,10 @@ impl Notifier {
     pub fn execution_changed(&self, execution_id: ExecutionId) {
         self.send(Outgoing::Execution(execution_id));
     }
+
+    pub fn release_changed(&self, release_execution_id: ReleaseExecutionId) {
+        self.send(Outgoing::Release(release_execution_id));
+    }
 }
 
 async fn notify(db: &DatabaseConnection, channel: &str, payload: &str) {
@@ -84,11 +90,15 @@ async fn publish(db: DatabaseConnection, mut receiver: mpsc::UnboundedReceiver<O
     while let Some(first) = receiver.recv().await {
         let (mut work, mut cancel) = (false, false);
         let mut executions = HashSet::new();
+        let mut releases = HashSet::new();
         let mut take = |message: Outgoing| match message {
             Outgoing::Work => work = true,
             Outgoing::Cancel => cancel = true,
             Outgoing::Execution(id) => {
                 executions.insert(id);
+            }
+            Outgoing::Release(id) => {
+                releases.insert(id);
             }
         };
         take(first);
@@ -112,6 +122,9 @@ async fn publish(db: DatabaseConnection, mut receiver: mpsc::UnboundedReceiver<O
         for execution_id in executions {
             notify(&db, EXECUTION_CHANNEL, &execution_id.to_string()).await;
         }
+        for release_execution_id in releases {
+            notify(&db, RELEASE_CHANNEL, &release_execution_id.to_string()).await;
+        }
     }
 }
 
@@ -121,6 +134,8 @@ pub trait NotificationHandler: Send + Sync + 'static {
     fn work(&self);
     /// Something of an execution was stored.
     fn execution_changed(&self, execution_id: ExecutionId);
+    /// A release execution moved.
+    fn release_changed(&self, release_execution_id: ReleaseExecutionId);
 }
 
 /// Listens for other replicas' notifications and hands them to `handler`; reconnects after a
@@ -148,7 +163,12 @@ pub fn spawn_listener(
                 }
             };
             if let Err(error) = listener
-                .listen_all([WORK_CHANNEL, CANCEL_CHANNEL, EXECUTION_CHANNEL])
+                .listen_all([
+                    WORK_CHANNEL,
+                    CANCEL_CHANNEL,
+                    EXECUTION_CHANNEL,
+                    RELEASE_CHANNEL,
+                ])
                 .await
             {
                 tracing::warn!(%error, "cannot listen for notifications; retrying");
@@ -159,9 +179,13 @@ pub fn spawn_listener(
                     notification = listener.recv() => match notification {
                         Ok(notification) => match notification.channel() {
                             WORK_CHANNEL | CANCEL_CHANNEL => handler.work(),
-                            _ => {
+                            channel => {
                                 if let Ok(id) = notification.payload().parse::<i64>() {
-                                    handler.execution_changed(ExecutionId::from_db(id));
+                                    if channel == RELEASE_CHANNEL {
+                                        handler.release_changed(ReleaseExecutionId::from_db(id));
+                                    } else {
+                                        handler.execution_changed(ExecutionId::from_db(id));
+                                    }
                                 }
                             }
                         },

@@ -8,14 +8,14 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 
-use super::entities::{agent, execution, pipeline};
+use super::entities::{agent, execution, pipeline, pipeline_version};
 use super::error::corrupt;
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::ExecutionStatus;
 use crate::domain::pipeline::{
     AgentSelector, ParameterDefinition, Pipeline, PipelineDefinition, PipelinePatch, PipelineStats,
-    StepDefinition,
+    StepDefinition, StepsVersion,
 };
 use crate::domain::{
     AgentId, CustomerId, Page, PageRequest, PipelineId, Quota, QuotaExceeded, QuotaLimits, UserId,
@@ -190,14 +190,22 @@ pub(super) async fn load_pipeline(
     pipeline_id: PipelineId,
 ) -> Result<Pipeline, StoreError> {
     let row = find_live(db, customer_id, pipeline_id).await?;
+    pipeline_of(row, PipelineStats::default())
+}
+
+fn pipeline_of(row: pipeline::Model, stats: PipelineStats) -> Result<Pipeline, StoreError> {
     Ok(Pipeline {
         id: PipelineId::from_db(row.id),
         customer_id: CustomerId::from_db(row.customer_id),
         definition: definition_from_row(&row)?,
+        steps_version: StepsVersion {
+            id: row.version_id.unwrap_or_default(),
+            number: row.steps_version,
+        },
         created_by: UserId::from_db(row.created_by),
         created_at: row.created_at,
         updated_at: row.updated_at,
-        stats: PipelineStats::default(),
+        stats,
     })
 }
 
@@ -247,6 +255,8 @@ impl Store {
             created_at: Set(now),
             updated_at: Set(now),
             deleted_at: Set(None),
+            version_id: Set(None),
+            steps_version: Set(1),
             ..Default::default()
         }
         .insert(&transaction)
@@ -254,6 +264,10 @@ impl Store {
         .map_err(|error| {
             StoreError::on_unique_violation(error, duplicate_name(&definition.name))
         })?;
+        let version_id = insert_steps_version(&transaction, &row, 1, scope.actor()).await?;
+        let mut row: pipeline::ActiveModel = row.into();
+        row.version_id = Set(Some(version_id));
+        let row = row.update(&transaction).await?;
         transaction.commit().await?;
         self.pipeline_from_row(row, PipelineStats::default())
     }
@@ -263,15 +277,7 @@ impl Store {
         row: pipeline::Model,
         stats: PipelineStats,
     ) -> Result<Pipeline, StoreError> {
-        Ok(Pipeline {
-            id: PipelineId::from_db(row.id),
-            customer_id: CustomerId::from_db(row.customer_id),
-            definition: definition_from_row(&row)?,
-            created_by: UserId::from_db(row.created_by),
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            stats,
-        })
+        pipeline_of(row, stats)
     }
 
     /// One of the scope's live pipelines with its counters.
@@ -348,6 +354,7 @@ impl Store {
             row.selector_agent_id = Set(selector.agent_id.map(AgentId::get));
             row.selector_labels = Set(to_json(&selector.labels));
         }
+        let steps_changed = patch.steps.is_some();
         if let Some(steps) = patch.steps {
             row.steps = Set(to_json(&steps));
         }
@@ -377,10 +384,20 @@ impl Store {
         )
         .map_err(|exceeded| self.over_quota(exceeded))?;
         row.updated_at = Set(now());
-        let updated = row
+        let mut updated = row
             .update(&transaction)
             .await
             .map_err(|error| StoreError::on_unique_violation(error, duplicate_name(&name)))?;
+        if steps_changed {
+            // New steps are a new version; runs queued before keep theirs.
+            let number = updated.steps_version + 1;
+            let version_id =
+                insert_steps_version(&transaction, &updated, number, scope.actor()).await?;
+            let mut row: pipeline::ActiveModel = updated.into();
+            row.version_id = Set(Some(version_id));
+            row.steps_version = Set(number);
+            updated = row.update(&transaction).await?;
+        }
         transaction.commit().await?;
         let stats = stats_of(&self.db, customer_id, &[updated.id])
             .await?
@@ -419,4 +436,83 @@ fn check_definition_size(
     let bytes: usize = parts.iter().map(|part| part.to_string().len()).sum();
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
     limits.check(customer_id, Quota::PipelineDefinitionBytes, 0, bytes)
+}
+
+/// Stores the steps of `row` as its version `number`; returns the version's id.
+async fn insert_steps_version(
+    db: &impl ConnectionTrait,
+    row: &pipeline::Model,
+    number: i32,
+    actor: UserId,
+) -> Result<i64, StoreError> {
+    let version = pipeline_version::ActiveModel {
+        customer_id: Set(row.customer_id),
+        pipeline_id: Set(row.id),
+        number: Set(number),
+        steps: Set(row.steps.clone()),
+        created_by: Set(actor.get()),
+        created_at: Set(now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(version.id)
+}
+
+/// Most step versions kept parsed; past it the cache starts over.
+const STEPS_CACHE_ENTRIES: usize = 1024;
+
+/// Parsed pipeline step versions, by version id.
+#[derive(Default)]
+pub(super) struct StepsCache {
+    entries: std::sync::Mutex<HashMap<i64, std::sync::Arc<Vec<StepDefinition>>>>,
+}
+
+impl Store {
+    /// The steps of these versions, each parsed once (missing ones read in one query).
+    pub(super) async fn steps_of_versions(
+        &self,
+        db: &impl ConnectionTrait,
+        versions: &[i64],
+    ) -> Result<HashMap<i64, std::sync::Arc<Vec<StepDefinition>>>, StoreError> {
+        let lock = || {
+            self.steps_cache
+                .entries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let cache = lock();
+            for version in versions {
+                match cache.get(version) {
+                    Some(steps) => {
+                        found.insert(*version, steps.clone());
+                    }
+                    None => missing.push(*version),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let rows = pipeline_version::Entity::find()
+            .filter(pipeline_version::Column::Id.is_in(missing))
+            .all(db)
+            .await?;
+        let mut parsed = Vec::with_capacity(rows.len());
+        for row in rows {
+            parsed.push((row.id, std::sync::Arc::new(steps_from_json(row.steps)?)));
+        }
+        let mut cache = lock();
+        if cache.len() + parsed.len() > STEPS_CACHE_ENTRIES {
+            cache.clear();
+        }
+        for (id, steps) in parsed {
+            cache.insert(id, steps.clone());
+            found.insert(id, steps);
+        }
+        Ok(found)
+    }
 }

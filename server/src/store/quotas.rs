@@ -176,13 +176,39 @@ pub(super) async fn create_storage(
     Ok(())
 }
 
-/// When each customer was last told that a quota blocked its work (this server only).
+/// How long after a refusal a request of the same customer is checked against the quota before
+/// it takes the write lock.
+const PRECHECK_AFTER_REFUSAL: Duration = Duration::from_secs(2);
+
+/// When each customer was last told that a quota blocked its work, and last refused (this
+/// server only).
 #[derive(Default)]
 pub(super) struct QuotaNotices {
     last: Mutex<HashMap<(CustomerId, Quota), Instant>>,
+    refused: Mutex<HashMap<(CustomerId, Quota), Instant>>,
 }
 
 impl QuotaNotices {
+    fn mark_refused(&self, customer_id: CustomerId, quota: Quota) {
+        let mut refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if refused.len() > 4096 {
+            refused.retain(|_, at| now.duration_since(*at) < PRECHECK_AFTER_REFUSAL);
+        }
+        refused.insert((customer_id, quota), now);
+    }
+
+    fn refused_recently(&self, customer_id: CustomerId, quota: Quota) -> bool {
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(customer_id, quota))
+            .is_some_and(|at| at.elapsed() < PRECHECK_AFTER_REFUSAL)
+    }
+
     /// Whether to tell the customer now (not told within [`NOTICE_EVERY`]).
     fn due(&self, customer_id: CustomerId, quota: Quota) -> bool {
         let mut last = self
@@ -222,6 +248,25 @@ impl Store {
         Ok(limits)
     }
 
+    /// For a customer refused `quota` a moment ago, refuses one more of it again from a read,
+    /// before the caller takes the write lock: a customer hammering a full quota then costs
+    /// reads, not turns at the lock everyone's writes queue for. (The check in the write
+    /// transaction stays the exact one.)
+    pub(super) async fn precheck_one_more(
+        &self,
+        customer_id: CustomerId,
+        quota: Quota,
+    ) -> Result<(), StoreError> {
+        if !self.quota_notices.refused_recently(customer_id, quota) {
+            return Ok(());
+        }
+        let limits = limits_of(&self.db, &self.quota_defaults, customer_id).await?;
+        let used = used(&self.db, customer_id, quota).await?;
+        limits
+            .check(customer_id, quota, used, 1)
+            .map_err(|exceeded| self.over_quota(exceeded))
+    }
+
     /// The limits in force for a customer.
     pub(super) async fn quota_limits(
         &self,
@@ -234,6 +279,8 @@ impl Store {
     /// The error for a quota refusal. The customer's activity says so too (at most once per
     /// quota and window), written by a task of its own once the refused transaction has ended.
     pub(super) fn over_quota(&self, exceeded: QuotaExceeded) -> StoreError {
+        self.quota_notices
+            .mark_refused(exceeded.customer_id, exceeded.quota);
         let store = self.clone();
         let notice = exceeded.clone();
         tokio::spawn(async move { store.notice_quota(&notice).await });

@@ -290,6 +290,7 @@ impl From<Pipeline> for pb::Pipeline {
                 })
                 .collect(),
             timeout_seconds: definition.timeout_seconds,
+            steps_version: pipeline.steps_version.number,
             created_at: timestamp(pipeline.created_at),
             updated_at: timestamp(pipeline.updated_at),
             created_by: pipeline.created_by.get(),

@@ -17,6 +17,7 @@ mod isolation;
 mod metrics;
 mod monitors;
 mod noisy_neighbours;
+mod pipeline_versions;
 mod pipelines;
 mod process;
 mod quotas;

@@ -316,8 +316,93 @@ async fn a_tenant_doing_everything_at_once_leaves_another_untouched(backend: Bac
     );
 }
 
+/// Many watchers of one execution (they share each read) each get its whole log, once, in
+/// order, and its end; none of them waits for a poll.
+async fn many_watchers_of_one_execution_each_get_the_whole_log(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (b, mut agent) = customer_with_agent(&server, "bystander").await;
+    let pipeline = server
+        .create_pipeline(b.id, "chatty", vec![step("talk", "true")], vec![])
+        .await;
+    let execution = server.run_pipeline(b.id, pipeline.id, &[]).await;
+    assert_eq!(next_assignment(&mut agent).await.execution_id, execution.id);
+    let watchers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = server.admin_pipelines();
+            let (customer_id, execution_id) = (b.id, execution.id);
+            tokio::spawn(async move {
+                let mut stream = client
+                    .watch_execution(pb::WatchExecutionRequest {
+                        customer_id,
+                        execution_id,
+                        after_sequence: 0,
+                    })
+                    .await
+                    .expect("watch")
+                    .into_inner();
+                let mut updates = Vec::new();
+                while let Some(update) = stream.message().await.expect("stream") {
+                    updates.push(update.update.expect("update"));
+                }
+                updates
+            })
+        })
+        .collect();
+    job_event(
+        &agent,
+        execution.id,
+        1,
+        pb::job_event::Event::Started(pb::JobStarted {
+            workspace: "/w".into(),
+        }),
+    )
+    .await;
+    for line in 0..50 {
+        job_event(
+            &agent,
+            execution.id,
+            line + 2,
+            pb::job_event::Event::Log(pb::LogOutput {
+                step_index: 0,
+                stream: pb::LogStream::Stdout.into(),
+                text: format!("line {line}\n"),
+            }),
+        )
+        .await;
+    }
+    job_event(
+        &agent,
+        execution.id,
+        52,
+        pb::job_event::Event::Finished(pb::JobFinished {
+            status: pb::ExecutionStatus::Succeeded.into(),
+            reason: String::new(),
+        }),
+    )
+    .await;
+    let expected: String = (0..50).map(|line| format!("line {line}\n")).collect();
+    for watcher in watchers {
+        let updates = tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .expect("every watcher ends within 10 s, woken by changes")
+            .expect("task");
+        let text = cygnet_testkit::log_text(&updates);
+        let output: String = text
+            .lines()
+            .filter(|line| line.starts_with("line "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(output, expected, "the whole output, once, in order");
+        assert_eq!(
+            cygnet_testkit::final_execution(&updates).status(),
+            pb::ExecutionStatus::Succeeded
+        );
+    }
+}
+
 cygnet_testkit::backend_tests!(
     a_heartbeat_listing_absurdly_many_jobs_costs_no_one_else_their_lease,
     one_customers_unmatched_backlog_never_delays_another_customers_run,
     a_tenant_doing_everything_at_once_leaves_another_untouched,
+    many_watchers_of_one_execution_each_get_the_whole_log,
 );

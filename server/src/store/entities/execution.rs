@@ -36,6 +36,8 @@ pub struct Model {
     pub log_truncated: bool,
     /// Retention removed its log.
     pub log_expired: bool,
+    /// The version of its pipeline's steps it runs; unset for runs that carry a copy in `steps`.
+    pub pipeline_version_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

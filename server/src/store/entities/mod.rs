@@ -16,6 +16,7 @@ pub mod log_chunk;
 pub mod monitor;
 pub mod monitor_result;
 pub mod pipeline;
+pub mod pipeline_version;
 pub mod registration_token;
 pub mod release;
 pub mod release_execution;

@@ -22,6 +22,10 @@ pub struct Model {
     pub deleted_at: Option<DateTimeUtc>,
     /// JSON array of variable group ids, in order.
     pub variable_group_ids: String,
+    /// The current version of its steps (`pipeline_versions`).
+    pub version_id: Option<i64>,
+    /// That version's number.
+    pub steps_version: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
