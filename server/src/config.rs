@@ -61,8 +61,8 @@ pub struct ServerConfig {
     pub retention: RetentionSettings,
 }
 
-/// How many requests a caller may make per minute, on one server (a burst of that many, then
-/// an even rate). Over it: RESOURCE_EXHAUSTED.
+/// How many requests a caller may make per minute, on one server (a burst of a tenth of that,
+/// then an even rate). Over it: RESOURCE_EXHAUSTED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
     /// Per API token (a user's, or an agent's credential).

@@ -1,8 +1,10 @@
 //! Request rates: a caller may make so many requests per minute on this server — per API token
 //! (users and agents alike), and per client address for calls that carry none. Each caller has a
-//! token bucket: a burst of a minute's worth, refilled at an even rate. Past it the call is
-//! answered RESOURCE_EXHAUSTED at once, before any handler, database read or audit entry, so one
-//! caller's flood costs the others nothing but that answer.
+//! token bucket: a burst of a tenth of a minute's worth (at least ten calls, or the whole minute's
+//! when that is less), refilled at an even rate. Past it the call is answered RESOURCE_EXHAUSTED
+//! before any handler, database read or audit entry runs — after a pause of 100 ms, so a client
+//! that floods a server with calls it waits for is slowed to ten calls a second per call in
+//! flight, instead of costing the server thousands of refusals a second.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,7 +13,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -22,6 +24,8 @@ use crate::config::RateLimits;
 
 /// Buckets kept at most; past it, full buckets (callers idle for a minute) are forgotten.
 const MAX_BUCKETS: usize = 100_000;
+/// The pause before a refusal is answered.
+const REFUSAL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Who a request counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,17 +82,17 @@ impl RateLimiter {
             .map_or(Caller::Unknown, |address| Caller::Address(address.ip()))
     }
 
-    /// Takes one request from the caller's bucket; `Err` with the caller's limit per minute when
-    /// it is empty.
-    fn take(&self, caller: Caller, now: Instant) -> Result<(), u32> {
+    /// Takes one request from the caller's bucket; `Err` with the caller's limit per minute and
+    /// the time until its next request would be allowed, when it is empty.
+    fn take(&self, caller: Caller, now: Instant) -> Result<(), (u32, Duration)> {
         let per_minute = match caller {
             Caller::Token(_) => self.inner.limits.requests_per_minute_per_token,
             Caller::Address(_) | Caller::Unknown => {
                 self.inner.limits.requests_per_minute_per_address
             }
         };
-        let capacity = f64::from(per_minute);
-        let per_second = capacity / 60.0;
+        let capacity = f64::from((per_minute / 10).max(per_minute.min(10)));
+        let per_second = f64::from(per_minute) / 60.0;
         let mut buckets = self
             .inner
             .buckets
@@ -110,7 +114,9 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(per_minute)
+            let wait =
+                Duration::from_secs_f64((1.0 - bucket.tokens) / per_second.max(f64::EPSILON));
+            Err((per_minute, wait))
         }
     }
 }
@@ -170,10 +176,13 @@ where
         let caller = self.limiter.caller(&request);
         match self.limiter.take(caller, Instant::now()) {
             Ok(()) => Box::pin(self.inner.call(request)),
-            Err(per_minute) => {
+            Err((per_minute, wait)) => {
                 let status =
-                    crate::grpc::rate_limited(per_minute, matches!(caller, Caller::Token(_)));
-                Box::pin(async move { Ok(status.into_http()) })
+                    crate::grpc::rate_limited(per_minute, matches!(caller, Caller::Token(_)), wait);
+                Box::pin(async move {
+                    tokio::time::sleep(REFUSAL_PAUSE).await;
+                    Ok(status.into_http())
+                })
             }
         }
     }
@@ -181,8 +190,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     #[test]
@@ -193,14 +200,19 @@ mod tests {
         });
         let start = Instant::now();
         let flooding = Caller::Token(1);
-        for _ in 0..60 {
+        // A burst of ten (a tenth of 60 would be six; at least ten).
+        for _ in 0..10 {
             assert_eq!(limiter.take(flooding, start), Ok(()));
         }
-        assert_eq!(limiter.take(flooding, start), Err(60));
+        assert!(
+            limiter
+                .take(flooding, start)
+                .is_err_and(|(limit, _)| limit == 60)
+        );
         // One more a second.
         assert_eq!(
             limiter.take(flooding, start + Duration::from_millis(500)),
-            Err(60)
+            Err((60, Duration::from_millis(500)))
         );
         assert_eq!(
             limiter.take(flooding, start + Duration::from_secs(1)),
@@ -212,6 +224,10 @@ mod tests {
         for _ in 0..6 {
             assert_eq!(limiter.take(address, start), Ok(()));
         }
-        assert_eq!(limiter.take(address, start), Err(6));
+        assert!(
+            limiter
+                .take(address, start)
+                .is_err_and(|(limit, _)| limit == 6)
+        );
     }
 }

@@ -92,14 +92,19 @@ impl From<ArtifactError> for Status {
 
 /// A request past its caller's rate (`per_minute` requests a minute, per API token or, without
 /// one, per client address).
-pub(crate) fn rate_limited(per_minute: u32, per_token: bool) -> Status {
+pub(crate) fn rate_limited(
+    per_minute: u32,
+    per_token: bool,
+    next_allowed_in: std::time::Duration,
+) -> Status {
     let caller = if per_token {
         "this token"
     } else {
         "this address"
     };
     Status::resource_exhausted(format!(
-        "rate limit: more than {per_minute} requests a minute from {caller}; retry in a second"
+        "rate limit: more than {per_minute} requests a minute from {caller}; the next is allowed in {} ms",
+        next_allowed_in.as_millis().max(1)
     ))
 }
 

@@ -18,7 +18,7 @@ impl Operations {
         run: RunRequest,
     ) -> Result<Execution, ServiceError> {
         let store = self.store();
-        let pipeline = store.get_pipeline(scope, run.pipeline_id).await?;
+        let pipeline = store.pipeline_to_run(scope, run.pipeline_id).await?;
         // Parameters a member sends may not be named like a secret of the pipeline. A retry
         // repeats what was accepted before (defaults included), so it is not checked again.
         if let Trigger::User(_) = run.trigger {

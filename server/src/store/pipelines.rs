@@ -294,6 +294,15 @@ impl Store {
         self.pipeline_from_row(row, stats)
     }
 
+    /// One of the scope's live pipelines without its counters (what queueing a run needs).
+    pub async fn pipeline_to_run(
+        &self,
+        scope: &TenantScope,
+        pipeline_id: PipelineId,
+    ) -> Result<Pipeline, StoreError> {
+        load_pipeline(&self.db, scope.customer_id(), pipeline_id).await
+    }
+
     /// The scope's live pipelines by id, with counters.
     pub async fn list_pipelines(
         &self,
