@@ -99,6 +99,7 @@ pub(crate) async fn seed_acme_releases(
             customer_id,
             stage_execution_id: waiting.id,
             comment: "hotfix verified in QA".into(),
+            ..Default::default()
         })
         .await?;
     release_until(admin, customer_id, deployed[1], |execution| {

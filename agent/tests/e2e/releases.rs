@@ -208,6 +208,7 @@ async fn decide(
                 customer_id,
                 stage_execution_id,
                 comment: comment.into(),
+                ..Default::default()
             })
             .await
             .map(|response| {
@@ -594,6 +595,7 @@ async fn failing_and_cancelled_deploys_stop_the_release(backend: Backend) {
                 customer_id,
                 stage_execution_id: running.stages[1].id,
                 comment: String::new(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,
@@ -647,6 +649,7 @@ async fn failing_and_cancelled_deploys_stop_the_release(backend: Backend) {
                 customer_id: theirs,
                 stage_execution_id: running.stages[1].id,
                 comment: String::new(),
+                ..Default::default()
             })
             .await,
         Code::NotFound,

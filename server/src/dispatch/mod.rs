@@ -17,7 +17,7 @@ use crate::domain::{AgentId, CustomerId, ExecutionId};
 use crate::metrics::ServerMetrics;
 use crate::secrets::SecretBox;
 use crate::service::Operations;
-use crate::store::{JobVariables, SystemStore, now};
+use crate::store::{JobVariables, StageGate, SystemStore, now};
 use crate::wire;
 
 /// How often the dispatcher looks at the queue even without being woken: the safety net for a
@@ -247,10 +247,16 @@ impl Dispatcher {
         } else {
             Ok(None)
         };
-        let environment = context
-            .as_ref()
-            .ok()
-            .and_then(|context| context.as_ref().map(|context| context.environment_id));
+        let environment = context.as_ref().ok().and_then(|context| {
+            context.as_ref().map(|context| {
+                let gate = if context.unapproved {
+                    StageGate::NotApproved
+                } else {
+                    StageGate::Open
+                };
+                (context.environment_id, gate)
+            })
+        });
         let release = match context {
             Ok(context) => context,
             Err(error) => {

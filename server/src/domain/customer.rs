@@ -52,39 +52,3 @@ impl CustomerPatch {
         *self == Self::default()
     }
 }
-
-/// The settings the server acts on, read once from a customer's settings document. The document
-/// stays free-form (customer admins keep their own keys in it); a known key holding a value of
-/// the wrong type counts as absent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CustomerSettings {
-    /// The one who deployed a release may approve its production stage themselves.
-    pub allow_self_approval: bool,
-}
-
-impl CustomerSettings {
-    pub fn from_document(document: &serde_json::Value) -> Self {
-        Self {
-            allow_self_approval: document
-                .get("allow_self_approval")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn settings_read_known_keys_of_the_right_type_only() {
-        let read = |text: &str| {
-            CustomerSettings::from_document(&serde_json::from_str(text).expect("json"))
-        };
-        assert!(read(r#"{"allow_self_approval": true, "theme": "dark"}"#).allow_self_approval);
-        assert!(!read(r#"{"allow_self_approval": "true"}"#).allow_self_approval);
-        assert!(!read(r#"{}"#).allow_self_approval);
-        assert!(!read(r#"[]"#).allow_self_approval);
-    }
-}

@@ -16,6 +16,7 @@ pub mod refusal;
 pub mod release;
 pub mod release_flow;
 pub mod role;
+pub mod snapshot;
 pub mod usage;
 pub mod user;
 pub mod validate;
@@ -26,7 +27,7 @@ pub use agent::{
     Agent, AgentFigures, AgentFilter, AgentPatch, AgentRegistration, AgentStatus,
     NewRegistrationToken, RegistrationToken,
 };
-pub use customer::{Customer, CustomerPatch, CustomerSettings, NewCustomer};
+pub use customer::{Customer, CustomerPatch, NewCustomer};
 pub use ids::{
     AgentId, CustomerId, EnvironmentId, ExecutionId, MonitorId, PipelineId, RegistrationTokenId,
     ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId, VariableGroupId,

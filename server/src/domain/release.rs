@@ -39,16 +39,10 @@ pub struct Environment {
     pub order: i32,
     pub requires_approval: bool,
     pub approver_roles: Vec<Role>,
+    /// Whoever deployed may approve a stage here themselves (off by default: four eyes).
+    pub allow_self_approval: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-impl Environment {
-    /// Whether deploying here is production: the deployer may not approve it themselves unless
-    /// the customer's settings say `allow_self_approval`.
-    pub fn is_production(&self) -> bool {
-        self.name.eq_ignore_ascii_case("production")
-    }
 }
 
 /// A validated new environment.
@@ -59,6 +53,7 @@ pub struct NewEnvironment {
     pub order: i32,
     pub requires_approval: bool,
     pub approver_roles: Vec<Role>,
+    pub allow_self_approval: bool,
 }
 
 /// A validated partial update of an environment.
@@ -69,6 +64,7 @@ pub struct EnvironmentPatch {
     pub order: Option<i32>,
     pub requires_approval: Option<bool>,
     pub approver_roles: Option<Vec<Role>>,
+    pub allow_self_approval: Option<bool>,
 }
 
 pub fn environment_name(field: &str, value: &str) -> Result<String, ValidationError> {
@@ -310,6 +306,10 @@ pub struct StageExecution {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub reason: String,
+    /// The deploy pipeline's steps version it runs (0: deployed before versions were pinned).
+    pub pipeline_version: i32,
+    /// The digest of its snapshot (see `domain::snapshot`); empty before snapshots.
+    pub snapshot_digest: String,
 }
 
 /// A release execution with its stages and shipped builds.

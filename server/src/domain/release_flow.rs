@@ -3,7 +3,6 @@
 //! rejected. The store reads the state under the release execution's lock, asks these, and
 //! applies the answer in the same transaction.
 
-use super::customer::CustomerSettings;
 use super::execution::ExecutionStatus;
 use super::release::{Environment, ReleaseExecutionStatus, StageStatus};
 use super::{Refusal, StageExecutionId, UserId};
@@ -252,11 +251,15 @@ pub struct DecisionRequest<'a> {
     pub deployed_by: UserId,
     /// How the release execution is named in messages (`Web App Release-3`).
     pub release_label: &'a str,
-    pub settings: &'a CustomerSettings,
+    /// The digest of what the stage will run (empty for stages deployed before snapshots).
+    pub snapshot_digest: &'a str,
+    /// The digest the approver reviewed, if they named one.
+    pub reviewed_digest: &'a str,
 }
 
-/// Whether the decision may be made: the stage must await approval, and the one who deployed
-/// may not approve a production stage unless the customer's settings allow self-approval.
+/// Whether the decision may be made: the stage must await approval; whoever deployed may not
+/// approve it themselves unless its environment allows self-approval (whatever the
+/// environment is called); an approval that names a digest binds exactly that snapshot.
 pub fn check_decision(request: &DecisionRequest<'_>) -> Result<(), Refusal> {
     if request.stage_status != StageStatus::AwaitingApproval {
         return Err(Refusal::WrongState(format!(
@@ -265,13 +268,25 @@ pub fn check_decision(request: &DecisionRequest<'_>) -> Result<(), Refusal> {
             request.stage_status.as_str().replace('_', " ")
         )));
     }
-    let self_approval = request.decision == Decision::Approve
-        && request.environment.is_production()
-        && request.actor == request.deployed_by;
-    if self_approval && !request.settings.allow_self_approval {
+    if request.decision != Decision::Approve {
+        return Ok(());
+    }
+    if request.actor == request.deployed_by && !request.environment.allow_self_approval {
         return Err(Refusal::NotPermitted(format!(
-            "the person who deployed {} may not approve its {} stage (customer setting allow_self_approval is off)",
+            "the person who deployed {} may not approve its {} stage (environment setting allow_self_approval is off)",
             request.release_label, request.environment.name
+        )));
+    }
+    if !request.reviewed_digest.is_empty() && request.reviewed_digest != request.snapshot_digest {
+        return Err(Refusal::WrongState(format!(
+            "snapshot_digest {} is not what stage execution {} runs ({})",
+            request.reviewed_digest,
+            request.stage_id,
+            if request.snapshot_digest.is_empty() {
+                "no snapshot"
+            } else {
+                request.snapshot_digest
+            }
         )));
     }
     Ok(())
@@ -590,7 +605,7 @@ mod tests {
         assert_eq!(cancel_move(&ended, "cancelled by ops"), (vec![], None));
     }
 
-    fn environment(name: &str) -> Environment {
+    fn environment(name: &str, allow_self_approval: bool) -> Environment {
         Environment {
             id: EnvironmentId::from_db(1),
             customer_id: CustomerId::from_db(1),
@@ -599,17 +614,18 @@ mod tests {
             order: 1,
             requires_approval: true,
             approver_roles: vec![Role::Admin, Role::Devops],
+            allow_self_approval,
             created_at: chrono::DateTime::UNIX_EPOCH,
             updated_at: chrono::DateTime::UNIX_EPOCH,
         }
     }
 
-    fn decide(
+    fn decide_reviewed(
         decision: Decision,
         actor: i64,
         status: StageStatus,
         environment: &Environment,
-        settings: &CustomerSettings,
+        reviewed_digest: &str,
     ) -> Result<(), Refusal> {
         check_decision(&DecisionRequest {
             decision,
@@ -619,17 +635,26 @@ mod tests {
             environment,
             deployed_by: UserId::from_db(1),
             release_label: "App Release-2",
-            settings,
+            snapshot_digest: "sha256:aa",
+            reviewed_digest,
         })
+    }
+
+    fn decide(
+        decision: Decision,
+        actor: i64,
+        status: StageStatus,
+        environment: &Environment,
+    ) -> Result<(), Refusal> {
+        decide_reviewed(decision, actor, status, environment, "")
     }
 
     #[test]
     fn only_a_stage_awaiting_approval_is_decided() {
-        let staging = environment("Staging");
-        let settings = CustomerSettings::default();
+        let staging = environment("Staging", false);
         for status in StageStatus::ALL {
             for decision in [Decision::Approve, Decision::Reject] {
-                let result = decide(decision, 2, status, &staging, &settings);
+                let result = decide(decision, 2, status, &staging);
                 if status == StageStatus::AwaitingApproval {
                     assert_eq!(result, Ok(()));
                 } else {
@@ -643,35 +668,36 @@ mod tests {
     }
 
     #[test]
-    fn the_deployer_may_not_approve_production_unless_the_customer_allows_it() {
-        let production = environment("Production");
-        let staging = environment("Staging");
-        let strict = CustomerSettings::default();
-        let lenient = CustomerSettings {
-            allow_self_approval: true,
-        };
+    fn the_deployer_approves_no_gated_environment_unless_it_allows_self_approval() {
         let awaiting = StageStatus::AwaitingApproval;
-        let refused = decide(Decision::Approve, 1, awaiting, &production, &strict);
+        // Whatever the environment is called.
+        for name in ["Production", "prod-eu", "Staging"] {
+            let strict = environment(name, false);
+            let refused = decide(Decision::Approve, 1, awaiting, &strict);
+            assert!(
+                matches!(&refused, Err(Refusal::NotPermitted(message)) if message.contains(&format!("may not approve its {name} stage"))),
+                "{refused:?}"
+            );
+            // Someone else may approve; the deployer may reject.
+            assert_eq!(decide(Decision::Approve, 2, awaiting, &strict), Ok(()));
+            assert_eq!(decide(Decision::Reject, 1, awaiting, &strict), Ok(()));
+            let lenient = environment(name, true);
+            assert_eq!(decide(Decision::Approve, 1, awaiting, &lenient), Ok(()));
+        }
+    }
+
+    #[test]
+    fn an_approval_naming_a_digest_binds_that_snapshot() {
+        let production = environment("Production", false);
+        let awaiting = StageStatus::AwaitingApproval;
+        assert_eq!(
+            decide_reviewed(Decision::Approve, 2, awaiting, &production, "sha256:aa"),
+            Ok(())
+        );
+        let refused = decide_reviewed(Decision::Approve, 2, awaiting, &production, "sha256:bb");
         assert!(
-            matches!(&refused, Err(Refusal::NotPermitted(message)) if message.contains("may not approve its Production stage")),
+            matches!(&refused, Err(Refusal::WrongState(message)) if message.contains("is not what stage execution 7 runs")),
             "{refused:?}"
-        );
-        assert_eq!(
-            decide(Decision::Approve, 1, awaiting, &production, &lenient),
-            Ok(())
-        );
-        // Someone else may approve; the deployer may reject, and approve elsewhere.
-        assert_eq!(
-            decide(Decision::Approve, 2, awaiting, &production, &strict),
-            Ok(())
-        );
-        assert_eq!(
-            decide(Decision::Reject, 1, awaiting, &production, &strict),
-            Ok(())
-        );
-        assert_eq!(
-            decide(Decision::Approve, 1, awaiting, &staging, &strict),
-            Ok(())
         );
     }
 }

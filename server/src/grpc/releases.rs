@@ -7,6 +7,7 @@ use super::ApiContext;
 use super::watch::{SAFETY_POLL, WatchStream, Watcher, spawn_watch};
 use crate::audit;
 use crate::auth::{Action, TenantScope};
+use crate::domain::ValidationError;
 use crate::domain::ids::parse_optional;
 use crate::domain::release::{
     DeployRequest, EnvironmentPatch, NewEnvironment, ReleaseDefinition, ReleaseExecution,
@@ -56,11 +57,19 @@ impl ReleaseApi {
         customer_id: i64,
         stage_execution_id: i64,
         comment: &str,
+        reviewed_digest: &str,
         decision: Decision,
     ) -> Result<ReleaseExecution, Status> {
         audit::note_resource("stage_execution", stage_execution_id);
         let stage_id = StageExecutionId::parse(stage_execution_id, "stage_execution_id");
         let comment = optional_text("comment", comment, 1000);
+        if reviewed_digest.len() > 100 {
+            return Err(ValidationError::new(
+                "snapshot_digest",
+                "must be at most 100 characters (sha256:<64 hex digits>)",
+            )
+            .into());
+        }
         let action = match decision {
             Decision::Approve => Action::ApproveStages,
             Decision::Reject => Action::RejectStages,
@@ -68,7 +77,7 @@ impl ReleaseApi {
         let scope = self.scope(request, customer_id, action).await?;
         Ok(self
             .operations
-            .decide_stage(&scope, stage_id?, decision, &comment?)
+            .decide_stage(&scope, stage_id?, decision, &comment?, reviewed_digest)
             .await?)
     }
 }
@@ -342,6 +351,7 @@ impl ReleaseService for ReleaseApi {
                 body.customer_id,
                 body.stage_execution_id,
                 &body.comment,
+                &body.snapshot_digest,
                 Decision::Approve,
             )
             .await?;
@@ -362,6 +372,7 @@ impl ReleaseService for ReleaseApi {
                 body.customer_id,
                 body.stage_execution_id,
                 &body.comment,
+                "",
                 Decision::Reject,
             )
             .await?;

@@ -37,10 +37,17 @@ impl Operations {
         stage_execution_id: StageExecutionId,
         decision: Decision,
         comment: &str,
+        reviewed_digest: &str,
     ) -> Result<ReleaseExecution, ServiceError> {
         let (release_execution, effects) = self
             .store()
-            .decide_stage(scope, stage_execution_id, decision, comment)
+            .decide_stage(
+                scope,
+                stage_execution_id,
+                decision,
+                comment,
+                reviewed_digest,
+            )
             .await?;
         tracing::info!(
             release_execution_id = release_execution.id.get(),

@@ -27,6 +27,7 @@ pub(super) fn environment_from_row(row: environment::Model) -> Result<Environmen
         order: row.sort_order,
         requires_approval: row.requires_approval,
         approver_roles,
+        allow_self_approval: row.allow_self_approval,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
@@ -50,6 +51,7 @@ pub(super) async fn create_default_environments(
             sort_order: Set(*order),
             requires_approval: Set(*requires_approval),
             approver_roles: Set(roles_json(roles)),
+            allow_self_approval: Set(false),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
@@ -91,6 +93,7 @@ impl Store {
             sort_order: Set(new.order),
             requires_approval: Set(new.requires_approval),
             approver_roles: Set(roles_json(&new.approver_roles)),
+            allow_self_approval: Set(new.allow_self_approval),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
@@ -163,6 +166,9 @@ impl Store {
         }
         if let Some(roles) = &patch.approver_roles {
             row.approver_roles = Set(roles_json(roles));
+        }
+        if let Some(value) = patch.allow_self_approval {
+            row.allow_self_approval = Set(value);
         }
         row.updated_at = Set(now());
         let updated = row

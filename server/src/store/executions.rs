@@ -13,7 +13,10 @@ use super::entities::{
     artifact, execution, log_chunk, pipeline, stage_execution_record, step_execution, user,
 };
 use super::error::corrupt;
-use super::pipelines::{group_ids_from_row, labels_from_json, steps_from_json, to_json};
+use super::pipelines::{
+    group_ids_from_row, group_ids_from_text, group_ids_to_text, labels_from_json, steps_from_json,
+    to_json,
+};
 use super::{Store, StoreError, SystemStore, activity, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::{
@@ -448,6 +451,10 @@ pub(super) async fn insert_execution(
         ),
         selector_agent_id: Set(selector.agent_id.map(AgentId::get)),
         selector_labels: Set(to_json(&selector.labels)),
+        // The groups it was queued with: attaching a group later does not reach it.
+        variable_group_ids: Set(Some(group_ids_to_text(
+            &pipeline.definition.variable_group_ids,
+        ))),
         timeout_seconds: Set(pipeline.definition.timeout_seconds),
         triggered_by: Set(trigger.triggered_by().get()),
         agent_id: Set(None),
@@ -788,12 +795,18 @@ impl SystemStore {
             .filter_map(|row| row.pipeline_version_id)
             .collect();
         let steps_of = self.store.steps_of_versions(&self.db, &versions).await?;
-        // The variable groups of their pipelines: one query for the batch.
+        // The variable groups each was queued with; runs queued before migration m20261212
+        // read their pipeline's (one query for the batch).
         let mut groups: std::collections::HashMap<i64, Vec<crate::domain::VariableGroupId>> =
             Default::default();
-        if !rows.is_empty() {
+        let unpinned: Vec<i64> = rows
+            .iter()
+            .filter(|row| row.variable_group_ids.is_none())
+            .map(|row| row.pipeline_id)
+            .collect();
+        if !unpinned.is_empty() {
             let pipelines = pipeline::Entity::find()
-                .filter(pipeline::Column::Id.is_in(rows.iter().map(|row| row.pipeline_id)))
+                .filter(pipeline::Column::Id.is_in(unpinned))
                 .filter(pipeline::Column::VariableGroupIds.ne("[]"))
                 .all(&self.db)
                 .await?;
@@ -805,7 +818,10 @@ impl SystemStore {
             .map(|row| {
                 Ok(QueuedExecution {
                     deploy: deploys.contains(&row.id),
-                    variable_group_ids: groups.get(&row.pipeline_id).cloned().unwrap_or_default(),
+                    variable_group_ids: match &row.variable_group_ids {
+                        Some(text) => group_ids_from_text(text)?,
+                        None => groups.get(&row.pipeline_id).cloned().unwrap_or_default(),
+                    },
                     id: ExecutionId::from_db(row.id),
                     customer_id: CustomerId::from_db(row.customer_id),
                     pipeline_id: PipelineId::from_db(row.pipeline_id),

@@ -62,7 +62,7 @@ pub use notifications::{NotificationHandler, Notifier, spawn_listener};
 pub use release_executions::{ReleaseContext, ReleaseEffects};
 pub use stats::{CustomerStats, ExecutionCounts, PoolUsage};
 pub use tokens::AuthenticatedToken;
-pub use variables::{JobVariable, JobVariables};
+pub use variables::{JobVariable, JobVariables, StageGate};
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]

@@ -54,12 +54,17 @@ fn definition_from_row(row: &pipeline::Model) -> Result<PipelineDefinition, Stor
 pub(super) fn group_ids_from_row(
     row: &pipeline::Model,
 ) -> Result<Vec<VariableGroupId>, StoreError> {
-    serde_json::from_str::<Vec<i64>>(&row.variable_group_ids)
+    group_ids_from_text(&row.variable_group_ids)
+}
+
+/// A JSON list of variable group ids, as pipelines and executions store it.
+pub(super) fn group_ids_from_text(text: &str) -> Result<Vec<VariableGroupId>, StoreError> {
+    serde_json::from_str::<Vec<i64>>(text)
         .map(|ids| ids.into_iter().map(VariableGroupId::from_db).collect())
         .map_err(|error| corrupt("variable_group_ids", error))
 }
 
-fn group_ids_to_text(ids: &[VariableGroupId]) -> String {
+pub(super) fn group_ids_to_text(ids: &[VariableGroupId]) -> String {
     serde_json::Value::from(ids.iter().map(|id| id.get()).collect::<Vec<i64>>()).to_string()
 }
 
@@ -240,6 +245,15 @@ impl Store {
         .await?;
         super::variables::check_groups(&transaction, customer_id, &definition.variable_group_ids)
             .await?;
+        super::variables::check_secret_authority(
+            &transaction,
+            scope,
+            &format!("pipeline {:?}", definition.name),
+            &definition.variable_group_ids,
+            &definition.variable_group_ids,
+            false,
+        )
+        .await?;
         let now = now();
         let row = pipeline::ActiveModel {
             customer_id: Set(customer_id.get()),
@@ -370,10 +384,26 @@ impl Store {
         if let Some(parameters) = patch.parameters {
             row.parameters = Set(to_json(&parameters));
         }
+        let before = group_ids_from_text(row.variable_group_ids.as_ref())?;
         if let Some(groups) = patch.variable_group_ids {
             super::variables::check_groups(&transaction, customer_id, &groups).await?;
             row.variable_group_ids = Set(group_ids_to_text(&groups));
         }
+        let groups = group_ids_from_text(row.variable_group_ids.as_ref())?;
+        let attached: Vec<VariableGroupId> = groups
+            .iter()
+            .filter(|id| !before.contains(id))
+            .copied()
+            .collect();
+        super::variables::check_secret_authority(
+            &transaction,
+            scope,
+            &format!("pipeline {pipeline_id}"),
+            &groups,
+            &attached,
+            steps_changed,
+        )
+        .await?;
         if let Some(timeout) = patch.timeout_seconds {
             row.timeout_seconds = Set(timeout);
         }

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::entities::{pipeline, variable, variable_group};
@@ -15,7 +15,7 @@ use super::{Store, StoreError, SystemStore, now};
 use crate::auth::TenantScope;
 use crate::domain::variable::{GroupSettings, NewVariable, Variable, VariableGroup};
 use crate::domain::{
-    CustomerId, EnvironmentId, Page, PageRequest, PipelineId, UserId, VariableGroupId,
+    CustomerId, EnvironmentId, Page, PageRequest, PipelineId, Refusal, UserId, VariableGroupId,
 };
 use crate::secrets::SecretBox;
 
@@ -117,6 +117,66 @@ pub(super) async fn check_groups(
     }
 }
 
+/// Refuses, for a role that may not manage secrets, what would hand secrets to code nobody who
+/// may manage them wrote: attaching a group that holds secrets (`attached`: the groups a
+/// request adds) or changing the steps of a pipeline whose groups (`groups`: as the pipeline
+/// becomes) hold secrets. On PostgreSQL the groups' rows are share-locked first, so a secret
+/// set in them at the same time (which updates its group's row) is either seen here or waits.
+pub(super) async fn check_secret_authority(
+    db: &DatabaseTransaction,
+    scope: &TenantScope,
+    pipeline: &str,
+    groups: &[VariableGroupId],
+    attached: &[VariableGroupId],
+    steps_changed: bool,
+) -> Result<(), StoreError> {
+    if crate::auth::require(scope, crate::auth::Action::ManageSecrets).is_ok()
+        || (attached.is_empty() && !steps_changed)
+    {
+        return Ok(());
+    }
+    let watched: Vec<i64> = if steps_changed { groups } else { attached }
+        .iter()
+        .map(|id| id.get())
+        .collect();
+    if watched.is_empty() {
+        return Ok(());
+    }
+    let customer_id = scope.customer_id();
+    let mut lock = variable_group::Entity::find()
+        .select_only()
+        .column(variable_group::Column::Id)
+        .filter(variable_group::Column::CustomerId.eq(customer_id.get()))
+        .filter(variable_group::Column::Id.is_in(watched.iter().copied()));
+    if db.get_database_backend() == DbBackend::Postgres {
+        lock = lock.lock(LockType::Share);
+    }
+    lock.into_tuple::<i64>().all(db).await?;
+    let holding: Vec<i64> = variable::Entity::find()
+        .select_only()
+        .column(variable::Column::GroupId)
+        .distinct()
+        .filter(variable::Column::CustomerId.eq(customer_id.get()))
+        .filter(variable::Column::GroupId.is_in(watched.iter().copied()))
+        .filter(variable::Column::IsSecret.eq(true))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let Some(group) = watched.iter().find(|id| holding.contains(id)) else {
+        return Ok(());
+    };
+    let what = if attached.iter().any(|id| id.get() == *group) {
+        format!("attach variable group {group} to {pipeline}: the group holds secrets")
+    } else {
+        format!("change the steps of {pipeline}: its variable group {group} holds secrets")
+    };
+    Err(Refusal::NotPermitted(format!(
+        "role {} may not {what} (only a role that may set secret variables may)",
+        scope.role()
+    ))
+    .into())
+}
+
 /// A variable as a job gets it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JobVariable {
@@ -205,6 +265,26 @@ async fn write_variable(
     Ok(stored)
 }
 
+/// Keys of the secret variables in `groups` (for any environment).
+pub(super) async fn secret_keys_of_groups(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    groups: &[VariableGroupId],
+) -> Result<Vec<String>, StoreError> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(variable::Entity::find()
+        .select_only()
+        .column(variable::Column::Key)
+        .filter(variable::Column::CustomerId.eq(customer_id.get()))
+        .filter(variable::Column::GroupId.is_in(groups.iter().map(|id| id.get())))
+        .filter(variable::Column::IsSecret.eq(true))
+        .into_tuple::<String>()
+        .all(db)
+        .await?)
+}
+
 impl Store {
     /// Keys of the secret variables a pipeline's jobs get (parameters may not override them).
     pub async fn secret_keys_of_pipeline(
@@ -219,22 +299,8 @@ impl Store {
         else {
             return Ok(Vec::new());
         };
-        let ids: Vec<i64> = super::pipelines::group_ids_from_row(&pipeline)?
-            .iter()
-            .map(|id| id.get())
-            .collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(variable::Entity::find()
-            .select_only()
-            .column(variable::Column::Key)
-            .filter(variable::Column::CustomerId.eq(scope.customer_id().get()))
-            .filter(variable::Column::GroupId.is_in(ids))
-            .filter(variable::Column::IsSecret.eq(true))
-            .into_tuple::<String>()
-            .all(&self.db)
-            .await?)
+        let groups = super::pipelines::group_ids_from_row(&pipeline)?;
+        secret_keys_of_groups(&self.db, scope.customer_id(), &groups).await
     }
 
     /// Creates a group with its first variables, all or nothing.
@@ -466,16 +532,26 @@ impl Store {
     }
 }
 
+/// Whether a deploy passed its environment's approval (what its environment's secrets need).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageGate {
+    /// The environment needs no approval, or the stage was approved.
+    Open,
+    /// The environment requires an approval and the stage has none.
+    NotApproved,
+}
+
 impl SystemStore {
     /// The variables a job gets from its pipeline's `groups`, for `environment` (a deploy's stage) or none:
     /// the pipeline's groups in order, a later group winning for the same key, and within a
     /// group the value for the environment winning over the one for every environment. Secrets
-    /// are opened with `secrets`.
+    /// are opened with `secrets`. A secret for the environment is opened only for a stage that
+    /// passed the environment's approval (`environment` says whether it did, [`StageGate`]).
     pub(crate) async fn job_variables(
         &self,
         customer_id: CustomerId,
         groups: &[VariableGroupId],
-        environment: Option<EnvironmentId>,
+        environment: Option<(EnvironmentId, StageGate)>,
         secrets: &SecretBox,
     ) -> Result<JobVariables, StoreError> {
         if groups.is_empty() {
@@ -487,7 +563,8 @@ impl SystemStore {
             .filter(variable::Column::GroupId.is_in(ids.iter().copied()))
             .all(&self.db)
             .await?;
-        let wanted = environment.map_or(0, EnvironmentId::get);
+        let wanted = environment.map_or(0, |(id, _)| id.get());
+        let gated = matches!(environment, Some((_, StageGate::NotApproved)));
         // Rank: group position first, then the environment's own value over the shared one.
         let mut chosen: std::collections::BTreeMap<String, ((usize, bool), variable::Model)> =
             std::collections::BTreeMap::new();
@@ -506,6 +583,12 @@ impl SystemStore {
         Ok(chosen
             .into_values()
             .map(|(_, row)| {
+                if gated && row.is_secret && row.environment_id != 0 {
+                    return Err(format!(
+                        "secret {} of variable group {} belongs to environment {}, which requires an approval this stage does not have",
+                        row.key, row.group_id, row.environment_id
+                    ));
+                }
                 let value = match (&row.cipher, row.is_secret) {
                     (Some(sealed), true) => secrets
                         .open(

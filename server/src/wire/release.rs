@@ -43,6 +43,7 @@ impl TryFrom<&pb::CreateEnvironmentRequest> for NewEnvironment {
             order: request.order,
             requires_approval: request.requires_approval,
             approver_roles,
+            allow_self_approval: request.allow_self_approval,
         })
     }
 }
@@ -68,6 +69,7 @@ impl TryFrom<&pb::UpdateEnvironmentRequest> for EnvironmentPatch {
                 .set_approver_roles
                 .then(|| roles("approver_roles", &request.approver_roles))
                 .transpose()?,
+            allow_self_approval: request.allow_self_approval,
         })
     }
 }
@@ -258,6 +260,7 @@ impl From<Environment> for pb::Environment {
                 .collect(),
             created_at: timestamp(environment.created_at),
             updated_at: timestamp(environment.updated_at),
+            allow_self_approval: environment.allow_self_approval,
         }
     }
 }
@@ -334,6 +337,8 @@ impl From<StageExecution> for pb::StageExecution {
             started_at: stage.started_at.and_then(timestamp),
             finished_at: stage.finished_at.and_then(timestamp),
             reason: stage.reason,
+            pipeline_version: stage.pipeline_version,
+            snapshot_digest: stage.snapshot_digest,
         }
     }
 }

@@ -9,6 +9,7 @@ mod common {
 
 mod access_changes;
 mod agents;
+mod authority;
 mod bad_input;
 mod bootstrap;
 mod customers;

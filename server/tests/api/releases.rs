@@ -633,6 +633,7 @@ async fn release_service_validates_every_field(backend: Backend) {
                     customer_id,
                     stage_execution_id: 0,
                     comment: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .map(|_| ()),
@@ -658,6 +659,7 @@ async fn release_service_validates_every_field(backend: Backend) {
                 customer_id,
                 stage_execution_id: 1,
                 comment: "c".repeat(2001),
+                ..Default::default()
             })
             .await,
         "comment",
@@ -991,6 +993,7 @@ async fn deployments_refuse_impossible_transitions(backend: Backend) {
                         customer_id,
                         stage_execution_id: stage_id(index),
                         comment: String::new(),
+                        ..Default::default()
                     })
                     .await
                     .map(|_| ())
@@ -1015,6 +1018,7 @@ async fn deployments_refuse_impossible_transitions(backend: Backend) {
                 customer_id,
                 stage_execution_id: stage_id(2),
                 comment: String::new(),
+                ..Default::default()
             })
             .await,
         Code::PermissionDenied,
@@ -1026,6 +1030,7 @@ async fn deployments_refuse_impossible_transitions(backend: Backend) {
             customer_id,
             stage_execution_id: stage_id(2),
             comment: "tested".into(),
+            ..Default::default()
         })
         .await
         .expect("qa approves staging");
@@ -1046,6 +1051,7 @@ async fn deployments_refuse_impossible_transitions(backend: Backend) {
         customer_id,
         stage_execution_id: at_production.stages[3].id,
         comment: "ship it".into(),
+        ..Default::default()
     };
     assert_status(
         server
@@ -1055,12 +1061,29 @@ async fn deployments_refuse_impossible_transitions(backend: Backend) {
         Code::PermissionDenied,
         "allow_self_approval",
     );
-    // ...unless the customer allows it.
+    // ...unless the environment allows it (a customer setting no longer does).
     server
         .admin_customers()
         .update_customer(pb::UpdateCustomerRequest {
             customer_id,
             settings: Some(r#"{"allow_self_approval": true}"#.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("customer settings");
+    assert_status(
+        server
+            .releases(&shop.ops.token)
+            .approve_stage(approve_production.clone())
+            .await,
+        Code::PermissionDenied,
+        "environment setting allow_self_approval is off",
+    );
+    admin
+        .update_environment(pb::UpdateEnvironmentRequest {
+            customer_id,
+            environment_id: shop.environments["Production"].id,
+            allow_self_approval: Some(true),
             ..Default::default()
         })
         .await
@@ -1188,6 +1211,7 @@ async fn concurrent_approvals_start_one_deploy(backend: Backend) {
                     customer_id,
                     stage_execution_id,
                     comment: format!("approval {index}"),
+                    ..Default::default()
                 })
                 .await
         }

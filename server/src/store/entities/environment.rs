@@ -12,6 +12,7 @@ pub struct Model {
     pub requires_approval: bool,
     #[sea_orm(column_type = "JsonBinary")]
     pub approver_roles: Json,
+    pub allow_self_approval: bool,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -38,6 +38,9 @@ pub struct Model {
     pub log_expired: bool,
     /// The version of its pipeline's steps it runs; unset for runs that carry a copy in `steps`.
     pub pipeline_version_id: Option<i64>,
+    /// The variable groups it was queued with (JSON list of ids); unset for runs queued before
+    /// migration m20261212, which read their pipeline's at delivery.
+    pub variable_group_ids: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -26,6 +26,13 @@ pub struct Model {
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
     pub reason: String,
+    /// The pipeline steps version the stage deploys, fixed at deploy (unset: deployed before
+    /// migration m20261212, runs the pipeline as it is when the stage starts).
+    pub pipeline_version_id: Option<i64>,
+    /// The rest of what the stage deploys (see `domain::snapshot::StageSnapshot`).
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub snapshot: Option<Json>,
+    pub snapshot_digest: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,10 +15,8 @@ use crate::domain::release::{ReleaseExecution, StageStatus};
 use crate::domain::release_flow::{
     Decision, DecisionRequest, cancel_move, check_decision, reject_move,
 };
-use crate::domain::{
-    CustomerSettings, EnvironmentId, ExecutionId, ReleaseExecutionId, StageExecutionId,
-};
-use crate::store::entities::{customer, stage_execution_record as stage, user};
+use crate::domain::{EnvironmentId, ExecutionId, ReleaseExecutionId, StageExecutionId};
+use crate::store::entities::{stage_execution_record as stage, user};
 use crate::store::environments::{environment_from_row, find_environment};
 use crate::store::error::corrupt;
 use crate::store::{Store, StoreError, activity, now};
@@ -33,6 +31,7 @@ impl Store {
         stage_execution_id: StageExecutionId,
         decision: Decision,
         comment: &str,
+        reviewed_digest: &str,
     ) -> Result<(ReleaseExecution, ReleaseEffects), StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
@@ -63,11 +62,6 @@ impl Store {
             ReleaseExecutionId::from_db(stage_row.release_execution_id),
         )
         .await?;
-        let settings = customer::Entity::find_by_id(customer_id.get())
-            .one(&transaction)
-            .await?
-            .map(|customer| CustomerSettings::from_document(&customer.settings))
-            .unwrap_or_default();
         check_decision(&DecisionRequest {
             decision,
             actor: scope.actor(),
@@ -76,7 +70,8 @@ impl Store {
             environment: &environment,
             deployed_by: crate::domain::UserId::from_db(row.triggered_by),
             release_label: &label(&row),
-            settings: &settings,
+            snapshot_digest: &stage_row.snapshot_digest,
+            reviewed_digest,
         })?;
         let at = now();
         let username = user::Entity::find_by_id(scope.actor().get())

@@ -14,6 +14,7 @@ use crate::domain::pipeline::resolve_parameters;
 use crate::domain::release::{
     DeployRequest, ReleaseExecution, ReleaseExecutionStatus, ReleaseStatus, StageStatus,
 };
+use crate::domain::snapshot::{self, DigestInput, StageSnapshot};
 use crate::domain::{AgentId, ExecutionId, PipelineId, ReleaseExecutionId, ReleaseId};
 use crate::store::entities::{
     execution, release, release_execution, release_execution_build, stage_execution_record as stage,
@@ -22,6 +23,7 @@ use crate::store::environments::{environment_from_row, find_environment};
 use crate::store::executions::status_of;
 use crate::store::pipelines::{load_pipeline, to_json};
 use crate::store::releases::load_release;
+use crate::store::variables::secret_keys_of_groups;
 use crate::store::{Store, StoreError, activity, now};
 
 impl Store {
@@ -112,6 +114,12 @@ impl Store {
                     ))
                 })?;
             let mut parameters = definition.parameters.clone();
+            let secret_keys = secret_keys_of_groups(
+                &transaction,
+                customer_id,
+                &pipeline.definition.variable_group_ids,
+            )
+            .await?;
             for (name, value) in &request.parameters {
                 if let Some(known) = pipeline
                     .definition
@@ -119,6 +127,13 @@ impl Store {
                     .iter()
                     .find(|parameter| parameter.name.eq_ignore_ascii_case(name))
                 {
+                    // A deployer's parameter never stands in for a secret, as for a run.
+                    if secret_keys.contains(name) || secret_keys.contains(&known.name) {
+                        return Err(StoreError::InvalidArgument(format!(
+                            "parameters[{name}] is a secret variable of stage {}'s deploy pipeline and cannot be overridden",
+                            definition.order
+                        )));
+                    }
                     used.insert(name.clone());
                     parameters.retain(|key, _| !key.eq_ignore_ascii_case(&known.name));
                     parameters.insert(known.name.clone(), value.clone());
@@ -136,7 +151,30 @@ impl Store {
                         ))
                     })?;
             let environment = environment_from_row(environment)?;
-            stage_rows.push((definition.clone(), environment, resolved));
+            let selector = definition
+                .selector
+                .clone()
+                .unwrap_or_else(|| pipeline.definition.selector.clone());
+            let snapshot = StageSnapshot {
+                version_id: pipeline.steps_version.id,
+                version_number: pipeline.steps_version.number,
+                variable_group_ids: pipeline
+                    .definition
+                    .variable_group_ids
+                    .iter()
+                    .map(|id| id.get())
+                    .collect(),
+                timeout_seconds: pipeline.definition.timeout_seconds,
+                selector_agent_id: selector.agent_id.map(AgentId::get),
+                selector_labels: selector.labels,
+            };
+            stage_rows.push((
+                definition.clone(),
+                environment,
+                resolved,
+                snapshot,
+                pipeline.definition.steps,
+            ));
         }
         if let Some(unused) = request.parameters.keys().find(|name| !used.contains(*name)) {
             return Err(StoreError::InvalidArgument(format!(
@@ -185,7 +223,22 @@ impl Store {
         ))
         .exec_without_returning(&transaction)
         .await?;
-        for (definition, environment, parameters) in &stage_rows {
+        // What each stage will run is fixed now; its digest covers the shipped artifacts too.
+        let artifacts: Vec<(String, String)> =
+            super::shipped_artifacts(&transaction, customer_id, row.id)
+                .await?
+                .into_iter()
+                .map(|(_, artifact)| (artifact.path, artifact.sha256))
+                .collect();
+        for (definition, environment, parameters, snapshot, steps) in &stage_rows {
+            let digest = snapshot::digest(&DigestInput {
+                pipeline_id: definition.pipeline_id,
+                environment_id: environment.id,
+                snapshot,
+                steps,
+                parameters,
+                artifacts: &artifacts,
+            });
             stage::ActiveModel {
                 customer_id: Set(customer_id.get()),
                 release_execution_id: Set(row.id),
@@ -202,9 +255,13 @@ impl Store {
                     .as_ref()
                     .map(|selector| to_json(&selector.labels))),
                 parameters: Set(to_json(parameters)),
-                requires_approval: Set(definition
-                    .requires_approval
-                    .unwrap_or(environment.requires_approval)),
+                // A stage may add an approval; it never removes its environment's.
+                requires_approval: Set(
+                    environment.requires_approval || definition.requires_approval.unwrap_or(false)
+                ),
+                pipeline_version_id: Set((snapshot.version_id > 0).then_some(snapshot.version_id)),
+                snapshot: Set(Some(to_json(snapshot))),
+                snapshot_digest: Set(digest),
                 status: Set(StageStatus::Pending.as_str().to_owned()),
                 execution_id: Set(None),
                 approved_by: Set(None),

@@ -33,10 +33,12 @@ use crate::domain::execution::Artifact;
 use crate::domain::release::{
     ReleaseExecution, ReleaseExecutionStatus, StageExecution, StageStatus,
 };
+use crate::domain::snapshot::StageSnapshot;
 use crate::domain::{
     CustomerId, EnvironmentId, ExecutionId, NewActivity, Page, PageRequest, PipelineId,
     ReleaseExecutionId, ReleaseId, StageExecutionId, UserId,
 };
+use crate::store::environments::find_environment;
 
 fn stage_status(row: &stage::Model) -> Result<StageStatus, StoreError> {
     StageStatus::from_db(&row.status).ok_or_else(|| corrupt("stage status", &row.status))
@@ -47,8 +49,20 @@ fn release_status(row: &release_execution::Model) -> Result<ReleaseExecutionStat
         .ok_or_else(|| corrupt("release execution status", &row.status))
 }
 
+/// The snapshot a stage deploys; `None` for stages deployed before snapshots.
+fn stage_snapshot(row: &stage::Model) -> Result<Option<StageSnapshot>, StoreError> {
+    row.snapshot
+        .clone()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|error| corrupt("stage snapshot", error))
+}
+
 fn stage_from_row(row: stage::Model) -> Result<StageExecution, StoreError> {
+    let pipeline_version = stage_snapshot(&row)?.map_or(0, |snapshot| snapshot.version_number);
     Ok(StageExecution {
+        pipeline_version,
+        snapshot_digest: row.snapshot_digest.clone(),
         id: StageExecutionId::from_db(row.id),
         order: row.stage_order,
         environment_id: EnvironmentId::from_db(row.environment_id),
@@ -213,6 +227,8 @@ pub struct ReleaseContext {
     pub version: String,
     /// (pipeline id, artifact) of every shipped build.
     pub artifacts: Vec<(PipelineId, Artifact)>,
+    /// The environment requires approval and this stage has none: its secrets stay sealed.
+    pub unapproved: bool,
 }
 
 /// What a release action needs the caller to do next.
@@ -382,7 +398,16 @@ impl SystemStore {
             ReleaseExecutionId::from_db(stage_row.release_execution_id),
         )
         .await?;
+        let requires_approval = find_environment(
+            &self.db,
+            customer_id,
+            EnvironmentId::from_db(stage_row.environment_id),
+        )
+        .await?
+        .is_some_and(|environment| environment.requires_approval);
         Ok(Some(ReleaseContext {
+            unapproved: (requires_approval || stage_row.requires_approval)
+                && stage_row.approved_by.is_none(),
             release_name: row.release_name.clone(),
             release_number: row.number,
             environment_name: stage_row.environment_name,

@@ -12,16 +12,18 @@ use sea_orm::{
 
 use super::{event, label, lock_release_execution, release_status, stage_status, stages_of};
 use crate::domain::execution::{ExecutionStatus, Trigger};
-use crate::domain::pipeline::{AgentSelector, resolve_parameters};
+use crate::domain::pipeline::{AgentSelector, StepsVersion, resolve_parameters};
 use crate::domain::release::{ReleaseExecutionStatus, StageStatus};
 use crate::domain::release_flow::{Change, ReleaseState, StageState, next_move, stage_not_started};
 use crate::domain::{
     AgentId, CustomerId, ExecutionId, PipelineId, ReleaseExecutionId, StageExecutionId, UserId,
 };
-use crate::store::entities::{execution, release_execution, stage_execution_record as stage};
+use crate::store::entities::{
+    execution, pipeline_version, release_execution, stage_execution_record as stage,
+};
 use crate::store::error::corrupt;
 use crate::store::executions::{insert_execution, status_of};
-use crate::store::pipelines::{labels_from_json, load_pipeline};
+use crate::store::pipelines::{labels_from_json, load_pipeline, steps_from_json};
 use crate::store::{StoreError, SystemStore, activity, now};
 
 /// Sets a release execution's final status, once.
@@ -136,6 +138,35 @@ async fn start_stage(
         };
     let parameters: BTreeMap<String, String> = serde_json::from_value(stage_row.parameters.clone())
         .map_err(|error| corrupt("stage parameters", error))?;
+    // A stage runs what was fixed when its release execution started (what an approval binds),
+    // whatever the deploy pipeline became since.
+    if let Some(snapshot) = super::stage_snapshot(stage_row)? {
+        let version = pipeline_version::Entity::find_by_id(snapshot.version_id)
+            .filter(pipeline_version::Column::CustomerId.eq(customer_id.get()))
+            .one(db)
+            .await?
+            .ok_or_else(|| corrupt("stage snapshot", "steps version missing"))?;
+        let mut pinned = pipeline;
+        pinned.definition.steps = steps_from_json(version.steps)?;
+        pinned.steps_version = StepsVersion {
+            id: snapshot.version_id,
+            number: snapshot.version_number,
+        };
+        pinned.definition.variable_group_ids = snapshot.variable_groups();
+        pinned.definition.timeout_seconds = snapshot.timeout_seconds;
+        let execution_id = insert_execution(
+            db,
+            &pinned,
+            &parameters,
+            &snapshot.selector(),
+            Trigger::ReleaseStage {
+                deployed_by: UserId::from_db(row.triggered_by),
+                stage: StageExecutionId::from_db(stage_row.id),
+            },
+        )
+        .await?;
+        return stage_started(db, row, stage_row, execution_id, at).await;
+    }
     let parameters = match resolve_parameters(&pipeline.definition.parameters, &parameters) {
         Ok(parameters) => parameters,
         // The deploy pipeline changed since the release was deployed.
@@ -167,6 +198,18 @@ async fn start_stage(
         },
     )
     .await?;
+    stage_started(db, row, stage_row, execution_id, at).await
+}
+
+/// Marks a stage in progress with its deploy execution.
+async fn stage_started(
+    db: &DatabaseTransaction,
+    row: &release_execution::Model,
+    stage_row: &stage::Model,
+    execution_id: ExecutionId,
+    at: DateTime<Utc>,
+) -> Result<Result<ExecutionId, String>, StoreError> {
+    let customer_id = CustomerId::from_db(row.customer_id);
     stage::Entity::update_many()
         .col_expr(
             stage::Column::Status,

@@ -23,6 +23,9 @@ pub struct StageView {
     pub status: String,
     pub may_decide: bool,
     pub note: String,
+    /// What an approval binds: the steps version and digest of what the stage runs.
+    pub pipeline_version: i32,
+    pub snapshot_digest: String,
 }
 
 pub struct ReleaseRunView {
@@ -143,6 +146,8 @@ pub async fn releases(
                         } else {
                             stage.comment
                         },
+                        pipeline_version: stage.pipeline_version,
+                        snapshot_digest: stage.snapshot_digest,
                     }
                 })
                 .collect(),
@@ -161,6 +166,9 @@ pub struct DecisionForm {
     csrf: String,
     #[serde(default)]
     comment: String,
+    /// The digest the approver was shown; the approval binds it.
+    #[serde(default)]
+    snapshot_digest: String,
 }
 
 /// Approve or reject: the same form, two RPCs.
@@ -187,6 +195,7 @@ async fn decide_stage(
                 customer_id,
                 stage_execution_id,
                 comment: form.comment,
+                snapshot_digest: form.snapshot_digest,
             });
             write(
                 &web,

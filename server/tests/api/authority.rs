@@ -1,0 +1,572 @@
+//! Authority inside a customer, tried as a malicious developer would: secrets reach only code
+//! that a role allowed to manage them accepted, and an approval binds exactly what runs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cygnet_proto::v1 as pb;
+use tonic::Code;
+
+use crate::common::{Backend, TestServer, TestUser, assert_status, eventually, step};
+
+/// A customer with a developer, a devops engineer and an admin, and an agent that records
+/// every job it is given and finishes it at once.
+struct Team {
+    customer_id: i64,
+    developer: TestUser,
+    ops: TestUser,
+    admin: TestUser,
+    jobs: Arc<Mutex<Vec<pb::JobAssignment>>>,
+    _agent: tokio::task::JoinHandle<()>,
+}
+
+async fn team(server: &TestServer, name: &str) -> Team {
+    let customer_id = server.create_customer(name).await.id;
+    let member = |username: String, role| async move {
+        let user = server.create_user(&username).await;
+        server.add_member(customer_id, user.id, role).await;
+        user
+    };
+    let developer = member(format!("{name}-dev"), pb::Role::Developer).await;
+    let ops = member(format!("{name}-ops"), pb::Role::Devops).await;
+    let admin = member(format!("{name}-admin"), pb::Role::Admin).await;
+    let token = server.create_registration_token(customer_id).await;
+    let uuid = format!("{name}-agent");
+    let registered = server
+        .register_agent(customer_id, &uuid, &token)
+        .await
+        .expect("register");
+    let agent = server
+        .connect_agent(&uuid, &registered.credential)
+        .await
+        .expect("connect");
+    let jobs = Arc::new(Mutex::new(Vec::new()));
+    let record = jobs.clone();
+    let pb_agent = agent;
+    let sender = pb_agent.sender.clone();
+    let mut inbound = pb_agent.inbound;
+    let task = tokio::spawn(async move {
+        while let Ok(Some(message)) = inbound.message().await {
+            let Some(pb::connect_response::Command::AssignJob(job)) = message.command else {
+                continue;
+            };
+            let execution_id = job.execution_id;
+            record.lock().expect("jobs").push(job);
+            let events = [
+                pb::job_event::Event::Started(pb::JobStarted {
+                    workspace: "/tmp/recorded".into(),
+                }),
+                pb::job_event::Event::Finished(pb::JobFinished {
+                    status: pb::ExecutionStatus::Succeeded.into(),
+                    reason: String::new(),
+                }),
+            ];
+            for (index, event) in events.into_iter().enumerate() {
+                let message = pb::ConnectRequest {
+                    message: Some(pb::connect_request::Message::JobEvent(pb::JobEvent {
+                        execution_id,
+                        sequence: index as i64 + 1,
+                        occurred_at: None,
+                        event: Some(event),
+                    })),
+                };
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Team {
+        customer_id,
+        developer,
+        ops,
+        admin,
+        jobs,
+        _agent: task,
+    }
+}
+
+impl Team {
+    fn job(&self, execution_id: i64) -> Option<pb::JobAssignment> {
+        self.jobs
+            .lock()
+            .expect("jobs")
+            .iter()
+            .find(|job| job.execution_id == execution_id)
+            .cloned()
+    }
+
+    /// A variable group holding one secret (for every environment, or for one).
+    async fn secret_group(
+        &self,
+        server: &TestServer,
+        name: &str,
+        key: &str,
+        environment_id: i64,
+    ) -> i64 {
+        let group = server
+            .variables(&self.ops.token)
+            .create_variable_group(pb::CreateVariableGroupRequest {
+                customer_id: self.customer_id,
+                name: name.into(),
+                description: String::new(),
+                variables: vec![],
+            })
+            .await
+            .expect("create group")
+            .into_inner()
+            .group
+            .expect("group")
+            .id;
+        server
+            .variables(&self.ops.token)
+            .set_variable(pb::SetVariableRequest {
+                customer_id: self.customer_id,
+                group_id: group,
+                key: key.into(),
+                value: "hunter2".into(),
+                is_secret: true,
+                environment_id,
+                ..Default::default()
+            })
+            .await
+            .expect("set secret");
+        group
+    }
+}
+
+fn update_steps(customer_id: i64, pipeline_id: i64, command: &str) -> pb::UpdatePipelineRequest {
+    pb::UpdatePipelineRequest {
+        customer_id,
+        pipeline_id,
+        steps: vec![step("deploy", command)],
+        set_steps: true,
+        ..Default::default()
+    }
+}
+
+/// A developer may neither attach a group holding secrets to a pipeline nor rewrite the steps
+/// of a pipeline that gets secrets; a role that may manage secrets may do both.
+async fn only_secret_managers_hand_secrets_to_code(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let team = team(&server, "keys").await;
+    let customer_id = team.customer_id;
+    let group = team.secret_group(&server, "prod-keys", "API_KEY", 0).await;
+    let plain = server
+        .variables(&team.ops.token)
+        .create_variable_group(pb::CreateVariableGroupRequest {
+            customer_id,
+            name: "plain".into(),
+            description: String::new(),
+            variables: vec![],
+        })
+        .await
+        .expect("plain group")
+        .into_inner()
+        .group
+        .expect("group")
+        .id;
+    let mut developer = server.pipelines(&team.developer.token);
+    // The attack: a pipeline of the developer's that echoes the secret back, reversed.
+    let steal = vec![step("steal", "echo $API_KEY | rev")];
+    assert_status(
+        developer
+            .create_pipeline(pb::CreatePipelineRequest {
+                customer_id,
+                name: "innocent".into(),
+                steps: steal.clone(),
+                variable_group_ids: vec![group],
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        &format!("attach variable group {group} to pipeline \"innocent\": the group holds secrets"),
+    );
+    let own = developer
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id,
+            name: "own".into(),
+            steps: steal.clone(),
+            variable_group_ids: vec![plain],
+            ..Default::default()
+        })
+        .await
+        .expect("a group without secrets may be attached")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    assert_status(
+        developer
+            .update_pipeline(pb::UpdatePipelineRequest {
+                customer_id,
+                pipeline_id: own.id,
+                variable_group_ids: vec![plain, group],
+                set_variable_group_ids: true,
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        &format!("attach variable group {group} to pipeline {}", own.id),
+    );
+    // A pipeline that gets secrets, set up by devops; the developer may not rewrite its steps.
+    let deploy = server
+        .pipelines(&team.ops.token)
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id,
+            name: "deploy".into(),
+            steps: vec![step("deploy", "./deploy.sh")],
+            variable_group_ids: vec![group],
+            ..Default::default()
+        })
+        .await
+        .expect("devops attaches secrets")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    assert_status(
+        developer
+            .update_pipeline(update_steps(customer_id, deploy.id, "echo $API_KEY | rev"))
+            .await,
+        Code::PermissionDenied,
+        &format!(
+            "change the steps of pipeline {}: its variable group {group} holds secrets",
+            deploy.id
+        ),
+    );
+    // Nothing was half-written: the steps are devops's.
+    let current = developer
+        .get_pipeline(pb::GetPipelineRequest {
+            customer_id,
+            pipeline_id: deploy.id,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    assert_eq!(current.steps[0].command, "./deploy.sh");
+    assert_eq!(current.steps_version, deploy.steps_version);
+    // What does not touch the code stays the developer's; so do pipelines without secrets.
+    developer
+        .update_pipeline(pb::UpdatePipelineRequest {
+            customer_id,
+            pipeline_id: deploy.id,
+            description: Some("deploys the shop".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("describe");
+    developer
+        .update_pipeline(update_steps(customer_id, own.id, "make"))
+        .await
+        .expect("steps of a pipeline without secrets");
+    // A group that gains a secret later makes the pipeline's steps a secret manager's too.
+    server
+        .variables(&team.ops.token)
+        .set_variable(pb::SetVariableRequest {
+            customer_id,
+            group_id: plain,
+            key: "TOKEN".into(),
+            value: "s3cret".into(),
+            is_secret: true,
+            environment_id: 0,
+            ..Default::default()
+        })
+        .await
+        .expect("secret in the plain group");
+    assert_status(
+        developer
+            .update_pipeline(update_steps(customer_id, own.id, "echo $TOKEN | rev"))
+            .await,
+        Code::PermissionDenied,
+        &format!("its variable group {plain} holds secrets"),
+    );
+    server
+        .pipelines(&team.ops.token)
+        .update_pipeline(update_steps(customer_id, deploy.id, "./deploy.sh --fast"))
+        .await
+        .expect("devops changes the steps");
+}
+
+async fn create_environment(
+    server: &TestServer,
+    customer_id: i64,
+    name: &str,
+    allow_self_approval: bool,
+) -> pb::Environment {
+    server
+        .admin_releases()
+        .create_environment(pb::CreateEnvironmentRequest {
+            customer_id,
+            name: name.into(),
+            order: 10,
+            requires_approval: true,
+            approver_roles: vec![pb::Role::Admin.into(), pb::Role::Devops.into()],
+            allow_self_approval,
+            ..Default::default()
+        })
+        .await
+        .expect("create environment")
+        .into_inner()
+        .environment
+        .expect("environment")
+}
+
+async fn stage_of(server: &TestServer, customer_id: i64, id: i64) -> pb::StageExecution {
+    server
+        .release_execution(customer_id, id)
+        .await
+        .stages
+        .into_iter()
+        .next()
+        .expect("stage")
+}
+
+async fn wait_for_stage(
+    server: &TestServer,
+    customer_id: i64,
+    id: i64,
+    status: pb::StageStatus,
+) -> pb::StageExecution {
+    eventually(
+        &format!("stage {status:?}"),
+        Duration::from_secs(10),
+        || async { stage_of(server, customer_id, id).await.status() == status },
+    )
+    .await;
+    stage_of(server, customer_id, id).await
+}
+
+/// The deployer rewrites the deploy pipeline while its stage awaits approval: what was
+/// approved runs, with the environment's secrets; the rewrite never sees them. The one who
+/// deployed may not approve an approval-gated environment, whatever its name, unless the
+/// environment allows it; an approval naming another digest is refused.
+async fn an_approval_binds_the_snapshot_that_runs(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let team = team(&server, "ship").await;
+    let customer_id = team.customer_id;
+    let live = create_environment(&server, customer_id, "prod-eu", false).await;
+    let group = team
+        .secret_group(&server, "eu-keys", "DEPLOY_KEY", live.id)
+        .await;
+    let deploy = server
+        .pipelines(&team.ops.token)
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id,
+            name: "deploy".into(),
+            steps: vec![step("deploy", "./deploy.sh")],
+            variable_group_ids: vec![group],
+            parameters: vec![pb::Parameter {
+                name: "TARGET".into(),
+                default_value: "eu".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("deploy pipeline")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    let release = server
+        .releases(&team.ops.token)
+        .create_release(pb::CreateReleaseRequest {
+            customer_id,
+            name: "shop".into(),
+            stages: vec![pb::ReleaseStage {
+                order: 1,
+                environment_id: live.id,
+                pipeline_id: deploy.id,
+                // A stage cannot take its environment's approval away.
+                requires_approval: Some(false),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("release")
+        .into_inner()
+        .release
+        .expect("release");
+    let deploy_request = |parameters: Vec<(&str, &str)>| pb::DeployReleaseRequest {
+        customer_id,
+        release_id: release.id,
+        version: "1.0".into(),
+        parameters: parameters
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect(),
+        ..Default::default()
+    };
+    let mut developer = server.releases(&team.developer.token);
+    // A deployer's parameter never stands in for a secret.
+    let refused = developer
+        .deploy_release(deploy_request(vec![("DEPLOY_KEY", "mine")]))
+        .await;
+    assert_status(refused, Code::InvalidArgument, "parameters[DEPLOY_KEY]");
+    let deployed = developer
+        .deploy_release(deploy_request(vec![]))
+        .await
+        .expect("deploy")
+        .into_inner()
+        .release_execution
+        .expect("release execution");
+    let waiting = wait_for_stage(
+        &server,
+        customer_id,
+        deployed.id,
+        pb::StageStatus::AwaitingApproval,
+    )
+    .await;
+    assert!(waiting.requires_approval);
+    assert!(
+        waiting.snapshot_digest.starts_with("sha256:"),
+        "{waiting:?}"
+    );
+    assert_eq!(waiting.pipeline_version, deploy.steps_version);
+    // The rewrite, by someone allowed to change the steps: it does not reach the stage.
+    server
+        .pipelines(&team.ops.token)
+        .update_pipeline(update_steps(
+            customer_id,
+            deploy.id,
+            "echo $DEPLOY_KEY | rev",
+        ))
+        .await
+        .expect("rewrite");
+    let still = stage_of(&server, customer_id, deployed.id).await;
+    assert_eq!(still.snapshot_digest, waiting.snapshot_digest);
+    let approve = |digest: &str| pb::ApproveStageRequest {
+        customer_id,
+        stage_execution_id: waiting.id,
+        comment: "reviewed".into(),
+        snapshot_digest: digest.into(),
+    };
+    // The developer deployed but is no approver; devops deployed nothing and may approve.
+    assert_status(
+        developer.approve_stage(approve("")).await,
+        Code::PermissionDenied,
+        "approver roles",
+    );
+    assert_status(
+        server
+            .releases(&team.ops.token)
+            .approve_stage(approve(&format!("sha256:{}", "0".repeat(64))))
+            .await,
+        Code::FailedPrecondition,
+        "is not what stage execution",
+    );
+    assert!(
+        team.jobs.lock().expect("jobs").is_empty(),
+        "nothing ran yet"
+    );
+    server
+        .releases(&team.ops.token)
+        .approve_stage(approve(&waiting.snapshot_digest))
+        .await
+        .expect("approve what was reviewed");
+    let done = wait_for_stage(
+        &server,
+        customer_id,
+        deployed.id,
+        pb::StageStatus::Succeeded,
+    )
+    .await;
+    let job = team.job(done.execution_id).expect("the stage's job");
+    assert_eq!(job.steps.len(), 1);
+    assert_eq!(
+        job.steps[0].command, "./deploy.sh",
+        "the approved steps ran"
+    );
+    assert_eq!(job.parameters["TARGET"], "eu");
+    let key = job
+        .variables
+        .iter()
+        .find(|variable| variable.key == "DEPLOY_KEY")
+        .expect("the environment's secret reached the approved stage");
+    assert!(key.is_secret);
+    // A run of the rewritten pipeline gets no environment's secret.
+    let run = server
+        .pipelines(&team.ops.token)
+        .run_pipeline(pb::RunPipelineRequest {
+            customer_id,
+            pipeline_id: deploy.id,
+            ..Default::default()
+        })
+        .await
+        .expect("run")
+        .into_inner()
+        .execution
+        .expect("execution");
+    eventually("the run ran", Duration::from_secs(10), || async {
+        team.job(run.id).is_some()
+    })
+    .await;
+    let job = team.job(run.id).expect("job");
+    assert_eq!(job.steps[0].command, "echo $DEPLOY_KEY | rev");
+    assert!(
+        job.variables
+            .iter()
+            .all(|variable| variable.key != "DEPLOY_KEY")
+    );
+
+    // Four eyes in an environment with any name: whoever deployed may not approve...
+    let again = server
+        .releases(&team.ops.token)
+        .deploy_release(deploy_request(vec![]))
+        .await
+        .expect("deploy again")
+        .into_inner()
+        .release_execution
+        .expect("release execution");
+    let second = wait_for_stage(
+        &server,
+        customer_id,
+        again.id,
+        pb::StageStatus::AwaitingApproval,
+    )
+    .await;
+    assert_ne!(
+        second.snapshot_digest, waiting.snapshot_digest,
+        "new steps, new digest"
+    );
+    let approve_second = pb::ApproveStageRequest {
+        customer_id,
+        stage_execution_id: second.id,
+        ..Default::default()
+    };
+    assert_status(
+        server
+            .releases(&team.ops.token)
+            .approve_stage(approve_second.clone())
+            .await,
+        Code::PermissionDenied,
+        "may not approve its prod-eu stage (environment setting allow_self_approval is off)",
+    );
+    // ...unless the environment allows it.
+    let updated = server
+        .releases(&team.admin.token)
+        .update_environment(pb::UpdateEnvironmentRequest {
+            customer_id,
+            environment_id: live.id,
+            allow_self_approval: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("allow self-approval")
+        .into_inner()
+        .environment
+        .expect("environment");
+    assert!(updated.allow_self_approval);
+    server
+        .releases(&team.ops.token)
+        .approve_stage(approve_second)
+        .await
+        .expect("self-approval allowed here now");
+    wait_for_stage(&server, customer_id, again.id, pb::StageStatus::Succeeded).await;
+}
+
+cygnet_testkit::backend_tests!(
+    only_secret_managers_hand_secrets_to_code,
+    an_approval_binds_the_snapshot_that_runs,
+);
