@@ -18,6 +18,8 @@ pub struct Principal {
     pub user_id: UserId,
     pub username: String,
     pub is_superuser: bool,
+    /// The token the request came with (a token minted by it becomes its child).
+    pub token_id: TokenId,
 }
 
 impl Principal {
@@ -93,6 +95,7 @@ impl Authenticator {
             user_id: found.user.id,
             username: found.user.username,
             is_superuser: found.user.is_superuser,
+            token_id: found.token_id,
         };
         Ok((principal, found.token_id))
     }

@@ -242,7 +242,11 @@ impl UserService for UserApi {
             "create tokens for other users",
         )?;
         let secret = token::generate(token::USER_TOKEN_PREFIX);
-        let token = self.context.store.create_token(owner, new, &secret).await?;
+        let token = self
+            .context
+            .store
+            .create_token(owner, new, &secret, principal.token_id)
+            .await?;
         audit::note_resource("api_token", token.id.get());
         tracing::info!(
             token_id = token.id.get(),

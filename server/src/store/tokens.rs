@@ -2,8 +2,11 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+    sea_query::{Expr, LockType},
 };
 
 use super::entities::{api_token, user};
@@ -23,12 +26,17 @@ pub struct AuthenticatedToken {
 }
 
 impl Store {
-    /// Stores a token for `user_id`. The user must exist and be active.
+    /// Stores a token for `user_id`, minted with the caller's token `parent`: it expires when
+    /// asked or with its parent, whichever is first, and is revoked with its parent (at any
+    /// depth, see [`Store::revoke_token`]). The user must exist and be active; the parent must
+    /// be live (it is locked, so a revocation racing the mint either comes first and refuses
+    /// it, or comes after and revokes the new token too).
     pub(crate) async fn create_token(
         &self,
         user_id: UserId,
         new: NewApiToken,
         secret: &GeneratedSecret,
+        parent: TokenId,
     ) -> Result<ApiToken, StoreError> {
         let transaction = self.begin_write().await?;
         let owner = user::Entity::find_by_id(user_id.get())
@@ -40,24 +48,16 @@ impl Store {
                 "user {user_id} is deactivated"
             )));
         }
-        let row = api_token::ActiveModel {
-            user_id: Set(user_id.get()),
-            name: Set(new.name),
-            token_hash: Set(secret.hash.clone()),
-            token_prefix: Set(secret.display_prefix.clone()),
-            created_at: Set(now()),
-            expires_at: Set(new.expires_at),
-            last_used_at: Set(None),
-            revoked_at: Set(None),
-            ..Default::default()
-        }
-        .insert(&transaction)
-        .await
-        .map_err(|error| {
-            StoreError::on_unique_violation(error, |_| "token already exists".into())
-        })?;
+        let parent_row = live_parent(&transaction, parent).await?;
+        let expires_at = match (new.expires_at, parent_row.expires_at) {
+            (Some(asked), Some(limit)) => Some(asked.min(limit)),
+            (asked, limit) => asked.or(limit),
+        };
+        let token = self
+            .insert_token(&transaction, owner.id, new.name, secret, expires_at, parent)
+            .await?;
         transaction.commit().await?;
-        Ok(row.into())
+        Ok(token)
     }
 
     /// Stores a web session token signed in with `parent`, its owner's token: it expires at
@@ -69,36 +69,50 @@ impl Store {
         secret: &GeneratedSecret,
     ) -> Result<ApiToken, StoreError> {
         let transaction = self.begin_write().await?;
-        let parent_row = api_token::Entity::find_by_id(parent.get())
-            .one(&transaction)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("token {parent} not found")))?;
-        if parent_row.revoked_at.is_some() {
-            return Err(StoreError::FailedPrecondition(format!(
-                "token {parent} has been revoked"
-            )));
-        }
+        let parent_row = live_parent(&transaction, parent).await?;
         let expires_at = parent_row
             .expires_at
             .map_or(expires_at, |parent_expires| parent_expires.min(expires_at));
+        let token = self
+            .insert_token(
+                &transaction,
+                parent_row.user_id,
+                "web session".into(),
+                secret,
+                Some(expires_at),
+                parent,
+            )
+            .await?;
+        transaction.commit().await?;
+        Ok(token)
+    }
+
+    async fn insert_token(
+        &self,
+        db: &DatabaseTransaction,
+        user_id: i64,
+        name: String,
+        secret: &GeneratedSecret,
+        expires_at: Option<DateTime<Utc>>,
+        parent: TokenId,
+    ) -> Result<ApiToken, StoreError> {
         let row = api_token::ActiveModel {
-            user_id: Set(parent_row.user_id),
-            name: Set("web session".into()),
+            user_id: Set(user_id),
+            name: Set(name),
             token_hash: Set(secret.hash.clone()),
             token_prefix: Set(secret.display_prefix.clone()),
             created_at: Set(now()),
-            expires_at: Set(Some(expires_at)),
+            expires_at: Set(expires_at),
             last_used_at: Set(None),
             revoked_at: Set(None),
             parent_token_id: Set(Some(parent.get())),
             ..Default::default()
         }
-        .insert(&transaction)
+        .insert(db)
         .await
         .map_err(|error| {
             StoreError::on_unique_violation(error, |_| "token already exists".into())
         })?;
-        transaction.commit().await?;
         Ok(row.into())
     }
 
@@ -144,13 +158,27 @@ impl Store {
         let mut row: api_token::ActiveModel = current.into();
         row.revoked_at = Set(Some(revoked_at));
         let updated = row.update(&transaction).await?;
-        // Web sessions signed in with this token end with it.
-        api_token::Entity::update_many()
-            .col_expr(api_token::Column::RevokedAt, Expr::value(revoked_at))
-            .filter(api_token::Column::ParentTokenId.eq(token_id.get()))
-            .filter(api_token::Column::RevokedAt.is_null())
-            .exec(&transaction)
-            .await?;
+        // Everything minted from it (web sessions, tokens, theirs in turn) ends with it, one
+        // level of the tree per statement; ids only grow down the tree, so the walk ends.
+        let mut frontier = vec![token_id.get()];
+        while !frontier.is_empty() {
+            let children: Vec<i64> = api_token::Entity::find()
+                .select_only()
+                .column(api_token::Column::Id)
+                .filter(api_token::Column::ParentTokenId.is_in(frontier.iter().copied()))
+                .into_tuple()
+                .all(&transaction)
+                .await?;
+            if !children.is_empty() {
+                api_token::Entity::update_many()
+                    .col_expr(api_token::Column::RevokedAt, Expr::value(revoked_at))
+                    .filter(api_token::Column::Id.is_in(children.iter().copied()))
+                    .filter(api_token::Column::RevokedAt.is_null())
+                    .exec(&transaction)
+                    .await?;
+            }
+            frontier = children;
+        }
         transaction.commit().await?;
         self.auth_cache.invalidate();
         Ok(updated.into())
@@ -224,6 +252,33 @@ impl Store {
         });
         Ok(())
     }
+}
+
+/// The token a new one is minted with, locked (PostgreSQL) against a concurrent revocation;
+/// FAILED_PRECONDITION when it is revoked or expired.
+async fn live_parent(
+    db: &DatabaseTransaction,
+    parent: TokenId,
+) -> Result<api_token::Model, StoreError> {
+    let mut query = api_token::Entity::find_by_id(parent.get());
+    if db.get_database_backend() == DbBackend::Postgres {
+        query = query.lock(LockType::Update);
+    }
+    let row = query
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("token {parent} not found")))?;
+    if row.revoked_at.is_some() {
+        return Err(StoreError::FailedPrecondition(format!(
+            "token {parent} has been revoked"
+        )));
+    }
+    if row.expires_at.is_some_and(|expires_at| expires_at <= now()) {
+        return Err(StoreError::FailedPrecondition(format!(
+            "token {parent} has expired"
+        )));
+    }
+    Ok(row)
 }
 
 impl SystemStore {

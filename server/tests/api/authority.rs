@@ -566,7 +566,98 @@ async fn an_approval_binds_the_snapshot_that_runs(backend: Backend) {
     wait_for_stage(&server, customer_id, again.id, pb::StageStatus::Succeeded).await;
 }
 
+async fn mint(
+    server: &TestServer,
+    token: &str,
+    name: &str,
+    expires_at: Option<prost_types::Timestamp>,
+) -> Result<pb::CreateApiTokenResponse, tonic::Status> {
+    server
+        .users(token)
+        .create_api_token(pb::CreateApiTokenRequest {
+            name: name.into(),
+            user_id: 0,
+            expires_at,
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn whoami(server: &TestServer, token: &str) -> Result<pb::User, tonic::Status> {
+    server
+        .users(token)
+        .get_current_user(pb::GetCurrentUserRequest {})
+        .await
+        .map(|response| response.into_inner().user.expect("user"))
+}
+
+/// A short-lived token mints a token without expiry, which mints another: both expire with
+/// it, and revoking it revokes the whole line at once.
+async fn minted_tokens_never_outlive_their_parent(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let dev = server.create_user("minter").await;
+    let in_an_hour = prost_types::Timestamp {
+        seconds: chrono::Utc::now().timestamp() + 3600,
+        nanos: 0,
+    };
+    let short = mint(&server, &dev.token, "short", Some(in_an_hour))
+        .await
+        .expect("short-lived token");
+    // The attack: extend the short-lived token's authority with tokens that never expire.
+    let child = mint(&server, &short.secret, "forever", None)
+        .await
+        .expect("child");
+    let grandchild = mint(&server, &child.secret, "forever again", None)
+        .await
+        .expect("grandchild");
+    let expiry = |response: &pb::CreateApiTokenResponse| {
+        response
+            .token
+            .as_ref()
+            .and_then(|token| token.expires_at)
+            .map(|at| at.seconds)
+    };
+    assert_eq!(expiry(&child), Some(in_an_hour.seconds));
+    assert_eq!(expiry(&grandchild), Some(in_an_hour.seconds));
+    // Asking for longer than the parent gets the parent's expiry; shorter is kept.
+    let later = prost_types::Timestamp {
+        seconds: in_an_hour.seconds + 86_400,
+        nanos: 0,
+    };
+    let sooner = prost_types::Timestamp {
+        seconds: in_an_hour.seconds - 600,
+        nanos: 0,
+    };
+    let longer = mint(&server, &short.secret, "longer", Some(later))
+        .await
+        .expect("longer");
+    assert_eq!(expiry(&longer), Some(in_an_hour.seconds));
+    let shorter = mint(&server, &short.secret, "shorter", Some(sooner))
+        .await
+        .expect("shorter");
+    assert_eq!(expiry(&shorter), Some(sooner.seconds));
+    whoami(&server, &grandchild.secret).await.expect("works");
+    // Revoking the short-lived token ends everything minted from it, at any depth...
+    server
+        .users(&dev.token)
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            token_id: short.token.as_ref().expect("token").id,
+        })
+        .await
+        .expect("revoke");
+    for descendant in [&short, &child, &grandchild, &longer, &shorter] {
+        assert_status(
+            whoami(&server, &descendant.secret).await,
+            Code::Unauthenticated,
+            "revoked",
+        );
+    }
+    // ...and nothing else: the token it was minted with still works.
+    whoami(&server, &dev.token).await.expect("the parent's own parent");
+}
+
 cygnet_testkit::backend_tests!(
     only_secret_managers_hand_secrets_to_code,
     an_approval_binds_the_snapshot_that_runs,
+    minted_tokens_never_outlive_their_parent,
 );
