@@ -16,8 +16,10 @@ pub enum Action {
     ChangeCustomerStatus,
     /// List members and their users.
     ReadMembers,
-    /// Add members or change their roles.
+    /// Invite members (platform administrators also add them directly) or change their roles.
     ManageMembers,
+    /// List the customer's open invitations.
+    ReadInvitations,
     /// Remove a member; allowed in a deactivated customer, since taking access away is always safe.
     RemoveMember,
     /// List and read agents, their metrics and registration tokens.
@@ -98,7 +100,10 @@ impl Action {
             | Action::DeletePipelines
             | Action::RunPipelines
             | Action::CancelExecutions => &[Admin, Devops, Developer],
-            Action::UpdateCustomer | Action::ManageMembers | Action::RemoveMember => &[Admin],
+            Action::UpdateCustomer
+            | Action::ManageMembers
+            | Action::RemoveMember
+            | Action::ReadInvitations => &[Admin],
             Action::ManageAgents | Action::RetireAgents => &[Admin, Devops],
             Action::ChangeCustomerStatus => &[],
         }
@@ -133,6 +138,7 @@ impl Action {
             Action::ReadMembers => "list members of",
             Action::ManageMembers => "manage members of",
             Action::RemoveMember => "remove members from",
+            Action::ReadInvitations => "list the invitations of",
             Action::ReadAgents => "read agents of",
             Action::ManageAgents => "manage agents of",
             Action::RetireAgents => "delete agents or revoke registration tokens of",

@@ -91,6 +91,10 @@ id_type!(
     /// A variable group id.
     VariableGroupId
 );
+id_type!(
+    /// A membership invitation id.
+    InvitationId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

@@ -29,12 +29,13 @@ pub use agent::{
 };
 pub use customer::{Customer, CustomerPatch, NewCustomer};
 pub use ids::{
-    AgentId, CustomerId, EnvironmentId, ExecutionId, MonitorId, PipelineId, RegistrationTokenId,
-    ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId, VariableGroupId,
+    AgentId, CustomerId, EnvironmentId, ExecutionId, InvitationId, MonitorId, PipelineId,
+    RegistrationTokenId, ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId,
+    VariableGroupId,
 };
 pub use page::{Page, PageRequest};
 pub use quota::{Quota, QuotaExceeded, QuotaLimits};
 pub use refusal::Refusal;
 pub use role::Role;
-pub use user::{ApiToken, Membership, NewApiToken, NewUser, User};
+pub use user::{ApiToken, Invitation, Membership, NewApiToken, NewUser, User};
 pub use validate::ValidationError;

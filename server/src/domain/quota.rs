@@ -45,10 +45,12 @@ pub enum Quota {
     ArtifactRetentionDays,
     /// Days a finished execution is kept at all (unless a release refers to it).
     ExecutionRetentionDays,
+    /// Invitations the customer's admins have open at once.
+    OpenInvitations,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 16] = [
+    pub const ALL: [Quota; 17] = [
         Quota::QueuedExecutions,
         Quota::RunningExecutions,
         Quota::Pipelines,
@@ -65,6 +67,7 @@ impl Quota {
         Quota::LogRetentionDays,
         Quota::ArtifactRetentionDays,
         Quota::ExecutionRetentionDays,
+        Quota::OpenInvitations,
     ];
 
     /// The name used in configuration, the API and messages.
@@ -86,6 +89,7 @@ impl Quota {
             Quota::LogRetentionDays => "log_retention_days",
             Quota::ArtifactRetentionDays => "artifact_retention_days",
             Quota::ExecutionRetentionDays => "execution_retention_days",
+            Quota::OpenInvitations => "open_invitations",
         }
     }
 
@@ -114,6 +118,7 @@ impl Quota {
             Quota::LogRetentionDays => 90,
             Quota::ArtifactRetentionDays => 90,
             Quota::ExecutionRetentionDays => 365,
+            Quota::OpenInvitations => 100,
         }
     }
 

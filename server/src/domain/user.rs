@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{CustomerId, Role, TokenId, UserId};
+use super::{CustomerId, InvitationId, Role, TokenId, UserId};
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,19 @@ pub struct Membership {
     pub role: Role,
     pub is_default: bool,
     pub assigned_at: DateTime<Utc>,
+}
+
+/// An open offer of a role in a customer to a username; accepting it makes a membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: InvitationId,
+    pub customer_id: CustomerId,
+    pub customer_display_name: String,
+    pub username: String,
+    pub role: Role,
+    pub invited_by: UserId,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// An API token's description; the secret is never kept.

@@ -16,7 +16,9 @@ use crate::domain::ids::parse_optional;
 use crate::domain::validate::{
     json_object, optional_email, optional_phone, optional_text, optional_url, required_line, slug,
 };
-use crate::domain::{CustomerId, CustomerPatch, NewCustomer, PageRequest, UserId, ValidationError};
+use crate::domain::{
+    CustomerId, CustomerPatch, InvitationId, NewCustomer, PageRequest, UserId, ValidationError,
+};
 use crate::store::{AuditEntry, AuditFilter, CustomerStats, now};
 use crate::wire::common as convert;
 
@@ -258,10 +260,93 @@ impl CustomerService for CustomerApi {
             .authorizer
             .scope(&principal, customer_id, Action::ManageMembers)
             .await?;
+        // A customer admin may not place a customer in an arbitrary user's switcher (or learn
+        // who the user is): they invite, and the user accepts.
+        principal.require_platform_admin(
+            "add members directly; customer admins invite them (InviteMember)",
+        )?;
         let member = self.context.store.add_member(&scope, user_id, role).await?;
         Ok(Response::new(pb::AddMemberResponse {
             member: Some(convert::member(member)),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn invite_member(
+        &self,
+        request: Request<pb::InviteMemberRequest>,
+    ) -> Result<Response<pb::InviteMemberResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let username = crate::domain::validate::username("username", &body.username)?;
+        let role = convert::parse_role("role", body.role)?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ManageMembers)
+            .await?;
+        let invitation = self
+            .context
+            .store
+            .invite_member(&scope, &username, role)
+            .await?;
+        audit::note_resource("invitation", invitation.id.get());
+        Ok(Response::new(pb::InviteMemberResponse {
+            invitation: Some(invitation.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_invitations(
+        &self,
+        request: Request<pb::ListInvitationsRequest>,
+    ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ReadInvitations)
+            .await?;
+        let invitations = self.context.store.list_invitations(&scope).await?;
+        Ok(Response::new(pb::ListInvitationsResponse {
+            invitations: invitations.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn revoke_invitation(
+        &self,
+        request: Request<pb::RevokeInvitationRequest>,
+    ) -> Result<Response<pb::RevokeInvitationResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let invitation_id = InvitationId::parse(body.invitation_id, "invitation_id")?;
+        audit::note_resource("invitation", invitation_id.get());
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::RemoveMember)
+            .await?;
+        self.context
+            .store
+            .revoke_invitation(&scope, invitation_id)
+            .await?;
+        Ok(Response::new(pb::RevokeInvitationResponse {}))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, user_id = request.get_ref().user_id))]

@@ -9,7 +9,7 @@ use crate::auth::{Action, AuthError, Principal, token};
 use crate::domain::ids::parse_optional;
 use crate::domain::validate::{email, optional_line, required_line, username};
 use crate::domain::{
-    CustomerId, NewApiToken, NewUser, PageRequest, TokenId, UserId, ValidationError,
+    CustomerId, InvitationId, NewApiToken, NewUser, PageRequest, TokenId, UserId, ValidationError,
 };
 use crate::store::now;
 use crate::wire::common as convert;
@@ -297,5 +297,67 @@ impl UserService for UserApi {
         Ok(Response::new(pb::RevokeApiTokenResponse {
             token: Some(token.into()),
         }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_my_invitations(
+        &self,
+        request: Request<pb::ListMyInvitationsRequest>,
+    ) -> Result<Response<pb::ListMyInvitationsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let user = self.context.store.get_user(principal.user_id).await?;
+        let invitations = self.context.store.list_my_invitations(&user).await?;
+        Ok(Response::new(pb::ListMyInvitationsResponse {
+            invitations: invitations.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(invitation_id = request.get_ref().invitation_id))]
+    async fn accept_invitation(
+        &self,
+        request: Request<pb::AcceptInvitationRequest>,
+    ) -> Result<Response<pb::AcceptInvitationResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let invitation_id = InvitationId::parse(request.get_ref().invitation_id, "invitation_id")?;
+        audit::note_resource("invitation", invitation_id.get());
+        let user = self.context.store.get_user(principal.user_id).await?;
+        let (membership, customer) = self
+            .context
+            .store
+            .accept_invitation(&user, invitation_id)
+            .await?;
+        audit::note_customer(customer.id);
+        tracing::info!(customer_id = customer.id.get(), "invitation accepted");
+        Ok(Response::new(pb::AcceptInvitationResponse {
+            membership: Some(convert::user_customer((membership, customer))),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(invitation_id = request.get_ref().invitation_id))]
+    async fn decline_invitation(
+        &self,
+        request: Request<pb::DeclineInvitationRequest>,
+    ) -> Result<Response<pb::DeclineInvitationResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let invitation_id = InvitationId::parse(request.get_ref().invitation_id, "invitation_id")?;
+        audit::note_resource("invitation", invitation_id.get());
+        let user = self.context.store.get_user(principal.user_id).await?;
+        self.context
+            .store
+            .decline_invitation(&user, invitation_id)
+            .await?;
+        Ok(Response::new(pb::DeclineInvitationResponse {}))
     }
 }

@@ -85,6 +85,42 @@ async fn load_user(db: &impl ConnectionTrait, user_id: UserId) -> Result<User, S
         .ok_or_else(|| StoreError::NotFound(format!("user {user_id} not found")))
 }
 
+/// Stores a membership; the user's first becomes their default. ALREADY_EXISTS when the user
+/// is a member already.
+pub(super) async fn insert_membership(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    user_id: UserId,
+    role: Role,
+) -> Result<user_customer::Model, StoreError> {
+    if find_membership(db, customer_id, user_id).await?.is_some() {
+        return Err(StoreError::AlreadyExists(format!(
+            "user {user_id} is already a member of customer {customer_id}"
+        )));
+    }
+    let has_default = user_customer::Entity::find()
+        .filter(user_customer::Column::UserId.eq(user_id.get()))
+        .filter(user_customer::Column::IsDefault.eq(true))
+        .count(db)
+        .await?
+        > 0;
+    user_customer::ActiveModel {
+        user_id: Set(user_id.get()),
+        customer_id: Set(customer_id.get()),
+        role: Set(role.as_str().to_owned()),
+        is_default: Set(!has_default),
+        assigned_at: Set(now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .map_err(|error| {
+        StoreError::on_unique_violation(error, |_| {
+            format!("user {user_id} is already a member of customer {customer_id}")
+        })
+    })
+}
+
 impl Store {
     /// Adds a user to the scope's customer. The user's first membership becomes their default.
     pub async fn add_member(
@@ -101,35 +137,7 @@ impl Store {
                 "user {user_id} is deactivated"
             )));
         }
-        if find_membership(&transaction, customer_id, user_id)
-            .await?
-            .is_some()
-        {
-            return Err(StoreError::AlreadyExists(format!(
-                "user {user_id} is already a member of customer {customer_id}"
-            )));
-        }
-        let has_default = user_customer::Entity::find()
-            .filter(user_customer::Column::UserId.eq(user_id.get()))
-            .filter(user_customer::Column::IsDefault.eq(true))
-            .count(&transaction)
-            .await?
-            > 0;
-        let row = user_customer::ActiveModel {
-            user_id: Set(user_id.get()),
-            customer_id: Set(customer_id.get()),
-            role: Set(role.as_str().to_owned()),
-            is_default: Set(!has_default),
-            assigned_at: Set(now()),
-            ..Default::default()
-        }
-        .insert(&transaction)
-        .await
-        .map_err(|error| {
-            StoreError::on_unique_violation(error, |_| {
-                format!("user {user_id} is already a member of customer {customer_id}")
-            })
-        })?;
+        let row = insert_membership(&transaction, customer_id, user_id, role).await?;
         record_change(
             &transaction,
             scope,

@@ -22,6 +22,7 @@ pub(crate) mod entities;
 mod environments;
 mod error;
 mod executions;
+mod invitations;
 mod job_events;
 mod memberships;
 mod monitor_checks;

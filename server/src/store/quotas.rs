@@ -13,7 +13,8 @@ use sea_orm::{
 };
 
 use super::entities::{
-    agent, customer, customer_quota, customer_storage, execution, monitor, pipeline, variable_group,
+    agent, customer, customer_quota, customer_storage, execution, invitation, monitor, pipeline,
+    variable_group,
 };
 use super::{Store, StoreError, activity, now};
 use crate::auth::{PlatformAdmin, TenantScope};
@@ -126,6 +127,13 @@ pub(super) async fn used(
                 }
             })
         }
+        Quota::OpenInvitations => count(
+            invitation::Entity::find()
+                .filter(invitation::Column::CustomerId.eq(customer))
+                .filter(invitation::Column::ExpiresAt.gt(super::now()))
+                .count(db)
+                .await?,
+        ),
         Quota::PipelineDefinitionBytes
         | Quota::StepsPerPipeline
         | Quota::LogBytesPerExecution

@@ -5,7 +5,7 @@ use cygnet_proto::v1 as pb;
 use prost_types::Timestamp;
 
 use crate::domain::{
-    ActivityEvent, Agent, AgentFigures, AgentStatus, ApiToken, Customer, Membership,
+    ActivityEvent, Agent, AgentFigures, AgentStatus, ApiToken, Customer, Invitation, Membership,
     RegistrationToken, Role, User, ValidationError,
 };
 
@@ -105,6 +105,21 @@ pub fn member((membership, user): (Membership, User)) -> pb::Member {
     pb::Member {
         membership: Some(membership.into()),
         user: Some(user.into()),
+    }
+}
+
+impl From<Invitation> for pb::Invitation {
+    fn from(invitation: Invitation) -> Self {
+        pb::Invitation {
+            id: invitation.id.get(),
+            customer_id: invitation.customer_id.get(),
+            customer_display_name: invitation.customer_display_name,
+            username: invitation.username,
+            role: role_to_pb(invitation.role).into(),
+            invited_by: invitation.invited_by.get(),
+            created_at: timestamp(invitation.created_at),
+            expires_at: timestamp(invitation.expires_at),
+        }
     }
 }
 

@@ -653,11 +653,193 @@ async fn minted_tokens_never_outlive_their_parent(backend: Backend) {
         );
     }
     // ...and nothing else: the token it was minted with still works.
-    whoami(&server, &dev.token).await.expect("the parent's own parent");
+    whoami(&server, &dev.token)
+        .await
+        .expect("the parent's own parent");
+}
+
+async fn my_invitations(server: &TestServer, token: &str) -> Vec<pb::Invitation> {
+    server
+        .users(token)
+        .list_my_invitations(pb::ListMyInvitationsRequest {})
+        .await
+        .expect("my invitations")
+        .into_inner()
+        .invitations
+}
+
+async fn switcher(server: &TestServer, token: &str) -> Vec<i64> {
+    server
+        .users(token)
+        .get_current_user(pb::GetCurrentUserRequest {})
+        .await
+        .expect("current user")
+        .into_inner()
+        .memberships
+        .into_iter()
+        .map(|membership| membership.customer.expect("customer").id)
+        .collect()
+}
+
+/// A customer admin can neither add an arbitrary user of the platform nor learn who they are:
+/// they invite a username, the same answer whether or not it exists, and the user decides.
+async fn memberships_come_by_invitation(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await.id;
+    let owner = server.create_user("owner").await;
+    server.add_member(acme, owner.id, pb::Role::Admin).await;
+    let carol = server.create_user("carol").await;
+    let dave = server.create_user("dave").await;
+    let mut as_owner = server.customers(&owner.token);
+    // The attack: add carol by id, learn her name and e-mail, appear in her switcher.
+    let refused = as_owner
+        .add_member(pb::AddMemberRequest {
+            customer_id: acme,
+            user_id: carol.id,
+            role: pb::Role::Viewer.into(),
+        })
+        .await;
+    assert_status(
+        refused,
+        Code::PermissionDenied,
+        "invite them (InviteMember)",
+    );
+    assert_status(
+        server
+            .users(&owner.token)
+            .get_user(pb::GetUserRequest { user_id: carol.id })
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+    assert!(switcher(&server, &carol.token).await.is_empty());
+    // An invitation says nothing about whether the username exists.
+    let invite = |username: &str| pb::InviteMemberRequest {
+        customer_id: acme,
+        username: username.into(),
+        role: pb::Role::Developer.into(),
+    };
+    let to_carol = as_owner
+        .invite_member(invite("carol"))
+        .await
+        .expect("invite carol")
+        .into_inner()
+        .invitation
+        .expect("invitation");
+    let to_nobody = as_owner
+        .invite_member(invite("nobody-by-that-name"))
+        .await
+        .expect("invite a username nobody has")
+        .into_inner()
+        .invitation
+        .expect("invitation");
+    let shape = |invitation: &pb::Invitation| {
+        (
+            invitation.customer_id,
+            invitation.role,
+            invitation.invited_by,
+            invitation
+                .expires_at
+                .map(|at| at.seconds - invitation.created_at.map_or(0, |c| c.seconds)),
+        )
+    };
+    assert_eq!(shape(&to_carol), shape(&to_nobody));
+    assert_eq!(to_carol.username, "carol");
+    // Nothing changes for carol until she accepts; nobody else can accept for her.
+    assert!(switcher(&server, &carol.token).await.is_empty());
+    let offered = my_invitations(&server, &carol.token).await;
+    assert_eq!(offered.len(), 1);
+    assert_eq!(offered[0].id, to_carol.id);
+    assert_eq!(offered[0].customer_display_name, "acme display");
+    assert!(my_invitations(&server, &dave.token).await.is_empty());
+    assert_status(
+        server
+            .users(&dave.token)
+            .accept_invitation(pb::AcceptInvitationRequest {
+                invitation_id: to_carol.id,
+            })
+            .await,
+        Code::NotFound,
+        &format!("invitation {} not found", to_carol.id),
+    );
+    let joined = server
+        .users(&carol.token)
+        .accept_invitation(pb::AcceptInvitationRequest {
+            invitation_id: to_carol.id,
+        })
+        .await
+        .expect("carol accepts")
+        .into_inner()
+        .membership
+        .expect("membership");
+    let membership = joined.membership.expect("membership");
+    assert_eq!(membership.role(), pb::Role::Developer);
+    assert!(membership.is_default);
+    assert_eq!(switcher(&server, &carol.token).await, [acme]);
+    assert_status(
+        server
+            .users(&carol.token)
+            .accept_invitation(pb::AcceptInvitationRequest {
+                invitation_id: to_carol.id,
+            })
+            .await,
+        Code::NotFound,
+        "not found",
+    );
+    // Now a member: visible to the customer, and not invitable twice.
+    server
+        .users(&owner.token)
+        .get_user(pb::GetUserRequest { user_id: carol.id })
+        .await
+        .expect("a member is visible");
+    assert_status(
+        as_owner.invite_member(invite("carol")).await,
+        Code::AlreadyExists,
+        "already a member",
+    );
+    // Declined and withdrawn invitations are gone; a developer may not invite.
+    let to_dave = as_owner
+        .invite_member(invite("dave"))
+        .await
+        .expect("invite dave")
+        .into_inner()
+        .invitation
+        .expect("invitation");
+    server
+        .users(&dave.token)
+        .decline_invitation(pb::DeclineInvitationRequest {
+            invitation_id: to_dave.id,
+        })
+        .await
+        .expect("dave declines");
+    assert!(switcher(&server, &dave.token).await.is_empty());
+    as_owner
+        .revoke_invitation(pb::RevokeInvitationRequest {
+            customer_id: acme,
+            invitation_id: to_nobody.id,
+        })
+        .await
+        .expect("withdraw");
+    let open = as_owner
+        .list_invitations(pb::ListInvitationsRequest { customer_id: acme })
+        .await
+        .expect("list")
+        .into_inner()
+        .invitations;
+    assert!(open.is_empty(), "{open:?}");
+    assert_status(
+        server
+            .customers(&carol.token)
+            .invite_member(invite("dave"))
+            .await,
+        Code::PermissionDenied,
+        "role developer may not manage members",
+    );
 }
 
 cygnet_testkit::backend_tests!(
     only_secret_managers_hand_secrets_to_code,
     an_approval_binds_the_snapshot_that_runs,
     minted_tokens_never_outlive_their_parent,
+    memberships_come_by_invitation,
 );

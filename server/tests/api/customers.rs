@@ -222,13 +222,13 @@ async fn deactivated_customer_is_readable_but_frozen(backend: Backend) {
     assert!(reactivated.is_active);
     server
         .customers(&owner.token)
-        .add_member(pb::AddMemberRequest {
+        .invite_member(pb::InviteMemberRequest {
             customer_id: acme.id,
-            user_id: newcomer.id,
+            username: newcomer.username.clone(),
             role: pb::Role::Developer.into(),
         })
         .await
-        .expect("adding members works again");
+        .expect("inviting members works again");
 }
 
 async fn members_and_roles(backend: Backend) {
@@ -240,14 +240,27 @@ async fn members_and_roles(backend: Backend) {
     server.add_member(acme.id, owner.id, pb::Role::Admin).await;
     let mut as_owner = server.customers(&owner.token);
 
-    let added = as_owner
+    // A customer admin invites (see the authority tests); adding directly is the platform's.
+    assert_status(
+        as_owner
+            .add_member(pb::AddMemberRequest {
+                customer_id: acme.id,
+                user_id: dev.id,
+                role: pb::Role::Developer.into(),
+            })
+            .await,
+        Code::PermissionDenied,
+        "customer admins invite them (InviteMember)",
+    );
+    let mut platform = server.admin_customers();
+    let added = platform
         .add_member(pb::AddMemberRequest {
             customer_id: acme.id,
             user_id: dev.id,
             role: pb::Role::Developer.into(),
         })
         .await
-        .expect("customer admin adds a member")
+        .expect("platform admin adds a member")
         .into_inner()
         .member
         .expect("member");
@@ -257,7 +270,7 @@ async fn members_and_roles(backend: Backend) {
     assert_eq!(added.user.expect("user").username, "dev1");
 
     assert_status(
-        as_owner
+        platform
             .add_member(pb::AddMemberRequest {
                 customer_id: acme.id,
                 user_id: dev.id,
@@ -268,7 +281,7 @@ async fn members_and_roles(backend: Backend) {
         "already a member",
     );
     assert_status(
-        as_owner
+        platform
             .add_member(pb::AddMemberRequest {
                 customer_id: acme.id,
                 user_id: 999_999,

@@ -12,6 +12,7 @@ pub mod customer_quota;
 pub mod customer_storage;
 pub mod environment;
 pub mod execution;
+pub mod invitation;
 pub mod log_chunk;
 pub mod monitor;
 pub mod monitor_result;
