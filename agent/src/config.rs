@@ -32,6 +32,18 @@ pub struct AgentConfig {
     pub agent_uuid: String,
     pub server_url: String,
     pub registration_token: Option<String>,
+    /// A file holding the registration token (`RegistrationTokenFile`), deleted once the agent
+    /// registered: the secret does not stay on the host for a step to find.
+    pub registration_token_file: Option<PathBuf>,
+    /// A file holding a re-enrolment token an administrator issued (`ReenrolmentTokenFile`),
+    /// read when registering and deleted once used.
+    pub reenrolment_token_file: Option<PathBuf>,
+    /// Whether `RegistrationToken` was written in the configuration file itself (rather than the
+    /// environment): `check-config` and start-up warn, as the file stays readable to whoever
+    /// can read it after registration.
+    pub registration_token_in_file: bool,
+    /// The unprivileged user steps run as (`RunStepsAs`); the agent's own user when unset.
+    pub run_steps_as: Option<String>,
     pub name: String,
     pub location: String,
     pub labels: Vec<String>,
@@ -72,6 +84,14 @@ impl AgentConfig {
                     Some(_) => "(set, hidden)".to_owned(),
                     None => "(not set)".to_owned(),
                 },
+            ),
+            ("RegistrationTokenFile", path(&self.registration_token_file)),
+            ("ReenrolmentTokenFile", path(&self.reenrolment_token_file)),
+            (
+                "RunStepsAs",
+                self.run_steps_as
+                    .clone()
+                    .unwrap_or_else(|| "(not set: steps run as the agent's user)".to_owned()),
             ),
             ("Location", self.location.clone()),
             ("Labels", self.labels.join(", ")),
@@ -255,7 +275,43 @@ impl AgentConfig {
                 values.insert(key, Value::new(None, ValueKind::String(value)));
             }
         }
-        Settings { values }.validate()
+        let registration_token_in_file = file.is_some()
+            && values.get("registrationtoken").is_some_and(
+                |value| !matches!(&value.kind, ValueKind::String(text) if text.is_empty()),
+            );
+        let mut config = Settings { values }.validate()?;
+        // An environment variable overrides the file's value, but the file still holds it.
+        config.registration_token_in_file = registration_token_in_file;
+        Ok(config)
+    }
+
+    /// Problems that do not stop the agent but weaken what a step can reach, one line each.
+    pub fn warnings(&self, file: Option<&Path>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.registration_token_in_file {
+            warnings.push(
+                "AgentConfiguration:RegistrationToken stays in the configuration file after registration: put it in RegistrationTokenFile (deleted once registered) instead".to_owned(),
+            );
+        }
+        if self.run_steps_as.is_none() {
+            warnings.push(
+                "AgentConfiguration:RunStepsAs is not set: steps run as the agent's own user and can read its credential".to_owned(),
+            );
+        }
+        #[cfg(unix)]
+        if let Some(file) = file {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(metadata) = std::fs::metadata(file)
+                && metadata.permissions().mode() & 0o077 != 0
+            {
+                warnings.push(format!(
+                    "{} is readable by other users (mode {:o}): make it 0600",
+                    file.display(),
+                    metadata.permissions().mode() & 0o777
+                ));
+            }
+        }
+        warnings
     }
 }
 
@@ -354,6 +410,13 @@ impl Settings {
             agent_uuid,
             server_url,
             registration_token: self.string("RegistrationToken")?.filter(|t| !t.is_empty()),
+            registration_token_file: self.path("RegistrationTokenFile")?,
+            reenrolment_token_file: self.path("ReenrolmentTokenFile")?,
+            registration_token_in_file: false,
+            run_steps_as: self
+                .string("RunStepsAs")?
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty()),
             location: self.string("Location")?.unwrap_or_default(),
             labels: self.list("Labels")?,
             work_directory: self

@@ -71,6 +71,9 @@ fn main() -> ExitCode {
                 break;
             }
         }
+        for warning in config.warnings(file.as_deref()) {
+            eprintln!("cygnet-agent: warning: {warning}");
+        }
         return ExitCode::SUCCESS;
     }
     init_logging(&cli.options.log_format);
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         work_directory = %work_directory.display(),
         "cygnet-agent starting"
     );
+    let warnings = config.warnings(file.as_deref());
     let agent = match Agent::new(config, metrics) {
         Ok(agent) => agent,
         Err(error) => {
@@ -107,6 +111,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -14,6 +14,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
+use crate::step_groups::StepGroups;
+use crate::step_user::StepUser;
+
 /// Variables passed through from the agent's own environment; everything else (the agent's
 /// secrets included) is not visible to steps.
 const PASSED_THROUGH: [&str; 9] = [
@@ -40,6 +43,10 @@ pub struct StepProcess<'a> {
     pub environment: BTreeMap<String, String>,
     pub deadline: tokio::time::Instant,
     pub kill_grace: Duration,
+    /// The user the step runs as (`RunStepsAs`); the agent's own user when none.
+    pub run_as: Option<&'a StepUser>,
+    /// Where the step's process group is recorded while it runs.
+    pub groups: &'a StepGroups,
 }
 
 /// Finds an executable on the agent's PATH.
@@ -99,6 +106,14 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(user) = step.run_as {
+        command
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+        // gid before uid, and no supplementary groups: the standard library's order.
+        command.uid(user.uid).gid(user.gid);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -111,6 +126,13 @@ pub async fn run(
     let Some(pid) = child.id() else {
         return StepEnd::NotStarted("the process exited before it could be tracked".into());
     };
+    let group = i32::try_from(pid).unwrap_or_default();
+    if let Err(error) = step.groups.record(group) {
+        // Without the record a kill of the agent could leave this step running: do not run it.
+        signal_group(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+        return StepEnd::NotStarted(format!("cannot record the step's process group: {error}"));
+    }
     let readers = [
         child.stdout.take().map(|pipe| {
             (
@@ -193,6 +215,7 @@ pub async fn run(
     }
     // Whatever the step left running in its group (background jobs) ends with it.
     signal_group(pid, Signal::SIGKILL);
+    step.groups.forget(group);
     for reader in readers {
         // A process that left the group may still hold a pipe: do not wait for it forever.
         let abort = reader.abort_handle();
