@@ -270,17 +270,16 @@ impl AgentConfig {
             Some(path) => read_file(path)?,
             None => BTreeMap::new(),
         };
+        // Read before the environment is applied: an override leaves the file's copy in place.
+        let registration_token_in_file = values.get("registrationtoken").is_some_and(
+            |value| !matches!(&value.kind, ValueKind::String(text) if text.is_empty()),
+        );
         for (name, value) in environment {
             if let Some(key) = environment_key(&name) {
                 values.insert(key, Value::new(None, ValueKind::String(value)));
             }
         }
-        let registration_token_in_file = file.is_some()
-            && values.get("registrationtoken").is_some_and(
-                |value| !matches!(&value.kind, ValueKind::String(text) if text.is_empty()),
-            );
         let mut config = Settings { values }.validate()?;
-        // An environment variable overrides the file's value, but the file still holds it.
         config.registration_token_in_file = registration_token_in_file;
         Ok(config)
     }
@@ -302,10 +301,10 @@ impl AgentConfig {
         if let Some(file) = file {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(metadata) = std::fs::metadata(file)
-                && metadata.permissions().mode() & 0o077 != 0
+                && metadata.permissions().mode() & 0o007 != 0
             {
                 warnings.push(format!(
-                    "{} is readable by other users (mode {:o}): make it 0600",
+                    "{} is open to every user (mode {:o}): make it 0600 (or 0640 with the agent's group)",
                     file.display(),
                     metadata.permissions().mode() & 0o777
                 ));
@@ -610,5 +609,57 @@ mod tests {
             .expect("examples/agent.toml");
         assert_eq!(toml.labels, ["linux", "docker"]);
         assert_eq!(toml.tls, TlsSettings::default());
+    }
+
+    #[test]
+    fn credential_settings_and_their_warnings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let in_file = write(
+            dir.path(),
+            "in-file.json",
+            r#"{"AgentConfiguration": {"CustomerId": 1, "AgentUuid": "a", "ServerUrl": "http://x",
+                "RegistrationToken": "cygr_x"}}"#,
+        );
+        let config = AgentConfig::load(Some(&in_file), env(&[])).expect("valid");
+        assert!(config.registration_token_in_file);
+        assert_eq!(config.run_steps_as, None);
+        let warnings = config.warnings(None).join("\n");
+        assert!(warnings.contains("RegistrationToken stays"), "{warnings}");
+        assert!(warnings.contains("RunStepsAs is not set"), "{warnings}");
+
+        // From the environment, with the steps' user and the token files: no warning.
+        let clean = write(
+            dir.path(),
+            "clean.json",
+            r#"{"AgentConfiguration": {"CustomerId": 1, "AgentUuid": "a", "ServerUrl": "http://x",
+                "RunStepsAs": " builder ", "RegistrationTokenFile": "/run/token",
+                "ReenrolmentTokenFile": "/run/reenrol"}}"#,
+        );
+        let config = AgentConfig::load(
+            Some(&clean),
+            env(&[("AgentConfiguration__RegistrationToken", "cygr_env")]),
+        )
+        .expect("valid");
+        assert!(!config.registration_token_in_file);
+        assert_eq!(config.run_steps_as.as_deref(), Some("builder"));
+        assert_eq!(
+            config.registration_token_file.as_deref(),
+            Some(Path::new("/run/token"))
+        );
+        assert_eq!(
+            config.reenrolment_token_file.as_deref(),
+            Some(Path::new("/run/reenrol"))
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&clean, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+            assert_eq!(config.warnings(Some(&clean)), Vec::<String>::new());
+            std::fs::set_permissions(&clean, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+            let warnings = config.warnings(Some(&clean)).join("\n");
+            assert!(warnings.contains("open to every user"), "{warnings}");
+        }
     }
 }
