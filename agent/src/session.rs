@@ -223,6 +223,11 @@ impl Agent {
             })
     }
 
+    fn has_reenrolment_token(&self) -> bool {
+        self.reenrolment_token()
+            .is_ok_and(|token| !token.is_empty())
+    }
+
     /// Deletes the one-time secret files after a successful registration.
     fn remove_used_token_files(&self) {
         for path in [
@@ -333,9 +338,11 @@ impl Agent {
         let channel = self.endpoint.connect().await.map_err(|error| {
             Status::unavailable(format!("cannot reach {}: {error}", self.config.server_url))
         })?;
+        // A re-enrolment token waiting in its file means an administrator wants this identity
+        // (re)registered, e.g. restored after a deletion: register even with a stored state.
         let state = match self.stored_state() {
-            Some(state) => state,
-            None => self.register(channel.clone()).await?,
+            Some(state) if !self.has_reenrolment_token() => state,
+            _ => self.register(channel.clone()).await?,
         };
         self.stream(channel, &state, shutdown, backoff).await
     }

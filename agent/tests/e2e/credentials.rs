@@ -195,6 +195,96 @@ async fn a_step_does_not_outlive_an_agent_killed_with_sigkill(backend: Backend) 
     );
 }
 
+async fn a_deleted_agent_stays_deleted_until_an_admin_reenrols_it(backend: Backend) {
+    let server = TestServer::start_with(backend, one_second_heartbeats()).await;
+    let acme = server.create_customer("acme").await;
+    let token = server.create_registration_token(acme.id).await;
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    // The registration token stays configured: the old agent used it to come straight back.
+    let host = Host::with_settings(
+        &server,
+        acme.id,
+        "acme-001",
+        Some(&token),
+        serde_json::json!({ "MetricsListen": address.to_string() }),
+    );
+    add_settings(
+        &host,
+        serde_json::json!({ "ReenrolmentTokenFile": host.path("reenrolment-token") }),
+    );
+    let _agent = host.spawn();
+    eventually("agent online", Duration::from_secs(10), || {
+        is_online_with_figures(&server, acme.id, "acme-001")
+    })
+    .await;
+    let agent_id = find_agent(&server, acme.id, "acme-001")
+        .await
+        .expect("registered")
+        .id;
+    let before = value(
+        &scrape_until(address, "connected", |text| {
+            value(text, "cygnet_agent_connected") == Some(1.0)
+        })
+        .await,
+        "cygnet_agent_reconnects_total",
+    )
+    .unwrap_or_default();
+    server
+        .admin_agents()
+        .delete_agent(pb::DeleteAgentRequest {
+            customer_id: acme.id,
+            agent_id,
+        })
+        .await
+        .expect("delete");
+
+    // The agent tries again (twice: the end of its stream, then a refused Connect) and stays
+    // deleted.
+    scrape_until(address, "attempts after the deletion", |text| {
+        value(text, "cygnet_agent_reconnects_total").is_some_and(|count| count >= before + 2.0)
+    })
+    .await;
+    assert!(find_agent(&server, acme.id, "acme-001").await.is_none());
+    let refused = server
+        .admin_agents()
+        .get_agent(pb::GetAgentRequest {
+            customer_id: acme.id,
+            agent_id,
+        })
+        .await
+        .expect_err("deleted");
+    assert_eq!(refused.code(), tonic::Code::NotFound);
+
+    // An admin's re-enrolment token, dropped into the agent's file, brings it back under its id.
+    let issued = server
+        .admin_agents()
+        .issue_reenrolment_token(pb::IssueReenrolmentTokenRequest {
+            customer_id: acme.id,
+            agent_id,
+        })
+        .await
+        .expect("issue")
+        .into_inner();
+    std::fs::write(host.path("reenrolment-token"), &issued.secret).expect("token file");
+    eventually("agent restored and online", Duration::from_secs(40), || {
+        is_online_with_figures(&server, acme.id, "acme-001")
+    })
+    .await;
+    assert_eq!(
+        find_agent(&server, acme.id, "acme-001")
+            .await
+            .expect("restored")
+            .id,
+        agent_id
+    );
+    assert!(
+        !host.path("reenrolment-token").exists(),
+        "used up and deleted"
+    );
+}
+
 #[test]
 fn check_config_warns_about_a_registration_token_left_in_the_file() {
     let dir = tempfile::tempdir().expect("dir");
@@ -251,4 +341,5 @@ fn check_config_warns_about_a_registration_token_left_in_the_file() {
 cygnet_testkit::backend_tests!(
     steps_run_as_the_step_user_cannot_read_the_agent_credentials,
     a_step_does_not_outlive_an_agent_killed_with_sigkill,
+    a_deleted_agent_stays_deleted_until_an_admin_reenrols_it,
 );
