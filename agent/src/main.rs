@@ -74,6 +74,12 @@ fn main() -> ExitCode {
         for warning in config.warnings(file.as_deref()) {
             eprintln!("cygnet-agent: warning: {warning}");
         }
+        // Start-up refuses a step user it cannot switch to; say so now.
+        if let Some(name) = &config.run_steps_as
+            && let Err(problem) = cygnet_agent::step_user::StepUser::resolve(name)
+        {
+            eprintln!("cygnet-agent: warning: AgentConfiguration:RunStepsAs {problem}");
+        }
         return ExitCode::SUCCESS;
     }
     init_logging(&cli.options.log_format);

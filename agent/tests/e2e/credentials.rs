@@ -335,7 +335,29 @@ fn check_config_warns_about_a_registration_token_left_in_the_file() {
         stdout.lines().any(|line| line == "RunStepsAs = nobody"),
         "{stdout}"
     );
-    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if running_as_root() {
+        assert_eq!(stderr, "");
+    } else {
+        assert!(
+            stderr.contains("needs the agent to run as root"),
+            "{stderr}"
+        );
+    }
+
+    // A step user that does not exist is named before start-up refuses it.
+    let output = agent_command()
+        .args(["check-config", "--config"])
+        .arg(&clean)
+        .env("AgentConfiguration__RunStepsAs", "no-such-user-cygnet")
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("RunStepsAs user \"no-such-user-cygnet\" does not exist"),
+        "{stderr}"
+    );
 }
 
 cygnet_testkit::backend_tests!(
