@@ -39,10 +39,50 @@ enum Command {
     /// Validate the configuration and print the effective settings (secrets hidden); exits
     /// non-zero when it is invalid.
     CheckConfig,
+    /// Internal: how the agent starts a step as the RunStepsAs user (switch groups, gid and
+    /// uid, then exec the command).
+    #[command(hide = true)]
+    ExecStep {
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        /// Comma-separated group ids.
+        #[arg(long, default_value = "")]
+        groups: String,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+}
+
+/// Runs `exec-step`: returns only when the step could not be started.
+fn exec_step(uid: u32, gid: u32, groups: &str, command: Vec<std::ffi::OsString>) -> ExitCode {
+    let problem = match cygnet_agent::step_exec::parse_groups(groups) {
+        Ok(groups) => cygnet_agent::step_exec::exec_step(&cygnet_agent::step_exec::ExecStep {
+            uid,
+            gid,
+            groups,
+            command,
+        }),
+        Err(problem) => problem,
+    };
+    eprintln!("cygnet-agent exec-step: {problem}");
+    // The shell's "cannot execute" status: the step fails with it.
+    ExitCode::from(126)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ExecStep {
+        uid,
+        gid,
+        groups,
+        command,
+    }) = cli.command
+    {
+        return exec_step(uid, gid, &groups, command);
+    }
     let file = cli.options.config.clone().or_else(|| {
         let default = PathBuf::from("appsettings.json");
         default.is_file().then_some(default)

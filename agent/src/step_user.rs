@@ -1,15 +1,17 @@
-//! The unprivileged user steps run as (`RunStepsAs`): resolved once at start-up to its uid and
-//! primary gid, so a step cannot read the agent's configuration, credential or state, all of
-//! which belong to the agent's own user with modes that shut others out.
+//! The unprivileged user steps run as (`RunStepsAs`): resolved once at start-up to its uid, gid
+//! and supplementary groups, so a step cannot read the agent's configuration, credential or
+//! state, all of which belong to the agent's own user with modes that shut others out.
 //!
-//! Steps get the user's primary group only: the standard library drops every supplementary
-//! group when it switches a child to another uid, and setting them needs either an unstable
-//! API or unsafe code between fork and exec, which this workspace forbids. Fewer groups is the
-//! safer side to err on.
+//! The switch happens in a helper, `cygnet-agent exec-step` (`step_exec.rs`): the standard
+//! library can set a child's uid and gid but drops every supplementary group when it does, and
+//! setting them between fork and exec needs unsafe code, which this workspace forbids. The
+//! helper is this same binary, started as root in the step's process group; it switches
+//! identity and then replaces itself with the step's program, so the step keeps its pid.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
-use nix::unistd::{Gid, Uid, User};
+use nix::unistd::{Gid, Uid, User, getgrouplist};
 
 /// A resolved step user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub struct StepUser {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups from the group database, the primary one included.
+    pub groups: Vec<u32>,
     /// The user's home directory, the steps' `HOME`.
     pub home: String,
 }
@@ -38,10 +42,15 @@ impl StepUser {
                 "needs the agent to run as root (it switches each step to that user)".into(),
             );
         }
+        let c_name = std::ffi::CString::new(name)
+            .map_err(|_| format!("user {name:?} contains a NUL byte"))?;
+        let groups = getgrouplist(&c_name, user.gid)
+            .map_err(|error| format!("groups of user {name:?} cannot be read: {error}"))?;
         Ok(StepUser {
             name: name.to_owned(),
             uid: user.uid.as_raw(),
             gid: user.gid.as_raw(),
+            groups: groups.into_iter().map(Gid::as_raw).collect(),
             home: user.dir.display().to_string(),
         })
     }
@@ -55,6 +64,36 @@ impl StepUser {
             Some(Gid::from_raw(self.gid)),
         )
         .map_err(std::io::Error::from)
+    }
+
+    /// The helper invocation that runs `program arguments` as this user: the program to spawn
+    /// (this binary) and its arguments.
+    pub fn wrap(&self, program: &Path, arguments: &[String]) -> (PathBuf, Vec<OsString>) {
+        // /proc/self/exe still works after the binary on disk was replaced by an upgrade.
+        let helper = if Path::new("/proc/self/exe").exists() {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().unwrap_or_else(|_| PathBuf::from("cygnet-agent"))
+        };
+        let groups = self
+            .groups
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut wrapped: Vec<OsString> = vec![
+            "exec-step".into(),
+            "--uid".into(),
+            self.uid.to_string().into(),
+            "--gid".into(),
+            self.gid.to_string().into(),
+            "--groups".into(),
+            groups.into(),
+            "--".into(),
+            program.as_os_str().to_owned(),
+        ];
+        wrapped.extend(arguments.iter().map(OsString::from));
+        (helper, wrapped)
     }
 }
 

@@ -3,6 +3,7 @@
 //! after a grace period.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -95,9 +96,18 @@ pub async fn run(
     mut cancel: watch::Receiver<Option<String>>,
     output: mpsc::Sender<(pb::LogStream, Vec<u8>)>,
 ) -> StepEnd {
-    let mut command = Command::new(step.program);
+    // As the step user, the program is started through the `exec-step` helper, which takes
+    // that user's identity and then becomes the program (same pid, same process group).
+    let (program, arguments): (PathBuf, Vec<OsString>) = match step.run_as {
+        Some(user) => user.wrap(step.program, &step.arguments),
+        None => (
+            step.program.to_path_buf(),
+            step.arguments.iter().map(OsString::from).collect(),
+        ),
+    };
+    let mut command = Command::new(&program);
     command
-        .args(&step.arguments)
+        .args(&arguments)
         .current_dir(step.workspace)
         .env_clear()
         .envs(&step.environment)
@@ -111,8 +121,6 @@ pub async fn run(
             .env("HOME", &user.home)
             .env("USER", &user.name)
             .env("LOGNAME", &user.name);
-        // gid before uid, and no supplementary groups: the standard library's order.
-        command.uid(user.uid).gid(user.gid);
     }
     let mut child = match command.spawn() {
         Ok(child) => child,

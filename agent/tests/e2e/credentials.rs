@@ -100,10 +100,25 @@ async fn steps_run_as_the_step_user_cannot_read_the_agent_credentials(backend: B
     assert_eq!(mode(&host.path("state")), 0o700);
 
     // The step runs as nobody, in a workspace it may write.
-    let (execution, log) =
-        run_to_end(&server, acme.id, "whoami", "id -un > me.txt && cat me.txt").await;
+    let (execution, log) = run_to_end(
+        &server,
+        acme.id,
+        "whoami",
+        "id -un > me.txt && cat me.txt && echo \"groups $(id -G)\"",
+    )
+    .await;
     assert_eq!(execution.status(), pb::ExecutionStatus::Succeeded, "{log}");
     assert!(log.contains("nobody"), "{log}");
+    // With the user's groups from the group database, as `id` computes them.
+    let expected_groups = std::process::Command::new("id")
+        .args(["-G", "nobody"])
+        .output()
+        .expect("id -G nobody");
+    let expected_groups = String::from_utf8_lossy(&expected_groups.stdout);
+    assert!(
+        log.contains(&format!("groups {}", expected_groups.trim())),
+        "{log}"
+    );
 
     // Reading the credential or the configuration fails with permission denied.
     for (name, target) in [
