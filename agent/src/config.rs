@@ -32,6 +32,18 @@ pub struct AgentConfig {
     pub agent_uuid: String,
     pub server_url: String,
     pub registration_token: Option<String>,
+    /// A file holding the registration token (`RegistrationTokenFile`), deleted once the agent
+    /// registered: the secret does not stay on the host for a step to find.
+    pub registration_token_file: Option<PathBuf>,
+    /// A file holding a re-enrolment token an administrator issued (`ReenrolmentTokenFile`),
+    /// read when registering and deleted once used.
+    pub reenrolment_token_file: Option<PathBuf>,
+    /// Whether `RegistrationToken` was written in the configuration file itself (rather than the
+    /// environment): `check-config` and start-up warn, as the file stays readable to whoever
+    /// can read it after registration.
+    pub registration_token_in_file: bool,
+    /// The unprivileged user steps run as (`RunStepsAs`); the agent's own user when unset.
+    pub run_steps_as: Option<String>,
     pub name: String,
     pub location: String,
     pub labels: Vec<String>,
@@ -72,6 +84,14 @@ impl AgentConfig {
                     Some(_) => "(set, hidden)".to_owned(),
                     None => "(not set)".to_owned(),
                 },
+            ),
+            ("RegistrationTokenFile", path(&self.registration_token_file)),
+            ("ReenrolmentTokenFile", path(&self.reenrolment_token_file)),
+            (
+                "RunStepsAs",
+                self.run_steps_as
+                    .clone()
+                    .unwrap_or_else(|| "(not set: steps run as the agent's user)".to_owned()),
             ),
             ("Location", self.location.clone()),
             ("Labels", self.labels.join(", ")),
@@ -250,12 +270,47 @@ impl AgentConfig {
             Some(path) => read_file(path)?,
             None => BTreeMap::new(),
         };
+        // Read before the environment is applied: an override leaves the file's copy in place.
+        let registration_token_in_file = values.get("registrationtoken").is_some_and(
+            |value| !matches!(&value.kind, ValueKind::String(text) if text.is_empty()),
+        );
         for (name, value) in environment {
             if let Some(key) = environment_key(&name) {
                 values.insert(key, Value::new(None, ValueKind::String(value)));
             }
         }
-        Settings { values }.validate()
+        let mut config = Settings { values }.validate()?;
+        config.registration_token_in_file = registration_token_in_file;
+        Ok(config)
+    }
+
+    /// Problems that do not stop the agent but weaken what a step can reach, one line each.
+    pub fn warnings(&self, file: Option<&Path>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.registration_token_in_file {
+            warnings.push(
+                "AgentConfiguration:RegistrationToken stays in the configuration file after registration: put it in RegistrationTokenFile (deleted once registered) instead".to_owned(),
+            );
+        }
+        if self.run_steps_as.is_none() {
+            warnings.push(
+                "AgentConfiguration:RunStepsAs is not set: steps run as the agent's own user and can read its credential".to_owned(),
+            );
+        }
+        #[cfg(unix)]
+        if let Some(file) = file {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(metadata) = std::fs::metadata(file)
+                && metadata.permissions().mode() & 0o007 != 0
+            {
+                warnings.push(format!(
+                    "{} is open to every user (mode {:o}): make it 0600 (or 0640 with the agent's group)",
+                    file.display(),
+                    metadata.permissions().mode() & 0o777
+                ));
+            }
+        }
+        warnings
     }
 }
 
@@ -354,6 +409,13 @@ impl Settings {
             agent_uuid,
             server_url,
             registration_token: self.string("RegistrationToken")?.filter(|t| !t.is_empty()),
+            registration_token_file: self.path("RegistrationTokenFile")?,
+            reenrolment_token_file: self.path("ReenrolmentTokenFile")?,
+            registration_token_in_file: false,
+            run_steps_as: self
+                .string("RunStepsAs")?
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty()),
             location: self.string("Location")?.unwrap_or_default(),
             labels: self.list("Labels")?,
             work_directory: self
@@ -547,5 +609,57 @@ mod tests {
             .expect("examples/agent.toml");
         assert_eq!(toml.labels, ["linux", "docker"]);
         assert_eq!(toml.tls, TlsSettings::default());
+    }
+
+    #[test]
+    fn credential_settings_and_their_warnings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let in_file = write(
+            dir.path(),
+            "in-file.json",
+            r#"{"AgentConfiguration": {"CustomerId": 1, "AgentUuid": "a", "ServerUrl": "http://x",
+                "RegistrationToken": "cygr_x"}}"#,
+        );
+        let config = AgentConfig::load(Some(&in_file), env(&[])).expect("valid");
+        assert!(config.registration_token_in_file);
+        assert_eq!(config.run_steps_as, None);
+        let warnings = config.warnings(None).join("\n");
+        assert!(warnings.contains("RegistrationToken stays"), "{warnings}");
+        assert!(warnings.contains("RunStepsAs is not set"), "{warnings}");
+
+        // From the environment, with the steps' user and the token files: no warning.
+        let clean = write(
+            dir.path(),
+            "clean.json",
+            r#"{"AgentConfiguration": {"CustomerId": 1, "AgentUuid": "a", "ServerUrl": "http://x",
+                "RunStepsAs": " builder ", "RegistrationTokenFile": "/run/token",
+                "ReenrolmentTokenFile": "/run/reenrol"}}"#,
+        );
+        let config = AgentConfig::load(
+            Some(&clean),
+            env(&[("AgentConfiguration__RegistrationToken", "cygr_env")]),
+        )
+        .expect("valid");
+        assert!(!config.registration_token_in_file);
+        assert_eq!(config.run_steps_as.as_deref(), Some("builder"));
+        assert_eq!(
+            config.registration_token_file.as_deref(),
+            Some(Path::new("/run/token"))
+        );
+        assert_eq!(
+            config.reenrolment_token_file.as_deref(),
+            Some(Path::new("/run/reenrol"))
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&clean, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+            assert_eq!(config.warnings(Some(&clean)), Vec::<String>::new());
+            std::fs::set_permissions(&clean, std::fs::Permissions::from_mode(0o644))
+                .expect("chmod");
+            let warnings = config.warnings(Some(&clean)).join("\n");
+            assert!(warnings.contains("open to every user"), "{warnings}");
+        }
     }
 }

@@ -15,4 +15,8 @@ pub mod metrics;
 pub mod monitors;
 pub mod session;
 pub mod state;
+pub mod step_exec;
+pub mod step_groups;
+pub mod step_user;
+pub mod token_files;
 pub mod workdir;

@@ -39,10 +39,50 @@ enum Command {
     /// Validate the configuration and print the effective settings (secrets hidden); exits
     /// non-zero when it is invalid.
     CheckConfig,
+    /// Internal: how the agent starts a step as the RunStepsAs user (switch groups, gid and
+    /// uid, then exec the command).
+    #[command(hide = true)]
+    ExecStep {
+        #[arg(long)]
+        uid: u32,
+        #[arg(long)]
+        gid: u32,
+        /// Comma-separated group ids.
+        #[arg(long, default_value = "")]
+        groups: String,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+}
+
+/// Runs `exec-step`: returns only when the step could not be started.
+fn exec_step(uid: u32, gid: u32, groups: &str, command: Vec<std::ffi::OsString>) -> ExitCode {
+    let problem = match cygnet_agent::step_exec::parse_groups(groups) {
+        Ok(groups) => cygnet_agent::step_exec::exec_step(&cygnet_agent::step_exec::ExecStep {
+            uid,
+            gid,
+            groups,
+            command,
+        }),
+        Err(problem) => problem,
+    };
+    eprintln!("cygnet-agent exec-step: {problem}");
+    // The shell's "cannot execute" status: the step fails with it.
+    ExitCode::from(126)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ExecStep {
+        uid,
+        gid,
+        groups,
+        command,
+    }) = cli.command
+    {
+        return exec_step(uid, gid, &groups, command);
+    }
     let file = cli.options.config.clone().or_else(|| {
         let default = PathBuf::from("appsettings.json");
         default.is_file().then_some(default)
@@ -70,6 +110,15 @@ fn main() -> ExitCode {
             if writeln!(out, "{key} = {value}").is_err() {
                 break;
             }
+        }
+        for warning in config.warnings(file.as_deref()) {
+            eprintln!("cygnet-agent: warning: {warning}");
+        }
+        // Start-up refuses a step user it cannot switch to; say so now.
+        if let Some(name) = &config.run_steps_as
+            && let Err(problem) = cygnet_agent::step_user::StepUser::resolve(name)
+        {
+            eprintln!("cygnet-agent: warning: AgentConfiguration:RunStepsAs {problem}");
         }
         return ExitCode::SUCCESS;
     }
@@ -100,6 +149,7 @@ fn main() -> ExitCode {
         work_directory = %work_directory.display(),
         "cygnet-agent starting"
     );
+    let warnings = config.warnings(file.as_deref());
     let agent = match Agent::new(config, metrics) {
         Ok(agent) => agent,
         Err(error) => {
@@ -107,6 +157,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -27,6 +27,9 @@ use crate::jobs::{JobSettings, Jobs, Outbox, UploadTarget};
 use crate::metrics::{HostFacts, HostMetrics};
 use crate::monitors::{self, Monitors};
 use crate::state::{AgentState, StateStore};
+use crate::step_groups::StepGroups;
+use crate::step_user::StepUser;
+use crate::token_files::{read_secret, remove_used};
 
 /// How long the server has to send Welcome after the stream opens.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +116,26 @@ impl Agent {
             ))
         })?;
         let outbox = Arc::new(Outbox::new(&spool, config.event_buffer_bytes));
+        let run_as = match &config.run_steps_as {
+            Some(name) => Some(Arc::new(StepUser::resolve(name).map_err(|problem| {
+                AgentError::Fatal(format!("AgentConfiguration:RunStepsAs {problem}"))
+            })?)),
+            None => None,
+        };
+        let step_groups = StepGroups::open(&config.state_directory).map_err(|error| {
+            AgentError::Fatal(format!(
+                "AgentConfiguration:StateDirectory {}: {error}",
+                config.state_directory.display()
+            ))
+        })?;
+        // Steps of an earlier run that was killed without ending them end now, before new work.
+        let leftovers = step_groups.kill_leftovers();
+        if !leftovers.is_empty() {
+            tracing::warn!(
+                groups = ?leftovers,
+                "killed steps left running by an earlier run of the agent"
+            );
+        }
         // Absolute, so CYGNET_WORKSPACE means the same thing in every step.
         let work_directory = config
             .work_directory
@@ -126,6 +149,8 @@ impl Agent {
                 max_log_bytes: config.max_log_bytes_per_job,
                 keep_workspaces: config.keep_workspaces,
                 max_artifact_bytes: config.max_artifact_bytes,
+                run_as,
+                step_groups: Arc::new(step_groups),
             },
             outbox,
         );
@@ -142,12 +167,80 @@ impl Agent {
             stopping_since: None,
             telemetry: Arc::new(AgentMetrics::new()),
         };
-        if agent.stored_state().is_none() && agent.config.registration_token.is_none() {
+        if agent.stored_state().is_none() && !agent.can_register() {
             return Err(AgentError::Fatal(
-                "AgentConfiguration:RegistrationToken is required: this agent has no stored credential yet".into(),
+                "AgentConfiguration:RegistrationToken is required (in the configuration, or in the file RegistrationTokenFile names): this agent has no stored credential yet".into(),
             ));
         }
         Ok(agent)
+    }
+
+    /// Whether a registration token is at hand (in the configuration or its file).
+    fn can_register(&self) -> bool {
+        self.config.registration_token.is_some()
+            || self
+                .config
+                .registration_token_file
+                .as_deref()
+                .is_some_and(|path| matches!(read_secret(path), Ok(Some(_))))
+    }
+
+    /// The registration token: the configured one, else the content of its file.
+    fn registration_token(&self) -> Result<String, Status> {
+        if let Some(token) = &self.config.registration_token {
+            return Ok(token.clone());
+        }
+        let Some(path) = &self.config.registration_token_file else {
+            return Err(Status::unauthenticated("no registration token configured"));
+        };
+        read_secret(path)
+            .map_err(|error| {
+                Status::failed_precondition(format!(
+                    "AgentConfiguration:RegistrationTokenFile {}: {error}",
+                    path.display()
+                ))
+            })?
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "no registration token: AgentConfiguration:RegistrationTokenFile {} does not exist (it is deleted after a registration)",
+                    path.display()
+                ))
+            })
+    }
+
+    /// The re-enrolment token of `ReenrolmentTokenFile`, if that file exists.
+    fn reenrolment_token(&self) -> Result<String, Status> {
+        let Some(path) = &self.config.reenrolment_token_file else {
+            return Ok(String::new());
+        };
+        read_secret(path)
+            .map(Option::unwrap_or_default)
+            .map_err(|error| {
+                Status::failed_precondition(format!(
+                    "AgentConfiguration:ReenrolmentTokenFile {}: {error}",
+                    path.display()
+                ))
+            })
+    }
+
+    fn has_reenrolment_token(&self) -> bool {
+        self.reenrolment_token()
+            .is_ok_and(|token| !token.is_empty())
+    }
+
+    /// Deletes the one-time secret files after a successful registration.
+    fn remove_used_token_files(&self) {
+        for path in [
+            &self.config.registration_token_file,
+            &self.config.reenrolment_token_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let Err(error) = remove_used(path) {
+                tracing::warn!(%error, path = %path.display(), "could not delete a used token file");
+            }
+        }
     }
 
     fn stored_state(&self) -> Option<AgentState> {
@@ -213,7 +306,7 @@ impl Agent {
                     if let Err(error) = self.states.clear() {
                         tracing::warn!(%error, "could not forget the refused credential");
                     }
-                    if self.config.registration_token.is_none() {
+                    if !self.can_register() {
                         return Err(AgentError::Fatal(format!(
                             "the server refused this agent's credential ({}) and no AgentConfiguration:RegistrationToken is configured to register again",
                             status.message()
@@ -245,17 +338,29 @@ impl Agent {
         let channel = self.endpoint.connect().await.map_err(|error| {
             Status::unavailable(format!("cannot reach {}: {error}", self.config.server_url))
         })?;
+        // A re-enrolment token waiting in its file means an administrator wants this identity
+        // (re)registered, e.g. restored after a deletion: register even with a stored state.
         let state = match self.stored_state() {
-            Some(state) => state,
-            None => self.register(channel.clone()).await?,
+            Some(state) if !self.has_reenrolment_token() => state,
+            _ => self.register(channel.clone()).await?,
         };
         self.stream(channel, &state, shutdown, backoff).await
     }
 
     async fn register(&mut self, channel: Channel) -> Result<AgentState, Status> {
-        let Some(registration_token) = self.config.registration_token.clone() else {
-            return Err(Status::unauthenticated("no registration token configured"));
-        };
+        let registration_token = self.registration_token()?;
+        let reenrolment_token = self.reenrolment_token()?;
+        // The credential of this identity, if one is stored (e.g. for another server URL):
+        // proof that this host is the uuid's owner.
+        let current_credential = self
+            .states
+            .load()
+            .filter(|state| {
+                state.customer_id == self.config.customer_id
+                    && state.agent_uuid == self.config.agent_uuid
+            })
+            .map(|state| state.credential)
+            .unwrap_or_default();
         let facts = HostFacts::read();
         let response = AgentServiceClient::new(channel)
             .register_agent(pb::RegisterAgentRequest {
@@ -270,6 +375,8 @@ impl Agent {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 max_concurrent_jobs: self.config.max_concurrent_jobs,
                 registration_token,
+                current_credential,
+                reenrolment_token,
             })
             .await
             .map_err(|status| match status.code() {
@@ -300,6 +407,7 @@ impl Agent {
         self.states
             .save(&state)
             .map_err(|error| Status::internal(format!("cannot store the credential: {error}")))?;
+        self.remove_used_token_files();
         self.log.info(format!(
             "registered as agent {} of customer {}",
             state.agent_id, state.customer_id

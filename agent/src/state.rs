@@ -34,12 +34,19 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Creates the state directory (mode 0700) if needed.
+    /// Creates the state directory (mode 0700) if needed, and tightens a state file an older
+    /// agent left with a looser mode to 0600.
     pub fn open(directory: &Path) -> std::io::Result<Self> {
         crate::workdir::create_private_directory(directory)?;
-        Ok(Self {
+        let store = Self {
             directory: directory.to_path_buf(),
-        })
+        };
+        #[cfg(unix)]
+        if store.path().exists() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(store.path(), std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(store)
     }
 
     fn path(&self) -> PathBuf {
@@ -107,6 +114,20 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(dir.path().join("state/agent.json"))
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A state file left readable by others is made private again when the agent starts.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join("state/agent.json");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .expect("loosen");
+            StateStore::open(&dir.path().join("state")).expect("reopen");
+            let mode = std::fs::metadata(&path)
                 .expect("metadata")
                 .permissions()
                 .mode();

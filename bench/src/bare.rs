@@ -127,6 +127,13 @@ impl AgentService for BareStreams {
         unimplemented()
     }
 
+    async fn issue_reenrolment_token(
+        &self,
+        _: Request<pb::IssueReenrolmentTokenRequest>,
+    ) -> Result<Response<pb::IssueReenrolmentTokenResponse>, Status> {
+        unimplemented()
+    }
+
     async fn get_agent_metrics(
         &self,
         _: Request<pb::GetAgentMetricsRequest>,

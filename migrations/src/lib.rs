@@ -18,6 +18,7 @@ mod m20261207_000001_pipeline_variable_groups;
 mod m20261208_000001_quotas;
 mod m20261209_000001_usage;
 mod m20261210_000001_pipeline_versions;
+mod m20261211_000001_agent_credentials;
 mod m20261212_000001_release_snapshots;
 mod m20261213_000001_invitations;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261208_000001_quotas::Migration),
             Box::new(m20261209_000001_usage::Migration),
             Box::new(m20261210_000001_pipeline_versions::Migration),
+            Box::new(m20261211_000001_agent_credentials::Migration),
             Box::new(m20261212_000001_release_snapshots::Migration),
             Box::new(m20261213_000001_invitations::Migration),
         ]

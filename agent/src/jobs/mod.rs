@@ -20,6 +20,9 @@ use tonic::transport::Channel;
 
 pub use outbox::Outbox;
 
+use crate::step_groups::StepGroups;
+use crate::step_user::StepUser;
+
 /// How jobs run here.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -35,6 +38,10 @@ pub struct JobSettings {
     pub keep_workspaces: usize,
     /// Largest artifact uploaded.
     pub max_artifact_bytes: u64,
+    /// The unprivileged user steps run as (`RunStepsAs`), owner of the job directories.
+    pub run_as: Option<Arc<StepUser>>,
+    /// Where running steps' process groups are recorded.
+    pub step_groups: Arc<StepGroups>,
 }
 
 /// Where artifacts are uploaded: the server, with this agent's identity.
@@ -172,6 +179,8 @@ mod tests {
             max_log_bytes: 1 << 20,
             keep_workspaces: 0,
             max_artifact_bytes: 1 << 20,
+            run_as: None,
+            step_groups: Arc::new(StepGroups::open(work).expect("step groups")),
         }
     }
 

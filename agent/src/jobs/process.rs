@@ -3,6 +3,7 @@
 //! after a grace period.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,6 +14,9 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
+
+use crate::step_groups::StepGroups;
+use crate::step_user::StepUser;
 
 /// Variables passed through from the agent's own environment; everything else (the agent's
 /// secrets included) is not visible to steps.
@@ -40,6 +44,10 @@ pub struct StepProcess<'a> {
     pub environment: BTreeMap<String, String>,
     pub deadline: tokio::time::Instant,
     pub kill_grace: Duration,
+    /// The user the step runs as (`RunStepsAs`); the agent's own user when none.
+    pub run_as: Option<&'a StepUser>,
+    /// Where the step's process group is recorded while it runs.
+    pub groups: &'a StepGroups,
 }
 
 /// Finds an executable on the agent's PATH.
@@ -88,9 +96,18 @@ pub async fn run(
     mut cancel: watch::Receiver<Option<String>>,
     output: mpsc::Sender<(pb::LogStream, Vec<u8>)>,
 ) -> StepEnd {
-    let mut command = Command::new(step.program);
+    // As the step user, the program is started through the `exec-step` helper, which takes
+    // that user's identity and then becomes the program (same pid, same process group).
+    let (program, arguments): (PathBuf, Vec<OsString>) = match step.run_as {
+        Some(user) => user.wrap(step.program, &step.arguments),
+        None => (
+            step.program.to_path_buf(),
+            step.arguments.iter().map(OsString::from).collect(),
+        ),
+    };
+    let mut command = Command::new(&program);
     command
-        .args(&step.arguments)
+        .args(&arguments)
         .current_dir(step.workspace)
         .env_clear()
         .envs(&step.environment)
@@ -99,6 +116,12 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(user) = step.run_as {
+        command
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -111,6 +134,13 @@ pub async fn run(
     let Some(pid) = child.id() else {
         return StepEnd::NotStarted("the process exited before it could be tracked".into());
     };
+    let group = i32::try_from(pid).unwrap_or_default();
+    if let Err(error) = step.groups.record(group) {
+        // Without the record a kill of the agent could leave this step running: do not run it.
+        signal_group(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+        return StepEnd::NotStarted(format!("cannot record the step's process group: {error}"));
+    }
     let readers = [
         child.stdout.take().map(|pipe| {
             (
@@ -193,6 +223,7 @@ pub async fn run(
     }
     // Whatever the step left running in its group (background jobs) ends with it.
     signal_group(pid, Signal::SIGKILL);
+    step.groups.forget(group);
     for reader in readers {
         // A process that left the group may still hold a pipe: do not wait for it forever.
         let abort = reader.abort_handle();

@@ -209,7 +209,18 @@ pub async fn run_job(
         .join(assignment.pipeline_id.to_string());
     let workspace = pipeline_directory.join(execution_id.to_string());
     let prepared = crate::workdir::create_private_directory(&pipeline_directory)
-        .and_then(|()| crate::workdir::create_private_directory(&workspace));
+        .and_then(|()| crate::workdir::create_private_directory(&workspace))
+        .and_then(|()| match &settings.run_as {
+            // The step user owns the directories its steps work in, and nothing else.
+            Some(user) => [
+                pipeline_directory.parent().unwrap_or(&pipeline_directory),
+                &pipeline_directory,
+                &workspace,
+            ]
+            .into_iter()
+            .try_for_each(|directory| user.take_ownership(directory)),
+            None => Ok(()),
+        });
     if let Err(error) = prepared {
         jobs.outbox.push(
             execution_id,
@@ -299,6 +310,8 @@ pub async fn run_job(
                         environment: environment(&assignment, step, &workspace, &parameters),
                         deadline: step_deadline,
                         kill_grace: settings.kill_grace,
+                        run_as: settings.run_as.as_deref(),
+                        groups: &settings.step_groups,
                     },
                     cancelled.clone(),
                     output,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
 use cygnet_testkit::{TestOptions, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_cygnet-agent");
 
@@ -211,5 +212,49 @@ impl Drop for AgentProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// One scrape of the agent's `/metrics`; none while it does not answer.
+pub async fn scrape(address: std::net::SocketAddr) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    Some(answer)
+}
+
+/// The value of one sample line of a scrape.
+pub fn value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(sample)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Waits (at most 20 s) until a scrape satisfies `check`; returns it.
+pub async fn scrape_until(
+    address: std::net::SocketAddr,
+    what: &str,
+    check: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(text) = scrape(address).await
+            && check(&text)
+        {
+            return text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

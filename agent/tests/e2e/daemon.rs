@@ -341,8 +341,20 @@ async fn mutual_tls_binds_the_certificate_to_the_uuid() {
         .await
         .expect("stream with the matching certificate");
 
-    // The real daemon over https with its Tls settings.
+    // The real daemon over https with its Tls settings. The uuid is registered already, so the
+    // daemon needs the re-enrolment token an administrator issues for it.
+    let reenrolment = server
+        .admin_agents()
+        .issue_reenrolment_token(pb::IssueReenrolmentTokenRequest {
+            customer_id: acme.id,
+            agent_id: registered.agent_id,
+        })
+        .await
+        .expect("issue a re-enrolment token")
+        .into_inner();
     let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("reenrolment-token"), &reenrolment.secret)
+        .expect("write the re-enrolment token");
     std::fs::write(
         dir.path().join("appsettings.json"),
         serde_json::json!({"AgentConfiguration": {
@@ -350,6 +362,7 @@ async fn mutual_tls_binds_the_certificate_to_the_uuid() {
             "AgentUuid": "acme-tls",
             "ServerUrl": format!("https://localhost:{}", server.address.port()),
             "RegistrationToken": token,
+            "ReenrolmentTokenFile": dir.path().join("reenrolment-token"),
             "WorkDirectory": dir.path().join("work"),
             "StateDirectory": dir.path().join("state"),
             "Tls": {
@@ -376,6 +389,10 @@ async fn mutual_tls_binds_the_certificate_to_the_uuid() {
         || is_online_with_figures(&server, acme.id, "acme-tls"),
     )
     .await;
+    assert!(
+        !dir.path().join("reenrolment-token").exists(),
+        "the used re-enrolment token is deleted"
+    );
     signal(&agent, "TERM");
     assert!(wait_exit(agent.into_child(), Duration::from_secs(10)).success());
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod credentials;
 mod daemon;
 mod demo;
 mod metrics;

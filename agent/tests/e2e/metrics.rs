@@ -1,51 +1,11 @@
 //! The agent's Prometheus endpoint (`MetricsListen`): its counters move with a real job and a
 //! real reconnect.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use cygnet_testkit::{Backend, TestServer, eventually, step};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
-
-async fn scrape(address: SocketAddr) -> Option<String> {
-    let mut stream = tokio::net::TcpStream::connect(address).await.ok()?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: agent\r\nconnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    Some(answer)
-}
-
-fn value(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(sample)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// Waits until a scrape satisfies `check`; returns it.
-async fn scrape_until(address: SocketAddr, what: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(text) = scrape(address).await
-            && check(&text)
-        {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn agent_metrics_follow_jobs_and_reconnects(backend: Backend) {
     let mut server = TestServer::start_with(backend, one_second_heartbeats()).await;

@@ -3,6 +3,7 @@
 use tonic::metadata::MetadataMap;
 
 use super::{AuthError, token};
+use crate::domain::agent_identity::agent_was_deleted;
 use crate::domain::{AgentId, CustomerId};
 use crate::store::Store;
 
@@ -113,6 +114,11 @@ impl AgentAuthenticator {
         if found.agent.uuid() != claimed_uuid {
             return Err(AuthError::Unauthenticated(
                 "agent credential does not belong to this agent uuid".into(),
+            ));
+        }
+        if found.deleted {
+            return Err(AuthError::PermissionDenied(
+                agent_was_deleted(claimed_uuid).message().to_owned(),
             ));
         }
         self.check_client_certificate(certificate_cn, claimed_uuid)?;

@@ -5,6 +5,7 @@
 
 pub mod activity;
 pub mod agent;
+pub mod agent_identity;
 pub mod customer;
 pub mod execution;
 pub mod ids;

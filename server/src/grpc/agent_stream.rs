@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::agents::AgentApi;
 use crate::auth::{AGENT_CREDENTIAL_PREFIX, certificate_common_name, token};
 use crate::domain::{AgentRegistration, ValidationError};
+use crate::store::PresentedHashes;
 
 /// The server → agent half of a Connect stream.
 pub type ConnectStream = Pin<Box<dyn Stream<Item = Result<pb::ConnectResponse, Status>> + Send>>;
@@ -20,6 +21,20 @@ pub(super) fn client_certificate_cn<T>(request: &Request<T>) -> Option<String> {
     certificates
         .first()
         .and_then(|leaf| certificate_common_name(leaf.as_ref()))
+}
+
+/// The hash of an optional secret field of RegisterAgent; empty means not presented.
+fn optional_secret_hash(secret: &str, field: &str) -> Result<Option<String>, ValidationError> {
+    if secret.is_empty() {
+        return Ok(None);
+    }
+    if secret.len() > 256 {
+        return Err(ValidationError::new(
+            field,
+            "must be at most 256 characters",
+        ));
+    }
+    Ok(Some(token::hash(secret)))
 }
 
 #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, uuid = %request.get_ref().uuid))]
@@ -37,6 +52,13 @@ pub(super) async fn register_agent(
             ValidationError::new("registration_token", "must be at most 256 characters").into(),
         );
     }
+    let presented = PresentedHashes {
+        current_credential_hash: optional_secret_hash(
+            &body.current_credential,
+            "current_credential",
+        )?,
+        reenrolment_token_hash: optional_secret_hash(&body.reenrolment_token, "reenrolment_token")?,
+    };
     api.context.agent_authenticator.check_client_certificate(
         client_certificate_cn(&request).as_deref(),
         &registration.uuid,
@@ -49,6 +71,7 @@ pub(super) async fn register_agent(
         .register_agent(
             registration,
             &token::hash(&body.registration_token),
+            &presented,
             &credential.hash,
         )
         .await?;

@@ -22,6 +22,8 @@ use crate::wire::common as convert;
 
 /// Prefix of registration token secrets.
 pub const REGISTRATION_TOKEN_PREFIX: &str = "cygr_";
+/// Prefix of re-enrolment token secrets.
+pub const REENROLMENT_TOKEN_PREFIX: &str = "cyge_";
 /// Most samples one GetAgentMetrics returns.
 const MAX_METRIC_SAMPLES: u64 = 10_000;
 
@@ -330,6 +332,38 @@ impl AgentService for AgentApi {
             .disconnect(agent_id, super::status::agent_deleted());
         tracing::info!(agent_id = agent_id.get(), "agent deleted");
         Ok(Response::new(pb::DeleteAgentResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn issue_reenrolment_token(
+        &self,
+        request: Request<pb::IssueReenrolmentTokenRequest>,
+    ) -> Result<Response<pb::IssueReenrolmentTokenResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
+        let body = request.get_ref();
+        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
+        let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
+        audit::note_resource("agent", agent_id.get());
+        let scope = self
+            .context
+            .authorizer
+            .scope(&principal, customer_id, Action::ManageAgents)
+            .await?;
+        let secret = token::generate(REENROLMENT_TOKEN_PREFIX);
+        let expires_at = self
+            .context
+            .store
+            .issue_reenrolment_token(&scope, agent_id, &secret.hash)
+            .await?;
+        tracing::info!(agent_id = agent_id.get(), "re-enrolment token issued");
+        Ok(Response::new(pb::IssueReenrolmentTokenResponse {
+            secret: secret.secret,
+            expires_at: convert::timestamp(expires_at),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]

@@ -127,5 +127,7 @@ pub(crate) fn agent_registered_again() -> Status {
 
 /// Ends the stream of an agent that was deleted.
 pub(crate) fn agent_deleted() -> Status {
-    Status::unauthenticated("agent was deleted")
+    Status::permission_denied(
+        "agent was deleted: an administrator must issue a reenrolment_token to restore it",
+    )
 }

@@ -11,8 +11,12 @@ use sea_orm::{
 
 use super::entities::{agent, agent_label, customer, registration_token};
 use super::{Store, StoreError, activity, convert, now};
+use crate::auth::token::hashes_equal;
 use crate::auth::{AuthenticatedAgent, TenantScope};
 use crate::domain::agent::{registration_token_invalid, registration_token_used_up};
+use crate::domain::agent_identity::{
+    PresentedProof, REENROLMENT_TOKEN_LIFETIME, Reenrolment, Reregistration, check_reregistration,
+};
 use crate::domain::{
     Agent, AgentFigures, AgentFilter, AgentId, AgentPatch, AgentRegistration, AgentStatus,
     CustomerId, NewActivity, Page, PageRequest, RegistrationToken,
@@ -23,6 +27,42 @@ use crate::domain::{
 pub struct FoundAgent {
     pub agent: AuthenticatedAgent,
     pub credential_hash: String,
+    /// The agent was deleted: its credential is recognised only to say so.
+    pub deleted: bool,
+}
+
+/// Hashes of the proofs a registration presented besides its registration token.
+#[derive(Debug, Clone, Default)]
+pub struct PresentedHashes {
+    pub current_credential_hash: Option<String>,
+    pub reenrolment_token_hash: Option<String>,
+}
+
+impl PresentedHashes {
+    /// Compares the presented hashes with the agent's stored ones, in constant time.
+    fn check_against(&self, row: &agent::Model) -> PresentedProof {
+        let current_credential_matches = self
+            .current_credential_hash
+            .as_deref()
+            .is_some_and(|hash| hashes_equal(hash, &row.credential_hash));
+        let reenrolment = match (
+            self.reenrolment_token_hash.as_deref(),
+            row.reenrolment_token_hash.as_deref(),
+            row.reenrolment_expires_at,
+        ) {
+            (None, _, _) => Reenrolment::NotPresented,
+            (Some(presented), Some(stored), Some(expires_at))
+                if hashes_equal(presented, stored) =>
+            {
+                Reenrolment::Matches { expires_at }
+            }
+            (Some(_), _, _) => Reenrolment::DoesNotMatch,
+        };
+        PresentedProof {
+            current_credential_matches,
+            reenrolment,
+        }
+    }
 }
 
 /// What registration did.
@@ -152,28 +192,21 @@ async fn find_live_agent(
 }
 
 impl Store {
-    /// Registers (or re-registers) an agent, all or nothing: the customer must exist and be
-    /// active, the token must be a live registration token of that customer with uses left, and
-    /// the uuid must not belong to another customer. Re-registration keeps the agent id and
-    /// replaces the credential, so the old one stops working.
+    /// Registers (or re-registers) an agent, all or nothing: the token must be a live
+    /// registration token of an active customer with uses left (an unknown customer, an inactive
+    /// one and a wrong token get the same answer), and a uuid the customer already has needs its
+    /// current credential or a re-enrolment token (`domain::agent_identity`). Re-registration
+    /// keeps the agent id and replaces the credential, so the old one stops working.
     pub(crate) async fn register_agent(
         &self,
         registration: AgentRegistration,
         registration_token_hash: &str,
+        presented: &PresentedHashes,
         credential_hash: &str,
     ) -> Result<Registered, StoreError> {
         let customer_id = registration.customer_id;
         let now = now();
         let transaction = self.begin_write().await?;
-
-        let customer = customer::Entity::find_by_id(customer_id.get())
-            .one(&transaction)
-            .await?;
-        if !customer.is_some_and(|customer| customer.is_active) {
-            return Err(StoreError::FailedPrecondition(format!(
-                "customer {customer_id} does not exist or is deactivated"
-            )));
-        }
 
         let token = registration_token::Entity::find()
             .filter(registration_token::Column::TokenHash.eq(registration_token_hash))
@@ -185,6 +218,12 @@ impl Store {
             })
             .map(RegistrationToken::from)
             .ok_or_else(|| registration_token_invalid(customer_id))?;
+        let customer = customer::Entity::find_by_id(customer_id.get())
+            .one(&transaction)
+            .await?;
+        if !customer.is_some_and(|customer| customer.is_active) {
+            return Err(registration_token_invalid(customer_id).into());
+        }
         token.check_usable(now)?;
         // Count the use with a conditional update, so concurrent registrations cannot exceed
         // the limit.
@@ -209,17 +248,24 @@ impl Store {
         }
 
         let existing = agent::Entity::find()
+            .filter(agent::Column::CustomerId.eq(customer_id.get()))
             .filter(agent::Column::Uuid.eq(registration.uuid.as_str()))
             .one(&transaction)
             .await?;
+        let mut restored = false;
         let (agent_id, created) = match existing {
-            Some(row) if row.customer_id != customer_id.get() => {
-                return Err(StoreError::AlreadyExists(format!(
-                    "agent uuid {:?} is already registered",
-                    registration.uuid
-                )));
-            }
             Some(row) => {
+                let verdict = check_reregistration(
+                    &row.uuid,
+                    row.deleted_at.is_some(),
+                    presented.check_against(&row),
+                    now,
+                )?;
+                if verdict == Reregistration::Restore {
+                    restored = true;
+                    self.admit_one_more(&transaction, customer_id, crate::domain::Quota::Agents)
+                        .await?;
+                }
                 let id = row.id;
                 let mut row: agent::ActiveModel = row.into();
                 row.name = Set(registration.name.clone());
@@ -230,6 +276,8 @@ impl Store {
                 row.version = Set(registration.version.clone());
                 row.max_concurrent_jobs = Set(registration.max_concurrent_jobs);
                 row.credential_hash = Set(credential_hash.to_owned());
+                row.reenrolment_token_hash = Set(None);
+                row.reenrolment_expires_at = Set(None);
                 row.deleted_at = Set(None);
                 row.updated_at = Set(now);
                 row.update(&transaction).await?;
@@ -264,6 +312,8 @@ impl Store {
                     disk_free_bytes: Set(None),
                     load_average: Set(None),
                     running_jobs: Set(0),
+                    reenrolment_token_hash: Set(None),
+                    reenrolment_expires_at: Set(None),
                     ..Default::default()
                 }
                 .insert(&transaction)
@@ -283,6 +333,8 @@ impl Store {
             NewActivity {
                 kind: if created {
                     "agent.registered"
+                } else if restored {
+                    "agent.restored"
                 } else {
                     "agent.reregistered"
                 },
@@ -293,6 +345,8 @@ impl Store {
                     registration.name,
                     if created {
                         "registered"
+                    } else if restored {
+                        "restored with a re-enrolment token"
                     } else {
                         "registered again"
                     },
@@ -310,14 +364,13 @@ impl Store {
         })
     }
 
-    /// The live agent whose credential has this hash.
+    /// The agent whose credential has this hash, deleted or not.
     pub(crate) async fn find_agent_by_credential(
         &self,
         credential_hash: &str,
     ) -> Result<Option<FoundAgent>, StoreError> {
         let row = agent::Entity::find()
             .filter(agent::Column::CredentialHash.eq(credential_hash))
-            .filter(agent::Column::DeletedAt.is_null())
             .one(&self.db)
             .await?;
         Ok(row.map(|row| FoundAgent {
@@ -328,6 +381,7 @@ impl Store {
                 row.name,
             ),
             credential_hash: row.credential_hash,
+            deleted: row.deleted_at.is_some(),
         }))
     }
 
@@ -434,8 +488,9 @@ impl Store {
         agent_from_row(updated, labels, online_cutoff)
     }
 
-    /// Deletes one of the scope's agents: the row is kept (history refers to it) but hidden, its
-    /// credential no longer matches anything and its labels are dropped.
+    /// Deletes one of the scope's agents: the row is kept (history refers to it, and it holds the
+    /// uuid so the host cannot register it again unless an administrator allows it) but hidden,
+    /// its credential is answered with "deleted" and its labels are dropped.
     pub async fn delete_agent(
         &self,
         scope: &TenantScope,
@@ -451,8 +506,8 @@ impl Store {
         row.updated_at = Set(now);
         row.status = Set(AgentStatus::Offline.as_str().to_owned());
         row.connection_id = Set(None);
-        // Unique and never a SHA-256 hex digest, so no credential can match it.
-        row.credential_hash = Set(format!("deleted:{agent_id}"));
+        row.reenrolment_token_hash = Set(None);
+        row.reenrolment_expires_at = Set(None);
         row.update(&transaction).await?;
         replace_labels(&transaction, customer_id, agent_id.get(), &[]).await?;
         activity::record(
@@ -474,6 +529,46 @@ impl Store {
 }
 
 impl Store {
+    /// Gives one of the scope's agents, live or deleted, a re-enrolment token (replacing any
+    /// earlier one): with it the build host registers the uuid again without its current
+    /// credential, and a deleted agent is restored. Returns the token's expiry.
+    pub async fn issue_reenrolment_token(
+        &self,
+        scope: &TenantScope,
+        agent_id: AgentId,
+        token_hash: &str,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let customer_id = scope.customer_id();
+        let now = now();
+        let expires_at = now + REENROLMENT_TOKEN_LIFETIME;
+        let transaction = self.begin_write().await?;
+        let current = agent::Entity::find_by_id(agent_id.get())
+            .filter(agent::Column::CustomerId.eq(customer_id.get()))
+            .one(&transaction)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("agent {agent_id} not found")))?;
+        let name = current.name.clone();
+        let mut row: agent::ActiveModel = current.into();
+        row.reenrolment_token_hash = Set(Some(token_hash.to_owned()));
+        row.reenrolment_expires_at = Set(Some(expires_at));
+        row.update(&transaction).await?;
+        activity::record(
+            &transaction,
+            customer_id,
+            NewActivity {
+                kind: "agent.reenrolment_issued",
+                subject_type: "agent",
+                subject_id: agent_id.get(),
+                message: format!("A re-enrolment token was issued for agent {name}"),
+                actor: Some(scope.actor()),
+            },
+            now,
+        )
+        .await?;
+        transaction.commit().await?;
+        Ok(expires_at)
+    }
+
     /// What dispatch needs of an agent: its labels, whether it is enabled and its capacity.
     pub async fn agent_work_settings(
         &self,

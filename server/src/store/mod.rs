@@ -53,7 +53,7 @@ use sea_orm::{
 
 pub use access::CustomerAccess;
 pub use agent_liveness::HeartbeatRecord;
-pub use agents::FoundAgent;
+pub use agents::{FoundAgent, PresentedHashes};
 pub use audit::{AuditEntry, AuditFilter, NewAuditEntry};
 pub use connect::{DatabaseOptions, MigrationCommand};
 pub use dispatch::LostExecution;

@@ -202,7 +202,8 @@ async fn registration_refusals_write_nothing(backend: Backend) {
         "expired",
     );
 
-    // Unknown and inactive customers: FAILED_PRECONDITION, indistinguishable.
+    // Unknown and inactive customers answer exactly like a wrong token: nothing tells an
+    // unauthenticated caller which customer ids are active.
     let unknown = server
         .register_agent(987_654, "x-1", &acme_token)
         .await
@@ -211,20 +212,20 @@ async fn registration_refusals_write_nothing(backend: Backend) {
         .register_agent(inactive.id, "x-1", &inactive_token)
         .await
         .expect_err("inactive customer");
-    assert_eq!(unknown.code(), Code::FailedPrecondition);
-    assert_eq!(asleep.code(), Code::FailedPrecondition);
+    let wrong = server
+        .register_agent(acme.id, "x-1", "cygr_wrong")
+        .await
+        .expect_err("wrong token");
+    for refused in [&unknown, &asleep, &wrong] {
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
     assert_eq!(
         unknown.message().replace("987654", "N"),
         asleep.message().replace(&inactive.id.to_string(), "N")
     );
-
-    // A uuid of another customer: refused, and Acme's agent is untouched.
-    assert_status(
-        server
-            .register_agent(techstart.id, "acme-001", &techstart_token)
-            .await,
-        Code::AlreadyExists,
-        "already registered",
+    assert_eq!(
+        unknown.message().replace("987654", "N"),
+        wrong.message().replace(&acme.id.to_string(), "N")
     );
 
     // Bad fields: INVALID_ARGUMENT naming them.
@@ -315,10 +316,17 @@ async fn reregistration_keeps_the_id_and_revokes_the_old_credential(backend: Bac
     assert_eq!(connected.welcome.agent_id, first.agent_id);
     assert_eq!(connected.welcome.customer_id, acme.id);
 
-    let second = server
-        .register_agent(acme.id, "acme-001", &token)
+    let second = cygnet_proto::v1::agent_service_client::AgentServiceClient::new(server.channel())
+        .register_agent(pb::RegisterAgentRequest {
+            customer_id: acme.id,
+            uuid: "acme-001".into(),
+            registration_token: token.clone(),
+            current_credential: first.credential.clone(),
+            ..Default::default()
+        })
         .await
-        .expect("register again");
+        .expect("register again with the current credential")
+        .into_inner();
     assert_eq!(second.agent_id, first.agent_id, "same agent");
     assert_ne!(second.credential, first.credential, "fresh credential");
     // The open stream with the old credential is ended, and the old credential is refused.
@@ -666,7 +674,7 @@ async fn operator_rpcs_and_roles(backend: Backend) {
         "status",
     );
 
-    // Delete: gone from listings, credential refused, stream ended.
+    // Delete: gone from listings, credential refused as deleted, stream ended.
     let stream = server
         .connect_agent("deploy-1", &deploy.credential)
         .await
@@ -680,12 +688,12 @@ async fn operator_rpcs_and_roles(backend: Backend) {
         .expect("delete");
     assert_eq!(
         stream.closed_with().await.expect("status").code(),
-        Code::Unauthenticated
+        Code::PermissionDenied
     );
     assert_status(
         server.connect_agent("deploy-1", &deploy.credential).await,
-        Code::Unauthenticated,
-        "not valid",
+        Code::PermissionDenied,
+        "was deleted",
     );
     assert_status(
         as_devops
@@ -701,12 +709,15 @@ async fn operator_rpcs_and_roles(backend: Backend) {
         list(vec![], pb::AgentStatus::Unspecified).await,
         ["build-1"]
     );
-    // The host may register again (same uuid, same customer): it comes back under its old id.
-    let back = server
-        .register_agent(acme.id, "deploy-1", &created.secret)
-        .await
-        .expect("again");
-    assert_eq!(back.agent_id, deploy.agent_id);
+    // The deletion sticks: the registration token does not bring the host back (restoring it
+    // takes a re-enrolment token, `agent_credentials.rs`).
+    assert_status(
+        server
+            .register_agent(acme.id, "deploy-1", &created.secret)
+            .await,
+        Code::FailedPrecondition,
+        "was deleted",
+    );
 
     // Revoking the token stops further registrations only.
     as_devops

@@ -8,6 +8,7 @@ mod common {
 }
 
 mod access_changes;
+mod agent_credentials;
 mod agents;
 mod authority;
 mod bad_input;

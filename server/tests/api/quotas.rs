@@ -222,7 +222,7 @@ async fn every_resource_quota_refuses_the_one_past_it(backend: Backend) {
     assert_eq!(unchanged.steps, first.steps, "nothing half-written");
 
     let token = server.create_registration_token(acme.id).await;
-    server
+    let first_agent = server
         .register_agent(acme.id, "acme-agent-001", &token)
         .await
         .expect("first agent");
@@ -233,9 +233,15 @@ async fn every_resource_quota_refuses_the_one_past_it(backend: Backend) {
         Code::ResourceExhausted,
         "quota agents",
     );
-    // Registering the same agent again is not a new one.
-    server
-        .register_agent(acme.id, "acme-agent-001", &token)
+    // Registering the same agent again (with its current credential) is not a new one.
+    cygnet_proto::v1::agent_service_client::AgentServiceClient::new(server.channel())
+        .register_agent(pb::RegisterAgentRequest {
+            customer_id: acme.id,
+            uuid: "acme-agent-001".into(),
+            registration_token: token.clone(),
+            current_credential: first_agent.credential,
+            ..Default::default()
+        })
         .await
         .expect("re-registration");
 

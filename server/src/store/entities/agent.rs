@@ -29,6 +29,8 @@ pub struct Model {
     pub disk_free_bytes: Option<i64>,
     pub load_average: Option<f64>,
     pub running_jobs: i32,
+    pub reenrolment_token_hash: Option<String>,
+    pub reenrolment_expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
