@@ -1,14 +1,13 @@
 //! `cygnet.v1.CustomerService`.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use cygnet_proto::v1::{self as pb, customer_service_server::CustomerService};
 use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::watch::{WatchStream, spawn_watch};
+use super::watch::{AccessCheck, WatchStream, spawn_watch};
 use crate::activity_feed::ActivityFeed;
 use crate::audit;
 use crate::auth::Action;
@@ -37,8 +36,6 @@ impl CustomerApi {
 
 pub type WatchActivityStream = WatchStream<pb::WatchActivityResponse>;
 
-/// How often a WatchActivity stream checks that its caller may still read the customer.
-const REAUTHORIZE_EVERY: Duration = Duration::from_secs(30);
 /// Most events replayed at the start of a watch (or after falling behind).
 const REPLAY_LIMIT: u64 = 1000;
 
@@ -511,8 +508,14 @@ impl CustomerService for CustomerApi {
         };
         let ticket = self.context.open_watch(&scope).await?;
         let context = self.context.clone();
-        let metadata = request.metadata().clone();
-        let stream = spawn_watch(64, ticket, move |watcher| async move {
+        // Access taken away (token revoked, membership removed) ends the stream.
+        let access = AccessCheck::new(
+            &self.context,
+            request.metadata(),
+            customer_id,
+            Action::ReadActivity,
+        );
+        let stream = spawn_watch(64, ticket, access, move |watcher| async move {
             let send = |event: crate::domain::ActivityEvent| {
                 watcher.send(pb::WatchActivityResponse {
                     event: Some(event.into()),
@@ -527,7 +530,6 @@ impl CustomerService for CustomerApi {
                     return;
                 }
             }
-            let mut authorized_at = tokio::time::Instant::now();
             loop {
                 let received = tokio::select! {
                     _ = watcher.closed() => return,
@@ -556,16 +558,6 @@ impl CustomerService for CustomerApi {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 };
-                // Access taken away (token revoked, membership removed) ends the stream.
-                if authorized_at.elapsed() >= REAUTHORIZE_EVERY {
-                    if let Err(status) = context
-                        .scope(&metadata, customer_id, Action::ReadActivity)
-                        .await
-                    {
-                        return watcher.fail(status).await;
-                    }
-                    authorized_at = tokio::time::Instant::now();
-                }
                 for event in missed {
                     last = last.max(event.id);
                     if !send(event).await {

@@ -7,7 +7,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::execution_watch;
-use super::watch::{WatchStream, spawn_watch};
+use super::watch::{AccessCheck, WatchStream, spawn_watch};
 use super::{ApiContext, status};
 use crate::artifacts::ArtifactStore;
 use crate::audit;
@@ -358,9 +358,20 @@ impl PipelineService for PipelineApi {
             .await?;
         let ticket = self.context.open_watch(&scope).await?;
         let reads = self.context.shared_reads.clone();
-        Ok(Response::new(spawn_watch(64, ticket, move |watcher| {
-            execution_watch::watch(reads, scope, execution, after_sequence, signal, watcher)
-        })))
+        let access = AccessCheck::new(
+            &self.context,
+            request.metadata(),
+            body.customer_id,
+            Action::ReadPipelines,
+        );
+        Ok(Response::new(spawn_watch(
+            64,
+            ticket,
+            access,
+            move |watcher| {
+                execution_watch::watch(reads, scope, execution, after_sequence, signal, watcher)
+            },
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id, execution_id = request.get_ref().execution_id))]

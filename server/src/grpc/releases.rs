@@ -4,7 +4,7 @@ use cygnet_proto::v1::{self as pb, release_service_server::ReleaseService};
 use tonic::{Request, Response, Status};
 
 use super::ApiContext;
-use super::watch::{SAFETY_POLL, WatchStream, Watcher, spawn_watch};
+use super::watch::{AccessCheck, SAFETY_POLL, WatchStream, Watcher, spawn_watch};
 use crate::audit;
 use crate::auth::{Action, TenantScope};
 use crate::domain::ValidationError;
@@ -430,9 +430,18 @@ impl ReleaseService for ReleaseApi {
         let first = self.context.store.get_release_execution(&scope, id).await?;
         let ticket = self.context.open_watch(&scope).await?;
         let store = self.context.store.clone();
-        Ok(Response::new(spawn_watch(16, ticket, move |watcher| {
-            watch(store, scope, first, signal, watcher)
-        })))
+        let access = AccessCheck::new(
+            &self.context,
+            request.metadata(),
+            request.get_ref().customer_id,
+            Action::ReadReleases,
+        );
+        Ok(Response::new(spawn_watch(
+            16,
+            ticket,
+            access,
+            move |watcher| watch(store, scope, first, signal, watcher),
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]

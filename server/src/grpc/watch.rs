@@ -11,9 +11,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
 
-use crate::auth::TenantScope;
+use super::ApiContext;
+use crate::auth::{Action, TenantScope};
 use crate::domain::{CustomerId, Quota, QuotaExceeded, UserId};
 
 /// How often a watcher re-reads when nothing woke it. Every change wakes its watchers — on this
@@ -66,19 +68,94 @@ impl<T> Watcher<T> {
     }
 }
 
+/// How often a watch stream re-checks its caller's access when nothing on this server said it
+/// may have changed: how a change made through another replica reaches it (plus the
+/// authentication cache's lifetime, `store::auth_cache::TTL`).
+pub(super) const ACCESS_RECHECK: Duration = Duration::from_secs(3);
+
+/// After a re-check, a stream waits this long before the next: a burst of access changes costs
+/// each open stream one check, not one per change.
+const RECHECK_GAP: Duration = Duration::from_millis(500);
+
+/// Who a watch stream is for, re-checked for as long as it is open: the request's credentials
+/// and the customer and action it was admitted for.
+pub(super) struct AccessCheck {
+    context: ApiContext,
+    metadata: MetadataMap,
+    customer_id: i64,
+    action: Action,
+}
+
+impl AccessCheck {
+    pub(super) fn new(
+        context: &ApiContext,
+        metadata: &MetadataMap,
+        customer_id: i64,
+        action: Action,
+    ) -> Self {
+        Self {
+            context: context.clone(),
+            metadata: metadata.clone(),
+            customer_id,
+            action,
+        }
+    }
+
+    /// Completes with the status a new call would get once the caller's access is gone (token
+    /// revoked or expired, user deactivated, membership removed or role changed): checked at
+    /// once when this server changes who may do what, and every [`ACCESS_RECHECK`] otherwise.
+    /// A database error keeps the stream (the next check decides).
+    async fn lost(self) -> Status {
+        let mut changes = self.context.store.access_changes();
+        let mut signalled = true;
+        loop {
+            tokio::select! {
+                changed = changes.changed(), if signalled => signalled = changed.is_ok(),
+                _ = tokio::time::sleep(ACCESS_RECHECK) => {}
+            }
+            if let Err(status) = self
+                .context
+                .scope(&self.metadata, self.customer_id, self.action)
+                .await
+                && matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied | Code::NotFound
+                )
+            {
+                return status;
+            }
+            tokio::time::sleep(RECHECK_GAP).await;
+        }
+    }
+}
+
 /// Starts a watch: `feed` runs as its own task with a [`Watcher`] of a channel of `buffer`
 /// messages, and the returned stream carries what it sends. The `ticket` counts the stream
-/// against its caller's quota until the task ends.
-pub(super) fn spawn_watch<T, F, Fut>(buffer: usize, ticket: WatchTicket, feed: F) -> WatchStream<T>
+/// against its caller's quota until the task ends. When `access` is lost the feed stops and
+/// the stream ends with the status a new call would get.
+pub(super) fn spawn_watch<T, F, Fut>(
+    buffer: usize,
+    ticket: WatchTicket,
+    access: AccessCheck,
+    feed: F,
+) -> WatchStream<T>
 where
     T: Send + 'static,
     F: FnOnce(Watcher<T>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (sender, receiver) = mpsc::channel(buffer);
+    let ending = sender.clone();
     let fed = feed(Watcher { sender });
     tokio::spawn(async move {
-        fed.await;
+        tokio::select! {
+            () = fed => {}
+            status = access.lost() => {
+                // The feed (and its sender) is gone; this is the stream's last message.
+                let _ = ending.send(Err(status)).await;
+            }
+            () = ending.closed() => {}
+        }
         drop(ticket);
     });
     Box::pin(ReceiverStream::new(receiver))

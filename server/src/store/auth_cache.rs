@@ -24,16 +24,34 @@ pub const TTL: Duration = Duration::from_secs(2);
 /// Entries per map; beyond it, expired ones are dropped, and all of them if that is not enough.
 const MAX_ENTRIES: usize = 10_000;
 
-#[derive(Default)]
 pub(super) struct AuthCache {
     generation: AtomicU64,
+    /// The generation, for long-lived streams that re-check their caller's access whenever an
+    /// answer may have changed on this server.
+    changes: tokio::sync::watch::Sender<u64>,
     /// Token hash → token and user (unknown tokens are not kept).
     pub tokens: Slots<String, Option<AuthenticatedToken>>,
     /// (customer id, user id) → access (`None`: no such customer).
     pub access: Slots<(i64, i64), Option<CustomerAccess>>,
 }
 
+impl Default for AuthCache {
+    fn default() -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
+            tokens: Slots::default(),
+            access: Slots::default(),
+        }
+    }
+}
+
 impl AuthCache {
+    /// Bumped after every write that may change who may do what (see [`AuthCache::invalidate`]).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// The current generation; read it before the database read whose result is cached.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -41,9 +59,10 @@ impl AuthCache {
 
     /// Makes every entry stale; call after a write that may change an answer has committed.
     pub fn invalidate(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.tokens.clear();
         self.access.clear();
+        self.changes.send_replace(generation);
     }
 
     /// The fresh entry of `slots` for `key`, or what `read` gives (from the database), kept

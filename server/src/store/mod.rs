@@ -86,6 +86,12 @@ impl Store {
         self
     }
 
+    /// Bumped after every change made through this server that may change who may do what
+    /// (tokens, users, memberships, customers): long-lived streams re-check their caller then.
+    pub fn access_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.auth_cache.changes()
+    }
+
     /// The database backend in use.
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
