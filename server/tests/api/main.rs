@@ -27,3 +27,4 @@ mod usage;
 mod users;
 mod variables;
 mod web;
+mod web_security;
