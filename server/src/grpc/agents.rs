@@ -351,7 +351,9 @@ impl AgentService for AgentApi {
         };
         let start = match &body.start_time {
             Some(start) => convert::parse_timestamp("start_time", start)?,
-            None => end - chrono::Duration::hours(1),
+            None => end
+                .checked_sub_signed(chrono::Duration::hours(1))
+                .ok_or_else(|| ValidationError::new("end_time", "is too early"))?,
         };
         if start >= end {
             return Err(ValidationError::new("start_time", "must be before end_time").into());

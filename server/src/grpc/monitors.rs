@@ -153,7 +153,9 @@ impl MonitorService for MonitorApi {
         };
         let start = match &body.start_time {
             Some(start) => parse_timestamp("start_time", start)?,
-            None => end - chrono::Duration::hours(24),
+            None => end
+                .checked_sub_signed(chrono::Duration::hours(24))
+                .ok_or_else(|| ValidationError::new("end_time", "is too early"))?,
         };
         if start >= end {
             return Err(ValidationError::new("start_time", "must be before end_time").into());

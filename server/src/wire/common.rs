@@ -16,8 +16,22 @@ pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
     })
 }
 
-/// A request timestamp; out-of-range values are INVALID_ARGUMENT naming `field`.
+/// The earliest second a request timestamp may name: 0001-01-01T00:00:00Z, the start of the
+/// range `google.protobuf.Timestamp` defines.
+const EARLIEST_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+/// The latest second a request timestamp may name: 9999-12-31T23:59:59Z, the end of that range.
+const LATEST_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// A request timestamp; anything outside the range `google.protobuf.Timestamp` defines (years 1
+/// to 9999, nanos 0 to 999,999,999) is INVALID_ARGUMENT naming `field`. Within that range both
+/// databases store it, and a handler may move it by days without leaving chrono's range.
 pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>, ValidationError> {
+    if !(EARLIEST_TIMESTAMP_SECONDS..=LATEST_TIMESTAMP_SECONDS).contains(&value.seconds) {
+        return Err(ValidationError::new(
+            field,
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ));
+    }
     u32::try_from(value.nanos)
         .ok()
         .filter(|nanos| *nanos < 1_000_000_000)
@@ -250,5 +264,18 @@ mod tests {
             timestamp(parse_timestamp("expires_at", &good).expect("valid")),
             Some(good)
         );
+        for seconds in [i64::MIN, -62_135_596_801, 253_402_300_800, i64::MAX] {
+            let error = parse_timestamp("end_time", &Timestamp { seconds, nanos: 0 })
+                .expect_err("outside years 1 to 9999");
+            assert!(error.to_string().starts_with("end_time "), "{error}");
+        }
+        for seconds in [-62_135_596_800, 253_402_300_799] {
+            let edge = Timestamp {
+                seconds,
+                nanos: 999_999_999,
+            };
+            let at = parse_timestamp("end_time", &edge).expect("the edges are valid");
+            assert!(at.checked_sub_signed(chrono::Duration::days(30)).is_some());
+        }
     }
 }

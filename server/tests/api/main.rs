@@ -13,6 +13,7 @@ mod bad_input;
 mod bootstrap;
 mod customers;
 mod dashboard;
+mod fuzz_rpcs;
 mod isolation;
 mod metrics;
 mod monitors;
