@@ -335,6 +335,8 @@ mod tests {
         assert!(error.field().starts_with("limits[\u{1F600}"));
         assert!(error.field().ends_with('…'));
         assert_eq!(shorten("short".into(), 10), "short");
-        assert_eq!(shorten("ééééé".into(), 6), "éé…");
+        // `…` takes three bytes; a character is never split.
+        assert_eq!(shorten("ééééé".into(), 7), "éé…");
+        assert_eq!(shorten("ééééé".into(), 6), "é…");
     }
 }

@@ -29,13 +29,25 @@ pub fn usage_total(days: &[UsageDay]) -> pb::UsageDay {
     let mut total = pb::UsageDay::default();
     for day in days {
         total.build_seconds = total.build_seconds.saturating_add(day.build_seconds);
-        total.executions_succeeded = total.executions_succeeded.saturating_add(day.executions_succeeded);
-        total.executions_failed = total.executions_failed.saturating_add(day.executions_failed);
-        total.executions_cancelled = total.executions_cancelled.saturating_add(day.executions_cancelled);
-        total.executions_timed_out = total.executions_timed_out.saturating_add(day.executions_timed_out);
+        total.executions_succeeded = total
+            .executions_succeeded
+            .saturating_add(day.executions_succeeded);
+        total.executions_failed = total
+            .executions_failed
+            .saturating_add(day.executions_failed);
+        total.executions_cancelled = total
+            .executions_cancelled
+            .saturating_add(day.executions_cancelled);
+        total.executions_timed_out = total
+            .executions_timed_out
+            .saturating_add(day.executions_timed_out);
         total.log_bytes_added = total.log_bytes_added.saturating_add(day.log_bytes_added);
-        total.artifact_bytes_added = total.artifact_bytes_added.saturating_add(day.artifact_bytes_added);
-        total.agent_online_seconds = total.agent_online_seconds.saturating_add(day.agent_online_seconds);
+        total.artifact_bytes_added = total
+            .artifact_bytes_added
+            .saturating_add(day.artifact_bytes_added);
+        total.agent_online_seconds = total
+            .agent_online_seconds
+            .saturating_add(day.agent_online_seconds);
         total.monitor_checks = total.monitor_checks.saturating_add(day.monitor_checks);
         if day.log_bytes_stored > 0 || day.artifact_bytes_stored > 0 {
             total.log_bytes_stored = day.log_bytes_stored;

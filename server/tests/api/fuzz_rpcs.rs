@@ -211,7 +211,11 @@ fn call(
     let path_owned = path.to_owned();
     macro_rules! spawn {
         ($call:expr) => {
-            Some(tokio::spawn(($call)(channel, bodies, caller, path_owned)))
+            Some(tokio::spawn(async move {
+                tokio::time::timeout(CALL_DEADLINE, ($call)(channel, bodies, caller, path_owned))
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")))
+            }))
         };
     }
     match path {
@@ -616,18 +620,25 @@ fn call(
     }
 }
 
-/// Panics anywhere in this process while the test runs (the server runs in it).
+/// Panics in this process outside test code (the server runs in it), since the hook was set.
 static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Records every panic but those of test code (another test's failed assertion, run alongside,
+/// is that test's failure, not the server's).
 fn record_panics() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            PANICS
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(info.to_string());
+            let in_test_code = info.location().is_some_and(|location| {
+                location.file().contains("tests/") || location.file().contains("testkit/")
+            });
+            if !in_test_code {
+                PANICS
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(info.to_string());
+            }
             previous(info);
         }));
     });
