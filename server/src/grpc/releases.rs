@@ -312,12 +312,18 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::ListReleaseExecutionsRequest>,
     ) -> Result<Response<pb::ListReleaseExecutionsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
         let release_id = parse_optional(body.release_id, "release_id", ReleaseId::parse)?;
         let status = release_status_filter("status", body.status)?;
         let scope = self
-            .scope(&request, body.customer_id, Action::ReadReleases)
+            .context
+            .authorize(&principal, body.customer_id, Action::ReadReleases)
             .await?;
         let page = self
             .context

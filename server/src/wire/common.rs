@@ -39,6 +39,34 @@ pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>, 
         .ok_or_else(|| ValidationError::new(field, "is not a valid timestamp"))
 }
 
+/// A request's `start_time`/`end_time` window: `end_time` defaults to `now`, `start_time` to
+/// `default_span` before the end; the start must come first. Both ends are checked by
+/// [`parse_timestamp`], and the default start is computed with checked arithmetic.
+pub fn time_range(
+    start: Option<&Timestamp>,
+    end: Option<&Timestamp>,
+    now: DateTime<Utc>,
+    default_span: chrono::Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ValidationError> {
+    let end = match end {
+        Some(end) => parse_timestamp("end_time", end)?,
+        None => now,
+    };
+    let start = match start {
+        Some(start) => parse_timestamp("start_time", start)?,
+        None => end
+            .checked_sub_signed(default_span)
+            .ok_or_else(|| ValidationError::new("end_time", "is too early"))?,
+    };
+    if start >= end {
+        return Err(ValidationError::new(
+            "start_time",
+            "must be before end_time",
+        ));
+    }
+    Ok((start, end))
+}
+
 pub fn role_to_pb(role: Role) -> pb::Role {
     match role {
         Role::Admin => pb::Role::Admin,
@@ -247,6 +275,31 @@ mod tests {
             "role has unknown value 42"
         );
         assert!(parse_role("role", 0).is_err());
+    }
+
+    #[test]
+    fn time_ranges_default_and_are_ordered() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("now");
+        let hour = chrono::Duration::hours(1);
+        assert_eq!(time_range(None, None, now, hour), Ok((now - hour, now)));
+        let at = |seconds| Timestamp { seconds, nanos: 0 };
+        let earliest = at(-62_135_596_800);
+        let (start, end) = time_range(None, Some(&earliest), now, hour).expect("the first second");
+        assert_eq!(
+            end - start,
+            hour,
+            "the default start is computed without overflow"
+        );
+        let error = time_range(
+            Some(&at(1_800_000_000)),
+            Some(&at(1_700_000_000)),
+            now,
+            hour,
+        )
+        .expect_err("start after end");
+        assert_eq!(error.field(), "start_time");
+        let error = time_range(Some(&at(i64::MIN)), None, now, hour).expect_err("out of range");
+        assert_eq!(error.field(), "start_time");
     }
 
     #[test]
