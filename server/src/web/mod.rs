@@ -98,10 +98,7 @@ impl Web {
             .route("/c/{customer}/quotas", post(pages::set_quotas))
             .route("/c/{customer}/{export}", get(pages::usage_export))
             .fallback(pages::not_found)
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                origin::refuse_foreign_writes,
-            ))
+            .layer(axum::middleware::from_fn(origin::refuse_foreign_writes))
             .layer(axum::middleware::map_response(
                 headers::add_security_headers,
             ))
