@@ -231,7 +231,7 @@ async fn every_rpc_answers_bad_input_precisely(backend: Backend) {
                     caller.clone(),
                 );
                 let Some(handle) = handle else {
-                    panic!("{} has no case in fuzz_rpcs::call; add one", method.path);
+                    panic!("{} has no case in fuzz_rpcs/calls.rs; add one", method.path);
                 };
                 handles.push((caller, bodies, handle));
             }
