@@ -34,12 +34,30 @@ async fn exchange(address: SocketAddr, request: &str) -> anyhow::Result<(u16, St
     Ok((status, answer))
 }
 
+/// Signs in as a browser does: the sign-in page (its pre-session cookie and form token), then
+/// the form.
 async fn sign_in(address: SocketAddr) -> anyhow::Result<String> {
-    let body = format!("token={ADMIN_TOKEN}");
+    let (status, page) = exchange(
+        address,
+        "GET /signin HTTP/1.1\r\nhost: bench\r\nconnection: close\r\n\r\n",
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "the sign-in page answered {status}");
+    let pre_session = page
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .context("a pre-session cookie")?;
+    let marker = "name=\"signin_token\" value=\"";
+    let signin_token = page
+        .split_once(marker)
+        .and_then(|(_, rest)| rest.split('"').next())
+        .context("the sign-in form's token")?;
+    let body = format!("token={ADMIN_TOKEN}&signin_token={signin_token}");
     let (status, answer) = exchange(
         address,
         &format!(
-            "POST /signin HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST /signin HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncookie: {pre_session}\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         ),
     )
@@ -47,7 +65,8 @@ async fn sign_in(address: SocketAddr) -> anyhow::Result<String> {
     anyhow::ensure!(status == 303, "sign-in answered {status}");
     answer
         .lines()
-        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .filter_map(|line| line.strip_prefix("set-cookie: "))
+        .find(|cookie| cookie.starts_with("cygnet_session="))
         .and_then(|cookie| cookie.split(';').next())
         .map(str::to_owned)
         .context("a session cookie")

@@ -39,4 +39,4 @@ pub use quota::{Quota, QuotaExceeded, QuotaLimits};
 pub use refusal::Refusal;
 pub use role::Role;
 pub use user::{ApiToken, Invitation, Membership, NewApiToken, NewUser, User};
-pub use validate::ValidationError;
+pub use validate::{ValidationError, shorten};

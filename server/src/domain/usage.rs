@@ -1,6 +1,6 @@
 //! Usage metering: what a customer used, per day (UTC), for billing.
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 use super::ValidationError;
 
@@ -42,11 +42,14 @@ impl UsageRange {
     pub fn parse(from: &str, to: &str, today: NaiveDate) -> Result<Self, ValidationError> {
         let day = |field: &str, value: &str| {
             NaiveDate::parse_from_str(value, "%Y-%m-%d")
-                .map_err(|_| ValidationError::new(field, "must be a date like 2026-12-01"))
+                .ok()
+                .filter(|date| (1..=9999).contains(&date.year()))
+                .ok_or_else(|| ValidationError::new(field, "must be a date like 2026-12-01"))
         };
         let to = if to.is_empty() { today } else { day("to", to)? };
         let from = if from.is_empty() {
-            to - chrono::Duration::days(29)
+            to.checked_sub_signed(chrono::Duration::days(29))
+                .ok_or_else(|| ValidationError::new("to", "is too early"))?
         } else {
             day("from", from)?
         };
@@ -93,6 +96,9 @@ mod tests {
             ("", "12/06/2026", "to"),
             ("2026-12-05", "2026-12-01", "from"),
             ("2024-01-01", "2026-01-01", "from"),
+            ("", "-262143-01-01", "to"),
+            ("+262143-12-31", "", "from"),
+            ("0000-12-31", "0001-01-01", "from"),
         ] {
             let error = UsageRange::parse(from, to, today).expect_err("refused");
             assert_eq!(error.field(), field, "{from} {to}");

@@ -10,11 +10,32 @@ pub struct ValidationError {
     problem: String,
 }
 
+/// Longest field name an error repeats (a map key or a name taken from the request may be
+/// any length; the status message travels in a header).
+const MAX_FIELD_BYTES: usize = 200;
+/// Longest problem text an error repeats.
+const MAX_PROBLEM_BYTES: usize = 600;
+
+/// `text` cut to at most `max_bytes` (at a character boundary, marked with `…`), so an error
+/// that quotes a request never grows with it.
+pub fn shorten(mut text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut end = max_bytes.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 impl ValidationError {
     pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         Self {
-            field: field.into(),
-            problem: problem.into(),
+            field: shorten(field.into(), MAX_FIELD_BYTES),
+            problem: shorten(problem.into(), MAX_PROBLEM_BYTES),
         }
     }
 
@@ -25,7 +46,7 @@ impl ValidationError {
     /// The same problem of a field inside a list item, e.g. `variables[2].key`.
     pub fn within(self, prefix: &str) -> Self {
         Self {
-            field: format!("{prefix}.{}", self.field),
+            field: shorten(format!("{prefix}.{}", self.field), MAX_FIELD_BYTES),
             problem: self.problem,
         }
     }
@@ -304,5 +325,18 @@ mod tests {
         assert!(optional_url("logo_url", "https://").is_err());
         assert!(optional_phone("contact_phone", "+1 (555) 010-0000").is_ok());
         assert!(optional_phone("contact_phone", "call me").is_err());
+    }
+
+    #[test]
+    fn errors_never_grow_with_the_request() {
+        let long_key = "\u{1F600}".repeat(20_000);
+        let error = ValidationError::new(format!("limits[{long_key}]"), "x".repeat(50_000));
+        assert!(error.to_string().len() <= MAX_FIELD_BYTES + MAX_PROBLEM_BYTES + 1);
+        assert!(error.field().starts_with("limits[\u{1F600}"));
+        assert!(error.field().ends_with('…'));
+        assert_eq!(shorten("short".into(), 10), "short");
+        // `…` takes three bytes; a character is never split.
+        assert_eq!(shorten("ééééé".into(), 7), "éé…");
+        assert_eq!(shorten("ééééé".into(), 6), "é…");
     }
 }

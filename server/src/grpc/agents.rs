@@ -13,7 +13,7 @@ use crate::auth::{Action, token};
 use crate::domain::agent::labels;
 use crate::domain::{
     Agent, AgentFilter, AgentId, AgentPatch, AgentStatus, CustomerId, NewRegistrationToken,
-    PageRequest, RegistrationTokenId, ValidationError,
+    PageRequest, RegistrationTokenId,
 };
 use crate::service::Operations;
 use crate::store::now;
@@ -379,17 +379,12 @@ impl AgentService for AgentApi {
         let body = request.get_ref();
         let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
-        let end = match &body.end_time {
-            Some(end) => convert::parse_timestamp("end_time", end)?,
-            None => now(),
-        };
-        let start = match &body.start_time {
-            Some(start) => convert::parse_timestamp("start_time", start)?,
-            None => end - chrono::Duration::hours(1),
-        };
-        if start >= end {
-            return Err(ValidationError::new("start_time", "must be before end_time").into());
-        }
+        let (start, end) = convert::time_range(
+            body.start_time.as_ref(),
+            body.end_time.as_ref(),
+            now(),
+            chrono::Duration::hours(1),
+        )?;
         let scope = self
             .context
             .authorizer

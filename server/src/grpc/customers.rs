@@ -479,6 +479,11 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::WatchActivityRequest>,
     ) -> Result<Response<WatchActivityStream>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let body = request.get_ref();
         let customer_id = body.customer_id;
         let after_id = body.after_id;
@@ -487,7 +492,7 @@ impl CustomerService for CustomerApi {
         }
         let scope = self
             .context
-            .scope(request.metadata(), customer_id, Action::ReadActivity)
+            .authorize(&principal, customer_id, Action::ReadActivity)
             .await?;
         // Subscribe before reading the replay, so nothing falls between the two.
         let mut events = self.feed.subscribe();

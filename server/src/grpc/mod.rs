@@ -27,7 +27,7 @@ pub(crate) use status::rate_limited;
 pub use users::UserApi;
 pub use variables::VariableApi;
 
-use crate::auth::{Action, AgentAuthenticator, Authenticator, Authorizer, TenantScope};
+use crate::auth::{Action, AgentAuthenticator, Authenticator, Authorizer, Principal, TenantScope};
 use crate::config::AgentSettings;
 use crate::store::Store;
 
@@ -96,10 +96,22 @@ impl ApiContext {
         action: Action,
     ) -> Result<TenantScope, tonic::Status> {
         let principal = self.authenticator.authenticate(metadata).await?;
+        self.authorize(&principal, customer_id, action).await
+    }
+
+    /// Authorizes `action` for a caller authenticated already: for handlers that check the
+    /// request between the two, so that a caller without a valid token learns nothing from
+    /// the request's fields (UNAUTHENTICATED comes first, whatever it sent).
+    pub async fn authorize(
+        &self,
+        principal: &Principal,
+        customer_id: i64,
+        action: Action,
+    ) -> Result<TenantScope, tonic::Status> {
         let customer_id = crate::domain::CustomerId::parse(customer_id, "customer_id")?;
         Ok(self
             .authorizer
-            .scope(&principal, customer_id, action)
+            .scope(principal, customer_id, action)
             .await?)
     }
 }

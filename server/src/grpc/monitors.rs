@@ -7,11 +7,10 @@ use super::ApiContext;
 use crate::audit;
 use crate::auth::Action;
 use crate::domain::monitor::{MonitorPatch, MonitorSettings};
-use crate::domain::validate::ValidationError;
 use crate::domain::{MonitorId, PageRequest};
 use crate::monitors::MonitorScheduler;
 use crate::store::now;
-use crate::wire::common::parse_timestamp;
+use crate::wire::common::time_range;
 use crate::wire::monitor::status_filter;
 
 /// Handler of `MonitorService`.
@@ -147,21 +146,18 @@ impl MonitorService for MonitorApi {
         let body = request.get_ref();
         let monitor_id = MonitorId::parse(body.monitor_id, "monitor_id");
         let page = PageRequest::parse(body.page_size, &body.page_token);
-        let end = match &body.end_time {
-            Some(end) => parse_timestamp("end_time", end)?,
-            None => now(),
-        };
-        let start = match &body.start_time {
-            Some(start) => parse_timestamp("start_time", start)?,
-            None => end - chrono::Duration::hours(24),
-        };
-        if start >= end {
-            return Err(ValidationError::new("start_time", "must be before end_time").into());
-        }
+        // Checked after authentication, like the id and the page.
+        let range = time_range(
+            body.start_time.as_ref(),
+            body.end_time.as_ref(),
+            now(),
+            chrono::Duration::hours(24),
+        );
         let scope = self
             .context
             .scope(request.metadata(), body.customer_id, Action::ReadMonitors)
             .await?;
+        let (start, end) = range?;
         let page = self
             .context
             .store

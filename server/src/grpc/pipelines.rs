@@ -221,6 +221,11 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<pb::ListExecutionsRequest>,
     ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
         let filter = ExecutionFilter {
@@ -228,7 +233,8 @@ impl PipelineService for PipelineApi {
             status: execution_status_filter("status", body.status)?,
         };
         let scope = self
-            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .context
+            .authorize(&principal, body.customer_id, Action::ReadPipelines)
             .await?;
         let page = self
             .context
@@ -299,6 +305,11 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<pb::GetExecutionLogsRequest>,
     ) -> Result<Response<pb::GetExecutionLogsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let body = request.get_ref();
         let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
         let page = match body.page_size {
@@ -316,7 +327,8 @@ impl PipelineService for PipelineApi {
             .into());
         }
         let scope = self
-            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .context
+            .authorize(&principal, body.customer_id, Action::ReadPipelines)
             .await?;
         let page = self
             .context
@@ -340,6 +352,11 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<pb::WatchExecutionRequest>,
     ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let body = request.get_ref();
         let execution_id = ExecutionId::parse(body.execution_id, "execution_id")?;
         if body.after_sequence < 0 {
@@ -347,7 +364,8 @@ impl PipelineService for PipelineApi {
         }
         let after_sequence = body.after_sequence;
         let scope = self
-            .scope(&request, body.customer_id, Action::ReadPipelines)
+            .context
+            .authorize(&principal, body.customer_id, Action::ReadPipelines)
             .await?;
         // Subscribe before the first read, so no change between the two is missed.
         let signal = self.operations.signals().subscribe(execution_id);
@@ -402,13 +420,19 @@ impl PipelineService for PipelineApi {
         &self,
         request: Request<pb::DownloadArtifactRequest>,
     ) -> Result<Response<Self::DownloadArtifactStream>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let artifact_id = request.get_ref().artifact_id;
         if artifact_id <= 0 {
             return Err(ValidationError::new("artifact_id", "must be a positive id").into());
         }
         let scope = self
-            .scope(
-                &request,
+            .context
+            .authorize(
+                &principal,
                 request.get_ref().customer_id,
                 Action::ReadPipelines,
             )

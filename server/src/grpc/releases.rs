@@ -63,18 +63,20 @@ impl ReleaseApi {
         audit::note_resource("stage_execution", stage_execution_id);
         let stage_id = StageExecutionId::parse(stage_execution_id, "stage_execution_id");
         let comment = optional_text("comment", comment, 1000);
-        if reviewed_digest.len() > 100 {
-            return Err(ValidationError::new(
+        let digest = if reviewed_digest.len() > 100 {
+            Err(ValidationError::new(
                 "snapshot_digest",
                 "must be at most 100 characters (sha256:<64 hex digits>)",
-            )
-            .into());
-        }
+            ))
+        } else {
+            Ok(reviewed_digest)
+        };
         let action = match decision {
             Decision::Approve => Action::ApproveStages,
             Decision::Reject => Action::RejectStages,
         };
         let scope = self.scope(request, customer_id, action).await?;
+        let reviewed_digest = digest?;
         Ok(self
             .operations
             .decide_stage(&scope, stage_id?, decision, &comment?, reviewed_digest)
@@ -321,12 +323,18 @@ impl ReleaseService for ReleaseApi {
         &self,
         request: Request<pb::ListReleaseExecutionsRequest>,
     ) -> Result<Response<pb::ListReleaseExecutionsResponse>, Status> {
+        let principal = self
+            .context
+            .authenticator
+            .authenticate(request.metadata())
+            .await?;
         let body = request.get_ref();
         let page = PageRequest::parse(body.page_size, &body.page_token)?;
         let release_id = parse_optional(body.release_id, "release_id", ReleaseId::parse)?;
         let status = release_status_filter("status", body.status)?;
         let scope = self
-            .scope(&request, body.customer_id, Action::ReadReleases)
+            .context
+            .authorize(&principal, body.customer_id, Action::ReadReleases)
             .await?;
         let page = self
             .context

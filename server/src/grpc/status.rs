@@ -8,6 +8,17 @@
 
 use tonic::Status;
 
+use crate::domain::shorten;
+
+/// Longest message a status carries: messages may quote a request, and they travel in a
+/// header, which a client refuses (resetting the whole connection) past its size limit.
+const MAX_STATUS_MESSAGE_BYTES: usize = 1024;
+
+/// A status message bounded by [`MAX_STATUS_MESSAGE_BYTES`].
+fn bounded(message: impl Into<String>) -> String {
+    shorten(message.into(), MAX_STATUS_MESSAGE_BYTES)
+}
+
 use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
 use crate::domain::{QuotaExceeded, Refusal, ValidationError};
@@ -16,33 +27,35 @@ use crate::store::StoreError;
 
 impl From<ValidationError> for Status {
     fn from(error: ValidationError) -> Self {
-        Status::invalid_argument(error.to_string())
+        Status::invalid_argument(bounded(error.to_string()))
     }
 }
 
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
         match refusal {
-            Refusal::NotPermitted(message) => Status::permission_denied(message),
-            Refusal::NotAuthenticated(message) => Status::unauthenticated(message),
-            Refusal::WrongState(message) => Status::failed_precondition(message),
+            Refusal::NotPermitted(message) => Status::permission_denied(bounded(message)),
+            Refusal::NotAuthenticated(message) => Status::unauthenticated(bounded(message)),
+            Refusal::WrongState(message) => Status::failed_precondition(bounded(message)),
         }
     }
 }
 
 impl From<QuotaExceeded> for Status {
     fn from(exceeded: QuotaExceeded) -> Self {
-        Status::resource_exhausted(exceeded.to_string())
+        Status::resource_exhausted(bounded(exceeded.to_string()))
     }
 }
 
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound(message) => Status::not_found(message),
-            StoreError::AlreadyExists(message) => Status::already_exists(message),
-            StoreError::FailedPrecondition(message) => Status::failed_precondition(message),
-            StoreError::InvalidArgument(message) => Status::invalid_argument(message),
+            StoreError::NotFound(message) => Status::not_found(bounded(message)),
+            StoreError::AlreadyExists(message) => Status::already_exists(bounded(message)),
+            StoreError::FailedPrecondition(message) => {
+                Status::failed_precondition(bounded(message))
+            }
+            StoreError::InvalidArgument(message) => Status::invalid_argument(bounded(message)),
             StoreError::QuotaExceeded(exceeded) => exceeded.into(),
             StoreError::Refused(refusal) => refusal.into(),
             StoreError::Unavailable(error) => {
@@ -60,10 +73,10 @@ impl From<StoreError> for Status {
 impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match error {
-            AuthError::Unauthenticated(message) => Status::unauthenticated(message),
-            AuthError::NotFound(message) => Status::not_found(message),
-            AuthError::PermissionDenied(message) => Status::permission_denied(message),
-            AuthError::FailedPrecondition(message) => Status::failed_precondition(message),
+            AuthError::Unauthenticated(message) => Status::unauthenticated(bounded(message)),
+            AuthError::NotFound(message) => Status::not_found(bounded(message)),
+            AuthError::PermissionDenied(message) => Status::permission_denied(bounded(message)),
+            AuthError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
             AuthError::Store(error) => error.into(),
         }
     }
@@ -85,7 +98,7 @@ impl From<ArtifactError> for Status {
                 tracing::error!(%error, "artifact storage failed");
                 Status::internal("artifact storage failed")
             }
-            refused => Status::invalid_argument(format!("data: {refused}")),
+            refused => Status::invalid_argument(bounded(format!("data: {refused}"))),
         }
     }
 }

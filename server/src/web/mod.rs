@@ -6,8 +6,11 @@
 //! like RPCs do. Live parts are Server-Sent Events fed by the Watch RPCs.
 
 mod error;
+mod headers;
 mod live;
+mod origin;
 mod pages;
+mod presession;
 mod serve;
 mod session;
 mod view;
@@ -51,7 +54,8 @@ impl Web {
         Web(Arc::new(inner))
     }
 
-    /// Every route of the dashboard.
+    /// Every route of the dashboard; every answer carries the security headers (`headers`),
+    /// and writes from another origin are refused before any handler runs (`origin`).
     pub fn router(self) -> Router {
         Router::new()
             .route("/", get(pages::index))
@@ -94,6 +98,10 @@ impl Web {
             .route("/c/{customer}/quotas", post(pages::set_quotas))
             .route("/c/{customer}/{export}", get(pages::usage_export))
             .fallback(pages::not_found)
+            .layer(axum::middleware::from_fn(origin::refuse_foreign_writes))
+            .layer(axum::middleware::map_response(
+                headers::add_security_headers,
+            ))
             .with_state(self)
     }
 }

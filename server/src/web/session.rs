@@ -4,7 +4,8 @@
 //! child of the pasted one) that lives only in an `HttpOnly`, `SameSite=Strict` cookie, `Secure`
 //! under TLS. It expires after [`SESSION_LIFETIME`] or with its parent, ends when its parent is
 //! revoked, and sign-out revokes it. Every form that changes something carries a CSRF token
-//! derived from the session secret, which a page of another site cannot read.
+//! derived from the session secret, which a page of another site cannot read. Sign-in itself,
+//! before there is a session, is guarded by a pre-session (`presession.rs`).
 
 use askama::Template;
 use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts, State};
@@ -18,6 +19,7 @@ use tonic::metadata::MetadataValue;
 
 use super::Web;
 use super::error::{WebError, render};
+use super::presession::PreSession;
 use crate::auth::token;
 
 /// The cookie holding the session secret.
@@ -110,27 +112,65 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 #[template(path = "signin.html")]
 struct SignInPage<'a> {
     error: Option<&'a str>,
+    /// The pre-session's form token (login CSRF).
+    signin_token: &'a str,
 }
 
-pub async fn sign_in_page() -> Response {
-    render(&SignInPage { error: None })
+/// The sign-in page, with the browser's pre-session (set now if it has none).
+fn sign_in_form(
+    web: &Web,
+    pre_session: &PreSession,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let mut response = render(&SignInPage {
+        error,
+        signin_token: &pre_session.form_token(),
+    });
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = status;
+    }
+    if let Some(cookie) = pre_session.set_cookie(web.secure_cookies) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+pub async fn sign_in_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    let pre_session = PreSession::from_headers_or_new(&headers);
+    sign_in_form(&web, &pre_session, StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
 pub struct SignInForm {
     #[serde(default)]
     token: String,
+    #[serde(default)]
+    signin_token: String,
 }
 
-pub async fn sign_in(State(web): State<Web>, peer: Peer, Form(form): Form<SignInForm>) -> Response {
-    let pasted = form.token.trim();
-    let refused = |message: &str| {
-        let mut response = render(&SignInPage {
-            error: Some(message),
-        });
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        response
+/// Signs in with a pasted API token. The browser must present the pre-session its sign-in page
+/// set, and the form that page's token (see `presession`); writes from another origin never get
+/// here (`origin::refuse_foreign_writes`).
+pub async fn sign_in(
+    State(web): State<Web>,
+    peer: Peer,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let pre_session = PreSession::from_headers(&headers);
+    let Some(pre_session) = pre_session.filter(|pre| pre.accepts(&form.signin_token)) else {
+        let fresh = PreSession::from_headers_or_new(&headers);
+        return sign_in_form(
+            &web,
+            &fresh,
+            StatusCode::FORBIDDEN,
+            Some("The sign-in form is stale or did not come from this site; try again."),
+        );
     };
+    let pasted = form.token.trim();
+    let refused =
+        |message: &str| sign_in_form(&web, &pre_session, StatusCode::UNAUTHORIZED, Some(message));
     if pasted.is_empty() {
         return refused("Paste an API token to sign in.");
     }
@@ -176,6 +216,10 @@ pub async fn sign_in(State(web): State<Web>, peer: Peer, Form(form): Form<SignIn
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        PreSession::clear_cookie(web.secure_cookies),
+    );
     response
 }
 

@@ -16,13 +16,55 @@ pub fn timestamp(at: DateTime<Utc>) -> Option<Timestamp> {
     })
 }
 
-/// A request timestamp; out-of-range values are INVALID_ARGUMENT naming `field`.
+/// The earliest second a request timestamp may name: 0001-01-01T00:00:00Z, the start of the
+/// range `google.protobuf.Timestamp` defines.
+const EARLIEST_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+/// The latest second a request timestamp may name: 9999-12-31T23:59:59Z, the end of that range.
+const LATEST_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+/// A request timestamp; anything outside the range `google.protobuf.Timestamp` defines (years 1
+/// to 9999, nanos 0 to 999,999,999) is INVALID_ARGUMENT naming `field`. Within that range both
+/// databases store it, and a handler may move it by days without leaving chrono's range.
 pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>, ValidationError> {
+    if !(EARLIEST_TIMESTAMP_SECONDS..=LATEST_TIMESTAMP_SECONDS).contains(&value.seconds) {
+        return Err(ValidationError::new(
+            field,
+            "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z",
+        ));
+    }
     u32::try_from(value.nanos)
         .ok()
         .filter(|nanos| *nanos < 1_000_000_000)
         .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
         .ok_or_else(|| ValidationError::new(field, "is not a valid timestamp"))
+}
+
+/// A request's `start_time`/`end_time` window: `end_time` defaults to `now`, `start_time` to
+/// `default_span` before the end; the start must come first. Both ends are checked by
+/// [`parse_timestamp`], and the default start is computed with checked arithmetic.
+pub fn time_range(
+    start: Option<&Timestamp>,
+    end: Option<&Timestamp>,
+    now: DateTime<Utc>,
+    default_span: chrono::Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ValidationError> {
+    let end = match end {
+        Some(end) => parse_timestamp("end_time", end)?,
+        None => now,
+    };
+    let start = match start {
+        Some(start) => parse_timestamp("start_time", start)?,
+        None => end
+            .checked_sub_signed(default_span)
+            .ok_or_else(|| ValidationError::new("end_time", "is too early"))?,
+    };
+    if start >= end {
+        return Err(ValidationError::new(
+            "start_time",
+            "must be before end_time",
+        ));
+    }
+    Ok((start, end))
 }
 
 pub fn role_to_pb(role: Role) -> pb::Role {
@@ -251,6 +293,31 @@ mod tests {
     }
 
     #[test]
+    fn time_ranges_default_and_are_ordered() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).expect("now");
+        let hour = chrono::Duration::hours(1);
+        assert_eq!(time_range(None, None, now, hour), Ok((now - hour, now)));
+        let at = |seconds| Timestamp { seconds, nanos: 0 };
+        let earliest = at(-62_135_596_800);
+        let (start, end) = time_range(None, Some(&earliest), now, hour).expect("the first second");
+        assert_eq!(
+            end - start,
+            hour,
+            "the default start is computed without overflow"
+        );
+        let error = time_range(
+            Some(&at(1_800_000_000)),
+            Some(&at(1_700_000_000)),
+            now,
+            hour,
+        )
+        .expect_err("start after end");
+        assert_eq!(error.field(), "start_time");
+        let error = time_range(Some(&at(i64::MIN)), None, now, hour).expect_err("out of range");
+        assert_eq!(error.field(), "start_time");
+    }
+
+    #[test]
     fn timestamps() {
         let bad = Timestamp {
             seconds: 0,
@@ -265,5 +332,18 @@ mod tests {
             timestamp(parse_timestamp("expires_at", &good).expect("valid")),
             Some(good)
         );
+        for seconds in [i64::MIN, -62_135_596_801, 253_402_300_800, i64::MAX] {
+            let error = parse_timestamp("end_time", &Timestamp { seconds, nanos: 0 })
+                .expect_err("outside years 1 to 9999");
+            assert!(error.to_string().starts_with("end_time "), "{error}");
+        }
+        for seconds in [-62_135_596_800, 253_402_300_799] {
+            let edge = Timestamp {
+                seconds,
+                nanos: 999_999_999,
+            };
+            let at = parse_timestamp("end_time", &edge).expect("the edges are valid");
+            assert!(at.checked_sub_signed(chrono::Duration::days(30)).is_some());
+        }
     }
 }

@@ -23,19 +23,32 @@ impl From<&UsageDay> for pb::UsageDay {
     }
 }
 
-/// The sums over `days` (stored bytes: the last day's reading), with no day.
+/// The sums over `days` (stored bytes: the last day's reading), with no day; a sum past
+/// `i64::MAX` stays there rather than wrapping.
 pub fn usage_total(days: &[UsageDay]) -> pb::UsageDay {
     let mut total = pb::UsageDay::default();
     for day in days {
-        total.build_seconds += day.build_seconds;
-        total.executions_succeeded += day.executions_succeeded;
-        total.executions_failed += day.executions_failed;
-        total.executions_cancelled += day.executions_cancelled;
-        total.executions_timed_out += day.executions_timed_out;
-        total.log_bytes_added += day.log_bytes_added;
-        total.artifact_bytes_added += day.artifact_bytes_added;
-        total.agent_online_seconds += day.agent_online_seconds;
-        total.monitor_checks += day.monitor_checks;
+        total.build_seconds = total.build_seconds.saturating_add(day.build_seconds);
+        total.executions_succeeded = total
+            .executions_succeeded
+            .saturating_add(day.executions_succeeded);
+        total.executions_failed = total
+            .executions_failed
+            .saturating_add(day.executions_failed);
+        total.executions_cancelled = total
+            .executions_cancelled
+            .saturating_add(day.executions_cancelled);
+        total.executions_timed_out = total
+            .executions_timed_out
+            .saturating_add(day.executions_timed_out);
+        total.log_bytes_added = total.log_bytes_added.saturating_add(day.log_bytes_added);
+        total.artifact_bytes_added = total
+            .artifact_bytes_added
+            .saturating_add(day.artifact_bytes_added);
+        total.agent_online_seconds = total
+            .agent_online_seconds
+            .saturating_add(day.agent_online_seconds);
+        total.monitor_checks = total.monitor_checks.saturating_add(day.monitor_checks);
         if day.log_bytes_stored > 0 || day.artifact_bytes_stored > 0 {
             total.log_bytes_stored = day.log_bytes_stored;
             total.artifact_bytes_stored = day.artifact_bytes_stored;

@@ -11,27 +11,36 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::common::{Backend, TestOptions, TestServer, make_dev_certificates};
 
 /// An HTTP/1.1 answer.
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (key, value) = line.split_once(':')?;
             key.eq_ignore_ascii_case(name).then(|| value.trim())
         })
     }
 
+    /// Every value of a header, in order.
+    pub(crate) fn headers(&self, name: &str) -> Vec<&str> {
+        self.head
+            .lines()
+            .filter_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name).then(|| value.trim())
+            })
+            .collect()
+    }
+
     /// The session cookie a sign-in set.
-    fn session(&self) -> String {
-        let cookie = self.header("set-cookie").expect("set-cookie");
-        cookie
-            .split(';')
-            .next()
-            .and_then(|pair| pair.strip_prefix("cygnet_session="))
+    pub(crate) fn session(&self) -> String {
+        self.headers("set-cookie")
+            .into_iter()
+            .find_map(|cookie| cookie.split(';').next()?.strip_prefix("cygnet_session="))
             .expect("the session cookie")
             .to_owned()
     }
@@ -39,10 +48,26 @@ impl Reply {
 
 /// A browser-like request over `stream`; `form` is sent urlencoded.
 async fn exchange(
-    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    stream: impl AsyncRead + AsyncWrite + Unpin,
     method: &str,
     path: &str,
     session: Option<&str>,
+    form: Option<&[(&str, &str)]>,
+) -> Reply {
+    let cookie = session.map(|session| format!("theme=dark; cygnet_session={session}"));
+    let headers: Vec<(&str, &str)> = cookie
+        .as_deref()
+        .map(|cookie| vec![("cookie", cookie)])
+        .unwrap_or_default();
+    exchange_with(stream, method, path, &headers, form).await
+}
+
+/// A request with the given extra headers (cookies, `origin`, `referer`).
+pub(crate) async fn exchange_with(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
     form: Option<&[(&str, &str)]>,
 ) -> Reply {
     let body = form
@@ -53,8 +78,8 @@ async fn exchange(
         })
         .unwrap_or_default();
     let mut request = format!("{method} {path} HTTP/1.1\r\nhost: cygnet\r\nconnection: close\r\n");
-    if let Some(session) = session {
-        request.push_str(&format!("cookie: theme=dark; cygnet_session={session}\r\n"));
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     if form.is_some() {
         request.push_str(&format!(
@@ -82,7 +107,7 @@ async fn exchange(
     }
 }
 
-async fn http(
+pub(crate) async fn http(
     address: SocketAddr,
     method: &str,
     path: &str,
@@ -93,6 +118,67 @@ async fn http(
         .await
         .expect("connect");
     exchange(stream, method, path, session, form).await
+}
+
+/// A request over a new connection with the given extra headers.
+pub(crate) async fn http_with(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> Reply {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    exchange_with(stream, method, path, headers, form).await
+}
+
+/// A value of the page's hidden input `name`.
+pub(crate) fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).expect("the hidden input") + marker.len();
+    page[start..].split('"').next().expect("value").to_owned()
+}
+
+/// The sign-in page's pre-session: its cookie (`name=value`) and the form's token.
+pub(crate) fn pre_session(page: &Reply) -> (String, String) {
+    let cookie = page
+        .headers("set-cookie")
+        .into_iter()
+        .find(|cookie| cookie.starts_with("cygnet_signin="))
+        .expect("the pre-session cookie");
+    let pair = cookie.split(';').next().expect("pair").to_owned();
+    (pair, hidden(&page.body, "signin_token"))
+}
+
+/// Posts the sign-in form the way a browser does: the sign-in page first, then the form with
+/// the page's token and cookie, from the dashboard's own origin.
+async fn post_sign_in<S, F>(connect: impl Fn() -> F, token: &str) -> Reply
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: std::future::Future<Output = S>,
+{
+    let page = exchange(connect().await, "GET", "/signin", None, None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (cookie, signin_token) = pre_session(&page);
+    exchange_with(
+        connect().await,
+        "POST",
+        "/signin",
+        &[("cookie", &cookie), ("origin", "http://cygnet")],
+        Some(&[("token", token), ("signin_token", &signin_token)]),
+    )
+    .await
+}
+
+/// Signs in over plain HTTP; the answer to the form.
+pub(crate) async fn post_sign_in_plain(web: SocketAddr, token: &str) -> Reply {
+    post_sign_in(
+        || async move { tokio::net::TcpStream::connect(web).await.expect("connect") },
+        token,
+    )
+    .await
 }
 
 /// The CSRF token the page's forms carry.
@@ -157,22 +243,15 @@ async fn the_dashboard_is_tenant_scoped_and_safe(backend: Backend) {
     assert_eq!(forged.header("location"), Some("/signin"));
 
     // Sign-in refuses a missing or wrong token with a message.
-    let empty = http(web, "POST", "/signin", None, Some(&[("token", "")])).await;
+    let empty = post_sign_in_plain(web, "").await;
     assert_eq!(empty.status, 401);
     assert!(empty.body.contains("Paste an API token"), "{}", empty.body);
-    let wrong = http(
-        web,
-        "POST",
-        "/signin",
-        None,
-        Some(&[("token", "cyg_wrong")]),
-    )
-    .await;
+    let wrong = post_sign_in_plain(web, "cyg_wrong").await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.body.contains("token is not valid"), "{}", wrong.body);
 
     // Sign-in sets an HttpOnly, SameSite=Strict, expiring cookie (no Secure without TLS).
-    let signed_in = http(web, "POST", "/signin", None, Some(&[("token", &dev.token)])).await;
+    let signed_in = post_sign_in_plain(web, &dev.token).await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     let cookie = signed_in.header("set-cookie").expect("cookie").to_owned();
     for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", "Path=/"] {
@@ -281,15 +360,7 @@ async fn the_dashboard_is_tenant_scoped_and_safe(backend: Backend) {
     assert!(executions().await.is_empty());
 
     // A viewer may not run; a developer may, and the audit log records who did it from where.
-    let viewer_session = http(
-        web,
-        "POST",
-        "/signin",
-        None,
-        Some(&[("token", &viewer.token)]),
-    )
-    .await
-    .session();
+    let viewer_session = sign_in(web, &viewer.token).await;
     let viewer_page = http(
         web,
         "GET",
@@ -413,8 +484,8 @@ async fn the_dashboard_is_tenant_scoped_and_safe(backend: Backend) {
         .expect("the API token is untouched");
 }
 
-async fn sign_in(web: SocketAddr, token: &str) -> String {
-    let signed_in = http(web, "POST", "/signin", None, Some(&[("token", token)])).await;
+pub(crate) async fn sign_in(web: SocketAddr, token: &str) -> String {
+    let signed_in = post_sign_in_plain(web, token).await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     signed_in.session()
 }
@@ -623,12 +694,19 @@ async fn under_tls_the_dashboard_is_https_with_secure_cookies() {
             .await
             .expect("TLS handshake")
     };
-    let signed_in = exchange(
+    let page = exchange(connect().await, "GET", "/signin", None, None).await;
+    let pre_session_cookie = page.header("set-cookie").expect("pre-session cookie");
+    assert!(
+        pre_session_cookie.contains("; Secure"),
+        "{pre_session_cookie}"
+    );
+    let (cookie, signin_token) = pre_session(&page);
+    let signed_in = exchange_with(
         connect().await,
         "POST",
         "/signin",
-        None,
-        Some(&[("token", &user.token)]),
+        &[("cookie", &cookie), ("origin", "https://cygnet")],
+        Some(&[("token", &user.token), ("signin_token", &signin_token)]),
     )
     .await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
