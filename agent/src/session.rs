@@ -256,6 +256,8 @@ impl Agent {
     /// Runs until `shutdown` turns true. Returns an error only for conditions retrying cannot
     /// fix.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+        // What steps of an earlier run left outside their groups ends before new work.
+        self.jobs.sweep_step_user().await;
         let _exporter = match self.config.metrics_listen {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address)

@@ -58,12 +58,39 @@ impl StepUser {
     /// Gives a directory the agent created for a job to the step user (mode stays 0700, so
     /// other users, other customers' steps included, still see nothing).
     pub fn take_ownership(&self, path: &Path) -> std::io::Result<()> {
-        nix::unistd::chown(
-            path,
-            Some(Uid::from_raw(self.uid)),
-            Some(Gid::from_raw(self.gid)),
-        )
-        .map_err(std::io::Error::from)
+        // lchown: a symlink in its place would be changed itself, never what it points at.
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
+    }
+
+    /// Ends every process of this user: what a step left running outside its process group
+    /// (`setsid`, a double fork), which could otherwise watch a later job of the same user. It
+    /// runs as the user itself (`kill -KILL -1` signals everything the caller may signal but
+    /// itself), so nothing of anyone else is touched. Waits at most five seconds.
+    pub async fn sweep(&self) {
+        let (program, arguments) = self.wrap(
+            Path::new("/bin/sh"),
+            &["-c".into(), "kill -KILL -1 2>/dev/null; exit 0".into()],
+        );
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(arguments)
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true);
+        match command.spawn() {
+            Ok(mut child) => {
+                let waited =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), child.wait()).await;
+                if !matches!(waited, Ok(Ok(status)) if status.success()) {
+                    tracing::warn!(user = %self.name, ?waited, "could not end the step user's processes");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(user = %self.name, %error, "could not end the step user's processes")
+            }
+        }
     }
 
     /// The helper invocation that runs `program arguments` as this user: the program to spawn

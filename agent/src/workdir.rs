@@ -24,6 +24,31 @@ pub fn create_private_directory(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `path` a directory of the agent's own user with `mode`, without ever following a
+/// symlink: whatever else is in its place (a symlink, a file) is removed first, and a
+/// directory that someone else owns is taken back with `lchown`. The parent must belong to
+/// the agent's user, so nobody else can swap `path` meanwhile; callers go top-down.
+#[cfg(unix)]
+pub fn agent_directory(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.is_dir() => {
+            let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+            if metadata.uid() != uid.as_raw() || metadata.gid() != gid.as_raw() {
+                std::os::unix::fs::lchown(path, Some(uid.as_raw()), Some(gid.as_raw()))?;
+            }
+        }
+        Ok(_) => {
+            std::fs::remove_file(path)?;
+            std::fs::create_dir(path)?;
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(path)?,
+        Err(error) => return Err(error),
+    }
+    // Still the agent's own directory (its parent is the agent's), so this follows nothing.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,10 @@
 //! Memberships by invitation: a customer admin offers a role to a username; the user becomes a
-//! member by accepting. At most one open invitation per customer and username.
+//! member by accepting. At most one open invitation per customer and username. A declined one
+//! stays (marked for its user only) until it lapses, so declining tells the admin nothing.
 
 use sea_orm_migration::prelude::*;
 
-use crate::columns::{big, fk, id_column, index, string, timestamp};
+use crate::columns::{big, fk, id_column, index, string, timestamp, timestamp_null};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -28,6 +29,7 @@ enum Invitations {
     InvitedBy,
     CreatedAt,
     ExpiresAt,
+    DeclinedAt,
 }
 
 #[async_trait::async_trait]
@@ -44,6 +46,7 @@ impl MigrationTrait for Migration {
                     .col(big(Invitations::InvitedBy))
                     .col(timestamp(Invitations::CreatedAt))
                     .col(timestamp(Invitations::ExpiresAt))
+                    .col(timestamp_null(Invitations::DeclinedAt))
                     .foreign_key(&mut fk(
                         "fk_invitations_customer",
                         Invitations::Table,

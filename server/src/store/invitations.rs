@@ -58,6 +58,7 @@ async fn find_addressed(
     invitation::Entity::find_by_id(invitation_id.get())
         .filter(invitation::Column::Username.eq(user.username.as_str()))
         .filter(invitation::Column::ExpiresAt.gt(now()))
+        .filter(invitation::Column::DeclinedAt.is_null())
         .one(db)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("invitation {invitation_id} not found")))
@@ -116,10 +117,16 @@ impl Store {
             invited_by: Set(scope.actor().get()),
             created_at: Set(at),
             expires_at: Set(at + INVITATION_LIFETIME),
+            declined_at: Set(None),
             ..Default::default()
         }
         .insert(&transaction)
-        .await?;
+        .await
+        .map_err(|error| {
+            StoreError::on_unique_violation(error, |_| {
+                format!("{username} was invited to customer {customer_id} at this moment; list the invitations")
+            })
+        })?;
         let name = display_name(&transaction, customer_id).await?;
         transaction.commit().await?;
         invitation_from_row(row, name)
@@ -171,6 +178,7 @@ impl Store {
         let rows = invitation::Entity::find()
             .filter(invitation::Column::Username.eq(user.username.as_str()))
             .filter(invitation::Column::ExpiresAt.gt(now()))
+            .filter(invitation::Column::DeclinedAt.is_null())
             .order_by_asc(invitation::Column::Id)
             .limit(LISTED)
             .all(&self.db)
@@ -203,10 +211,20 @@ impl Store {
             )));
         }
         let role = super::convert::role(&row.role)?;
-        let membership = insert_membership(&transaction, customer_id, user.id, role).await?;
-        invitation::Entity::delete_by_id(row.id)
+        // Consumed first: a revocation or a new invitation racing this accept either came
+        // before (and this finds nothing) or finds nothing itself.
+        let consumed = invitation::Entity::delete_many()
+            .filter(invitation::Column::Id.eq(row.id))
+            .filter(invitation::Column::Role.eq(row.role.as_str()))
+            .filter(invitation::Column::DeclinedAt.is_null())
             .exec(&transaction)
             .await?;
+        if consumed.rows_affected != 1 {
+            return Err(StoreError::NotFound(format!(
+                "invitation {invitation_id} not found"
+            )));
+        }
+        let membership = insert_membership(&transaction, customer_id, user.id, role).await?;
         activity::record(
             &transaction,
             customer_id,
@@ -225,7 +243,8 @@ impl Store {
         Ok((membership.try_into()?, customer.into()))
     }
 
-    /// Declines an invitation addressed to `user`.
+    /// Declines an invitation addressed to `user`: it is gone for them; the customer still sees
+    /// it open until it lapses.
     pub(crate) async fn decline_invitation(
         &self,
         user: &User,
@@ -233,7 +252,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let transaction = self.begin_write().await?;
         let row = find_addressed(&transaction, user, invitation_id).await?;
-        invitation::Entity::delete_by_id(row.id)
+        // Kept until it lapses, so the inviting admin cannot tell a decline from silence (or
+        // from a username nobody has).
+        invitation::Entity::update_many()
+            .col_expr(
+                invitation::Column::DeclinedAt,
+                sea_orm::sea_query::Expr::value(now()),
+            )
+            .filter(invitation::Column::Id.eq(row.id))
             .exec(&transaction)
             .await?;
         transaction.commit().await?;

@@ -337,7 +337,8 @@ impl Store {
         row.is_default = Set(true);
         let updated = row.update(&transaction).await?;
         transaction.commit().await?;
-        self.auth_cache.invalidate();
+        // Which customer is the default changes no answer the cache holds (access is per
+        // customer), so nothing is invalidated and no open stream re-checks for it.
         Ok((updated.try_into()?, customer.into()))
     }
 }

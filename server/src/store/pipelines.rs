@@ -188,6 +188,25 @@ pub(super) async fn find_live(
         .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id} not found")))
 }
 
+/// [`find_live`] with the row locked until the transaction ends (PostgreSQL; SQLite's write
+/// transactions exclude each other already).
+async fn find_live_locked(
+    db: &sea_orm::DatabaseTransaction,
+    customer_id: CustomerId,
+    pipeline_id: PipelineId,
+) -> Result<pipeline::Model, StoreError> {
+    let mut query = pipeline::Entity::find_by_id(pipeline_id.get())
+        .filter(pipeline::Column::CustomerId.eq(customer_id.get()))
+        .filter(pipeline::Column::DeletedAt.is_null());
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query = query.lock(sea_orm::sea_query::LockType::Update);
+    }
+    query
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id} not found")))
+}
+
 /// One live pipeline of the customer with its definition (no counters).
 pub(super) async fn load_pipeline(
     db: &impl ConnectionTrait,
@@ -357,7 +376,9 @@ impl Store {
     ) -> Result<Pipeline, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
-        let current = find_live(&transaction, customer_id, pipeline_id).await?;
+        // Locked: two changes at once (a developer's steps, devops attaching secrets) are
+        // judged one after the other, each on what the other left.
+        let current = find_live_locked(&transaction, customer_id, pipeline_id).await?;
         let name = patch.name.clone().unwrap_or_else(|| current.name.clone());
         let mut row: pipeline::ActiveModel = current.into();
         if let Some(value) = patch.name {
@@ -378,6 +399,8 @@ impl Store {
             row.selector_labels = Set(to_json(&selector.labels));
         }
         let steps_changed = patch.steps.is_some();
+        // Parameters are code too: their values reach the steps' commands and environment.
+        let code_changed = steps_changed || patch.parameters.is_some();
         if let Some(steps) = patch.steps {
             row.steps = Set(to_json(&steps));
         }
@@ -401,7 +424,7 @@ impl Store {
             &format!("pipeline {pipeline_id}"),
             &groups,
             &attached,
-            steps_changed,
+            code_changed,
         )
         .await?;
         if let Some(timeout) = patch.timeout_seconds {

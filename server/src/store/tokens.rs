@@ -158,27 +158,30 @@ impl Store {
         let mut row: api_token::ActiveModel = current.into();
         row.revoked_at = Set(Some(revoked_at));
         let updated = row.update(&transaction).await?;
-        // Everything minted from it (web sessions, tokens, theirs in turn) ends with it, one
-        // level of the tree per statement; ids only grow down the tree, so the walk ends.
-        let mut frontier = vec![token_id.get()];
-        while !frontier.is_empty() {
-            let children: Vec<i64> = api_token::Entity::find()
-                .select_only()
-                .column(api_token::Column::Id)
-                .filter(api_token::Column::ParentTokenId.is_in(frontier.iter().copied()))
-                .into_tuple()
-                .all(&transaction)
-                .await?;
-            if !children.is_empty() {
-                api_token::Entity::update_many()
-                    .col_expr(api_token::Column::RevokedAt, Expr::value(revoked_at))
-                    .filter(api_token::Column::Id.is_in(children.iter().copied()))
-                    .filter(api_token::Column::RevokedAt.is_null())
-                    .exec(&transaction)
-                    .await?;
-            }
-            frontier = children;
-        }
+        // Everything minted from it (web sessions, tokens, theirs in turn) ends with it, in
+        // one statement however wide or deep the tree (ids only grow down it, so it ends).
+        let backend = transaction.get_database_backend();
+        let placeholders = match backend {
+            DbBackend::Postgres => ("$1", "$2"),
+            _ => ("?", "?"),
+        };
+        let cascade = format!(
+            "WITH RECURSIVE minted(id) AS ( \
+               SELECT id FROM api_tokens WHERE parent_token_id = {} \
+               UNION ALL \
+               SELECT api_tokens.id FROM api_tokens JOIN minted ON api_tokens.parent_token_id = minted.id \
+             ) \
+             UPDATE api_tokens SET revoked_at = {} \
+             WHERE revoked_at IS NULL AND id IN (SELECT id FROM minted)",
+            placeholders.0, placeholders.1
+        );
+        transaction
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                cascade,
+                [token_id.get().into(), revoked_at.into()],
+            ))
+            .await?;
         transaction.commit().await?;
         self.auth_cache.invalidate();
         Ok(updated.into())

@@ -119,8 +119,8 @@ pub(super) async fn check_groups(
 
 /// Refuses, for a role that may not manage secrets, what would hand secrets to code nobody who
 /// may manage them wrote: attaching a group that holds secrets (`attached`: the groups a
-/// request adds) or changing the steps of a pipeline whose groups (`groups`: as the pipeline
-/// becomes) hold secrets. On PostgreSQL the groups' rows are share-locked first, so a secret
+/// request adds) or changing the steps or parameters (`code_changed`) of a pipeline whose
+/// groups (`groups`: as the pipeline becomes) hold secrets. On PostgreSQL the groups' rows are share-locked first, so a secret
 /// set in them at the same time (which updates its group's row) is either seen here or waits.
 pub(super) async fn check_secret_authority(
     db: &DatabaseTransaction,
@@ -128,14 +128,14 @@ pub(super) async fn check_secret_authority(
     pipeline: &str,
     groups: &[VariableGroupId],
     attached: &[VariableGroupId],
-    steps_changed: bool,
+    code_changed: bool,
 ) -> Result<(), StoreError> {
     if crate::auth::require(scope, crate::auth::Action::ManageSecrets).is_ok()
-        || (attached.is_empty() && !steps_changed)
+        || (attached.is_empty() && !code_changed)
     {
         return Ok(());
     }
-    let watched: Vec<i64> = if steps_changed { groups } else { attached }
+    let watched: Vec<i64> = if code_changed { groups } else { attached }
         .iter()
         .map(|id| id.get())
         .collect();
@@ -168,13 +168,50 @@ pub(super) async fn check_secret_authority(
     let what = if attached.iter().any(|id| id.get() == *group) {
         format!("attach variable group {group} to {pipeline}: the group holds secrets")
     } else {
-        format!("change the steps of {pipeline}: its variable group {group} holds secrets")
+        format!(
+            "change the steps or parameters of {pipeline}: its variable group {group} holds secrets"
+        )
     };
     Err(Refusal::NotPermitted(format!(
         "role {} may not {what} (only a role that may set secret variables may)",
         scope.role()
     ))
     .into())
+}
+
+impl Store {
+    /// Whether a plain variable of `group_id` reaches code that gets secrets: the group holds a
+    /// secret, or a live pipeline that uses it also uses a group that holds one. Such a variable
+    /// (PATH, BASH_ENV, …) changes what that code does, so only secret managers write it.
+    pub async fn group_feeds_secrets(
+        &self,
+        scope: &TenantScope,
+        group_id: VariableGroupId,
+    ) -> Result<bool, StoreError> {
+        let customer_id = scope.customer_id();
+        // Few per customer (the `pipelines` quota bounds them): read and filter here.
+        let rows: Vec<String> = pipeline::Entity::find()
+            .select_only()
+            .column(pipeline::Column::VariableGroupIds)
+            .filter(pipeline::Column::CustomerId.eq(customer_id.get()))
+            .filter(pipeline::Column::DeletedAt.is_null())
+            .filter(pipeline::Column::VariableGroupIds.ne("[]"))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut related = vec![group_id];
+        for text in rows {
+            let groups = super::pipelines::group_ids_from_text(&text)?;
+            if groups.contains(&group_id) {
+                related.extend(groups);
+            }
+        }
+        related.sort();
+        related.dedup();
+        Ok(!secret_keys_of_groups(&self.db, customer_id, &related)
+            .await?
+            .is_empty())
+    }
 }
 
 /// A variable as a job gets it.

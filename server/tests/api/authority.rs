@@ -229,10 +229,53 @@ async fn only_secret_managers_hand_secrets_to_code(backend: Backend) {
             .await,
         Code::PermissionDenied,
         &format!(
-            "change the steps of pipeline {}: its variable group {group} holds secrets",
+            "change the steps or parameters of pipeline {}: its variable group {group} holds secrets",
             deploy.id
         ),
     );
+    // Parameters reach the commands too: their definitions are a secret manager's as well.
+    assert_status(
+        developer
+            .update_pipeline(pb::UpdatePipelineRequest {
+                customer_id,
+                pipeline_id: deploy.id,
+                parameters: vec![pb::Parameter {
+                    name: "HOOK".into(),
+                    default_value: "$(echo $API_KEY | rev)".into(),
+                    ..Default::default()
+                }],
+                set_parameters: true,
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "change the steps or parameters of",
+    );
+    // So are the plain variables such code runs with (PATH, BASH_ENV, …), in the secret's
+    // group and in any other group of a pipeline that gets secrets.
+    let mut dev_variables = server.variables(&team.developer.token);
+    for target in [group, plain] {
+        let plain_variable = pb::SetVariableRequest {
+            customer_id,
+            group_id: target,
+            key: "BASH_ENV".into(),
+            value: "/tmp/steal.sh".into(),
+            ..Default::default()
+        };
+        if target == plain {
+            // `plain` is not yet used by a pipeline that gets secrets: a developer's to set.
+            dev_variables
+                .set_variable(plain_variable.clone())
+                .await
+                .expect("a plain group of the developer's own pipeline");
+            continue;
+        }
+        assert_status(
+            dev_variables.set_variable(plain_variable).await,
+            Code::PermissionDenied,
+            &format!("may not change variables of variable group {group}"),
+        );
+    }
     // Nothing was half-written: the steps are devops's.
     let current = developer
         .get_pipeline(pb::GetPipelineRequest {
@@ -543,7 +586,20 @@ async fn an_approval_binds_the_snapshot_that_runs(backend: Backend) {
         Code::PermissionDenied,
         "may not approve its prod-eu stage (environment setting allow_self_approval is off)",
     );
-    // ...unless the environment allows it.
+    // ...unless the environment allows it, which only an admin may say.
+    assert_status(
+        server
+            .releases(&team.ops.token)
+            .update_environment(pb::UpdateEnvironmentRequest {
+                customer_id,
+                environment_id: live.id,
+                allow_self_approval: Some(true),
+                ..Default::default()
+            })
+            .await,
+        Code::PermissionDenied,
+        "may not allow self-approval",
+    );
     let updated = server
         .releases(&team.admin.token)
         .update_environment(pb::UpdateEnvironmentRequest {
@@ -820,13 +876,18 @@ async fn memberships_come_by_invitation(backend: Backend) {
         })
         .await
         .expect("withdraw");
-    let open = as_owner
+    // dave's decline does not show: the admin cannot tell it from silence until it lapses.
+    let open: Vec<i64> = as_owner
         .list_invitations(pb::ListInvitationsRequest { customer_id: acme })
         .await
         .expect("list")
         .into_inner()
-        .invitations;
-    assert!(open.is_empty(), "{open:?}");
+        .invitations
+        .into_iter()
+        .map(|invitation| invitation.id)
+        .collect();
+    assert_eq!(open, [to_dave.id]);
+    assert!(my_invitations(&server, &dave.token).await.is_empty());
     assert_status(
         server
             .customers(&carol.token)
@@ -837,9 +898,149 @@ async fn memberships_come_by_invitation(backend: Backend) {
     );
 }
 
+/// A secret scoped to an environment that requires approval reaches only a stage approved
+/// there: a stage deployed before the environment required approval does not get it.
+async fn an_environments_secrets_need_its_approval(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let team = team(&server, "gate").await;
+    let customer_id = team.customer_id;
+    let first = create_environment(&server, customer_id, "gate-one", false).await;
+    let second = server
+        .admin_releases()
+        .create_environment(pb::CreateEnvironmentRequest {
+            customer_id,
+            name: "gate-two".into(),
+            order: 11,
+            ..Default::default()
+        })
+        .await
+        .expect("environment without approval")
+        .into_inner()
+        .environment
+        .expect("environment");
+    let group = team
+        .secret_group(&server, "two-keys", "TWO_KEY", second.id)
+        .await;
+    let deploy = server
+        .pipelines(&team.ops.token)
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id,
+            name: "deploy".into(),
+            steps: vec![step("deploy", "./deploy.sh")],
+            variable_group_ids: vec![group],
+            ..Default::default()
+        })
+        .await
+        .expect("pipeline")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    let stage = |order, environment_id| pb::ReleaseStage {
+        order,
+        environment_id,
+        pipeline_id: deploy.id,
+        ..Default::default()
+    };
+    let release = server
+        .releases(&team.ops.token)
+        .create_release(pb::CreateReleaseRequest {
+            customer_id,
+            name: "gated".into(),
+            stages: vec![stage(1, first.id), stage(2, second.id)],
+            ..Default::default()
+        })
+        .await
+        .expect("release")
+        .into_inner()
+        .release
+        .expect("release");
+    let deployed = server
+        .releases(&team.developer.token)
+        .deploy_release(pb::DeployReleaseRequest {
+            customer_id,
+            release_id: release.id,
+            version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deploy")
+        .into_inner()
+        .release_execution
+        .expect("release execution");
+    eventually(
+        "first stage awaits approval",
+        Duration::from_secs(10),
+        || async {
+            server
+                .release_execution(customer_id, deployed.id)
+                .await
+                .stages[0]
+                .status()
+                == pb::StageStatus::AwaitingApproval
+        },
+    )
+    .await;
+    // The second environment starts requiring approval after the deploy fixed its stages.
+    server
+        .admin_releases()
+        .update_environment(pb::UpdateEnvironmentRequest {
+            customer_id,
+            environment_id: second.id,
+            requires_approval: Some(true),
+            approver_roles: vec![pb::Role::Admin.into()],
+            set_approver_roles: true,
+            ..Default::default()
+        })
+        .await
+        .expect("now gated");
+    let first_stage = server
+        .release_execution(customer_id, deployed.id)
+        .await
+        .stages[0]
+        .id;
+    server
+        .releases(&team.ops.token)
+        .approve_stage(pb::ApproveStageRequest {
+            customer_id,
+            stage_execution_id: first_stage,
+            ..Default::default()
+        })
+        .await
+        .expect("approve the first stage");
+    eventually("the release ends", Duration::from_secs(10), || async {
+        server
+            .release_execution(customer_id, deployed.id)
+            .await
+            .status()
+            != pb::ReleaseExecutionStatus::InProgress
+    })
+    .await;
+    let ended = server.release_execution(customer_id, deployed.id).await;
+    assert_eq!(ended.stages[0].status(), pb::StageStatus::Succeeded);
+    assert_eq!(
+        ended.stages[1].status(),
+        pb::StageStatus::Failed,
+        "{ended:?}"
+    );
+    let second_run = server
+        .execution(customer_id, ended.stages[1].execution_id)
+        .await;
+    assert!(
+        second_run
+            .failure_reason
+            .contains("requires an approval this stage does not have"),
+        "{second_run:?}"
+    );
+    assert!(
+        team.job(second_run.id).is_none(),
+        "the job never reached the agent"
+    );
+}
+
 cygnet_testkit::backend_tests!(
     only_secret_managers_hand_secrets_to_code,
     an_approval_binds_the_snapshot_that_runs,
     minted_tokens_never_outlive_their_parent,
     memberships_come_by_invitation,
+    an_environments_secrets_need_its_approval,
 );

@@ -11,6 +11,8 @@ pub struct Model {
     pub invited_by: i64,
     pub created_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
+    /// Declined by its user: hidden from them, still listed to the customer until it lapses.
+    pub declined_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

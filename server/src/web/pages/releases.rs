@@ -26,6 +26,8 @@ pub struct StageView {
     /// What an approval binds: the steps version and digest of what the stage runs.
     pub pipeline_version: i32,
     pub snapshot_digest: String,
+    /// The digest's first 12 hex digits, as shown (the whole one in its title).
+    pub snapshot_short: String,
 }
 
 pub struct ReleaseRunView {
@@ -147,6 +149,7 @@ pub async fn releases(
                             stage.comment
                         },
                         pipeline_version: stage.pipeline_version,
+                        snapshot_short: stage.snapshot_digest.chars().take(19).collect(),
                         snapshot_digest: stage.snapshot_digest,
                     }
                 })
