@@ -21,6 +21,7 @@ mod m20261210_000001_pipeline_versions;
 mod m20261211_000001_agent_credentials;
 mod m20261212_000001_release_snapshots;
 mod m20261213_000001_invitations;
+mod m20261214_000001_log_chunk_storage;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000001_agent_credentials::Migration),
             Box::new(m20261212_000001_release_snapshots::Migration),
             Box::new(m20261213_000001_invitations::Migration),
+            Box::new(m20261214_000001_log_chunk_storage::Migration),
         ]
     }
 }
