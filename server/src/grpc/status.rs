@@ -57,6 +57,7 @@ impl From<StoreError> for Status {
             }
             StoreError::InvalidArgument(message) => Status::invalid_argument(bounded(message)),
             StoreError::QuotaExceeded(exceeded) => exceeded.into(),
+            StoreError::LimitReached(message) => Status::resource_exhausted(bounded(message)),
             StoreError::Refused(refusal) => refusal.into(),
             StoreError::Unavailable(error) => {
                 tracing::error!(%error, "database unavailable");

@@ -22,6 +22,10 @@ pub enum StoreError {
     /// A quota would be exceeded; nothing was written.
     #[error("{0}")]
     QuotaExceeded(#[from] QuotaExceeded),
+    /// A fixed limit of the platform (not a customer's quota) would be exceeded; the message
+    /// names it. Nothing was written.
+    #[error("{0}")]
+    LimitReached(String),
     /// A domain rule refused the change; the store only applied its verdict.
     #[error("{0}")]
     Refused(#[from] Refusal),

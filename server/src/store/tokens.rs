@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, LockType},
 };
 
@@ -13,6 +13,10 @@ use super::entities::{api_token, user};
 use super::{Store, StoreError, SystemStore, now};
 use crate::auth::token::GeneratedSecret;
 use crate::domain::{ApiToken, NewApiToken, Page, PageRequest, TokenId, User, UserId};
+
+/// Live API tokens (web sessions included) one user may hold: a bound on what a stolen token
+/// can multiply itself into.
+pub const MAX_LIVE_TOKENS_PER_USER: u64 = 1000;
 
 /// A stored token with its user, as authentication needs it.
 #[derive(Debug, Clone)]
@@ -49,6 +53,21 @@ impl Store {
             )));
         }
         let parent_row = live_parent(&transaction, parent).await?;
+        let live = api_token::Entity::find()
+            .filter(api_token::Column::UserId.eq(user_id.get()))
+            .filter(api_token::Column::RevokedAt.is_null())
+            .filter(
+                sea_orm::Condition::any()
+                    .add(api_token::Column::ExpiresAt.is_null())
+                    .add(api_token::Column::ExpiresAt.gt(now())),
+            )
+            .count(&transaction)
+            .await?;
+        if live >= MAX_LIVE_TOKENS_PER_USER {
+            return Err(StoreError::LimitReached(format!(
+                "user {user_id} has {live} live API tokens, the most a user may have ({MAX_LIVE_TOKENS_PER_USER}); revoke some first"
+            )));
+        }
         let expires_at = match (new.expires_at, parent_row.expires_at) {
             (Some(asked), Some(limit)) => Some(asked.min(limit)),
             (asked, limit) => asked.or(limit),

@@ -1037,10 +1037,64 @@ async fn an_environments_secrets_need_its_approval(backend: Backend) {
     );
 }
 
+/// A stolen token cannot multiply itself without bound: a user holds at most 1,000 live
+/// tokens; the next is RESOURCE_EXHAUSTED naming the limit, and revoking makes room again.
+async fn live_tokens_per_user_are_bounded(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let dev = server.create_user("many").await;
+    // The test user's own token is the first.
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let channel = server.users(&dev.token);
+        tasks.push(tokio::spawn(async move {
+            let mut client = channel;
+            let mut minted = Vec::new();
+            for index in 0..(999 / 8 + 1) {
+                if task * (999 / 8 + 1) + index >= 999 {
+                    break;
+                }
+                let token = client
+                    .create_api_token(pb::CreateApiTokenRequest {
+                        name: format!("t{task}-{index}"),
+                        user_id: 0,
+                        expires_at: None,
+                    })
+                    .await
+                    .expect("within the limit")
+                    .into_inner();
+                minted.push(token.token.expect("token").id);
+            }
+            minted
+        }));
+    }
+    let mut minted = Vec::new();
+    for task in tasks {
+        minted.extend(task.await.expect("task"));
+    }
+    assert_eq!(minted.len(), 999);
+    let over = mint(&server, &dev.token, "one too many", None).await;
+    assert_status(
+        over,
+        Code::ResourceExhausted,
+        "the most a user may have (1000)",
+    );
+    server
+        .users(&dev.token)
+        .revoke_api_token(pb::RevokeApiTokenRequest {
+            token_id: minted[0],
+        })
+        .await
+        .expect("revoke one");
+    mint(&server, &dev.token, "room again", None)
+        .await
+        .expect("a revoked token makes room");
+}
+
 cygnet_testkit::backend_tests!(
     only_secret_managers_hand_secrets_to_code,
     an_approval_binds_the_snapshot_that_runs,
     minted_tokens_never_outlive_their_parent,
     memberships_come_by_invitation,
     an_environments_secrets_need_its_approval,
+    live_tokens_per_user_are_bounded,
 );
