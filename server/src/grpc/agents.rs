@@ -345,13 +345,11 @@ impl AgentService for AgentApi {
             .authenticate(request.metadata())
             .await?;
         let body = request.get_ref();
-        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let agent_id = AgentId::parse(body.agent_id, "agent_id")?;
         audit::note_resource("agent", agent_id.get());
         let scope = self
             .context
-            .authorizer
-            .scope(&principal, customer_id, Action::ManageAgents)
+            .authorize(&principal, body.customer_id, Action::ManageAgents)
             .await?;
         let secret = token::generate(REENROLMENT_TOKEN_PREFIX);
         let expires_at = self

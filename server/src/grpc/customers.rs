@@ -279,13 +279,11 @@ impl CustomerService for CustomerApi {
             .authenticate(request.metadata())
             .await?;
         let body = request.get_ref();
-        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let username = crate::domain::validate::username("username", &body.username)?;
         let role = convert::parse_role("role", body.role)?;
         let scope = self
             .context
-            .authorizer
-            .scope(&principal, customer_id, Action::ManageMembers)
+            .authorize(&principal, body.customer_id, Action::ManageMembers)
             .await?;
         let invitation = self
             .context
@@ -303,16 +301,13 @@ impl CustomerService for CustomerApi {
         &self,
         request: Request<pb::ListInvitationsRequest>,
     ) -> Result<Response<pb::ListInvitationsResponse>, Status> {
-        let principal = self
-            .context
-            .authenticator
-            .authenticate(request.metadata())
-            .await?;
-        let customer_id = CustomerId::parse(request.get_ref().customer_id, "customer_id")?;
         let scope = self
             .context
-            .authorizer
-            .scope(&principal, customer_id, Action::ReadInvitations)
+            .scope(
+                request.metadata(),
+                request.get_ref().customer_id,
+                Action::ReadInvitations,
+            )
             .await?;
         let invitations = self.context.store.list_invitations(&scope).await?;
         Ok(Response::new(pb::ListInvitationsResponse {
@@ -331,13 +326,11 @@ impl CustomerService for CustomerApi {
             .authenticate(request.metadata())
             .await?;
         let body = request.get_ref();
-        let customer_id = CustomerId::parse(body.customer_id, "customer_id")?;
         let invitation_id = InvitationId::parse(body.invitation_id, "invitation_id")?;
         audit::note_resource("invitation", invitation_id.get());
         let scope = self
             .context
-            .authorizer
-            .scope(&principal, customer_id, Action::RemoveMember)
+            .authorize(&principal, body.customer_id, Action::RemoveMember)
             .await?;
         self.context
             .store

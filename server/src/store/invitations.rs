@@ -183,12 +183,23 @@ impl Store {
             .limit(LISTED)
             .all(&self.db)
             .await?;
-        let mut invitations = Vec::with_capacity(rows.len());
-        for row in rows {
-            let name = display_name(&self.db, CustomerId::from_db(row.customer_id)).await?;
-            invitations.push(invitation_from_row(row, name)?);
-        }
-        Ok(invitations)
+        // The customers' names in one read, however many customers invited this username.
+        let names: std::collections::HashMap<i64, String> = customer::Entity::find()
+            .select_only()
+            .column(customer::Column::Id)
+            .column(customer::Column::DisplayName)
+            .filter(customer::Column::Id.is_in(rows.iter().map(|row| row.customer_id)))
+            .into_tuple::<(i64, String)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect();
+        rows.into_iter()
+            .map(|row| {
+                let name = names.get(&row.customer_id).cloned().unwrap_or_default();
+                invitation_from_row(row, name)
+            })
+            .collect()
     }
 
     /// Accepts an invitation addressed to `user`: the membership is created (the user's default
