@@ -1,7 +1,8 @@
-//! The web dashboard's server-side render with 10,000 executions in the customer: the time from
-//! request to the last byte of `GET /c/<customer>`, which runs the same reads as the page
-//! (the customer, the caller, the six cards' figures, the last 20 activity events) and renders
-//! the template.
+//! What a dashboard user waits for, with 10,000 executions in the customer (run through agents)
+//! and again with 1,000,000 (the rest seeded in bulk): the time from request to the last byte of
+//! `GET /c/<customer>` (the customer, the caller, the six cards' figures, the last 20 activity
+//! events, the template), and the `GetCustomerStats` and `ListPipelines` calls, with the ratio
+//! of each median at the large size to the small one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{ADMIN_TOKEN, BenchServer, Observed, admin, connect_agents, tenant};
+use crate::history;
 use crate::scenarios::{Options, run_pipeline};
 use crate::stats::{Figure, ms, quantile};
 
@@ -123,45 +125,210 @@ pub async fn dashboard(options: &Options) -> anyhow::Result<Vec<Figure>> {
     drop(fleet);
 
     let cookie = sign_in(server.web_address).await?;
+    let mut figures = Vec::new();
+    let small = measure(&server, &channel, &cookie, &tenant, target, renders).await?;
+    report(
+        &small,
+        target,
+        &format!("seeded in {:.1} s", seeded_in.as_secs_f64()),
+    );
+    figures.extend(small.figures(target));
+
+    // Two years in: the same customer with a million executions, seeded in bulk.
+    let history = options.pick(1_000_000u64, 20_000);
+    let seeded = history.saturating_sub(target);
+    let inserted_in = history::seed(
+        &server.database_url,
+        tenant.customer_id,
+        tenant.pipeline_id,
+        seeded,
+    )
+    .await?;
+    let folded_in = history::folded(&server.database_url, Duration::from_secs(600)).await?;
+    let large = measure(&server, &channel, &cookie, &tenant, history, renders).await?;
+    report(
+        &large,
+        history,
+        &format!(
+            "{seeded} inserted in {:.1} s, their counts folded {:.1} s later",
+            inserted_in.as_secs_f64(),
+            folded_in.as_secs_f64()
+        ),
+    );
+    figures.extend(large.figures(history));
+    for (what, small, large) in [
+        ("dashboard render", &small.render, &large.render),
+        ("GetCustomerStats", &small.stats, &large.stats),
+        ("ListPipelines", &small.list, &large.list),
+    ] {
+        let ratio = ms(quantile(large, 0.5)) / ms(quantile(small, 0.5)).max(f64::MIN_POSITIVE);
+        figures.push(Figure::new(
+            format!("{what}: p50 at {history} ÷ at {target} executions"),
+            ratio,
+            "×",
+        ));
+    }
+    figures.push(Figure::new(
+        format!("{seeded} executions' counts folded after their insert"),
+        folded_in.as_secs_f64(),
+        "s",
+    ));
+    server.stop().await?;
+    Ok(figures)
+}
+
+/// Latencies of the three reads a dashboard user waits for, at one size of history.
+struct Samples {
+    render: Vec<Duration>,
+    stats: Vec<Duration>,
+    list: Vec<Duration>,
+    page_bytes: usize,
+}
+
+impl Samples {
+    fn figures(&self, executions: u64) -> Vec<Figure> {
+        let mut figures = Vec::new();
+        for (what, samples) in [
+            ("dashboard render", &self.render),
+            ("GetCustomerStats", &self.stats),
+            ("ListPipelines", &self.list),
+        ] {
+            let name = format!("{what}, {executions} executions");
+            figures.push(Figure::new(
+                format!("{name}: p50"),
+                ms(quantile(samples, 0.5)),
+                "ms",
+            ));
+            figures.push(Figure::new(
+                format!("{name}: p99"),
+                ms(quantile(samples, 0.99)),
+                "ms",
+            ));
+            figures.push(Figure::new(
+                format!("{name}: max"),
+                ms(samples.iter().max().copied().unwrap_or_default()),
+                "ms",
+            ));
+        }
+        figures
+    }
+}
+
+fn report(samples: &Samples, executions: u64, note: &str) {
+    for (what, taken) in [
+        ("dashboard render", &samples.render),
+        ("GetCustomerStats", &samples.stats),
+        ("ListPipelines", &samples.list),
+    ] {
+        println!(
+            "{what}, {executions} executions ({note}): {} calls, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms{}",
+            taken.len(),
+            ms(quantile(taken, 0.5)),
+            ms(quantile(taken, 0.99)),
+            ms(taken.iter().max().copied().unwrap_or_default()),
+            if what == "dashboard render" {
+                format!(", {} bytes", samples.page_bytes)
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
+/// Up to `count` calls of each read one after another (after 10 unmeasured warm-up calls), or
+/// as many as fit in a minute when they are slow; checks that each shows `executions`.
+async fn measure(
+    server: &BenchServer,
+    channel: &tonic::transport::Channel,
+    cookie: &str,
+    tenant: &crate::harness::Tenant,
+    executions: u64,
+    count: usize,
+) -> anyhow::Result<Samples> {
+    const BUDGET: Duration = Duration::from_secs(60);
     let request = format!(
         "GET /c/{} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncookie: {cookie}\r\n\r\n",
         tenant.customer_id
     );
-    let mut samples = Vec::with_capacity(renders);
-    let mut size = 0;
-    for round in 0..renders + 10 {
-        let began = Instant::now();
+    let mut samples = Samples {
+        render: Vec::new(),
+        stats: Vec::new(),
+        list: Vec::new(),
+        page_bytes: 0,
+    };
+    let began = Instant::now();
+    for round in 0..count + 10 {
+        let started = Instant::now();
         let (status, page) = exchange(server.web_address, &request).await?;
-        let took = began.elapsed();
+        let took = started.elapsed();
         anyhow::ensure!(status == 200, "the dashboard answered {status}");
         anyhow::ensure!(
-            page.contains(&format!("<p class=\"total\">{target}</p>")),
-            "the executions card does not show {target}"
+            page.contains(&format!("<p class=\"total\">{executions}</p>")),
+            "the executions card does not show {executions}"
         );
-        size = page.len();
+        samples.page_bytes = page.len();
         // The first renders warm the connection pool and the caches; they are not counted.
         if round >= 10 {
-            samples.push(took);
+            samples.render.push(took);
+            if began.elapsed() > BUDGET {
+                break;
+            }
         }
     }
-    samples.sort();
-    let (p50, p99, max) = (
-        quantile(&samples, 0.5),
-        quantile(&samples, 0.99),
-        samples.last().copied().unwrap_or_default(),
-    );
-    println!(
-        "dashboard, {target} executions (seeded in {:.1} s): {renders} renders of {size} bytes, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        seeded_in.as_secs_f64(),
-        ms(p50),
-        ms(p99),
-        ms(max)
-    );
-    server.stop().await?;
-    let name = format!("dashboard render, {target} executions");
-    Ok(vec![
-        Figure::new(format!("{name}: p50"), ms(p50), "ms"),
-        Figure::new(format!("{name}: p99"), ms(p99), "ms"),
-        Figure::new(format!("{name}: max"), ms(max), "ms"),
-    ])
+    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), admin());
+    let began = Instant::now();
+    for round in 0..count + 10 {
+        let started = Instant::now();
+        let stats = customers
+            .get_customer_stats(pb::GetCustomerStatsRequest {
+                customer_id: tenant.customer_id,
+            })
+            .await?
+            .into_inner()
+            .stats
+            .context("stats")?;
+        let took = started.elapsed();
+        anyhow::ensure!(
+            stats.executions_total as u64 == executions,
+            "GetCustomerStats counts {} executions, not {executions}",
+            stats.executions_total
+        );
+        if round >= 10 {
+            samples.stats.push(took);
+            if began.elapsed() > BUDGET {
+                break;
+            }
+        }
+    }
+    let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
+    let began = Instant::now();
+    for round in 0..count + 10 {
+        let started = Instant::now();
+        let listed = pipelines
+            .list_pipelines(pb::ListPipelinesRequest {
+                customer_id: tenant.customer_id,
+                page_size: 50,
+                page_token: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pipelines;
+        let took = started.elapsed();
+        let counted: i64 = listed
+            .iter()
+            .filter_map(|pipeline| pipeline.stats.as_ref())
+            .map(|stats| stats.executions_total)
+            .sum();
+        anyhow::ensure!(
+            counted as u64 == executions,
+            "ListPipelines counts {counted} executions, not {executions}"
+        );
+        if round >= 10 {
+            samples.list.push(took);
+            if began.elapsed() > BUDGET {
+                break;
+            }
+        }
+    }
+    Ok(samples)
 }

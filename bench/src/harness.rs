@@ -110,6 +110,8 @@ pub struct BenchServer {
     pub address: SocketAddr,
     /// The web dashboard.
     pub web_address: SocketAddr,
+    /// The server's database (for a scenario that seeds rows in bulk).
+    pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -137,7 +139,7 @@ impl BenchServer {
             data_dir,
             database: DatabaseOptions {
                 max_connections: if database_url.is_some() { 16 } else { 8 },
-                url,
+                url: url.clone(),
             },
             bootstrap_token: Some(ADMIN_TOKEN.to_owned()),
             log_format: LogFormat::Plain,
@@ -163,6 +165,7 @@ impl BenchServer {
         Ok(BenchServer {
             address,
             web_address,
+            database_url: url,
             shutdown: Some(shutdown),
             task: Some(task),
             _dir: dir,

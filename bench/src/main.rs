@@ -10,6 +10,7 @@ mod child;
 mod dashboard;
 mod fleet;
 mod harness;
+mod history;
 mod noisy;
 mod procfs;
 mod real_agent;

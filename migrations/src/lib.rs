@@ -22,6 +22,7 @@ mod m20261211_000001_agent_credentials;
 mod m20261212_000001_release_snapshots;
 mod m20261213_000001_invitations;
 mod m20261214_000001_log_chunk_storage;
+mod m20261215_000001_execution_rollups;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000001_release_snapshots::Migration),
             Box::new(m20261213_000001_invitations::Migration),
             Box::new(m20261214_000001_log_chunk_storage::Migration),
+            Box::new(m20261215_000001_execution_rollups::Migration),
         ]
     }
 }

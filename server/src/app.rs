@@ -224,6 +224,10 @@ impl App {
             self.config.retention,
             background_stopped.clone(),
         );
+        let folding = crate::rollups::spawn_folding(
+            self.store.system(&system_scope(SystemActor::Housekeeping)),
+            background_stopped.clone(),
+        );
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
@@ -403,6 +407,9 @@ impl App {
         }
         if let Err(error) = dispatch.await {
             tracing::warn!(%error, "dispatch task failed");
+        }
+        if let Err(error) = folding.await {
+            tracing::warn!(%error, "the task folding execution counts failed");
         }
         if let Err(error) = housekeeping.await {
             tracing::warn!(%error, "housekeeping task failed");

@@ -38,6 +38,10 @@ pub enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Recount the execution figures (counts by status per pipeline) from the execution rows.
+    /// The server keeps them itself; this is for an operator who doubts them, and is safe while
+    /// servers run.
+    RebuildRollups,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod monitors;
 pub mod rate_limit;
 pub mod retention;
+mod rollups;
 pub mod run_to_completion;
 pub mod secrets;
 pub mod service;

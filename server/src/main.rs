@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::Migrate { action } => migrate(config, action).await,
+            Command::RebuildRollups => rebuild_rollups(config).await,
         }
     });
     match result {
@@ -67,6 +68,15 @@ async fn migrate(config: ServerConfig, action: MigrateAction) -> anyhow::Result<
             }
         }
     }
+    store.close().await?;
+    Ok(())
+}
+
+async fn rebuild_rollups(config: ServerConfig) -> anyhow::Result<()> {
+    tls::install_crypto_provider();
+    let store = Store::connect(&config.database).await?;
+    let rows = store.rebuild_execution_rollups().await?;
+    println!("execution figures recounted: {rows} rollup row(s)");
     store.close().await?;
     Ok(())
 }

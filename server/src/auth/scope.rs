@@ -86,7 +86,7 @@ pub enum SystemActor {
     ActivityFeed,
     /// The metrics endpoint.
     Observability,
-    /// Retention and usage readings.
+    /// Retention, usage readings and the folding of execution counts.
     Housekeeping,
 }
 

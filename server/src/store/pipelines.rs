@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, Func, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect,
@@ -10,6 +10,7 @@ use sea_orm::{
 
 use super::entities::{agent, execution, pipeline, pipeline_version};
 use super::error::corrupt;
+use super::rollups;
 use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::ExecutionStatus;
@@ -68,7 +69,8 @@ pub(super) fn group_ids_to_text(ids: &[VariableGroupId]) -> String {
     serde_json::Value::from(ids.iter().map(|id| id.get()).collect::<Vec<i64>>()).to_string()
 }
 
-/// Execution counters of these pipelines in two aggregate queries.
+/// Execution counters of these pipelines: the counts from the rollups (two index reads per
+/// pipeline however long its history), and each one's latest execution by one index seek.
 async fn stats_of(
     db: &impl ConnectionTrait,
     customer_id: CustomerId,
@@ -78,75 +80,66 @@ async fn stats_of(
     if pipeline_ids.is_empty() {
         return Ok(stats);
     }
-    let count_when = |statuses: &[ExecutionStatus]| {
-        Expr::case(
-            Expr::col(execution::Column::Status)
-                .is_in(statuses.iter().map(|status| status.as_str())),
-            1,
-        )
-        .finally(0)
-    };
-    let counters = Query::select()
-        .column(execution::Column::PipelineId)
-        .expr_as(Func::count(Expr::col(execution::Column::Id)), "total")
-        .expr_as(
-            Func::sum(count_when(&[ExecutionStatus::Succeeded])),
-            "succeeded",
-        )
-        .expr_as(
-            Func::sum(count_when(&[
-                ExecutionStatus::Failed,
-                ExecutionStatus::TimedOut,
-            ])),
-            "failed",
-        )
-        .expr_as(Func::max(Expr::col(execution::Column::Id)), "last_id")
-        .from(execution::Entity)
-        .and_where(Expr::col(execution::Column::CustomerId).eq(customer_id.get()))
-        .and_where(Expr::col(execution::Column::PipelineId).is_in(pipeline_ids.iter().copied()))
-        .group_by_col(execution::Column::PipelineId)
-        .to_owned();
-    let mut last_ids = Vec::new();
-    for row in db.query_all(&counters).await? {
-        let pipeline_id: i64 = row.try_get("", "pipeline_id")?;
-        let total: i64 = row.try_get("", "total")?;
-        let succeeded = sum_column(&row, "succeeded")?;
-        let failed = sum_column(&row, "failed")?;
-        let last_id: i64 = row.try_get("", "last_id")?;
-        last_ids.push(last_id);
-        stats.insert(
-            pipeline_id,
-            PipelineStats {
-                total,
-                succeeded,
-                failed,
-                last_status: None,
-                last_execution_at: None,
-            },
-        );
+    let counts =
+        rollups::execution_counts(db, rollups::Counted::Pipelines(customer_id, pipeline_ids))
+            .await?;
+    for ((pipeline_id, status), count) in counts {
+        let entry = stats.entry(pipeline_id).or_default();
+        entry.total += count;
+        match ExecutionStatus::from_db(&status) {
+            Some(ExecutionStatus::Succeeded) => entry.succeeded += count,
+            Some(ExecutionStatus::Failed | ExecutionStatus::TimedOut) => entry.failed += count,
+            _ => {}
+        }
     }
     let latest = execution::Entity::find()
         .select_only()
         .column(execution::Column::PipelineId)
         .column(execution::Column::Status)
         .column(execution::Column::CreatedAt)
-        .filter(execution::Column::CustomerId.eq(customer_id.get()))
-        .filter(execution::Column::Id.is_in(last_ids))
+        .filter(execution::Column::Id.in_subquery(latest_of_each(customer_id, pipeline_ids, None)))
         .into_tuple::<(i64, String, chrono::DateTime<chrono::Utc>)>()
         .all(db)
         .await?;
     for (pipeline_id, status, created_at) in latest {
-        if let Some(entry) = stats.get_mut(&pipeline_id) {
-            entry.last_status = ExecutionStatus::from_db(&status);
-            entry.last_execution_at = Some(created_at);
-        }
+        let entry = stats.entry(pipeline_id).or_default();
+        entry.last_status = ExecutionStatus::from_db(&status);
+        entry.last_execution_at = Some(created_at);
     }
     Ok(stats)
 }
 
-/// A SUM of 0/1 integers: bigint on PostgreSQL, integer on SQLite, NULL over no rows.
-fn sum_column(row: &sea_orm::QueryResult, column: &str) -> Result<i64, StoreError> {
-    Ok(row.try_get::<Option<i64>>("", column)?.unwrap_or(0))
+/// The id of each pipeline's latest execution (among `statuses`, when given): one backward
+/// seek in `(customer_id, pipeline_id, id)` per pipeline, not a scan of its history.
+pub(super) fn latest_of_each(
+    customer_id: CustomerId,
+    pipeline_ids: &[i64],
+    statuses: Option<&[ExecutionStatus]>,
+) -> SelectStatement {
+    let (outer, inner) = (Alias::new("p"), Alias::new("x"));
+    let mut latest = Query::select()
+        .column((inner.clone(), execution::Column::Id))
+        .from_as(execution::Entity, inner.clone())
+        .and_where(Expr::col((inner.clone(), execution::Column::CustomerId)).eq(customer_id.get()))
+        .and_where(
+            Expr::col((inner.clone(), execution::Column::PipelineId))
+                .equals((outer.clone(), pipeline::Column::Id)),
+        )
+        .order_by((inner.clone(), execution::Column::Id), Order::Desc)
+        .limit(1)
+        .to_owned();
+    if let Some(statuses) = statuses {
+        latest.and_where(
+            Expr::col((inner, execution::Column::Status))
+                .is_in(statuses.iter().map(|status| status.as_str())),
+        );
+    }
+    Query::select()
+        .expr(Expr::SubQuery(None, Box::new(latest.into())))
+        .from_as(pipeline::Entity, outer.clone())
+        .and_where(Expr::col((outer.clone(), pipeline::Column::CustomerId)).eq(customer_id.get()))
+        .and_where(Expr::col((outer, pipeline::Column::Id)).is_in(pipeline_ids.iter().copied()))
+        .to_owned()
 }
 
 /// Checks that a selector's agent is a live agent of the customer; NOT_FOUND naming `field`.

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, QueryTrait,
 };
@@ -11,6 +10,7 @@ use sea_orm::{
 use super::entities::{
     agent, execution, monitor, pipeline, release, release_execution, user, user_customer,
 };
+use super::rollups::{self, Counted};
 use super::{Store, StoreError, SystemStore, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::ExecutionStatus;
@@ -103,31 +103,28 @@ impl Store {
             .filter(pipeline::Column::DeletedAt.is_null());
         let pipelines_total =
             async { Ok::<_, StoreError>(live_pipelines.clone().count(db).await? as i64) };
-        // A pipeline succeeds when its latest finished execution did.
-        let latest_finished = Query::select()
-            .expr(Func::max(Expr::col(execution::Column::Id)))
-            .from(execution::Entity)
-            .and_where(execution::Column::CustomerId.eq(customer))
-            .and_where(execution::Column::Status.is_in(FINISHED.map(ExecutionStatus::as_str)))
-            .and_where(
-                execution::Column::PipelineId.in_subquery(
-                    live_pipelines
-                        .clone()
-                        .select_only()
-                        .column(pipeline::Column::Id)
-                        .into_query(),
-                ),
-            )
-            .group_by_col(execution::Column::PipelineId)
-            .to_owned();
+        // A pipeline succeeds when its latest finished execution did: one index seek per
+        // live pipeline (see `latest_of_each`), not a scan of the customer's history.
         let pipelines_succeeding = async {
-            Ok::<_, StoreError>(
-                execution::Entity::find()
-                    .filter(execution::Column::Id.in_subquery(latest_finished))
-                    .filter(execution::Column::Status.eq(ExecutionStatus::Succeeded.as_str()))
-                    .count(db)
-                    .await? as i64,
-            )
+            let live_ids: Vec<i64> = live_pipelines
+                .clone()
+                .select_only()
+                .column(pipeline::Column::Id)
+                .into_tuple()
+                .all(db)
+                .await?;
+            let mut succeeding = 0;
+            for ids in live_ids.chunks(500) {
+                succeeding +=
+                    execution::Entity::find()
+                        .filter(execution::Column::Id.in_subquery(
+                            super::pipelines::latest_of_each(customer_id, ids, Some(&FINISHED)),
+                        ))
+                        .filter(execution::Column::Status.eq(ExecutionStatus::Succeeded.as_str()))
+                        .count(db)
+                        .await? as i64;
+            }
+            Ok::<_, StoreError>(succeeding)
         };
 
         let releases = by_status(
@@ -176,12 +173,7 @@ impl Store {
             Ok::<_, StoreError>((total, active))
         };
 
-        let executions = by_status(
-            db,
-            execution::Entity::find().filter(execution::Column::CustomerId.eq(customer)),
-            execution::Column::Status,
-            execution::Column::Id,
-        );
+        let executions = rollups::counts_by_status(db, Counted::Customer(customer_id));
         let (
             (agents_total, agents_online),
             pipelines_total,
@@ -263,13 +255,7 @@ pub struct PoolUsage {
 impl SystemStore {
     /// Two aggregate queries: executions by status, and the oldest queued one.
     pub(crate) async fn execution_counts(&self) -> Result<ExecutionCounts, StoreError> {
-        let counts = by_status(
-            &self.db,
-            execution::Entity::find(),
-            execution::Column::Status,
-            execution::Column::Id,
-        )
-        .await?;
+        let counts = rollups::counts_by_status(&self.db, Counted::All).await?;
         let oldest: Option<DateTime<Utc>> = execution::Entity::find()
             .select_only()
             .column_as(execution::Column::CreatedAt.min(), "oldest")

@@ -73,6 +73,18 @@ impl ProtocolAgent {
         std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
         tokio::task::JoinHandle<()>,
     ) {
+        self.work_instantly_ending(|_| (pb::ExecutionStatus::Succeeded, String::new()))
+    }
+
+    /// [`work_instantly`](Self::work_instantly), ending each job with the status (and reason)
+    /// `ending` chooses for its execution id.
+    pub fn work_instantly_ending(
+        self,
+        ending: impl Fn(i64) -> (pb::ExecutionStatus, String) + Send + 'static,
+    ) -> (
+        std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let record = received.clone();
         let ProtocolAgent {
@@ -86,13 +98,14 @@ impl ProtocolAgent {
                     continue;
                 };
                 record.lock().expect("record").push(job.execution_id);
+                let (status, reason) = ending(job.execution_id);
                 let events = [
                     pb::job_event::Event::Started(pb::JobStarted {
                         workspace: "/tmp/instant".into(),
                     }),
                     pb::job_event::Event::Finished(pb::JobFinished {
-                        status: pb::ExecutionStatus::Succeeded.into(),
-                        reason: String::new(),
+                        status: status.into(),
+                        reason,
                     }),
                 ];
                 for (index, event) in events.into_iter().enumerate() {

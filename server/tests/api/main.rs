@@ -25,6 +25,7 @@ mod pipelines;
 mod process;
 mod quotas;
 mod releases;
+mod rollups;
 mod tls;
 mod usage;
 mod users;
