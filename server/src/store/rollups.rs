@@ -232,6 +232,20 @@ impl SystemStore {
         Ok(taken.len() as u64)
     }
 
+    /// On PostgreSQL, reclaims the deltas folded so far (`VACUUM`, skipped when another
+    /// replica's is running). A deleted row stays in the table and its index until vacuumed,
+    /// and every count reads that index: after a burst of a million folded deltas, waiting for
+    /// autovacuum made each read walk a million dead entries (29 ms instead of 2). SQLite frees
+    /// deleted rows at once: nothing to do there.
+    pub(crate) async fn reclaim_folded_deltas(&self) -> Result<(), StoreError> {
+        if self.backend() == DbBackend::Postgres {
+            self.db
+                .execute_unprepared(&format!("VACUUM (ANALYZE, SKIP_LOCKED) {DELTAS}"))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Recounts the rollups from the execution rows (for an operator who doubts them; the
     /// migration filled them the same way). On PostgreSQL the deltas and rollups are locked
     /// against writers for the recount, so a change committed during it is counted once.
