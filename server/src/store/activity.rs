@@ -35,6 +35,33 @@ pub(super) async fn record(
     Ok(())
 }
 
+/// Appends several events of one customer in one statement, in order.
+pub(super) async fn record_many(
+    db: &impl ConnectionTrait,
+    customer_id: CustomerId,
+    events: Vec<(NewActivity, DateTime<Utc>)>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = events
+        .into_iter()
+        .map(|(event, at)| activity_event::ActiveModel {
+            customer_id: Set(customer_id.get()),
+            kind: Set(event.kind.to_owned()),
+            subject_type: Set(event.subject_type.to_owned()),
+            subject_id: Set(event.subject_id),
+            message: Set(event.message),
+            actor_user_id: Set(event.actor.map(UserId::get)),
+            created_at: Set(at),
+            ..Default::default()
+        });
+    activity_event::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
 impl From<activity_event::Model> for ActivityEvent {
     fn from(row: activity_event::Model) -> Self {
         ActivityEvent {

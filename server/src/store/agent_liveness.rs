@@ -375,7 +375,7 @@ impl SystemStore {
     ) -> Result<u64, StoreError> {
         Ok(agent_sample::Entity::delete_many()
             .filter(agent_sample::Column::SampledAt.lt(before))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?
             .rows_affected)
     }

@@ -90,7 +90,7 @@ impl Store {
 impl Store {
     /// Appends the entry of a request.
     pub(crate) async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
-        insert_entry(&self.db, entry, None).await
+        insert_entry(&self.writer, entry, None).await
     }
 }
 
@@ -105,7 +105,7 @@ impl SystemStore {
         code: &'static str,
     ) -> Result<(), StoreError> {
         insert_entry(
-            &self.db,
+            &self.writer,
             NewAuditEntry {
                 customer_id: Some(customer_id),
                 actor: None,

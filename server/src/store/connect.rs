@@ -42,39 +42,21 @@ impl Store {
                 ))
             })?;
         }
-        let mut connect = ConnectOptions::new(options.url.clone());
-        connect
-            .max_connections(options.max_connections)
-            .min_connections(1)
-            .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(10))
-            .sqlx_logging(false)
-            .map_sqlx_sqlite_opts(|sqlite| {
-                sqlite
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10))
-            });
-        // The option is set through Linux-only calls; elsewhere the pool's sockets keep sqlx's
-        // defaults.
-        #[cfg(target_os = "linux")]
-        if let Some(server) = postgres_tcp_server(&options.url) {
-            connect.map_sqlx_postgres_pool_opts(move |pool| {
-                let server = server.clone();
-                pool.after_connect(move |_, _| {
-                    let server = server.clone();
-                    Box::pin(async move {
-                        set_nodelay_towards(server).await;
-                        Ok(())
-                    })
-                })
-            });
-        }
-        let db = Database::connect(connect).await?;
+        let db = Database::connect(connect_options(&options.url, options.max_connections)).await?;
+        // SQLite has one writer at a time. Writers on several connections wait for its lock in
+        // SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries and leaves the lock
+        // idle meanwhile (under load, a third of the time); one pooled connection for every
+        // write queues them in the pool instead, each taking the lock the moment it is free.
+        // Readers keep their own connections (WAL: they never wait for the writer).
+        let writer = match db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => {
+                Database::connect(connect_options(&options.url, 1)).await?
+            }
+            _ => db.clone(),
+        };
         Ok(Store {
             db,
+            writer,
             auth_cache: Default::default(),
             quota_defaults: Default::default(),
             quota_notices: Default::default(),
@@ -111,6 +93,40 @@ impl Store {
             })
             .collect())
     }
+}
+
+fn connect_options(url: &str, max_connections: u32) -> ConnectOptions {
+    let mut connect = ConnectOptions::new(url.to_owned());
+    connect
+        .max_connections(max_connections)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|sqlite| {
+            sqlite
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    // The option is set through Linux-only calls; elsewhere the pool's sockets keep sqlx's
+    // defaults.
+    #[cfg(target_os = "linux")]
+    if let Some(server) = postgres_tcp_server(url) {
+        connect.map_sqlx_postgres_pool_opts(move |pool| {
+            let server = server.clone();
+            pool.after_connect(move |_, _| {
+                let server = server.clone();
+                Box::pin(async move {
+                    set_nodelay_towards(server).await;
+                    Ok(())
+                })
+            })
+        });
+    }
+    connect
 }
 
 /// Host and port of a `postgres:` URL that reaches its server over TCP (not a Unix socket).

@@ -142,7 +142,7 @@ impl SystemStore {
             .filter(execution::Column::CustomerId.eq(customer_id.get()))
             .filter(execution::Column::AgentId.eq(agent_id.get()))
             .filter(execution::Column::Status.eq(ExecutionStatus::Assigned.as_str()))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?
             .rows_affected
             == 1;

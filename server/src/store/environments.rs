@@ -98,7 +98,7 @@ impl Store {
             updated_at: Set(now),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&self.writer)
         .await
         .map_err(|error| StoreError::on_unique_violation(error, duplicate(&new.name)))?;
         environment_from_row(row)

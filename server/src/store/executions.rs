@@ -502,27 +502,29 @@ pub(super) async fn skip_unfinished_steps(
     reason: &str,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // One statement: pending steps become skipped (they never ran: no finish time), running
+    // ones failed at `at`.
+    let running = || step_execution::Column::Status.eq(StepStatus::Running.as_str());
     step_execution::Entity::update_many()
         .col_expr(
             step_execution::Column::Status,
-            Expr::value(StepStatus::Skipped.as_str()),
+            Expr::case(running(), StepStatus::Failed.as_str())
+                .finally(StepStatus::Skipped.as_str())
+                .into(),
         )
         .col_expr(step_execution::Column::Reason, Expr::value(reason))
-        .filter(step_execution::Column::CustomerId.eq(customer_id.get()))
-        .filter(step_execution::Column::ExecutionId.eq(execution_id))
-        .filter(step_execution::Column::Status.eq(StepStatus::Pending.as_str()))
-        .exec(db)
-        .await?;
-    step_execution::Entity::update_many()
         .col_expr(
-            step_execution::Column::Status,
-            Expr::value(StepStatus::Failed.as_str()),
+            step_execution::Column::FinishedAt,
+            Expr::case(running(), Expr::value(at))
+                .finally(Expr::col(step_execution::Column::FinishedAt))
+                .into(),
         )
-        .col_expr(step_execution::Column::Reason, Expr::value(reason))
-        .col_expr(step_execution::Column::FinishedAt, Expr::value(at))
         .filter(step_execution::Column::CustomerId.eq(customer_id.get()))
         .filter(step_execution::Column::ExecutionId.eq(execution_id))
-        .filter(step_execution::Column::Status.eq(StepStatus::Running.as_str()))
+        .filter(
+            step_execution::Column::Status
+                .is_in([StepStatus::Pending.as_str(), StepStatus::Running.as_str()]),
+        )
         .exec(db)
         .await?;
     Ok(())

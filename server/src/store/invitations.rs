@@ -160,7 +160,7 @@ impl Store {
         let deleted = invitation::Entity::delete_many()
             .filter(invitation::Column::Id.eq(invitation_id.get()))
             .filter(invitation::Column::CustomerId.eq(scope.customer_id().get()))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?;
         if deleted.rows_affected == 0 {
             return Err(StoreError::NotFound(format!(

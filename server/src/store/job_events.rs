@@ -89,20 +89,53 @@ impl LogBudget {
     }
 }
 
+/// What a batch changes in one execution, written with one `UPDATE` when the batch ends.
+#[derive(Default)]
+struct ExecutionChange {
+    sequence: Option<i64>,
+    log_bytes_added: i64,
+    truncated: bool,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
+    finished: Option<(ExecutionStatus, String, chrono::DateTime<chrono::Utc>)>,
+}
+
+/// An execution the batch names: its row as the batch's events have left it so far, and what
+/// is to be written.
+struct Tracked {
+    row: execution::Model,
+    change: ExecutionChange,
+}
+
+/// What a batch writes when its events are applied: the executions' rows, log chunks,
+/// activity events and usage, each in as few statements as the backends allow.
+#[derive(Default)]
+struct BatchWrites {
+    chunks: Vec<log_chunk::ActiveModel>,
+    activities: Vec<(NewActivity, chrono::DateTime<chrono::Utc>)>,
+    usage: UsageDelta,
+}
+
+/// Rows one multi-row `INSERT` of log chunks carries at most (7 values each, well under
+/// SQLite's limit of bound values).
+const CHUNKS_PER_INSERT: usize = 500;
+
 impl Store {
     /// Applies job events of `agent`, in order, in one transaction: events that arrived together
-    /// cost one commit. Each gets its outcome: an event of an execution that is not this
-    /// agent's is refused with NOT_FOUND (and writes nothing); a sequence already stored is
-    /// acknowledged again; a sequence past the next one is not stored (the agent resends from
-    /// its last acknowledgement). Any other failure stores none of them.
+    /// cost one commit, one read of the executions they name, one write per execution and one
+    /// insert of their log chunks. Each gets its outcome: an event of an execution that is not
+    /// this agent's is refused with NOT_FOUND (and writes nothing); a sequence already stored
+    /// is acknowledged again; a sequence past the next one is not stored (the agent resends
+    /// from its last acknowledgement). Any other failure stores none of them.
     pub async fn apply_job_events(
         &self,
         agent: &AuthenticatedAgent,
         events: Vec<JobEventInput>,
     ) -> Result<Vec<Result<JobEventOutcome, StoreError>>, StoreError> {
-        let transaction = self.begin_write().await?;
         let customer_id = agent.customer_id();
-        let limits = self.quota_limits(&transaction, customer_id).await?;
+        // The limits are read before the write lock is taken (they change rarely; a change
+        // racing a batch applies from the next one). What is stored is read under it.
+        let limits = self.quota_limits(&self.db, customer_id).await?;
+        let transaction = self.begin_write().await?;
         let mut logs = LogBudget {
             per_execution: limits.get(Quota::LogBytesPerExecution),
             stored_limit: limits.get(Quota::LogBytesStored),
@@ -110,16 +143,60 @@ impl Store {
             added: 0,
             exceeded: None,
         };
+        let mut ids: Vec<i64> = events
+            .iter()
+            .map(|event| event.execution_id.get())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut tracked: std::collections::HashMap<i64, Tracked> = execution::Entity::find()
+            .filter(execution::Column::Id.is_in(ids))
+            .filter(execution::Column::CustomerId.eq(customer_id.get()))
+            .filter(execution::Column::AgentId.eq(agent.agent_id().get()))
+            .all(&transaction)
+            .await?
+            .into_iter()
+            .map(|row| {
+                (
+                    row.id,
+                    Tracked {
+                        row,
+                        change: ExecutionChange::default(),
+                    },
+                )
+            })
+            .collect();
+        let mut writes = BatchWrites::default();
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            match self.apply_in(&transaction, agent, event, &mut logs).await {
-                Ok(outcome) => outcomes.push(Ok(outcome)),
-                Err(StoreError::NotFound(message)) => {
-                    outcomes.push(Err(StoreError::NotFound(message)));
-                }
-                Err(error) => return Err(error),
-            }
+            let Some(execution) = tracked.get_mut(&event.execution_id.get()) else {
+                outcomes.push(Err(StoreError::NotFound(format!(
+                    "execution {} not found",
+                    event.execution_id
+                ))));
+                continue;
+            };
+            let outcome = self
+                .apply_in(
+                    &transaction,
+                    agent,
+                    event,
+                    execution,
+                    &mut writes,
+                    &mut logs,
+                )
+                .await?;
+            outcomes.push(Ok(outcome));
         }
+        for execution in tracked.values() {
+            write_change(&transaction, execution).await?;
+        }
+        for chunks in writes.chunks.chunks(CHUNKS_PER_INSERT) {
+            log_chunk::Entity::insert_many(chunks.to_vec())
+                .exec_without_returning(&transaction)
+                .await?;
+        }
+        activity::record_many(&transaction, customer_id, writes.activities).await?;
         if logs.added > 0 {
             quotas::add_stored_bytes(
                 &transaction,
@@ -129,17 +206,9 @@ impl Store {
                 i64::MAX,
             )
             .await?;
-            usage::add_usage(
-                &transaction,
-                customer_id,
-                now(),
-                UsageDelta {
-                    log_bytes_added: logs.added,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            writes.usage.log_bytes_added += logs.added;
         }
+        usage::add_usage(&transaction, customer_id, now(), writes.usage).await?;
         transaction.commit().await?;
         if let Some((quota, limit, used)) = logs.exceeded {
             let _ = self.over_quota(QuotaExceeded {
@@ -158,16 +227,11 @@ impl Store {
         transaction: &sea_orm::DatabaseTransaction,
         agent: &AuthenticatedAgent,
         event: JobEventInput,
+        execution: &mut Tracked,
+        writes: &mut BatchWrites,
         logs: &mut LogBudget,
     ) -> Result<JobEventOutcome, StoreError> {
-        let not_found =
-            || StoreError::NotFound(format!("execution {} not found", event.execution_id));
-        let row = execution::Entity::find_by_id(event.execution_id.get())
-            .filter(execution::Column::CustomerId.eq(agent.customer_id().get()))
-            .filter(execution::Column::AgentId.eq(agent.agent_id().get()))
-            .one(transaction)
-            .await?
-            .ok_or_else(not_found)?;
+        let row = &execution.row;
         if event.sequence != row.last_sequence + 1 {
             return Ok(JobEventOutcome {
                 acknowledged: row.last_sequence,
@@ -176,9 +240,10 @@ impl Store {
             });
         }
         let at = now();
-        let status = status_of(&row)?;
+        let status = status_of(row)?;
+        let execution_id = row.id;
         let step_name = |index: i32| async move {
-            step_execution::Entity::find_by_id((row.id, index))
+            step_execution::Entity::find_by_id((execution_id, index))
                 .one(transaction)
                 .await
                 .map(|step| step.map(|step| step.name))
@@ -259,36 +324,31 @@ impl Store {
         // Output past the execution's log quota, or past what the customer may store, is not
         // kept: what fits is, then one line says the rest is cut; the job itself goes on.
         let output = matches!(event.kind, JobEventKind::Log { .. });
-        let chunk = match logs.admit(&row, output, text) {
+        let chunk = match logs.admit(&execution.row, output, text) {
             Admitted::Whole(text) => Some((step_index, stream, text, false)),
             Admitted::Cut(text) => Some((step_index, LogStream::System, text, true)),
             Admitted::Dropped => None,
         };
-        let mut update = execution::Entity::update_many()
-            .col_expr(execution::Column::LastSequence, Expr::value(event.sequence))
-            .filter(execution::Column::Id.eq(row.id));
+        execution.row.last_sequence = event.sequence;
+        execution.change.sequence = Some(event.sequence);
         if let Some((step_index, stream, text, cut)) = chunk {
             let bytes = i64::try_from(text.len()).unwrap_or(i64::MAX);
-            log_chunk::Entity::insert(log_chunk::ActiveModel {
-                customer_id: Set(row.customer_id),
-                execution_id: Set(row.id),
+            writes.chunks.push(log_chunk::ActiveModel {
+                customer_id: Set(execution.row.customer_id),
+                execution_id: Set(execution.row.id),
                 sequence: Set(event.sequence),
                 step_index: Set(step_index),
                 stream: Set(stream.as_str().to_owned()),
                 text: Set(text),
                 logged_at: Set(event.occurred_at),
-            })
-            .exec(transaction)
-            .await?;
-            update = update.col_expr(
-                execution::Column::LogBytes,
-                Expr::col(execution::Column::LogBytes).add(bytes),
-            );
+            });
+            execution.row.log_bytes += bytes;
+            execution.change.log_bytes_added += bytes;
             if cut {
-                update = update.col_expr(execution::Column::LogTruncated, Expr::value(true));
+                execution.row.log_truncated = true;
+                execution.change.truncated = true;
             }
         }
-        update.exec(transaction).await?;
 
         let mut finished = None;
         if !status.is_terminal() {
@@ -296,33 +356,24 @@ impl Store {
                 JobEventKind::Started { .. } | JobEventKind::StepStarted { .. }
                     if status == ExecutionStatus::Assigned =>
                 {
-                    execution::Entity::update_many()
-                        .col_expr(
-                            execution::Column::Status,
-                            Expr::value(ExecutionStatus::Running.as_str()),
-                        )
-                        .col_expr(execution::Column::StartedAt, Expr::value(at))
-                        .filter(execution::Column::Id.eq(row.id))
-                        .exec(transaction)
-                        .await?;
-                    activity::record(
-                        transaction,
-                        agent.customer_id(),
+                    execution.row.status = ExecutionStatus::Running.as_str().to_owned();
+                    execution.row.started_at = Some(at);
+                    execution.change.started_at = Some(at);
+                    writes.activities.push((
                         NewActivity {
                             kind: "execution.started",
                             subject_type: "execution",
-                            subject_id: row.id,
+                            subject_id: execution.row.id,
                             message: format!(
                                 "Pipeline {:?} execution {} started on {}",
-                                row.pipeline_name,
-                                row.id,
+                                execution.row.pipeline_name,
+                                execution.row.id,
                                 agent.name()
                             ),
                             actor: None,
                         },
                         at,
-                    )
-                    .await?;
+                    ));
                 }
                 _ => {}
             }
@@ -334,7 +385,7 @@ impl Store {
                             Expr::value(StepStatus::Running.as_str()),
                         )
                         .col_expr(step_execution::Column::StartedAt, Expr::value(at))
-                        .filter(step_execution::Column::ExecutionId.eq(row.id))
+                        .filter(step_execution::Column::ExecutionId.eq(execution.row.id))
                         .filter(step_execution::Column::StepIndex.eq(*step_index))
                         .exec(transaction)
                         .await?;
@@ -356,7 +407,7 @@ impl Store {
                         .col_expr(step_execution::Column::Reason, Expr::value(reason.as_str()))
                         .col_expr(step_execution::Column::FinishedAt, Expr::value(finished_at));
                     update
-                        .filter(step_execution::Column::ExecutionId.eq(row.id))
+                        .filter(step_execution::Column::ExecutionId.eq(execution.row.id))
                         .filter(step_execution::Column::StepIndex.eq(*step_index))
                         .exec(transaction)
                         .await?;
@@ -370,15 +421,24 @@ impl Store {
                     } else {
                         ExecutionStatus::Failed
                     };
-                    self.finish(transaction, &row, final_status, reason, agent, at)
-                        .await?;
+                    finish(
+                        transaction,
+                        execution,
+                        writes,
+                        final_status,
+                        reason,
+                        agent,
+                        at,
+                    )
+                    .await?;
                     finished = Some(final_status);
                 }
                 JobEventKind::Rejected { reason } => {
                     let reason = format!("agent {} refused the job: {reason}", agent.name());
-                    self.finish(
+                    finish(
                         transaction,
-                        &row,
+                        execution,
+                        writes,
                         ExecutionStatus::Failed,
                         &reason,
                         agent,
@@ -396,45 +456,87 @@ impl Store {
             finished,
         })
     }
+}
 
-    async fn finish(
-        &self,
-        transaction: &sea_orm::DatabaseTransaction,
-        row: &execution::Model,
-        status: ExecutionStatus,
-        reason: &str,
-        agent: &AuthenticatedAgent,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
-        execution::Entity::update_many()
+/// Ends an execution as the batch sees it: its steps at once (a later event of the batch may
+/// not touch them), its row, activity and usage with the batch's writes.
+async fn finish(
+    transaction: &sea_orm::DatabaseTransaction,
+    execution: &mut Tracked,
+    writes: &mut BatchWrites,
+    status: ExecutionStatus,
+    reason: &str,
+    agent: &AuthenticatedAgent,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let step_reason = match status {
+        ExecutionStatus::Succeeded => "",
+        _ => reason,
+    };
+    skip_unfinished_steps(
+        transaction,
+        agent.customer_id(),
+        execution.row.id,
+        step_reason,
+        at,
+    )
+    .await?;
+    writes.usage += UsageDelta::execution_ended(status, execution.row.started_at, at);
+    writes.activities.push((
+        finished_event(&execution.row, status, reason, Some(agent.name())),
+        at,
+    ));
+    execution.row.status = status.as_str().to_owned();
+    execution.row.finished_at = Some(at);
+    execution.row.lease_expires_at = None;
+    execution.change.finished = Some((status, reason.to_owned(), at));
+    Ok(())
+}
+
+/// One `UPDATE` with what the batch changed in an execution (nothing when it changed nothing).
+/// The log size is added to, not set: the row is read without a lock.
+async fn write_change(
+    transaction: &sea_orm::DatabaseTransaction,
+    execution: &Tracked,
+) -> Result<(), StoreError> {
+    let change = &execution.change;
+    let Some(sequence) = change.sequence else {
+        return Ok(());
+    };
+    let mut update = execution::Entity::update_many()
+        .col_expr(execution::Column::LastSequence, Expr::value(sequence))
+        .filter(execution::Column::Id.eq(execution.row.id));
+    if change.log_bytes_added != 0 {
+        update = update.col_expr(
+            execution::Column::LogBytes,
+            Expr::col(execution::Column::LogBytes).add(change.log_bytes_added),
+        );
+    }
+    if change.truncated {
+        update = update.col_expr(execution::Column::LogTruncated, Expr::value(true));
+    }
+    if let Some(started_at) = change.started_at {
+        update = update.col_expr(execution::Column::StartedAt, Expr::value(started_at));
+        if change.finished.is_none() {
+            update = update.col_expr(
+                execution::Column::Status,
+                Expr::value(ExecutionStatus::Running.as_str()),
+            );
+        }
+    }
+    if let Some((status, reason, at)) = &change.finished {
+        update = update
             .col_expr(execution::Column::Status, Expr::value(status.as_str()))
-            .col_expr(execution::Column::FailureReason, Expr::value(reason))
-            .col_expr(execution::Column::FinishedAt, Expr::value(at))
+            .col_expr(
+                execution::Column::FailureReason,
+                Expr::value(reason.as_str()),
+            )
+            .col_expr(execution::Column::FinishedAt, Expr::value(*at))
             .col_expr(
                 execution::Column::LeaseExpiresAt,
                 Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-            )
-            .filter(execution::Column::Id.eq(row.id))
-            .exec(transaction)
-            .await?;
-        let step_reason = match status {
-            ExecutionStatus::Succeeded => "",
-            _ => reason,
-        };
-        skip_unfinished_steps(transaction, agent.customer_id(), row.id, step_reason, at).await?;
-        usage::add_usage(
-            transaction,
-            agent.customer_id(),
-            at,
-            UsageDelta::execution_ended(status, row.started_at, at),
-        )
-        .await?;
-        activity::record(
-            transaction,
-            agent.customer_id(),
-            finished_event(row, status, reason, Some(agent.name())),
-            at,
-        )
-        .await
+            );
     }
+    update.exec(transaction).await?;
+    Ok(())
 }

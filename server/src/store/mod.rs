@@ -71,6 +71,9 @@ pub use variables::{JobVariable, JobVariables, StageGate};
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where writes go: on SQLite a pool of one connection (see `connect`), on PostgreSQL the
+    /// same pool as `db`.
+    writer: DatabaseConnection,
     /// Tokens and customer access recently read, for authentication and authorization.
     auth_cache: std::sync::Arc<auth_cache::AuthCache>,
     /// The platform's quota limits (a customer's overrides are read with each check).
@@ -101,20 +104,24 @@ impl Store {
 
     /// Starts a transaction that will write (see [`begin_write`]).
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        begin_write(&self.db).await
+        begin_write(&self.writer).await
     }
 
     /// The cross-customer operations, for a background task of the server.
     pub(crate) fn system(&self, scope: &SystemScope) -> SystemStore {
         SystemStore {
             db: self.db.clone(),
+            writer: self.writer.clone(),
             store: self.clone(),
             scope: *scope,
         }
     }
 
-    /// Closes the connection pool; in-flight queries finish first.
+    /// Closes the connection pools; in-flight queries finish first.
     pub async fn close(self) -> Result<(), DbErr> {
+        if self.backend() == DbBackend::Sqlite {
+            self.writer.close().await?;
+        }
         self.db.close().await
     }
 }
@@ -126,6 +133,8 @@ impl Store {
 #[derive(Clone)]
 pub struct SystemStore {
     db: DatabaseConnection,
+    /// See [`Store`]'s.
+    writer: DatabaseConnection,
     /// The scoped operations, for a task that also acts with a proof (an agent's own rows).
     store: Store,
     scope: SystemScope,
@@ -133,7 +142,7 @@ pub struct SystemStore {
 
 impl SystemStore {
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
-        begin_write(&self.db).await
+        begin_write(&self.writer).await
     }
 
     fn backend(&self) -> DbBackend {

@@ -330,7 +330,7 @@ impl SystemStore {
     ) -> Result<u64, StoreError> {
         Ok(monitor_result::Entity::delete_many()
             .filter(monitor_result::Column::CheckedAt.lt(before))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?
             .rows_affected)
     }

@@ -52,7 +52,7 @@ impl Store {
             revoked_at: Set(None),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&self.writer)
         .await
         .map_err(|error| {
             StoreError::on_unique_violation(error, |_| "registration token already exists".into())

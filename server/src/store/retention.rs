@@ -289,7 +289,7 @@ impl SystemStore {
             .to_owned();
         Ok(audit_entry::Entity::delete_many()
             .filter(audit_entry::Column::Id.in_subquery(doomed))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?
             .rows_affected)
     }

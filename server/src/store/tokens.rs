@@ -259,12 +259,12 @@ impl Store {
         api_token::Entity::update_many()
             .col_expr(api_token::Column::LastUsedAt, Expr::value(at))
             .filter(api_token::Column::Id.eq(token_id.get()))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?;
         user::Entity::update_many()
             .col_expr(user::Column::LastSeenAt, Expr::value(at))
             .filter(user::Column::Id.eq(user_id.get()))
-            .exec(&self.db)
+            .exec(&self.writer)
             .await?;
         // Bookkeeping only: the cached copy is refreshed, not every entry invalidated.
         self.auth_cache.tokens.forget(|token| {

@@ -29,6 +29,32 @@ pub(super) struct UsageDelta {
     pub monitor_checks: i64,
 }
 
+impl std::ops::AddAssign for UsageDelta {
+    fn add_assign(&mut self, other: UsageDelta) {
+        // Destructured, so a new field cannot be left out of the sum.
+        let UsageDelta {
+            build_seconds,
+            executions_succeeded,
+            executions_failed,
+            executions_cancelled,
+            executions_timed_out,
+            log_bytes_added,
+            artifact_bytes_added,
+            agent_online_seconds,
+            monitor_checks,
+        } = other;
+        self.build_seconds += build_seconds;
+        self.executions_succeeded += executions_succeeded;
+        self.executions_failed += executions_failed;
+        self.executions_cancelled += executions_cancelled;
+        self.executions_timed_out += executions_timed_out;
+        self.log_bytes_added += log_bytes_added;
+        self.artifact_bytes_added += artifact_bytes_added;
+        self.agent_online_seconds += agent_online_seconds;
+        self.monitor_checks += monitor_checks;
+    }
+}
+
 impl UsageDelta {
     /// An execution that ended with `status`: counted, with the time it ran.
     pub fn execution_ended(
@@ -154,7 +180,7 @@ impl SystemStore {
                     .update_columns([Column::LogBytesStored, Column::ArtifactBytesStored])
                     .to_owned(),
             )
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&self.writer)
             .await?;
             written += 1;
         }

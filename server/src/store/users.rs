@@ -36,7 +36,7 @@ impl Store {
             last_seen_at: Set(None),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&self.writer)
         .await
         .map_err(|error| {
             StoreError::on_unique_violation(error, |detail| duplicate_user_message(detail, &new))

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
-    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::entities::{pipeline, variable, variable_group};
@@ -658,7 +658,7 @@ impl SystemStore {
     /// Re-seals every secret sealed under another key than the current one (after a key
     /// rotation); returns how many. Each value is opened and sealed again in one transaction.
     pub(crate) async fn reseal_secrets(&self, secrets: &SecretBox) -> Result<usize, StoreError> {
-        let transaction = self.db.begin().await?;
+        let transaction = self.begin_write().await?;
         let rows = variable::Entity::find()
             .filter(variable::Column::IsSecret.eq(true))
             .all(&transaction)
