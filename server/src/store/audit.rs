@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::audit_entry;
@@ -87,10 +87,67 @@ impl Store {
     }
 }
 
+/// Tells one caller whether its entry's group was stored.
+type Stored = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Entries of requests waiting to be written, group-committed: requests that finish while an
+/// insert is under way are written together by the next one, in one statement. Each caller
+/// still returns only once its own entry is stored, so an answer never goes out before its
+/// entry (a crash loses no entry of an answered request); under load, fewer commits queue for
+/// the database's write lock.
+#[derive(Default)]
+pub(crate) struct AuditQueue {
+    pending: std::sync::Mutex<Vec<(NewAuditEntry, Stored)>>,
+    /// Held by the caller writing a group.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// Entries one insert carries at most.
+const AUDIT_GROUP: usize = 200;
+
 impl Store {
-    /// Appends the entry of a request.
+    /// Appends the entry of a request; returns once it is stored (see [`AuditQueue`]).
     pub(crate) async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
-        insert_entry(&self.writer, entry, None).await
+        let (stored, outcome) = tokio::sync::oneshot::channel();
+        self.audit_queue
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((entry, stored));
+        {
+            // Whoever holds the turn writes everything queued by then: this caller's entry,
+            // unless the previous holder's group already took it.
+            let _turn = self.audit_queue.writing.lock().await;
+            let group = std::mem::take(
+                &mut *self
+                    .audit_queue
+                    .pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if !group.is_empty() {
+                // A task of its own: the group is written and its callers told even if this
+                // caller is dropped meanwhile.
+                let writer = self.writer.clone();
+                let write = tokio::spawn(async move {
+                    let (entries, waiting): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let result = insert_entries(&writer, entries, None)
+                        .await
+                        .map_err(|error| error.to_string());
+                    for waiter in waiting {
+                        let _ = waiter.send(result.clone());
+                    }
+                });
+                let _ = write.await;
+            }
+        }
+        match outcome.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::Internal(DbErr::Custom(message))),
+            Err(_) => Err(StoreError::Internal(DbErr::Custom(
+                "the audit entry was not written".into(),
+            ))),
+        }
     }
 }
 
@@ -104,49 +161,59 @@ impl SystemStore {
         resource: (&'static str, i64),
         code: &'static str,
     ) -> Result<(), StoreError> {
-        insert_entry(
+        insert_entries(
             &self.writer,
-            NewAuditEntry {
+            vec![NewAuditEntry {
                 customer_id: Some(customer_id),
                 actor: None,
                 method: method.to_owned(),
                 resource: Some(resource),
                 peer_address: String::new(),
                 code,
-            },
+            }],
             Some(self.scope().actor().name()),
         )
         .await
     }
 }
 
-/// Appends an entry; an entry without a user is a background task's, named by `system_actor`.
-async fn insert_entry(
+/// Appends entries in order, [`AUDIT_GROUP`] per statement; an entry without a user is a
+/// background task's, named by `system_actor`.
+async fn insert_entries(
     db: &DatabaseConnection,
-    entry: NewAuditEntry,
+    entries: Vec<NewAuditEntry>,
     system_actor: Option<&str>,
 ) -> Result<(), StoreError> {
-    let (actor_user_id, actor_username) = match entry.actor {
-        Some((user_id, username)) => (Some(user_id.get()), username),
-        None => (None, system_actor.unwrap_or_default().to_owned()),
-    };
-    let (resource_type, resource_id) = match entry.resource {
-        Some((kind, id)) => (kind.to_owned(), Some(id)),
-        None => (String::new(), None),
-    };
-    audit_entry::ActiveModel {
-        customer_id: Set(entry.customer_id.map(CustomerId::get)),
-        actor_user_id: Set(actor_user_id),
-        actor_username: Set(actor_username),
-        method: Set(entry.method.chars().take(200).collect()),
-        resource_type: Set(resource_type),
-        resource_id: Set(resource_id),
-        peer_address: Set(entry.peer_address.chars().take(100).collect()),
-        code: Set(entry.code.to_owned()),
-        created_at: Set(now()),
-        ..Default::default()
+    let at = now();
+    let rows: Vec<audit_entry::ActiveModel> = entries
+        .into_iter()
+        .map(|entry| {
+            let (actor_user_id, actor_username) = match entry.actor {
+                Some((user_id, username)) => (Some(user_id.get()), username),
+                None => (None, system_actor.unwrap_or_default().to_owned()),
+            };
+            let (resource_type, resource_id) = match entry.resource {
+                Some((kind, id)) => (kind.to_owned(), Some(id)),
+                None => (String::new(), None),
+            };
+            audit_entry::ActiveModel {
+                customer_id: Set(entry.customer_id.map(CustomerId::get)),
+                actor_user_id: Set(actor_user_id),
+                actor_username: Set(actor_username),
+                method: Set(entry.method.chars().take(200).collect()),
+                resource_type: Set(resource_type),
+                resource_id: Set(resource_id),
+                peer_address: Set(entry.peer_address.chars().take(100).collect()),
+                code: Set(entry.code.to_owned()),
+                created_at: Set(at),
+                ..Default::default()
+            }
+        })
+        .collect();
+    for group in rows.chunks(AUDIT_GROUP) {
+        audit_entry::Entity::insert_many(group.to_vec())
+            .exec_without_returning(db)
+            .await?;
     }
-    .insert(db)
-    .await?;
     Ok(())
 }

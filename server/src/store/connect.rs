@@ -61,6 +61,7 @@ impl Store {
             quota_defaults: Default::default(),
             quota_notices: Default::default(),
             steps_cache: Default::default(),
+            audit_queue: Default::default(),
         })
     }
 

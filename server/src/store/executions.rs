@@ -182,8 +182,11 @@ impl Store {
         let customer_id = scope.customer_id();
         self.precheck_one_more(customer_id, Quota::QueuedExecutions)
             .await?;
+        // Reads that need no lock come before the write lock is taken, the answer's after it
+        // is released: every write of the server waits for this one.
+        let limits = self.quota_limits(&self.db, customer_id).await?;
         let transaction = self.begin_write().await?;
-        self.admit_one_more(&transaction, customer_id, Quota::QueuedExecutions)
+        self.admit_one_more_within(&transaction, customer_id, Quota::QueuedExecutions, &limits)
             .await?;
         let selector = match agent_id {
             Some(agent_id) => {
@@ -204,9 +207,9 @@ impl Store {
         };
         let execution_id =
             insert_execution(&transaction, pipeline, &parameters, &selector, trigger).await?;
-        let execution = load_execution(&transaction, customer_id, execution_id).await?;
         transaction.commit().await?;
-        Ok(execution)
+        // As it is now: a dispatcher may have assigned it already.
+        load_execution(&self.db, customer_id, execution_id).await
     }
 
     /// One of the scope's executions with its steps.

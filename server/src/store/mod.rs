@@ -82,6 +82,8 @@ pub struct Store {
     quota_notices: std::sync::Arc<quotas::QuotaNotices>,
     /// Pipeline step versions already parsed (they never change).
     steps_cache: std::sync::Arc<pipelines::StepsCache>,
+    /// Audit entries waiting for their group's insert.
+    audit_queue: std::sync::Arc<audit::AuditQueue>,
 }
 
 impl Store {

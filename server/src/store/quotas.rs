@@ -249,11 +249,26 @@ impl Store {
     ) -> Result<QuotaLimits, StoreError> {
         hold_quotas(db, customer_id).await?;
         let limits = limits_of(db, &self.quota_defaults, customer_id).await?;
+        self.admit_one_more_within(db, customer_id, quota, &limits)
+            .await?;
+        Ok(limits)
+    }
+
+    /// [`admit_one_more`](Self::admit_one_more) against limits the caller read before it took
+    /// the write lock (a limit changed meanwhile applies from the next call); only the count is
+    /// read under the lock.
+    pub(super) async fn admit_one_more_within(
+        &self,
+        db: &impl ConnectionTrait,
+        customer_id: CustomerId,
+        quota: Quota,
+        limits: &QuotaLimits,
+    ) -> Result<(), StoreError> {
+        hold_quotas(db, customer_id).await?;
         let used = used(db, customer_id, quota).await?;
         limits
             .check(customer_id, quota, used, 1)
-            .map_err(|exceeded| self.over_quota(exceeded))?;
-        Ok(limits)
+            .map_err(|exceeded| self.over_quota(exceeded))
     }
 
     /// For a customer refused `quota` a moment ago, refuses one more of it again from a read,

@@ -720,8 +720,53 @@ async fn the_audit_log_records_every_write_for_the_right_readers(backend: Backen
     );
 }
 
+/// Entries of concurrent writes are written in groups: each write still has exactly its own
+/// entry, stored before its answer (read right after every answer, with no waiting).
+async fn concurrent_writes_each_have_their_entry_before_the_answer(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let mut calls = Vec::new();
+    for index in 0..48 {
+        let mut pipelines = server.admin_pipelines();
+        calls.push(tokio::spawn(async move {
+            pipelines
+                .create_pipeline(pb::CreatePipelineRequest {
+                    customer_id: acme.id,
+                    name: format!("p{index}"),
+                    steps: vec![step("s", "true")],
+                    ..Default::default()
+                })
+                .await
+                .expect("create")
+                .into_inner()
+                .pipeline
+                .expect("pipeline")
+                .id
+        }));
+    }
+    let mut created = Vec::new();
+    for call in calls {
+        created.push(call.await.expect("call"));
+    }
+    let entries = audit(&server, crate::common::ADMIN_TOKEN, acme.id)
+        .await
+        .expect("audit");
+    let mut audited: Vec<i64> = entries
+        .iter()
+        .filter(|entry| entry.method == "cygnet.v1.PipelineService/CreatePipeline")
+        .map(|entry| entry.resource_id)
+        .collect();
+    audited.sort_unstable();
+    created.sort_unstable();
+    assert_eq!(
+        audited, created,
+        "one entry per write, none lost or doubled"
+    );
+}
+
 cygnet_testkit::backend_tests!(
     stats_match_hand_counted_fixtures,
     watch_activity_is_live_and_only_the_customers_own,
     the_audit_log_records_every_write_for_the_right_readers,
+    concurrent_writes_each_have_their_entry_before_the_answer,
 );
