@@ -178,6 +178,14 @@ async fn replace_labels(
 }
 
 /// One live agent row of the customer, or NOT_FOUND.
+/// An agent's row with its labels joined by commas (none: `None`).
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct AgentWithLabels {
+    #[sea_orm(nested)]
+    agent: agent::Model,
+    labels: Option<String>,
+}
+
 async fn find_live_agent(
     db: &impl ConnectionTrait,
     customer_id: CustomerId,
@@ -443,12 +451,35 @@ impl Store {
         agent_id: AgentId,
         online_cutoff: DateTime<Utc>,
     ) -> Result<Agent, StoreError> {
-        let row = find_live_agent(&self.db, scope.customer_id(), agent_id).await?;
-        let labels = labels_of(&self.db, scope.customer_id(), &[row.id])
+        // One query: the row with its labels aggregated beside it (labels hold no comma).
+        let aggregated = match self.backend() {
+            sea_orm::DbBackend::Postgres => "string_agg(label, ',')",
+            _ => "group_concat(label, ',')",
+        };
+        let found = agent::Entity::find_by_id(agent_id.get())
+            .filter(agent::Column::CustomerId.eq(scope.customer_id().get()))
+            .filter(agent::Column::DeletedAt.is_null())
+            .column_as(
+                Expr::cust(format!(
+                    "(SELECT {aggregated} FROM agent_labels WHERE agent_labels.customer_id = \
+                     agents.customer_id AND agent_labels.agent_id = agents.id)"
+                )),
+                "labels",
+            )
+            .into_model::<AgentWithLabels>()
+            .one(&self.db)
             .await?
-            .remove(&row.id)
-            .unwrap_or_default();
-        agent_from_row(row, labels, online_cutoff)
+            .ok_or_else(|| StoreError::NotFound(format!("agent {agent_id} not found")))?;
+        let mut labels: Vec<String> = found
+            .labels
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|label| !label.is_empty())
+            .map(str::to_owned)
+            .collect();
+        labels.sort_unstable();
+        agent_from_row(found.agent, labels, online_cutoff)
     }
 
     /// Applies a patch to one of the scope's agents.
