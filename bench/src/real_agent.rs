@@ -16,25 +16,41 @@ use crate::procfs::{cpu_percent, mib, usage};
 use crate::scenarios::{Options, run_pipeline};
 use crate::stats::Figure;
 
-/// The `cygnet-agent` binary of this build profile, beside the bench's own; built with cargo
-/// first when it is not there (`cargo run -p cygnet-bench` builds only the bench).
+/// The `cygnet-agent` binary to measure: in a release build of the bench, the agent as shipped
+/// (profile `agent-release`, in `target/agent-release/`); in a debug build, the debug agent
+/// beside the bench. Built with cargo first when it is not there (`cargo run -p cygnet-bench`
+/// builds only the bench).
 fn agent_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let binary = exe
-        .parent()
-        .context("the bench's directory")?
-        .join("cygnet-agent");
+    let beside = exe.parent().context("the bench's directory")?;
+    let (directory, profile) = if cfg!(debug_assertions) {
+        (beside.to_path_buf(), "dev")
+    } else {
+        (
+            beside
+                .parent()
+                .context("the target directory")?
+                .join("agent-release"),
+            "agent-release",
+        )
+    };
+    let binary = directory.join("cygnet-agent");
     if !binary.is_file() {
-        println!("building cygnet-agent for the agent scenarios…");
+        println!("building cygnet-agent (profile {profile}) for the agent scenarios…");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = std::process::Command::new(cargo);
-        command
+        let status = std::process::Command::new(cargo)
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-            .args(["build", "-p", "cygnet-agent", "--bin", "cygnet-agent"]);
-        if !cfg!(debug_assertions) {
-            command.arg("--release");
-        }
-        anyhow::ensure!(command.status()?.success(), "building cygnet-agent failed");
+            .args([
+                "build",
+                "-p",
+                "cygnet-agent",
+                "--bin",
+                "cygnet-agent",
+                "--profile",
+                profile,
+            ])
+            .status()?;
+        anyhow::ensure!(status.success(), "building cygnet-agent failed");
     }
     anyhow::ensure!(binary.is_file(), "no {}", binary.display());
     Ok(binary)
