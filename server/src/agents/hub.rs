@@ -17,8 +17,13 @@ use crate::domain::pipeline::AgentSelector;
 use crate::domain::{AgentFigures, AgentId, CustomerId, ExecutionId};
 use crate::store::HeartbeatRecord;
 
+/// One message for an agent's stream, boxed: tokio allocates a channel's slots 32 at a time,
+/// and a slot of the unboxed `Result<ConnectResponse, Status>` is 256 bytes, 8 KiB per agent
+/// for a channel that is empty nearly always (BENCHMARKS.md).
+pub type Command = Result<Box<pb::ConnectResponse>, Box<Status>>;
+
 /// The server → agent half of a stream.
-pub type CommandSender = mpsc::Sender<Result<pb::ConnectResponse, Status>>;
+pub type CommandSender = mpsc::Sender<Command>;
 
 /// What an agent may be given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,9 +293,9 @@ impl AgentHub {
         };
         session
             .commands
-            .try_send(Ok(pb::ConnectResponse {
+            .try_send(Ok(Box::new(pb::ConnectResponse {
                 command: Some(command),
-            }))
+            })))
             .is_ok()
     }
 
@@ -394,9 +399,9 @@ impl AgentHub {
         }
         let sent = session
             .commands
-            .try_send(Ok(pb::ConnectResponse {
+            .try_send(Ok(Box::new(pb::ConnectResponse {
                 command: Some(pb::connect_response::Command::AssignMonitors(set)),
-            }))
+            })))
             .is_ok();
         if sent {
             session.monitors = Some(digest);
@@ -431,10 +436,7 @@ mod tests {
         id: i64,
         customer: i64,
         work: WorkSettings,
-    ) -> (
-        SessionTicket,
-        mpsc::Receiver<Result<pb::ConnectResponse, Status>>,
-    ) {
+    ) -> (SessionTicket, mpsc::Receiver<Command>) {
         let (sender, receiver) = mpsc::channel(8);
         (
             hub.attach(agent(id, customer), sender, work, HashSet::new()),

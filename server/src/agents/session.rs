@@ -29,7 +29,7 @@ const COMMAND_BUFFER: usize = 1024;
 const EVENT_BATCH: usize = 64;
 
 /// The server → agent half of a session.
-pub type Outbound = mpsc::Receiver<Result<pb::ConnectResponse, Status>>;
+pub type Outbound = mpsc::Receiver<super::hub::Command>;
 
 /// Opens and runs agent sessions; cheap to clone.
 #[derive(Clone)]
@@ -101,7 +101,7 @@ impl AgentSessions {
             })),
         };
         // Cannot fail: the channel is new and empty.
-        let _ = commands.try_send(Ok(welcome));
+        let _ = commands.try_send(Ok(Box::new(welcome)));
         let ticket = self.hub.attach(
             agent.clone(),
             commands.clone(),
@@ -139,12 +139,12 @@ impl AgentSessions {
         // Cancellations asked while the agent was away.
         for (execution_id, _, _, cancel_reason) in &on_agent {
             if !cancel_reason.is_empty() {
-                let _ = commands.try_send(Ok(pb::ConnectResponse {
+                let _ = commands.try_send(Ok(Box::new(pb::ConnectResponse {
                     command: Some(pb::connect_response::Command::CancelJob(pb::CancelJob {
                         execution_id: execution_id.get(),
                         reason: cancel_reason.clone(),
                     })),
-                }));
+                })));
             }
         }
         // Assigned before this stream: the agent's first heartbeat says whether it has them.
@@ -193,7 +193,7 @@ async fn read_stream(
     agent: AuthenticatedAgent,
     ticket: SessionTicket,
     mut inbound: Streaming<pb::ConnectRequest>,
-    commands: mpsc::Sender<Result<pb::ConnectResponse, Status>>,
+    commands: super::hub::CommandSender,
     mut unconfirmed: Vec<ExecutionId>,
 ) {
     use pb::connect_request::Message;
@@ -209,7 +209,7 @@ async fn read_stream(
                 status = &mut kicked => {
                     // The hub already removed the session and records the outcome itself.
                     if let Ok(status) = status {
-                        let _ = commands.try_send(Err(status));
+                        let _ = commands.try_send(Err(Box::new(status)));
                     }
                     break None;
                 }
@@ -324,18 +324,14 @@ async fn record_monitor_report(
     }
 }
 
-fn acknowledge(
-    commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
-    execution_id: i64,
-    sequence: i64,
-) {
+fn acknowledge(commands: &super::hub::CommandSender, execution_id: i64, sequence: i64) {
     // Acknowledgements are cumulative: if the buffer is full, a later one covers this one.
-    let _ = commands.try_send(Ok(pb::ConnectResponse {
+    let _ = commands.try_send(Ok(Box::new(pb::ConnectResponse {
         command: Some(pb::connect_response::Command::EventAck(pb::EventAck {
             execution_id,
             sequence,
         })),
-    }));
+    })));
 }
 
 /// Stores job events the agent sent together (one transaction), acknowledges each, and acts on
@@ -343,7 +339,7 @@ fn acknowledge(
 async fn apply_job_events(
     sessions: &AgentSessions,
     agent: &AuthenticatedAgent,
-    commands: &mpsc::Sender<Result<pb::ConnectResponse, Status>>,
+    commands: &super::hub::CommandSender,
     events: Vec<pb::JobEvent>,
 ) {
     let mut inputs = Vec::with_capacity(events.len());

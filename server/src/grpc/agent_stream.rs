@@ -4,6 +4,7 @@ use std::pin::Pin;
 
 use cygnet_proto::v1 as pb;
 use tokio_stream::Stream;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -107,5 +108,7 @@ pub(super) async fn connect(
         .authenticate(request.metadata(), certificate_cn.as_deref())
         .await?;
     let outbound = api.sessions.open(agent, request.into_inner()).await?;
-    Ok(Response::new(Box::pin(ReceiverStream::new(outbound))))
+    Ok(Response::new(Box::pin(ReceiverStream::new(outbound).map(
+        |command| command.map(|message| *message).map_err(|status| *status),
+    ))))
 }
