@@ -235,8 +235,31 @@ fn report(samples: &Samples, executions: u64, note: &str) {
     }
 }
 
-/// Up to `count` calls of each read one after another (after 10 unmeasured warm-up calls), or
-/// as many as fit in a minute when they are slow; checks that each shows `executions`.
+/// Up to `count` calls of `call` one after another (after 10 unmeasured warm-up calls), or as
+/// many as fit in a minute when they are slow.
+async fn sample<F, Fut>(count: usize, mut call: F) -> anyhow::Result<Vec<Duration>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    const BUDGET: Duration = Duration::from_secs(60);
+    let mut samples = Vec::with_capacity(count);
+    let began = Instant::now();
+    for round in 0..count + 10 {
+        let started = Instant::now();
+        call().await?;
+        // The first calls warm the connection pool and the caches; they are not counted.
+        if round >= 10 {
+            samples.push(started.elapsed());
+            if began.elapsed() > BUDGET {
+                break;
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// The three reads, each sampled by [`sample`]; each answer must show `executions`.
 async fn measure(
     server: &BenchServer,
     channel: &tonic::transport::Channel,
@@ -245,90 +268,76 @@ async fn measure(
     executions: u64,
     count: usize,
 ) -> anyhow::Result<Samples> {
-    const BUDGET: Duration = Duration::from_secs(60);
     let request = format!(
         "GET /c/{} HTTP/1.1\r\nhost: bench\r\nconnection: close\r\ncookie: {cookie}\r\n\r\n",
         tenant.customer_id
     );
-    let mut samples = Samples {
-        render: Vec::new(),
-        stats: Vec::new(),
-        list: Vec::new(),
-        page_bytes: 0,
-    };
-    let began = Instant::now();
-    for round in 0..count + 10 {
-        let started = Instant::now();
-        let (status, page) = exchange(server.web_address, &request).await?;
-        let took = started.elapsed();
-        anyhow::ensure!(status == 200, "the dashboard answered {status}");
-        anyhow::ensure!(
-            page.contains(&format!("<p class=\"total\">{executions}</p>")),
-            "the executions card does not show {executions}"
-        );
-        samples.page_bytes = page.len();
-        // The first renders warm the connection pool and the caches; they are not counted.
-        if round >= 10 {
-            samples.render.push(took);
-            if began.elapsed() > BUDGET {
-                break;
-            }
+    let page_bytes = std::cell::Cell::new(0);
+    let render = sample(count, || {
+        let (request, page_bytes) = (&request, &page_bytes);
+        async move {
+            let (status, page) = exchange(server.web_address, request).await?;
+            anyhow::ensure!(status == 200, "the dashboard answered {status}");
+            anyhow::ensure!(
+                page.contains(&format!("<p class=\"total\">{executions}</p>")),
+                "the executions card does not show {executions}"
+            );
+            page_bytes.set(page.len());
+            Ok(())
         }
-    }
-    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), admin());
-    let began = Instant::now();
-    for round in 0..count + 10 {
-        let started = Instant::now();
-        let stats = customers
-            .get_customer_stats(pb::GetCustomerStatsRequest {
-                customer_id: tenant.customer_id,
-            })
-            .await?
-            .into_inner()
-            .stats
-            .context("stats")?;
-        let took = started.elapsed();
-        anyhow::ensure!(
-            stats.executions_total as u64 == executions,
-            "GetCustomerStats counts {} executions, not {executions}",
-            stats.executions_total
-        );
-        if round >= 10 {
-            samples.stats.push(took);
-            if began.elapsed() > BUDGET {
-                break;
-            }
+    })
+    .await?;
+    let customers = CustomerServiceClient::with_interceptor(channel.clone(), admin());
+    let stats = sample(count, || {
+        let mut customers = customers.clone();
+        async move {
+            let stats = customers
+                .get_customer_stats(pb::GetCustomerStatsRequest {
+                    customer_id: tenant.customer_id,
+                })
+                .await?
+                .into_inner()
+                .stats
+                .context("stats")?;
+            anyhow::ensure!(
+                stats.executions_total as u64 == executions,
+                "GetCustomerStats counts {} executions, not {executions}",
+                stats.executions_total
+            );
+            Ok(())
         }
-    }
-    let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
-    let began = Instant::now();
-    for round in 0..count + 10 {
-        let started = Instant::now();
-        let listed = pipelines
-            .list_pipelines(pb::ListPipelinesRequest {
-                customer_id: tenant.customer_id,
-                page_size: 50,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pipelines;
-        let took = started.elapsed();
-        let counted: i64 = listed
-            .iter()
-            .filter_map(|pipeline| pipeline.stats.as_ref())
-            .map(|stats| stats.executions_total)
-            .sum();
-        anyhow::ensure!(
-            counted as u64 == executions,
-            "ListPipelines counts {counted} executions, not {executions}"
-        );
-        if round >= 10 {
-            samples.list.push(took);
-            if began.elapsed() > BUDGET {
-                break;
-            }
+    })
+    .await?;
+    let pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
+    let list = sample(count, || {
+        let mut pipelines = pipelines.clone();
+        async move {
+            let listed = pipelines
+                .list_pipelines(pb::ListPipelinesRequest {
+                    customer_id: tenant.customer_id,
+                    page_size: 50,
+                    page_token: String::new(),
+                })
+                .await?
+                .into_inner()
+                .pipelines;
+            let counted: i64 = listed
+                .iter()
+                .filter_map(|pipeline| pipeline.stats.as_ref())
+                .map(|stats| stats.executions_total)
+                .sum();
+            anyhow::ensure!(
+                counted as u64 == executions,
+                "ListPipelines counts {counted} executions, not {executions}"
+            );
+            Ok(())
         }
-    }
-    Ok(samples)
+    })
+    .await?;
+    Ok(Samples {
+        render,
+        stats,
+        list,
+        page_bytes: page_bytes.get(),
+    })
 }

@@ -31,6 +31,32 @@ impl TestServer {
             .expect("pipeline")
     }
 
+    /// Creates, as the platform administrator, a one-step pipeline whose runs need agents
+    /// carrying `labels` (none such: they stay queued).
+    pub async fn create_pipeline_needing(
+        &self,
+        customer_id: i64,
+        name: &str,
+        labels: &[&str],
+    ) -> pb::Pipeline {
+        self.admin_pipelines()
+            .create_pipeline(pb::CreatePipelineRequest {
+                customer_id,
+                name: name.into(),
+                steps: vec![crate::step("run", "true")],
+                agent_selector: Some(pb::AgentSelector {
+                    labels: labels.iter().map(|label| label.to_string()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("create pipeline")
+            .into_inner()
+            .pipeline
+            .expect("pipeline")
+    }
+
     /// Runs a pipeline as the platform administrator.
     pub async fn run_pipeline(
         &self,

@@ -133,22 +133,8 @@ async fn one_customers_unmatched_backlog_never_delays_another_customers_run(back
     let (b, b_agent) = customer_with_agent(&server, "bystander").await;
     let (received, _worker) = b_agent.work_instantly();
     let unmatched = server
-        .admin_pipelines()
-        .create_pipeline(pb::CreatePipelineRequest {
-            customer_id: a.id,
-            name: "needs a gpu".into(),
-            steps: vec![step("train", "true")],
-            agent_selector: Some(pb::AgentSelector {
-                labels: vec!["gpu".into()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .into_inner()
-        .pipeline
-        .expect("pipeline");
+        .create_pipeline_needing(a.id, "needs a gpu", &["gpu"])
+        .await;
     for _ in 0..300 {
         server.run_pipeline(a.id, unmatched.id, &[]).await;
     }
@@ -207,22 +193,8 @@ async fn a_tenant_doing_everything_at_once_leaves_another_untouched(backend: Bac
 
     // A: a queue flood of work nobody can take, past its quota.
     let unmatched = server
-        .admin_pipelines()
-        .create_pipeline(pb::CreatePipelineRequest {
-            customer_id: a.id,
-            name: "needs a gpu".into(),
-            steps: vec![step("train", "true")],
-            agent_selector: Some(pb::AgentSelector {
-                labels: vec!["gpu".into()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("create")
-        .into_inner()
-        .pipeline
-        .expect("pipeline");
+        .create_pipeline_needing(a.id, "needs a gpu", &["gpu"])
+        .await;
     let floods: Vec<_> = (0..80)
         .map(|_| {
             let mut client = server.admin_pipelines();

@@ -148,22 +148,8 @@ async fn figures_equal_a_recount_through_every_change(backend: Backend) {
         .await;
     // A pipeline no agent matches: its runs stay queued until cancelled.
     let stuck = server
-        .admin_pipelines()
-        .create_pipeline(pb::CreatePipelineRequest {
-            customer_id: acme.id,
-            name: "stuck".into(),
-            steps: vec![step("never", "true")],
-            agent_selector: Some(pb::AgentSelector {
-                labels: vec!["gpu".into()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("create stuck")
-        .into_inner()
-        .pipeline
-        .expect("pipeline");
+        .create_pipeline_needing(acme.id, "stuck", &["gpu"])
+        .await;
 
     // Agents on both replicas end jobs by execution id: succeeded, failed or timed out.
     let mut workers = Vec::new();
