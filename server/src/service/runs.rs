@@ -34,17 +34,19 @@ impl Operations {
             }
         }
         let resolved = resolve_parameters(&pipeline.definition.parameters, &run.parameters)?;
-        let execution = store
+        let execution_id = store
             .create_execution(scope, &pipeline, resolved, run.agent_id, run.trigger)
             .await?;
         tracing::info!(
-            execution_id = execution.id.get(),
+            execution_id = execution_id.get(),
             pipeline_id = run.pipeline_id.get(),
             trigger = ?run.trigger,
             "execution queued"
         );
+        // The dispatcher first, the answer after: reading it back is not on the job's path.
+        // The answer shows it as it is then (a dispatcher may have assigned it already).
         self.work_queued();
-        Ok(execution)
+        Ok(store.get_execution(scope, execution_id).await?)
     }
 
     /// Queues a new run of one of the scope's executions, with its parameters.

@@ -169,8 +169,9 @@ pub const MAX_LOG_PAGE_BYTES: usize = 1 << 20;
 
 impl Store {
     /// Queues an execution of `pipeline` with resolved parameters, snapshotting its definition,
-    /// within the customer's `queued_executions` quota. `agent_id` overrides the pipeline's
-    /// selector with one agent of the customer.
+    /// within the customer's `queued_executions` quota; returns its id as soon as it is
+    /// committed (the caller wakes the dispatcher before reading it back). `agent_id` overrides
+    /// the pipeline's selector with one agent of the customer.
     pub async fn create_execution(
         &self,
         scope: &TenantScope,
@@ -178,7 +179,7 @@ impl Store {
         parameters: BTreeMap<String, String>,
         agent_id: Option<AgentId>,
         trigger: Trigger,
-    ) -> Result<Execution, StoreError> {
+    ) -> Result<ExecutionId, StoreError> {
         let customer_id = scope.customer_id();
         self.precheck_one_more(customer_id, Quota::QueuedExecutions)
             .await?;
@@ -208,8 +209,7 @@ impl Store {
         let execution_id =
             insert_execution(&transaction, pipeline, &parameters, &selector, trigger).await?;
         transaction.commit().await?;
-        // As it is now: a dispatcher may have assigned it already.
-        load_execution(&self.db, customer_id, execution_id).await
+        Ok(execution_id)
     }
 
     /// One of the scope's executions with its steps.
