@@ -48,8 +48,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use crate::auth::SystemScope;
 use crate::domain::QuotaLimits;
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    AccessMode, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use access::CustomerAccess;
@@ -107,6 +107,27 @@ impl Store {
     /// Starts a transaction that will write (see [`begin_write`]).
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
         begin_write(&self.writer).await
+    }
+
+    /// A read-only transaction whose reads all see one moment, for a record read in several
+    /// queries (a release execution and its stages): on PostgreSQL `REPEATABLE READ`, on SQLite
+    /// a deferred transaction (its first read fixes the snapshot). Without it a change committed
+    /// between two of the reads showed half of itself.
+    async fn read_snapshot(&self) -> Result<DatabaseTransaction, DbErr> {
+        let (isolation_level, access_mode) = match self.backend() {
+            DbBackend::Postgres => (
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            ),
+            _ => (None, None),
+        };
+        self.db
+            .begin_with_options(TransactionOptions {
+                isolation_level,
+                access_mode,
+                sqlite_transaction_mode: None,
+            })
+            .await
     }
 
     /// The cross-customer operations, for a background task of the server.

@@ -247,7 +247,10 @@ impl Store {
         scope: &TenantScope,
         id: ReleaseExecutionId,
     ) -> Result<ReleaseExecution, StoreError> {
-        load_release_execution(&self.db, scope.customer_id(), id).await
+        let snapshot = self.read_snapshot().await?;
+        let loaded = load_release_execution(&snapshot, scope.customer_id(), id).await?;
+        snapshot.commit().await?;
+        Ok(loaded)
     }
 
     /// The scope's release executions, newest first.
