@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::activity_event;
@@ -20,19 +20,7 @@ pub(super) async fn record(
     event: NewActivity,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    activity_event::ActiveModel {
-        customer_id: Set(customer_id.get()),
-        kind: Set(event.kind.to_owned()),
-        subject_type: Set(event.subject_type.to_owned()),
-        subject_id: Set(event.subject_id),
-        message: Set(event.message),
-        actor_user_id: Set(event.actor.map(UserId::get)),
-        created_at: Set(at),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?;
-    Ok(())
+    record_many(db, customer_id, vec![(event, at)]).await
 }
 
 /// Appends several events of one customer in one statement, in order.

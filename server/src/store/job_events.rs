@@ -188,7 +188,10 @@ impl Store {
                 .await?;
             outcomes.push(Ok(outcome));
         }
-        for execution in tracked.values() {
+        // In id order, so two batches touching the same rows take their locks alike.
+        let mut changed: Vec<&Tracked> = tracked.values().collect();
+        changed.sort_unstable_by_key(|execution| execution.row.id);
+        for execution in changed {
             write_change(&transaction, execution).await?;
         }
         for chunks in writes.chunks.chunks(CHUNKS_PER_INSERT) {
