@@ -2,7 +2,6 @@
 
 use std::{net::SocketAddr, path::Path, str::FromStr, time::Duration};
 
-use cygnet_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::postgres::PgConnectOptions;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DbErr};
@@ -42,6 +41,11 @@ impl Store {
                 ))
             })?;
         }
+        // Processes opening a new SQLite file together take turns (see `lock_sqlite_file`).
+        let opening = match sqlite_path(&options.url) {
+            Some(path) => Some(super::migrations::lock_sqlite_file(path).await?),
+            None => None,
+        };
         let db = Database::connect(connect_options(&options.url, options.max_connections)).await?;
         // SQLite has one writer at a time. Writers on several connections wait for its lock in
         // SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries and leaves the lock
@@ -54,7 +58,9 @@ impl Store {
             }
             _ => db.clone(),
         };
+        drop(opening);
         Ok(Store {
+            url: options.url.as_str().into(),
             db,
             writer,
             auth_cache: Default::default(),
@@ -64,39 +70,9 @@ impl Store {
             audit_queue: Default::default(),
         })
     }
-
-    /// Applies every pending migration.
-    pub async fn migrate_up(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.db, None).await
-    }
-
-    /// Runs a `migrate` command.
-    pub async fn migrate(&self, command: MigrationCommand) -> Result<(), DbErr> {
-        match command {
-            MigrationCommand::Up => Migrator::up(&self.db, None).await,
-            MigrationCommand::Down { steps } => Migrator::down(&self.db, Some(steps)).await,
-        }
-    }
-
-    /// Every known migration with whether it is applied, in order.
-    pub async fn migration_status(&self) -> Result<Vec<(String, bool)>, DbErr> {
-        let migrations = Migrator::get_migration_with_status(&self.db).await?;
-        Ok(migrations
-            .iter()
-            .map(|migration| {
-                (
-                    migration.name().to_owned(),
-                    matches!(
-                        migration.status(),
-                        sea_orm_migration::MigrationStatus::Applied
-                    ),
-                )
-            })
-            .collect())
-    }
 }
 
-fn connect_options(url: &str, max_connections: u32) -> ConnectOptions {
+pub(super) fn connect_options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut connect = ConnectOptions::new(url.to_owned());
     connect
         .max_connections(max_connections)
@@ -163,7 +139,7 @@ async fn set_nodelay_towards((host, port): (String, u16)) {
 }
 
 /// The file path of a `sqlite:` URL, if it names a file.
-fn sqlite_path(url: &str) -> Option<&str> {
+pub(super) fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

@@ -25,6 +25,7 @@ mod executions;
 mod invitations;
 mod job_events;
 mod memberships;
+mod migrations;
 mod monitor_checks;
 mod monitors;
 #[cfg(target_os = "linux")]
@@ -70,6 +71,8 @@ pub use variables::{JobVariable, JobVariables, StageGate};
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
+    /// How the database was reached (migrations take a connection of their own).
+    url: std::sync::Arc<str>,
     db: DatabaseConnection,
     /// Where writes go: on SQLite a pool of one connection (see `connect`), on PostgreSQL the
     /// same pool as `db`.

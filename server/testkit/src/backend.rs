@@ -147,3 +147,38 @@ fn database_names_are_replaced() {
         "postgres://localhost/x"
     );
 }
+
+/// A database nobody has migrated yet, for tests that start servers on it themselves.
+pub struct EmptyDatabase {
+    /// Where to connect.
+    pub url: String,
+    _temp_dir: Option<tempfile::TempDir>,
+    _postgres: Option<PostgresDatabase>,
+}
+
+impl EmptyDatabase {
+    pub async fn create(backend: &Backend) -> EmptyDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let temp_dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    temp_dir.path().join("cygnet.db").display()
+                );
+                EmptyDatabase {
+                    url,
+                    _temp_dir: Some(temp_dir),
+                    _postgres: None,
+                }
+            }
+            Backend::Postgres(admin_url) => {
+                let (database, url) = PostgresDatabase::create(admin_url).await;
+                EmptyDatabase {
+                    url,
+                    _temp_dir: None,
+                    _postgres: Some(database),
+                }
+            }
+        }
+    }
+}

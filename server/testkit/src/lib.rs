@@ -10,7 +10,7 @@ mod server;
 mod server_helpers;
 
 pub use assertions::{assert_invalid, assert_status, eventually, final_execution, log_text};
-pub use backend::Backend;
+pub use backend::{Backend, EmptyDatabase};
 pub use clients::{
     AgentClient, Bearer, CustomerClient, MonitorClient, PipelineClient, ReleaseClient, TestUser,
     UserClient, VariableClient,

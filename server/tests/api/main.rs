@@ -18,6 +18,7 @@ mod dashboard;
 mod fuzz_rpcs;
 mod isolation;
 mod metrics;
+mod migrations;
 mod monitors;
 mod noisy_neighbours;
 mod pipeline_versions;
