@@ -24,6 +24,7 @@ use crate::audit::AuditLayer;
 use crate::auth::{SystemActor, system_scope};
 use crate::bootstrap::{Bootstrap, bootstrap_admin};
 use crate::config::ServerConfig;
+use crate::database_gate::DatabaseGateLayer;
 use crate::dispatch::Dispatcher;
 use crate::grpc::{
     AgentApi, ApiContext, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi, VariableApi,
@@ -174,7 +175,7 @@ impl App {
             dispatch_store,
             hub.clone(),
             operations.clone(),
-            self.config.agents.grace,
+            self.config.agents,
             metrics.clone(),
             self.secrets.clone(),
         );
@@ -224,6 +225,7 @@ impl App {
             self.config.retention,
             background_stopped.clone(),
         );
+        let probe = self.store.spawn_health_probe(background_stopped.clone());
         let folding = crate::rollups::spawn_folding(
             self.store.system(&system_scope(SystemActor::Housekeeping)),
             background_stopped.clone(),
@@ -267,8 +269,11 @@ impl App {
             .layer(Stack::new(
                 Stack::new(
                     Stack::new(
-                        AuditLayer::new(self.store.clone()),
-                        RunToCompletionLayer::new(tasks.clone()),
+                        Stack::new(
+                            AuditLayer::new(self.store.clone()),
+                            RunToCompletionLayer::new(tasks.clone()),
+                        ),
+                        DatabaseGateLayer::new(self.store.health().clone()),
                     ),
                     RateLimitLayer::new(RateLimiter::new(self.config.rate_limits)),
                 ),
@@ -416,6 +421,9 @@ impl App {
         }
         if let Some(listener_task) = listener_task {
             let _ = listener_task.await;
+        }
+        if let Some(probe) = probe {
+            let _ = probe.await;
         }
         if let Some(metrics_task) = metrics_task {
             let _ = metrics_task.await;

@@ -101,6 +101,14 @@ impl AgentSettings {
     pub fn offline_after(&self) -> Duration {
         self.heartbeat_interval * 3
     }
+
+    /// After a database outage, how long every replica has to renew the leases and last-seen
+    /// times of the agents still connected to it before silence is judged: a heartbeat
+    /// interval (each replica saves within one, retrying each second after a failed save) and
+    /// two probe rounds for the replica that notices the database last.
+    pub fn renewal_window(&self) -> Duration {
+        self.heartbeat_interval + Duration::from_secs(2)
+    }
 }
 
 impl Default for AgentSettings {

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;
+pub mod database_gate;
 pub mod dispatch;
 pub mod domain;
 pub mod grpc;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use cygnet_testkit::{TestOptions, TestServer};
+use cygnet_testkit::{TestOptions, TestServer, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const AGENT: &str = env!("CARGO_BIN_EXE_cygnet-agent");
@@ -257,4 +257,33 @@ pub async fn scrape_until(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A customer with one online agent (the returned child) labelled linux/test.
+pub async fn customer_with_agent(
+    server: &TestServer,
+    name: &str,
+    extra: serde_json::Value,
+) -> (pb::Customer, Host, AgentProcess) {
+    let customer = server.create_customer(name).await;
+    let token = server.create_registration_token(customer.id).await;
+    let host = Host::with_settings(
+        server,
+        customer.id,
+        &format!("{name}-agent"),
+        Some(&token),
+        extra,
+    );
+    let child = host.spawn();
+    let uuid = format!("{name}-agent");
+    eventually("agent online", Duration::from_secs(10), || {
+        is_online_with_figures(server, customer.id, &uuid)
+    })
+    .await;
+    (customer, host, child)
+}
+
+pub fn stop(mut child: AgentProcess) {
+    let _ = child.kill();
+    let _ = child.wait();
 }

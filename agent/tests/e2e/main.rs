@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod metrics;
 mod monitors;
+mod outage;
 mod pipelines;
 mod releases;
 mod variables;

@@ -19,35 +19,6 @@ fn options(grace: Duration) -> TestOptions {
     options
 }
 
-/// A customer with one online agent (the returned child) labelled linux/test.
-async fn customer_with_agent(
-    server: &TestServer,
-    name: &str,
-    extra: serde_json::Value,
-) -> (pb::Customer, Host, AgentProcess) {
-    let customer = server.create_customer(name).await;
-    let token = server.create_registration_token(customer.id).await;
-    let host = Host::with_settings(
-        server,
-        customer.id,
-        &format!("{name}-agent"),
-        Some(&token),
-        extra,
-    );
-    let child = host.spawn();
-    let uuid = format!("{name}-agent");
-    eventually("agent online", Duration::from_secs(10), || {
-        is_online_with_figures(server, customer.id, &uuid)
-    })
-    .await;
-    (customer, host, child)
-}
-
-fn stop(mut child: AgentProcess) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 fn steps_of(execution: &pb::Execution) -> Vec<(String, pb::StepStatus, Option<i32>)> {
     execution
         .steps

@@ -337,6 +337,19 @@ impl AgentHub {
         records
     }
 
+    /// Puts back figures whose save failed, so the next save takes them (and renews the
+    /// leases they carry), unless newer ones arrived or the agent's stream changed.
+    pub fn mark_unsaved(&self, records: &[HeartbeatRecord]) {
+        let mut sessions = self.sessions();
+        for record in records {
+            if let Some(session) = sessions.get_mut(&record.agent_id)
+                && session.connection_id == record.connection_id
+            {
+                session.unsaved = true;
+            }
+        }
+    }
+
     /// Ends and removes every stream silent for `offline_after`; returns them so they can be
     /// marked offline.
     pub fn expire_silent(&self, offline_after: Duration) -> Vec<(AuthenticatedAgent, i64)> {

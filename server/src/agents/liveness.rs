@@ -15,6 +15,8 @@ use crate::config::AgentSettings;
 use crate::store::{SystemStore, now};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How soon a failed save of figures and leases is tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Starts the task; it ends after `shutdown` is cancelled, once agents are marked offline.
 pub fn spawn_liveness_task(
@@ -28,9 +30,24 @@ pub fn spawn_liveness_task(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reachability = store.health().subscribe();
+        // Figures (and the leases they renew) a failed save left to save again.
+        let mut unsaved = false;
         loop {
             tokio::select! {
-                _ = tick.tick() => run_once(&hub, &store, &settings).await,
+                _ = tick.tick() => unsaved = !run_once(&hub, &store, &settings).await,
+                // The database is back: the leases of agents whose streams stayed open are
+                // renewed first, before any replica may judge them expired.
+                Ok(()) = reachability.changed() => {
+                    if *reachability.borrow_and_update() {
+                        unsaved = !save_figures(&hub, &store, &settings).await;
+                    }
+                }
+                _ = retry.tick(), if unsaved => {
+                    unsaved = !save_figures(&hub, &store, &settings).await;
+                }
                 _ = prune.tick() => prune_history(&store, &settings).await,
                 () = shutdown.cancelled() => break,
             }
@@ -49,8 +66,15 @@ pub fn spawn_liveness_task(
     })
 }
 
-async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) {
-    save_figures(hub, store, settings).await;
+/// Returns whether the figures were saved.
+async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) -> bool {
+    let saved = save_figures(hub, store, settings).await;
+    // While the database is away (and for a renewal window after), a stream's reader may be
+    // the one waiting, on the database, with the agent's heartbeats unread behind it: silence
+    // is judged only once the database answers.
+    if !store.health().reachable_for(settings.renewal_window()) {
+        return saved;
+    }
     let offline_after = settings.offline_after();
     for (agent, connection_id) in hub.expire_silent(offline_after) {
         let reason = format!("no heartbeat for {} s", offline_after.as_secs());
@@ -63,6 +87,9 @@ async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings)
             tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
         }
     }
+    // Agents of a vanished replica are judged by their stored last-seen time, which nobody
+    // could renew while the database was away: likewise not until every replica has had a
+    // renewal window to save its own agents' times.
     let at = now();
     let cutoff = at - offline_after;
     match store.sweep_stale_agents(cutoff, at).await {
@@ -70,15 +97,26 @@ async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings)
         Ok(swept) => tracing::info!(swept, "marked agents without recent heartbeats offline"),
         Err(error) => tracing::warn!(%error, "could not sweep stale agents"),
     }
+    saved
 }
 
-async fn save_figures(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) {
+/// Saves the figures that arrived and renews the leases of the jobs they report; returns
+/// whether that worked. On failure the agents' latest figures stay unsaved, for the next try.
+async fn save_figures(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings) -> bool {
     let lease_until =
         now() + chrono::Duration::from_std(settings.grace).unwrap_or(chrono::Duration::seconds(60));
     let online_seconds = i64::try_from(settings.heartbeat_interval.as_secs()).unwrap_or(0);
     let records = hub.take_unsaved(settings.sample_interval, lease_until, online_seconds);
-    if let Err(error) = store.save_heartbeats(&records).await {
-        tracing::warn!(%error, agents = records.len(), "could not save agent heartbeats");
+    if records.is_empty() {
+        return true;
+    }
+    match store.save_heartbeats(&records).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, agents = records.len(), "could not save agent heartbeats");
+            hub.mark_unsaved(&records);
+            false
+        }
     }
 }
 

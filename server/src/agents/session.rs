@@ -27,6 +27,12 @@ use crate::wire;
 const COMMAND_BUFFER: usize = 1024;
 /// Job events applied in one transaction at most (64 KiB log chunks: 4 MiB).
 const EVENT_BATCH: usize = 64;
+/// How often a stream holding back job events looks whether the database is back.
+const RESEND_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long after a failed store a stream waits before asking for a resend while the database
+/// seems reachable: long enough for the database probe to declare an outage (two failed
+/// rounds), with time to spare.
+const RESEND_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The server → agent half of a session.
 pub type Outbound = mpsc::Receiver<super::hub::Command>;
@@ -200,6 +206,11 @@ async fn read_stream(
     let connection_id = ticket.connection_id;
     let mut kicked = ticket.kicked;
     let mut warned_about_figures = false;
+    // Since when job events are dropped unacknowledged because the database is unreachable
+    // (the agent keeps them); see `ask_for_resend`.
+    let mut dropping_since: Option<std::time::Instant> = None;
+    let mut resend_check = tokio::time::interval(RESEND_CHECK);
+    resend_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A message read while collecting job events, to be handled next.
     let mut read_ahead = None;
     let reason = loop {
@@ -212,6 +223,15 @@ async fn read_stream(
                         let _ = commands.try_send(Err(Box::new(status)));
                     }
                     break None;
+                }
+                _ = resend_check.tick(), if dropping_since.is_some() => {
+                    if dropping_since.is_some_and(|since| ask_for_resend(&sessions, since)) {
+                        let _ = commands.try_send(Err(Box::new(job_events_not_stored())));
+                        // Not detached: the agent reconnects at once and its new stream takes
+                        // the session over (no offline and online marks for the agent).
+                        break None;
+                    }
+                    continue;
                 }
                 message = inbound.message() => message,
             },
@@ -268,7 +288,12 @@ async fn read_stream(
                         None => break,
                     }
                 }
-                Box::pin(apply_job_events(&sessions, &agent, &commands, events)).await;
+                if dropping_since.is_none()
+                    && (!sessions.store.health().is_reachable()
+                        || !Box::pin(apply_job_events(&sessions, &agent, &commands, events)).await)
+                {
+                    dropping_since = Some(std::time::Instant::now());
+                }
             }
             Ok(Some(pb::ConnectRequest {
                 message: Some(Message::MonitorReport(report)),
@@ -335,13 +360,14 @@ fn acknowledge(commands: &super::hub::CommandSender, execution_id: i64, sequence
 }
 
 /// Stores job events the agent sent together (one transaction), acknowledges each, and acts on
-/// the executions that finished.
+/// the executions that finished. Returns false when the database was unreachable: nothing was
+/// stored or acknowledged, and the stream stays open.
 async fn apply_job_events(
     sessions: &AgentSessions,
     agent: &AuthenticatedAgent,
     commands: &super::hub::CommandSender,
     events: Vec<pb::JobEvent>,
-) {
+) -> bool {
     let mut inputs = Vec::with_capacity(events.len());
     for event in events {
         match wire::pipeline::job_event_from_pb(event) {
@@ -352,11 +378,17 @@ async fn apply_job_events(
         }
     }
     if inputs.is_empty() {
-        return;
+        return true;
     }
     let execution_ids: Vec<ExecutionId> = inputs.iter().map(|input| input.execution_id).collect();
     let outcomes = match sessions.store.apply_job_events(agent, inputs).await {
         Ok(outcomes) => outcomes,
+        Err(StoreError::Unavailable(error)) => {
+            // The database is away: the stream stays open (heartbeats keep the agent and its
+            // leases alive here); the agent keeps the events until asked to send them again.
+            tracing::warn!(%error, events = execution_ids.len(), "database unavailable; job events left with the agent");
+            return false;
+        }
         Err(error) => {
             // Not acknowledged: the agent keeps the events. Ending the stream makes it reconnect
             // and send them again, instead of the job waiting for an acknowledgement forever.
@@ -364,7 +396,7 @@ async fn apply_job_events(
             sessions
                 .hub
                 .disconnect(agent.agent_id(), job_events_not_stored());
-            return;
+            return true;
         }
     };
     for (outcome, execution_id) in outcomes.into_iter().zip(execution_ids) {
@@ -394,6 +426,15 @@ async fn apply_job_events(
             sessions.operations.execution_changed(execution_id);
         }
     }
+    true
+}
+
+/// Whether a stream that has dropped job events since `since` should ask the agent to send
+/// them again now: once the database answers, and not before the probe has had time to notice
+/// an outage (asking sooner would send the agent into its reconnection backoff against a
+/// database that is away).
+fn ask_for_resend(sessions: &AgentSessions, since: std::time::Instant) -> bool {
+    sessions.store.health().is_reachable() && since.elapsed() >= RESEND_SETTLE
 }
 
 /// Ends a stream whose job events could not be stored: the agent reconnects and sends them

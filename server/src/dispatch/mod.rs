@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentHub;
+use crate::config::AgentSettings;
 use crate::domain::execution::{QueueCandidate, QueuedExecution};
 use crate::domain::{AgentId, CustomerId, ExecutionId};
 use crate::metrics::ServerMetrics;
@@ -40,6 +41,9 @@ struct Inner {
     /// What happens after an execution moved.
     operations: Operations,
     grace: Duration,
+    /// How long the database must have answered, after an outage, before leases may expire
+    /// (see `expire_leases`).
+    renewal_window: Duration,
     metrics: Arc<ServerMetrics>,
     /// Opens the secret variables a job gets.
     secrets: Arc<SecretBox>,
@@ -52,7 +56,7 @@ impl Dispatcher {
         store: SystemStore,
         hub: Arc<AgentHub>,
         operations: Operations,
-        grace: Duration,
+        agents: AgentSettings,
         metrics: Arc<ServerMetrics>,
         secrets: Arc<SecretBox>,
     ) -> Self {
@@ -61,7 +65,8 @@ impl Dispatcher {
                 store,
                 hub,
                 operations,
-                grace,
+                grace: agents.grace,
+                renewal_window: agents.renewal_window(),
                 metrics,
                 secrets,
                 cursor: std::sync::atomic::AtomicI64::new(0),
@@ -353,8 +358,16 @@ impl Dispatcher {
     }
 
     /// Ends executions whose agent stopped renewing their lease.
+    ///
+    /// Not while the database is unreachable, nor until it has answered for a renewal window
+    /// after an outage: leases could not be renewed meanwhile, and every replica first renews
+    /// those of the agents whose streams stayed open. Only an agent silent on its own stream
+    /// loses its jobs.
     async fn expire_leases(&self) {
         let inner = &self.inner;
+        if !inner.store.health().reachable_for(inner.renewal_window) {
+            return;
+        }
         let at = now();
         let lost = match inner.store.expired_leases(at).await {
             Ok(lost) => lost,

@@ -68,6 +68,7 @@ impl Store {
             quota_notices: Default::default(),
             steps_cache: Default::default(),
             audit_queue: Default::default(),
+            health: Default::default(),
         })
     }
 }

@@ -1,4 +1,4 @@
-use sea_orm::{DbErr, SqlErr};
+use sea_orm::{DbErr, RuntimeErr, SqlErr};
 
 use crate::domain::{QuotaExceeded, Refusal};
 
@@ -39,10 +39,31 @@ pub enum StoreError {
 
 impl From<DbErr> for StoreError {
     fn from(error: DbErr) -> Self {
-        match error {
+        match &error {
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => StoreError::Unavailable(error),
-            error => StoreError::Internal(error),
+            DbErr::Exec(RuntimeErr::SqlxError(cause))
+            | DbErr::Query(RuntimeErr::SqlxError(cause))
+                if connection_lost(cause) =>
+            {
+                StoreError::Unavailable(error)
+            }
+            _ => StoreError::Internal(error),
         }
+    }
+}
+
+/// Whether a driver error says the database went away (a connection broken or refused, the
+/// server shutting down or not accepting connections yet), not that a query was wrong.
+fn connection_lost(error: &sea_orm::sqlx::Error) -> bool {
+    use sea_orm::sqlx::Error;
+    match error {
+        Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception) and 57P01–57P03 (admin or crash shutdown,
+        // cannot connect now).
+        Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 

@@ -22,6 +22,7 @@ pub(crate) mod entities;
 mod environments;
 mod error;
 mod executions;
+mod health;
 mod invitations;
 mod job_events;
 mod memberships;
@@ -61,6 +62,7 @@ pub use connect::{DatabaseOptions, MigrationCommand};
 pub use dispatch::LostExecution;
 pub use error::StoreError;
 pub use executions::Cancellation;
+pub use health::DatabaseHealth;
 pub use notifications::{NotificationHandler, Notifier, spawn_listener};
 pub use release_executions::{ReleaseContext, ReleaseEffects};
 pub(crate) use rollups::FOLD_BATCH;
@@ -87,6 +89,8 @@ pub struct Store {
     steps_cache: std::sync::Arc<pipelines::StepsCache>,
     /// Audit entries waiting for their group's insert.
     audit_queue: std::sync::Arc<audit::AuditQueue>,
+    /// Whether the database answers (see `health.rs`).
+    health: std::sync::Arc<DatabaseHealth>,
 }
 
 impl Store {
