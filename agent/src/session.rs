@@ -588,7 +588,7 @@ impl Agent {
                 }
                 self.monitors.assign(assignment.monitors);
             }
-            Command::Welcome(_) => {}
+            Command::Welcome(_) | Command::Keepalive(_) => {}
         }
     }
 }

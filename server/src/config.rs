@@ -102,6 +102,13 @@ impl AgentSettings {
         self.heartbeat_interval * 3
     }
 
+    /// How long an agent whose connection broke has to reconnect before it is marked offline
+    /// (agents retry after a quarter of a second at first): a reconnection within it is no
+    /// change, with no offline or online mark.
+    pub fn reconnect_window(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
     /// After a database outage, how long every replica has to renew the leases and last-seen
     /// times of the agents still connected to it before silence is judged: a heartbeat
     /// interval (each replica saves within one, retrying each second after a failed save) and

@@ -9,6 +9,7 @@ mod metrics;
 mod monitors;
 mod outage;
 mod pipelines;
+mod proxy;
 mod releases;
 mod variables;
 mod web;

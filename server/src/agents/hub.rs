@@ -25,6 +25,10 @@ pub type Command = Result<Box<pb::ConnectResponse>, Box<Status>>;
 /// The server → agent half of a stream.
 pub type CommandSender = mpsc::Sender<Command>;
 
+/// How long an agent's stream may carry nothing from the server: proxies close streams idle
+/// for their read timeout (nginx: 60 s) counting messages only, not HTTP/2 pings.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+
 /// What an agent may be given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkSettings {
@@ -51,6 +55,16 @@ struct Session {
     last_sample: Option<Instant>,
     /// A digest of the monitor set last sent on this stream.
     monitors: Option<u64>,
+    /// When the stream is next sent a keepalive (see `send_keepalives`).
+    keepalive_due: Instant,
+}
+
+/// A stream that broke without the agent closing it: the agent is marked offline only if it has
+/// not come back by `due` (see `AgentHub::lose`).
+struct LostStream {
+    agent: AuthenticatedAgent,
+    connection_id: i64,
+    due: Instant,
 }
 
 /// What the stream handler keeps of its session.
@@ -66,6 +80,8 @@ pub type NoAgent = String;
 /// Open agent streams of this server, keyed by agent.
 pub struct AgentHub {
     sessions: Mutex<HashMap<AgentId, Session>>,
+    /// Broken streams whose agents may still come back.
+    lost: Mutex<Vec<LostStream>>,
 }
 
 impl Default for AgentHub {
@@ -78,6 +94,7 @@ impl AgentHub {
     pub fn new() -> Self {
         Self {
             sessions: Mutex::new(HashMap::new()),
+            lost: Mutex::new(Vec::new()),
         }
     }
 
@@ -113,6 +130,7 @@ impl AgentHub {
             unsaved: false,
             last_sample: None,
             monitors: None,
+            keepalive_due: Instant::now() + KEEPALIVE_EVERY,
         };
         if let Some(previous) = self.sessions().insert(agent.agent_id(), session) {
             let _ = previous.kick.send(Status::aborted(
@@ -170,6 +188,58 @@ impl AgentHub {
         } else {
             false
         }
+    }
+
+    /// Records that the agent's stream `connection_id` broke (it was detached): if the agent has
+    /// not reconnected by `after` from now, `take_lost` hands it over to be marked offline. A
+    /// reconnection in between — here or on another replica — replaces the stored connection,
+    /// so the later offline mark changes nothing and the agent shows no offline/online flap.
+    pub fn lose(&self, agent: AuthenticatedAgent, connection_id: i64, after: Duration) {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(LostStream {
+                agent,
+                connection_id,
+                due: Instant::now() + after,
+            });
+    }
+
+    /// The broken streams whose agents had until now to come back (all of them with
+    /// `everything`, at shutdown).
+    pub fn take_lost(&self, everything: bool) -> Vec<(AuthenticatedAgent, i64)> {
+        let now = Instant::now();
+        let mut lost = self
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (due, waiting): (Vec<LostStream>, Vec<LostStream>) = std::mem::take(&mut *lost)
+            .into_iter()
+            .partition(|stream| everything || stream.due <= now);
+        *lost = waiting;
+        due.into_iter()
+            .map(|stream| (stream.agent, stream.connection_id))
+            .collect()
+    }
+
+    /// Sends a keepalive on every stream whose last one is `KEEPALIVE_EVERY` old (a full
+    /// channel is skipped: that stream is anything but idle). Returns how many were sent.
+    pub fn send_keepalives(&self) -> usize {
+        let now = Instant::now();
+        let mut sent = 0;
+        for session in self.sessions().values_mut() {
+            if session.keepalive_due > now {
+                continue;
+            }
+            session.keepalive_due = now + KEEPALIVE_EVERY;
+            let keepalive = pb::ConnectResponse {
+                command: Some(pb::connect_response::Command::Keepalive(pb::Keepalive {})),
+            };
+            if session.commands.try_send(Ok(Box::new(keepalive))).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
     }
 
     /// Whether the agent has a stream open here.

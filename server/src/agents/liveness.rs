@@ -15,6 +15,9 @@ use crate::config::AgentSettings;
 use crate::store::{SystemStore, now};
 
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often streams are looked at for a keepalive due (each gets one every
+/// `hub::KEEPALIVE_EVERY`, so at most this much later).
+const KEEPALIVE_CHECK: Duration = Duration::from_secs(5);
 /// How soon a failed save of figures and leases is tried again.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -32,6 +35,8 @@ pub fn spawn_liveness_task(
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut retry = tokio::time::interval(RETRY_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut keepalive = tokio::time::interval(KEEPALIVE_CHECK);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reachability = store.health().subscribe();
         // Figures (and the leases they renew) a failed save left to save again.
         let mut unsaved = false;
@@ -48,11 +53,15 @@ pub fn spawn_liveness_task(
                 _ = retry.tick(), if unsaved => {
                     unsaved = !save_figures(&hub, &store, &settings).await;
                 }
+                _ = keepalive.tick() => {
+                    hub.send_keepalives();
+                }
                 _ = prune.tick() => prune_history(&store, &settings).await,
                 () = shutdown.cancelled() => break,
             }
         }
         save_figures(&hub, &store, &settings).await;
+        mark_lost_offline(&hub, &store, true).await;
         let status = Status::unavailable("server shutting down");
         for (agent, connection_id) in hub.disconnect_all(&status) {
             if let Err(error) = store
@@ -75,6 +84,7 @@ async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings)
     if !store.health().reachable_for(settings.renewal_window()) {
         return saved;
     }
+    mark_lost_offline(hub, store, false).await;
     let offline_after = settings.offline_after();
     for (agent, connection_id) in hub.expire_silent(offline_after) {
         let reason = format!("no heartbeat for {} s", offline_after.as_secs());
@@ -98,6 +108,29 @@ async fn run_once(hub: &AgentHub, store: &SystemStore, settings: &AgentSettings)
         Err(error) => tracing::warn!(%error, "could not sweep stale agents"),
     }
     saved
+}
+
+/// Marks offline the agents whose broken streams were not replaced in time (all of them with
+/// `everything`); an agent that reconnected meanwhile has a newer connection stored, which the
+/// mark leaves alone.
+async fn mark_lost_offline(hub: &AgentHub, store: &SystemStore, everything: bool) {
+    for (agent, connection_id) in hub.take_lost(everything) {
+        match store
+            .store()
+            .mark_agent_offline(&agent, connection_id, now(), "connection lost")
+            .await
+        {
+            Ok(true) => tracing::info!(
+                agent_id = agent.agent_id().get(),
+                customer_id = agent.customer_id().get(),
+                "agent offline: its connection was lost and it did not come back"
+            ),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, agent_id = agent.agent_id().get(), "could not mark agent offline");
+            }
+        }
+    }
 }
 
 /// Saves the figures that arrived and renews the leases of the jobs they report; returns

@@ -192,6 +192,14 @@ async fn already_received(
     .await
 }
 
+/// How an agent's stream ended on its side.
+enum StreamEnd {
+    /// The agent closed it (it is stopping): offline at once.
+    Closed,
+    /// The connection broke: offline unless the agent is back within its reconnect window.
+    Broken,
+}
+
 /// Reads what the agent sends until the stream ends or the hub ends the session, then marks the
 /// agent offline if this stream was still its current one.
 async fn read_stream(
@@ -301,13 +309,31 @@ async fn read_stream(
                 Box::pin(record_monitor_report(&sessions, &agent, &report)).await;
             }
             Ok(Some(pb::ConnectRequest { message: None })) => {}
-            Ok(None) => break Some("stream closed by the agent"),
-            Err(_) => break Some("connection lost"),
+            Ok(None) => break Some(StreamEnd::Closed),
+            Err(_) => break Some(StreamEnd::Broken),
         }
     };
-    if let Some(reason) = reason
+    if let Some(StreamEnd::Broken) = reason
         && sessions.hub.detach(agent.agent_id(), connection_id)
     {
+        // The connection broke (a proxy's timeout, a network blip, a killed agent): an agent
+        // that reconnects within the window is no change; one that does not is marked offline
+        // by the liveness task.
+        tracing::info!(
+            agent_id = agent.agent_id().get(),
+            customer_id = agent.customer_id().get(),
+            "agent connection lost"
+        );
+        sessions.hub.lose(
+            agent.clone(),
+            connection_id,
+            sessions.settings.reconnect_window(),
+        );
+        sessions.monitors.customer_changed(agent.customer_id());
+    } else if let Some(StreamEnd::Closed) = reason
+        && sessions.hub.detach(agent.agent_id(), connection_id)
+    {
+        let reason = "stream closed by the agent";
         tracing::info!(
             agent_id = agent.agent_id().get(),
             customer_id = agent.customer_id().get(),
