@@ -42,6 +42,18 @@ pub enum Command {
     /// The server keeps them itself; this is for an operator who doubts them, and is safe while
     /// servers run.
     RebuildRollups,
+    /// Write a backup of a running (or stopped) embedded server to FILE: a consistent copy of
+    /// its SQLite database, its secret key file and its artifacts, as one tar archive.
+    Backup {
+        /// The archive to write; it must not exist.
+        file: std::path::PathBuf,
+    },
+    /// Restore a backup written by `backup` into this configuration's data directory, which
+    /// must not have a database yet. Start the server afterwards.
+    Restore {
+        /// The archive to read.
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]

@@ -9,6 +9,7 @@ pub mod app;
 pub mod artifacts;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;

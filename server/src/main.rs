@@ -30,6 +30,8 @@ fn main() -> ExitCode {
             Command::Serve => serve(config).await,
             Command::Migrate { action } => migrate(config, action).await,
             Command::RebuildRollups => rebuild_rollups(config).await,
+            Command::Backup { file } => backup(config, &file).await,
+            Command::Restore { file } => restore(config, &file).await,
         }
     });
     match result {
@@ -78,6 +80,38 @@ async fn rebuild_rollups(config: ServerConfig) -> anyhow::Result<()> {
     let rows = store.rebuild_execution_rollups().await?;
     println!("execution figures recounted: {rows} rollup row(s)");
     store.close().await?;
+    Ok(())
+}
+
+async fn backup(config: ServerConfig, file: &std::path::Path) -> anyhow::Result<()> {
+    tls::install_crypto_provider();
+    let summary = cygnet_server::backup::backup(&config, file).await?;
+    println!(
+        "backup written to {}: the database, {} artifact file(s){}",
+        file.display(),
+        summary.artifacts,
+        if summary.secret_key_included {
+            ", the secret key (keep the archive as secret as the key)"
+        } else {
+            "; the secret key is configured outside the data directory: keep it with the backup"
+        }
+    );
+    Ok(())
+}
+
+async fn restore(config: ServerConfig, file: &std::path::Path) -> anyhow::Result<()> {
+    let summary = cygnet_server::backup::restore(&config, file).await?;
+    println!(
+        "restored {} into {}: the database, {} artifact file(s){}",
+        file.display(),
+        config.data_dir.display(),
+        summary.artifacts,
+        if summary.secret_key_restored {
+            ", the secret key"
+        } else {
+            "; no secret key in the archive: start with the original CYGNET_SECRET_KEY"
+        }
+    );
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `cygnet-agent` binary against a real server on 127.0.0.1:0.
 
+mod backup;
 mod cli;
 mod common;
 mod credentials;

@@ -2,6 +2,12 @@
 //! on which the server sends nothing for 60 s (`grpc_read_timeout`; HTTP/2 pings do not count),
 //! so idle agents flapped once a minute. The server's keepalive keeps them connected.
 //!
+//! The configuration is `examples/deploy/nginx-grpc.conf` (docs/deploy.md): nginx's defaults but
+//! for `client_max_body_size 0`. An
+//! agent's stream is one request whose body is everything the agent sends, its jobs' output
+//! included, and nginx's default limit (1 MB) ended it at the first megabyte: a job printing
+//! 2.9 MB never finished behind a default nginx. The test runs such a job after the idle time.
+//!
 //! Needs the `nginx` binary (Debian's package); skipped without it unless
 //! `CYGNET_REQUIRE_NGINX=1` (CI sets it).
 
@@ -9,14 +15,15 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cygnet_testkit::{Backend, TestOptions, TestServer, eventually};
+use cygnet_proto::v1 as pb;
+use cygnet_testkit::{Backend, TestOptions, TestServer, eventually, final_execution, step};
 
 use crate::common::*;
 
 /// How long the agents stay idle behind the proxy: three of nginx's 60 s read timeouts.
 const IDLE: Duration = Duration::from_secs(180);
 
-/// An nginx of the test's own, proxying gRPC to `upstream` with every timeout at its default.
+/// An nginx of the test's own with the example configuration, proxying gRPC to `upstream`.
 struct Nginx {
     child: Child,
     port: u16,
@@ -31,7 +38,22 @@ impl Nginx {
             .expect("a free port")
             .port();
         let root = dir.path().display();
-        // Nothing about timeouts is set: the defaults are what is tested.
+        // The deployment guide's file, pointed at this test's server and port.
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy/nginx-grpc.conf"),
+        )
+        .expect("examples/deploy/nginx-grpc.conf");
+        let site = example
+            .replace("server 10.0.0.11:50051;", &format!("server {upstream};"))
+            .replace("server 10.0.0.12:50051;", "")
+            .replace(
+                "listen 50051 http2;",
+                &format!("listen 127.0.0.1:{port} http2;"),
+            );
+        assert!(
+            site.contains(&format!("server {upstream};"))
+                && site.contains(&format!(":{port} http2"))
+        );
         let config = format!(
             "{user}worker_processes 1;\n\
              error_log {root}/error.log;\n\
@@ -40,10 +62,7 @@ impl Nginx {
              http {{\n\
                access_log {root}/access.log;\n\
                client_body_temp_path {root}/body;\n\
-               server {{\n\
-                 listen 127.0.0.1:{port} http2;\n\
-                 location / {{ grpc_pass grpc://{upstream}; }}\n\
-               }}\n\
+               {site}\n\
              }}\n",
             user = if running_as_root() {
                 "user root;\n"
@@ -174,6 +193,32 @@ async fn idle_agents_behind_nginx_stay_connected_for_three_minutes() {
         .filter(|event| event.kind == "agent.online")
         .count();
     assert_eq!(online, agents.len(), "{activity:?}");
+
+    // Output well past nginx's default body limit flows through.
+    let pipeline = server
+        .create_pipeline(
+            acme.id,
+            "chatty",
+            vec![step("print", "seq 1 400000")],
+            vec![],
+        )
+        .await;
+    let execution = server.run_pipeline(acme.id, pipeline.id, &[]).await;
+    let ended = final_execution(
+        &server
+            .watch_to_end(acme.id, execution.id, Duration::from_secs(60))
+            .await,
+    );
+    assert_eq!(ended.status(), pb::ExecutionStatus::Succeeded, "{ended:?}");
+    let printed: usize = server
+        .logs(acme.id, execution.id)
+        .await
+        .iter()
+        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
+        .map(|chunk| chunk.text.len())
+        .sum();
+    let expected: usize = (1..=400_000u32).map(|n| n.to_string().len() + 1).sum();
+    assert_eq!(printed, expected);
     for (_, _, child, _) in agents {
         stop(child);
     }

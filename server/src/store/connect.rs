@@ -140,7 +140,7 @@ async fn set_nodelay_towards((host, port): (String, u16)) {
 }
 
 /// The file path of a `sqlite:` URL, if it names a file.
-pub(super) fn sqlite_path(url: &str) -> Option<&str> {
+pub fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

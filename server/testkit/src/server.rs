@@ -191,6 +191,43 @@ impl TestServer {
         replica
     }
 
+    /// The server's configuration (for tools that run beside it, such as a backup).
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Starts a new server (SQLite, its own data directory and address, this server's other
+    /// settings) from a backup archive, restored with `cygnet_server::backup::restore`.
+    pub async fn start_from_backup(&self, archive: &std::path::Path) -> TestServer {
+        let temp_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.data_dir = temp_dir.path().join("data");
+        config.database.url = format!(
+            "sqlite://{}?mode=rwc",
+            config.data_dir.join("cygnet.db").display()
+        );
+        cygnet_server::backup::restore(&config, archive)
+            .await
+            .expect("restore the backup");
+        let mut restored = TestServer {
+            address: config.listen,
+            metrics_address: None,
+            web_address: None,
+            data_dir: config.data_dir.clone(),
+            database_url: config.database.url.clone(),
+            config,
+            client_tls: self.client_tls.clone(),
+            channel: None,
+            shutdown: None,
+            task: None,
+            _temp_dir: temp_dir,
+            _postgres: None,
+        };
+        restored.launch().await;
+        restored
+    }
+
     /// Stops the server and starts it again on the same address, database and data directory.
     pub async fn restart(&mut self) {
         self.stop().await;

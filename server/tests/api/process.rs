@@ -176,3 +176,72 @@ fn serves_then_stops_cleanly_on_sigterm() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|line| line.contains("stopped")), "{rest:?}");
 }
+
+#[test]
+fn backup_and_restore_from_the_command_line() {
+    let original = tempfile::tempdir().expect("temp dir");
+    let copy = tempfile::tempdir().expect("temp dir");
+    let archive = original.path().join("backup.tar");
+    let run = |data_dir: &std::path::Path, args: &[&std::ffi::OsStr]| {
+        server_command()
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .output()
+            .expect("run cygnet-server")
+    };
+    let migrated = run(original.path(), &["migrate".as_ref(), "up".as_ref()]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    std::fs::create_dir_all(original.path().join("artifacts/1/2")).expect("artifact dir");
+    std::fs::write(original.path().join("artifacts/1/2/00ff"), b"built").expect("artifact");
+    std::fs::write(original.path().join("artifacts/1/2/0aaa.partial"), b"half").expect("upload");
+    let backup = run(original.path(), &["backup".as_ref(), archive.as_os_str()]);
+    assert!(backup.status.success(), "{backup:?}");
+    assert!(
+        String::from_utf8_lossy(&backup.stdout).contains("1 artifact file(s)"),
+        "{backup:?}"
+    );
+    // Never over an existing file.
+    let again = run(original.path(), &["backup".as_ref(), archive.as_os_str()]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("exists"),
+        "{again:?}"
+    );
+
+    let restored = run(copy.path(), &["restore".as_ref(), archive.as_os_str()]);
+    assert!(restored.status.success(), "{restored:?}");
+    assert_eq!(
+        std::fs::read(copy.path().join("artifacts/1/2/00ff")).expect("restored artifact"),
+        b"built"
+    );
+    assert!(!copy.path().join("artifacts/1/2/0aaa.partial").exists());
+    let status = run(copy.path(), &["migrate".as_ref(), "status".as_ref()]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        !status.is_empty() && status.lines().all(|line| line.starts_with("applied ")),
+        "{status}"
+    );
+    // Never over an existing database.
+    let twice = run(copy.path(), &["restore".as_ref(), archive.as_os_str()]);
+    assert!(!twice.status.success());
+    assert!(
+        String::from_utf8_lossy(&twice.stderr).contains("exists"),
+        "{twice:?}"
+    );
+    // PostgreSQL has its own tools.
+    let postgres = server_command()
+        .arg("--data-dir")
+        .arg(original.path())
+        .args(["--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .arg("backup")
+        .arg(original.path().join("pg.tar"))
+        .output()
+        .expect("run");
+    assert!(!postgres.status.success());
+    assert!(
+        String::from_utf8_lossy(&postgres.stderr).contains("pg_dump"),
+        "{postgres:?}"
+    );
+    assert!(!original.path().join("pg.tar").exists());
+}
