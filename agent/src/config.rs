@@ -66,6 +66,12 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// The server addresses of `ServerUrl`, in order: one, or several separated by commas
+    /// (replicas; the agent moves to the next when a connection fails or ends).
+    pub fn server_urls(&self) -> impl Iterator<Item = &str> {
+        split_server_urls(&self.server_url)
+    }
+
     /// The effective settings as `(key, value)` lines for `cygnet-agent check-config`, secrets
     /// hidden.
     pub fn describe(&self) -> Vec<(&'static str, String)> {
@@ -340,11 +346,18 @@ impl Settings {
             ));
         }
         let server_url = self.required_string("ServerUrl")?;
-        if !(server_url.starts_with("http://") || server_url.starts_with("https://")) {
-            return Err(key_error(
-                "ServerUrl",
-                "must start with http:// or https://",
-            ));
+        let mut addresses = 0;
+        for url in split_server_urls(&server_url) {
+            addresses += 1;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(key_error(
+                    "ServerUrl",
+                    "must start with http:// or https:// (several addresses: separated by commas)",
+                ));
+            }
+        }
+        if addresses == 0 {
+            return Err(key_error("ServerUrl", "is required"));
         }
         let max_concurrent_jobs = self.integer("MaxConcurrentJobs")?.unwrap_or(1);
         if !(1..=64).contains(&max_concurrent_jobs) {
@@ -430,6 +443,14 @@ impl Settings {
     }
 }
 
+/// The addresses of a `ServerUrl` value: comma-separated, blanks around each ignored.
+fn split_server_urls(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +481,10 @@ mod tests {
         assert_eq!(config.agent_uuid, "acme-001");
         assert_eq!(config.name, "acme-001");
         assert_eq!(config.server_url, "http://api.cygnetci.com");
+        assert_eq!(
+            config.server_urls().collect::<Vec<_>>(),
+            ["http://api.cygnetci.com"]
+        );
         assert_eq!(config.max_concurrent_jobs, 1);
         assert_eq!(config.registration_token, None);
     }
@@ -515,6 +540,26 @@ mod tests {
     }
 
     #[test]
+    fn several_server_addresses_for_replicas() {
+        let config = AgentConfig::load(
+            None,
+            env(&[
+                ("AgentConfiguration__CustomerId", "9"),
+                ("AgentConfiguration__AgentUuid", "env-1"),
+                (
+                    "AgentConfiguration__ServerUrl",
+                    "http://replica-a:50051, http://replica-b:50051,",
+                ),
+            ]),
+        )
+        .expect("two addresses");
+        assert_eq!(
+            config.server_urls().collect::<Vec<_>>(),
+            ["http://replica-a:50051", "http://replica-b:50051"]
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (vec![], "CustomerId is required"),
@@ -551,6 +596,22 @@ mod tests {
                     ("AgentConfiguration__ServerUrl", "ftp://x"),
                 ],
                 "ServerUrl must start with",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a"),
+                    ("AgentConfiguration__ServerUrl", "http://a:50051, b:50051"),
+                ],
+                "ServerUrl must start with",
+            ),
+            (
+                vec![
+                    ("AgentConfiguration__CustomerId", "1"),
+                    ("AgentConfiguration__AgentUuid", "a"),
+                    ("AgentConfiguration__ServerUrl", " , "),
+                ],
+                "ServerUrl is required",
             ),
             (
                 vec![

@@ -81,7 +81,10 @@ impl StateLog {
 /// The running agent.
 pub struct Agent {
     config: AgentConfig,
-    endpoint: Endpoint,
+    /// One per address of `ServerUrl`, tried in turn.
+    endpoints: Vec<(String, Endpoint)>,
+    /// The one the next connection goes to.
+    current: usize,
     states: StateStore,
     metrics: HostMetrics,
     log: StateLog,
@@ -106,8 +109,13 @@ impl Agent {
                 config.state_directory.display()
             ))
         })?;
-        let endpoint = crate::client::endpoint(&config)
+        let endpoints = crate::client::endpoints(&config)
             .map_err(|error| AgentError::Fatal(format!("{error:#}")))?;
+        if endpoints.is_empty() {
+            return Err(AgentError::Fatal(
+                "AgentConfiguration:ServerUrl names no server".to_owned(),
+            ));
+        }
         let spool = config.state_directory.join("spool");
         crate::workdir::create_private_directory(&spool).map_err(|error| {
             AgentError::Fatal(format!(
@@ -157,7 +165,8 @@ impl Agent {
         let (report_sender, monitor_reports) = mpsc::channel(monitors::REPORT_QUEUE);
         let agent = Self {
             config,
-            endpoint,
+            endpoints,
+            current: 0,
             states,
             metrics,
             log: StateLog::default(),
@@ -319,6 +328,9 @@ impl Agent {
                     self.log.warn(describe_failure(&status));
                 }
             }
+            // The next try goes to the next address (replicas): one that failed or ended the
+            // stream is likely down or stopping.
+            self.current = (self.current + 1) % self.endpoints.len();
             let delay = backoff.next_delay();
             tracing::debug!(
                 delay_ms = delay.as_millis() as u64,
@@ -337,9 +349,11 @@ impl Agent {
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, Status> {
-        let channel = self.endpoint.connect().await.map_err(|error| {
-            Status::unavailable(format!("cannot reach {}: {error}", self.config.server_url))
-        })?;
+        let (server_url, endpoint) = &self.endpoints[self.current];
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| Status::unavailable(format!("cannot reach {server_url}: {error}")))?;
         // A re-enrolment token waiting in its file means an administrator wants this identity
         // (re)registered, e.g. restored after a deletion: register even with a stored state.
         let state = match self.stored_state() {
@@ -465,7 +479,7 @@ impl Agent {
         );
         self.log.info(format!(
             "connected to {} as agent {} (heartbeat every {} s)",
-            self.config.server_url,
+            self.endpoints[self.current].0,
             welcome.agent_id,
             interval.as_secs()
         ));

@@ -12,5 +12,6 @@ mod outage;
 mod pipelines;
 mod proxy;
 mod releases;
+mod replicas;
 mod variables;
 mod web;

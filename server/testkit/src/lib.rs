@@ -5,6 +5,7 @@ mod assertions;
 mod backend;
 mod clients;
 mod fixtures;
+mod killable;
 mod private_postgres;
 mod protocol_agent;
 mod server;
@@ -17,6 +18,7 @@ pub use clients::{
     UserClient, VariableClient,
 };
 pub use fixtures::{heartbeat, make_dev_certificates, repository_root, step};
+pub use killable::KillableReplica;
 pub use private_postgres::PrivatePostgres;
 pub use protocol_agent::ProtocolAgent;
 pub use server::{TestOptions, TestServer};

@@ -1,0 +1,163 @@
+//! Two replicas on PostgreSQL with agents of two customers split between them; the replica
+//! running a job is killed mid-job: its agent fails over to the other replica (its `ServerUrl`
+//! lists both), and the job completes with every log line exactly once — watched live, from
+//! start to end, through the surviving replica.
+
+use std::time::Duration;
+
+use cygnet_proto::v1 as pb;
+use cygnet_testkit::{Backend, TestServer, eventually, final_execution, step};
+
+use crate::common::*;
+
+const LINES: u32 = 200;
+
+/// Every stdout line `n=<i>` of the execution, in stored order.
+async fn numbers(server: &TestServer, customer_id: i64, execution_id: i64) -> Vec<u32> {
+    server
+        .logs(customer_id, execution_id)
+        .await
+        .iter()
+        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
+        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
+    let Some(backend) = Backend::postgres() else {
+        eprintln!("CYGNET_TEST_DATABASE_URL is not set: PostgreSQL run skipped");
+        return;
+    };
+    let mut options = one_second_heartbeats();
+    options.agents.grace = Duration::from_secs(20);
+    let survivor = TestServer::start_with(backend, options).await;
+    let mut doomed = survivor.start_killable_replica().await;
+    let both = |first: std::net::SocketAddr, second: std::net::SocketAddr| serde_json::json!({ "ServerUrl": format!("http://{first}, http://{second}") });
+
+    // Acme's agent connects to the doomed replica first, TechStart's to the survivor.
+    let acme = survivor.create_customer("acme").await;
+    let techstart = survivor.create_customer("techstart").await;
+    let mut agents = Vec::new();
+    for (customer, name, settings) in [
+        (&acme, "acme-agent", both(doomed.address, survivor.address)),
+        (
+            &techstart,
+            "techstart-agent",
+            both(survivor.address, doomed.address),
+        ),
+    ] {
+        let token = survivor.create_registration_token(customer.id).await;
+        let host = Host::with_settings(&survivor, customer.id, name, Some(&token), settings);
+        agents.push((host.spawn(), host));
+        eventually("agent online", Duration::from_secs(10), || {
+            is_online_with_figures(&survivor, customer.id, name)
+        })
+        .await;
+    }
+    let pipeline = survivor
+        .create_pipeline(
+            acme.id,
+            "counter",
+            vec![step(
+                "count",
+                &format!("for i in $(seq 1 {LINES}); do echo \"n=$i\"; sleep 0.03; done"),
+            )],
+            vec![],
+        )
+        .await;
+    let execution = survivor.run_pipeline(acme.id, pipeline.id, &[]).await;
+    // Watched live through the survivor while the doomed replica holds the agent's stream.
+    let watch = {
+        let mut pipelines = survivor.admin_pipelines();
+        let (customer_id, execution_id) = (acme.id, execution.id);
+        tokio::spawn(async move {
+            let mut stream = pipelines
+                .watch_execution(pb::WatchExecutionRequest {
+                    customer_id,
+                    execution_id,
+                    after_sequence: 0,
+                })
+                .await
+                .expect("watch")
+                .into_inner();
+            let mut updates = Vec::new();
+            while let Some(message) = stream.message().await.expect("watch stream") {
+                updates.extend(message.update);
+            }
+            updates
+        })
+    };
+    eventually("output streaming", Duration::from_secs(10), || async {
+        numbers(&survivor, acme.id, execution.id).await.len() >= 10
+    })
+    .await;
+    let running = survivor.execution(acme.id, execution.id).await;
+    assert_eq!(running.status(), pb::ExecutionStatus::Running);
+
+    doomed.kill();
+
+    let updates = tokio::time::timeout(Duration::from_secs(60), watch)
+        .await
+        .expect("the watch ends with the execution")
+        .expect("watch task");
+    let finished = final_execution(&updates);
+    assert_eq!(
+        finished.status(),
+        pb::ExecutionStatus::Succeeded,
+        "{finished:?}"
+    );
+    let watched: Vec<u32> = updates
+        .iter()
+        .filter_map(|update| match update {
+            pb::watch_execution_response::Update::Log(chunk) => Some(chunk),
+            _ => None,
+        })
+        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
+        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
+        .collect();
+    let every: Vec<u32> = (1..=LINES).collect();
+    assert_eq!(watched, every, "the watch saw every line once, in order");
+    assert_eq!(
+        numbers(&survivor, acme.id, execution.id).await,
+        every,
+        "every line stored exactly once"
+    );
+    let chunks = survivor.logs(acme.id, execution.id).await;
+    let sequences: Vec<i64> = chunks.iter().map(|chunk| chunk.sequence).collect();
+    assert_eq!(sequences, (1..=chunks.len() as i64).collect::<Vec<_>>());
+
+    // Both agents work through the survivor now.
+    for (customer, name) in [(&acme, "acme-agent"), (&techstart, "techstart-agent")] {
+        eventually(
+            "agent online on the survivor",
+            Duration::from_secs(10),
+            || is_online_with_figures(&survivor, customer.id, name),
+        )
+        .await;
+        let pipeline = survivor
+            .create_pipeline(
+                customer.id,
+                "after",
+                vec![step("echo", "echo after")],
+                vec![],
+            )
+            .await;
+        let execution = survivor.run_pipeline(customer.id, pipeline.id, &[]).await;
+        let ended = final_execution(
+            &survivor
+                .watch_to_end(customer.id, execution.id, Duration::from_secs(30))
+                .await,
+        );
+        assert_eq!(
+            ended.status(),
+            pb::ExecutionStatus::Succeeded,
+            "{name}: {ended:?}"
+        );
+    }
+    for (child, _host) in agents {
+        stop(child);
+    }
+}
