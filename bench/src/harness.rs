@@ -112,6 +112,7 @@ pub struct BenchServer {
     pub web_address: SocketAddr,
     /// The server's database (for a scenario that seeds rows in bulk).
     pub database_url: String,
+    limits: Limits,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
@@ -128,17 +129,36 @@ impl BenchServer {
         database_url: Option<&str>,
         limits: Limits,
     ) -> anyhow::Result<BenchServer> {
+        let url = match database_url {
+            None => None,
+            Some(admin_url) => Some(fresh_postgres_database(admin_url).await?),
+        };
+        Self::start_on(url, limits).await
+    }
+
+    /// A second server (a replica) on this one's PostgreSQL database, with its own data
+    /// directory and address.
+    pub async fn start_replica(&self) -> anyhow::Result<BenchServer> {
+        anyhow::ensure!(
+            self.database_url.starts_with("postgres"),
+            "replicas share a PostgreSQL database"
+        );
+        Self::start_on(Some(self.database_url.clone()), self.limits).await
+    }
+
+    /// Starts a server on `url` (SQLite in its data directory when `None`).
+    async fn start_on(url: Option<String>, limits: Limits) -> anyhow::Result<BenchServer> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().join("data");
-        let url = match database_url {
-            None => format!("sqlite://{}?mode=rwc", data_dir.join("cygnet.db").display()),
-            Some(admin_url) => fresh_postgres_database(admin_url).await?,
-        };
+        let postgres = url.is_some();
+        let url = url.unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", data_dir.join("cygnet.db").display())
+        });
         let config = ServerConfig {
             listen: "127.0.0.1:0".parse()?,
             data_dir,
             database: DatabaseOptions {
-                max_connections: if database_url.is_some() { 16 } else { 8 },
+                max_connections: if postgres { 16 } else { 8 },
                 url: url.clone(),
             },
             bootstrap_token: Some(ADMIN_TOKEN.to_owned()),
@@ -153,6 +173,7 @@ impl BenchServer {
             quotas: limits.quotas(),
             rate_limits: limits.rate_limits(),
             retention: Default::default(),
+            artifacts: Default::default(),
         };
         let listener = TcpListener::bind(config.listen).await?;
         let address = listener.local_addr()?;
@@ -166,6 +187,7 @@ impl BenchServer {
             address,
             web_address,
             database_url: url,
+            limits,
             shutdown: Some(shutdown),
             task: Some(task),
             _dir: dir,

@@ -123,22 +123,99 @@ pub async fn dispatch(options: &Options) -> anyhow::Result<Vec<Figure>> {
 }
 
 /// Trivial executions end to end with 100 agents: submitted by 64 concurrent callers for the
-/// duration, then counted until every one succeeded.
+/// duration, then counted until every one succeeded. On PostgreSQL, then the same with two
+/// replicas on one new database (agents and callers split evenly between them), and the ratio.
 pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let agents = options.pick(100, 10);
     let duration = options.pick(Duration::from_secs(30), Duration::from_secs(3));
     let server = BenchServer::start(options.database_url.as_deref()).await?;
-    let channel = server.channel().await?;
-    let tenant = Arc::new(tenant(&channel, "throughput").await?);
+    let one = throughput_run(&[&server], agents, duration, "throughput").await?;
+    server.stop().await?;
+    let mut figures = vec![
+        Figure::new(
+            format!("throughput, {agents} agents"),
+            one.rate,
+            "executions/s",
+        ),
+        Figure::new("throughput: lost", one.lost as f64, "executions"),
+        Figure::new(
+            "throughput: duplicated",
+            one.duplicated as f64,
+            "executions",
+        ),
+    ];
+    if options.database_url.is_none() {
+        println!("throughput, 2 replicas: PostgreSQL only (replicas share its database)");
+        return Ok(figures);
+    }
+    let first = BenchServer::start(options.database_url.as_deref()).await?;
+    let second = first.start_replica().await?;
+    let two = throughput_run(&[&first, &second], agents, duration, "throughput-replicas").await?;
+    second.stop().await?;
+    first.stop().await?;
+    println!(
+        "throughput, 2 replicas / 1 replica: {:.2} x",
+        two.rate / one.rate.max(f64::EPSILON)
+    );
+    figures.extend([
+        Figure::new(
+            format!("throughput, 2 replicas, {agents} agents"),
+            two.rate,
+            "executions/s",
+        ),
+        Figure::new(
+            "throughput, 2 replicas: lost",
+            two.lost as f64,
+            "executions",
+        ),
+        Figure::new(
+            "throughput, 2 replicas: duplicated",
+            two.duplicated as f64,
+            "executions",
+        ),
+        Figure::new(
+            "throughput: 2 replicas / 1 replica",
+            two.rate / one.rate.max(f64::EPSILON),
+            "x",
+        ),
+    ]);
+    Ok(figures)
+}
+
+/// What one throughput run measured.
+struct Throughput {
+    rate: f64,
+    lost: u64,
+    duplicated: usize,
+}
+
+/// One throughput run against `servers` (replicas of one database): agents and callers are
+/// split evenly between them; fails if any execution is lost or run twice.
+async fn throughput_run(
+    servers: &[&BenchServer],
+    agents: usize,
+    duration: Duration,
+    name: &str,
+) -> anyhow::Result<Throughput> {
+    let mut channels = Vec::new();
+    for server in servers {
+        channels.push(server.channel().await?);
+    }
+    let tenant = Arc::new(tenant(&channels[0], name).await?);
     let (observed, _arrivals) = Observed::new();
-    let fleet = connect_agents(server.address, &tenant, agents, observed.clone()).await?;
+    let mut fleets = Vec::new();
+    for (index, server) in servers.iter().enumerate() {
+        let share = agents / servers.len() + usize::from(index < agents % servers.len());
+        fleets.push(connect_agents(server.address, &tenant, share, observed.clone()).await?);
+    }
 
     let submitted = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let mut submitters = Vec::new();
-    for _ in 0..64 {
-        let mut pipelines = PipelineServiceClient::with_interceptor(channel.clone(), admin());
+    for caller in 0..64 {
+        let channel = channels[caller % channels.len()].clone();
+        let mut pipelines = PipelineServiceClient::with_interceptor(channel, admin());
         let (submitted, tenant) = (submitted.clone(), tenant.clone());
         submitters.push(tokio::spawn(async move {
             while Instant::now() < deadline {
@@ -155,7 +232,7 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
         submitter.await?;
     }
     let submitted = submitted.load(Ordering::Relaxed);
-    let mut customers = CustomerServiceClient::with_interceptor(channel.clone(), admin());
+    let mut customers = CustomerServiceClient::with_interceptor(channels[0].clone(), admin());
     let mut succeeded = 0;
     let drain = Instant::now() + Duration::from_secs(120);
     while succeeded < submitted {
@@ -179,17 +256,17 @@ pub async fn throughput(options: &Options) -> anyhow::Result<Vec<Figure>> {
     let lost = submitted.saturating_sub(observed.received() - observed.duplicates() as u64);
     let duplicated = observed.duplicates();
     println!(
-        "throughput, {agents} agents: {succeeded} executions in {:.1} s = {rate:.0}/s; lost {lost}, duplicated {duplicated}",
+        "throughput, {} replica(s), {agents} agents: {succeeded} executions in {:.1} s = {rate:.0}/s; lost {lost}, duplicated {duplicated}",
+        servers.len(),
         elapsed.as_secs_f64()
     );
     anyhow::ensure!(lost == 0 && duplicated == 0, "executions lost or run twice");
-    drop(fleet);
-    server.stop().await?;
-    Ok(vec![
-        Figure::new(format!("throughput, {agents} agents"), rate, "executions/s"),
-        Figure::new("throughput: lost", lost as f64, "executions"),
-        Figure::new("throughput: duplicated", duplicated as f64, "executions"),
-    ])
+    drop(fleets);
+    Ok(Throughput {
+        rate,
+        lost,
+        duplicated,
+    })
 }
 
 /// Requests per second of `call` from 64 concurrent tasks on one connection, for `duration`.

@@ -50,6 +50,8 @@ pub struct App {
     web_listener: Option<TcpListener>,
     /// Seals and opens secret variable values.
     secrets: Arc<SecretBox>,
+    /// Where artifact content is stored.
+    artifacts: ArtifactStore,
 }
 
 impl App {
@@ -102,6 +104,7 @@ impl App {
                 "re-encrypted secret variables with the current key"
             );
         }
+        let artifacts = ArtifactStore::open_configured(&config.artifacts, &config.data_dir)?;
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.map_err(|error| {
                 anyhow::anyhow!("metrics_listen (CYGNET_METRICS_LISTEN) {address}: {error}")
@@ -120,6 +123,7 @@ impl App {
             metrics_listener,
             web_listener,
             secrets: Arc::new(secrets),
+            artifacts,
         })
     }
 
@@ -179,7 +183,7 @@ impl App {
             metrics.clone(),
             self.secrets.clone(),
         );
-        let artifacts = ArtifactStore::new(&self.config.data_dir);
+        let artifacts = self.artifacts.clone();
         // Request handlers and agent stream readers: shutdown waits for them before closing the
         // database.
         let tasks = tokio_util::task::TaskTracker::new();

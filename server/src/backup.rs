@@ -28,6 +28,8 @@ const ARTIFACTS: &str = "artifacts";
 #[derive(Debug)]
 pub struct BackupSummary {
     pub artifacts: usize,
+    /// Artifacts are in an S3-compatible store, which the archive does not copy.
+    pub artifacts_in_object_store: bool,
     /// Whether the secret key file is in the archive (false: the key is configured outside the
     /// data directory, `CYGNET_SECRET_KEY`, and must be kept with the backup by the operator).
     pub secret_key_included: bool,
@@ -59,19 +61,24 @@ pub async fn backup(config: &ServerConfig, target: &Path) -> anyhow::Result<Back
     copied.context("cannot copy the database")?;
     let data_dir = config.data_dir.clone();
     let key_in_data_dir = config.secret_key.is_none();
+    let local_artifacts = config.artifacts == crate::artifacts::ArtifactStorage::Local;
     let (target, result) = tokio::task::spawn_blocking({
         let target = target.to_owned();
         let partial = partial.clone();
         let snapshot = snapshot.clone();
         move || {
-            let result = write_archive(&partial, &snapshot, &data_dir, key_in_data_dir).and_then(
-                |summary| {
-                    std::fs::rename(&partial, &target).with_context(|| {
-                        format!("cannot move the backup to {}", target.display())
-                    })?;
-                    Ok(summary)
-                },
-            );
+            let result = write_archive(
+                &partial,
+                &snapshot,
+                &data_dir,
+                key_in_data_dir,
+                local_artifacts,
+            )
+            .and_then(|summary| {
+                std::fs::rename(&partial, &target)
+                    .with_context(|| format!("cannot move the backup to {}", target.display()))?;
+                Ok(summary)
+            });
             (target, result)
         }
     })
@@ -89,6 +96,7 @@ fn write_archive(
     snapshot: &Path,
     data_dir: &Path,
     key_in_data_dir: bool,
+    local_artifacts: bool,
 ) -> anyhow::Result<BackupSummary> {
     let file =
         File::create(archive).with_context(|| format!("cannot create {}", archive.display()))?;
@@ -106,7 +114,7 @@ fn write_archive(
     }
     let mut artifacts = 0;
     let root = data_dir.join(ARTIFACTS);
-    if root.is_dir() {
+    if local_artifacts && root.is_dir() {
         let mut pending = vec![root.clone()];
         while let Some(dir) = pending.pop() {
             let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -118,8 +126,7 @@ fn write_archive(
                 let kind = entry.file_type()?;
                 if kind.is_dir() {
                     pending.push(path);
-                } else if kind.is_file() && path.extension().is_none_or(|ext| ext != "partial") {
-                    // An upload still being written is not an artifact yet.
+                } else if kind.is_file() && !in_progress(&path) {
                     let relative = path.strip_prefix(data_dir)?;
                     builder
                         .append_path_with_name(&path, relative)
@@ -134,8 +141,19 @@ fn write_archive(
     file.sync_all().context("syncing the archive")?;
     Ok(BackupSummary {
         artifacts,
+        artifacts_in_object_store: !local_artifacts,
         secret_key_included,
     })
+}
+
+/// An upload still being written is not an artifact yet: the object store stages it as
+/// `<key>#<n>` (earlier versions wrote `<key>.partial`).
+fn in_progress(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy())
+        .unwrap_or_default();
+    name.contains('#') || name.ends_with(".partial")
 }
 
 /// What a restore wrote.

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub rate_limits: RateLimits,
     /// The housekeeping task: retention and usage readings.
     pub retention: RetentionSettings,
+    /// Where artifacts are stored (`[artifacts]`).
+    pub artifacts: crate::artifacts::ArtifactStorage,
 }
 
 /// How many requests a caller may make per minute, on one server (a burst of a tenth of that,
@@ -145,7 +147,7 @@ pub struct Overrides {
 pub struct ConfigError(String);
 
 impl ConfigError {
-    fn key(key: &str, env: &str, problem: impl std::fmt::Display) -> Self {
+    pub(crate) fn key(key: &str, env: &str, problem: impl std::fmt::Display) -> Self {
         ConfigError(format!("{key} ({env}): {problem}"))
     }
 }
@@ -174,6 +176,8 @@ struct RawConfig {
     quotas: std::collections::HashMap<String, i64>,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    #[serde(default)]
+    artifacts: crate::artifacts::settings::RawArtifacts,
     retention_interval_seconds: u64,
     anonymous_audit_kept: u64,
 }
@@ -537,6 +541,7 @@ impl RawConfig {
             quotas,
             rate_limits,
             retention,
+            artifacts: self.artifacts.validate()?,
         })
     }
 }

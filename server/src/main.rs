@@ -86,6 +86,12 @@ async fn rebuild_rollups(config: ServerConfig) -> anyhow::Result<()> {
 async fn backup(config: ServerConfig, file: &std::path::Path) -> anyhow::Result<()> {
     tls::install_crypto_provider();
     let summary = cygnet_server::backup::backup(&config, file).await?;
+    if summary.artifacts_in_object_store {
+        println!(
+            "artifacts are in the S3-compatible store and not in the archive: back the bucket up \
+             with the store's own tools (docs/deploy.md)"
+        );
+    }
     println!(
         "backup written to {}: the database, {} artifact file(s){}",
         file.display(),

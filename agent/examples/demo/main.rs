@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         quotas: Default::default(),
         rate_limits: Default::default(),
         retention: Default::default(),
+        artifacts: Default::default(),
     };
     let listener = TcpListener::bind(config.listen)
         .await

@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod metrics;
 mod monitors;
+mod object_store;
 mod outage;
 mod pipelines;
 mod proxy;

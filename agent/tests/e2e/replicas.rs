@@ -1,12 +1,15 @@
-//! Two replicas on PostgreSQL with agents of two customers split between them; the replica
-//! running a job is killed mid-job: its agent fails over to the other replica (its `ServerUrl`
-//! lists both), and the job completes with every log line exactly once — watched live, from
-//! start to end, through the surviving replica.
+//! Two replicas on PostgreSQL and one S3-compatible store, with agents of two customers split
+//! between them; the replica running a job is killed mid-job, after the job's first step
+//! uploaded an artifact through it: the agent fails over to the other replica (its `ServerUrl`
+//! lists both), the job completes with every log line exactly once — watched live, from start
+//! to end, through the surviving replica — and the artifact downloads there and ships in a
+//! release whose stage fetches it there.
 
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use cygnet_testkit::{Backend, TestServer, eventually, final_execution, step};
+use cygnet_testkit::{Backend, S3Server, TestServer, eventually, final_execution, step};
+use sha2::Digest;
 
 use crate::common::*;
 
@@ -24,14 +27,34 @@ async fn numbers(server: &TestServer, customer_id: i64, execution_id: i64) -> Ve
         .collect()
 }
 
+/// The execution of the release execution's first stage, once it has one.
+async fn eventually_stage_execution(server: &TestServer, customer_id: i64, id: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = server.release_execution(customer_id, id).await;
+        if let Some(stage) = current.stages.first()
+            && stage.execution_id > 0
+        {
+            return stage.execution_id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stage execution: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
     let Some(backend) = Backend::postgres() else {
         eprintln!("CYGNET_TEST_DATABASE_URL is not set: PostgreSQL run skipped");
         return;
     };
+    let s3 = S3Server::start().await;
     let mut options = one_second_heartbeats();
     options.agents.grace = Duration::from_secs(20);
+    options.artifacts = s3.storage();
     let survivor = TestServer::start_with(backend, options).await;
     let mut doomed = survivor.start_killable_replica().await;
     let both = |first: std::net::SocketAddr, second: std::net::SocketAddr| serde_json::json!({ "ServerUrl": format!("http://{first}, http://{second}") });
@@ -60,10 +83,20 @@ async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
         .create_pipeline(
             acme.id,
             "counter",
-            vec![step(
-                "count",
-                &format!("for i in $(seq 1 {LINES}); do echo \"n=$i\"; sleep 0.03; done"),
-            )],
+            vec![
+                {
+                    let mut build = step(
+                        "build",
+                        "mkdir -p dist; printf 'built before the kill' > dist/app.bin",
+                    );
+                    build.artifacts = vec!["dist/app.bin".into()];
+                    build
+                },
+                step(
+                    "count",
+                    &format!("for i in $(seq 1 {LINES}); do echo \"n=$i\"; sleep 0.03; done"),
+                ),
+            ],
             vec![],
         )
         .await;
@@ -128,6 +161,93 @@ async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
     let chunks = survivor.logs(acme.id, execution.id).await;
     let sequences: Vec<i64> = chunks.iter().map(|chunk| chunk.sequence).collect();
     assert_eq!(sequences, (1..=chunks.len() as i64).collect::<Vec<_>>());
+
+    // The artifact uploaded through the killed replica downloads through the survivor.
+    let artifacts = survivor
+        .admin_pipelines()
+        .list_artifacts(pb::ListArtifactsRequest {
+            customer_id: acme.id,
+            execution_id: execution.id,
+        })
+        .await
+        .expect("artifacts")
+        .into_inner()
+        .artifacts;
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+    let content = crate::object_store::download(&survivor, acme.id, artifacts[0].id).await;
+    assert_eq!(content, b"built before the kill");
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&content)),
+        artifacts[0].sha256
+    );
+    assert_eq!(s3.objects().len(), 1);
+
+    // A release ships it: its Development stage runs on the agent, now on the survivor, which
+    // fetches the artifact from the store and checks its digest.
+    let deploy = survivor
+        .create_pipeline(
+            acme.id,
+            "deploy",
+            vec![step(
+                "deploy",
+                &format!(
+                    "sha256sum \"$CYGNET_ARTIFACTS_DIR/{}/dist/app.bin\"",
+                    pipeline.id
+                ),
+            )],
+            vec![],
+        )
+        .await;
+    let development = survivor.environments(acme.id).await["Development"].id;
+    let mut releases = survivor.admin_releases();
+    let release = releases
+        .create_release(pb::CreateReleaseRequest {
+            customer_id: acme.id,
+            name: "api".into(),
+            pipeline_ids: vec![pipeline.id],
+            stages: vec![pb::ReleaseStage {
+                order: 1,
+                environment_id: development,
+                pipeline_id: deploy.id,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("create release")
+        .into_inner()
+        .release
+        .expect("release");
+    let shipped = releases
+        .deploy_release(pb::DeployReleaseRequest {
+            customer_id: acme.id,
+            release_id: release.id,
+            version: "1.0.0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deploy")
+        .into_inner()
+        .release_execution
+        .expect("release execution");
+    let stage_execution = eventually_stage_execution(&survivor, acme.id, shipped.id).await;
+    let deployed = final_execution(
+        &survivor
+            .watch_to_end(acme.id, stage_execution, Duration::from_secs(30))
+            .await,
+    );
+    assert_eq!(
+        deployed.status(),
+        pb::ExecutionStatus::Succeeded,
+        "{deployed:?}"
+    );
+    let log: String = survivor
+        .logs(acme.id, stage_execution)
+        .await
+        .into_iter()
+        .map(|chunk| chunk.text)
+        .collect();
+    assert!(log.contains(&artifacts[0].sha256), "{log}");
 
     // Both agents work through the survivor now.
     for (customer, name) in [(&acme, "acme-agent"), (&techstart, "techstart-agent")] {

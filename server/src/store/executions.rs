@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, Expr, Func};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
@@ -602,7 +602,15 @@ impl Store {
         let limits = self.quota_limits(db, customer_id).await?;
         let of_execution: Option<i64> = artifact::Entity::find()
             .select_only()
-            .column_as(artifact::Column::SizeBytes.sum(), "total")
+            // PostgreSQL sums BIGINT as NUMERIC, which does not read back as i64: a second
+            // artifact of one execution was refused with an internal error there.
+            .column_as(
+                Expr::from(Func::cast_as(
+                    Func::sum(Expr::col(artifact::Column::SizeBytes)),
+                    Alias::new("BIGINT"),
+                )),
+                "total",
+            )
             .filter(artifact::Column::CustomerId.eq(customer_id.get()))
             .filter(artifact::Column::ExecutionId.eq(header.execution_id.get()))
             .into_tuple::<Option<i64>>()

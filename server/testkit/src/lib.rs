@@ -8,6 +8,7 @@ mod fixtures;
 mod killable;
 mod private_postgres;
 mod protocol_agent;
+mod s3;
 mod server;
 mod server_helpers;
 
@@ -21,6 +22,7 @@ pub use fixtures::{heartbeat, make_dev_certificates, repository_root, step};
 pub use killable::KillableReplica;
 pub use private_postgres::PrivatePostgres;
 pub use protocol_agent::ProtocolAgent;
+pub use s3::S3Server;
 pub use server::{TestOptions, TestServer};
 
 /// The token every test server's platform administrator has.

@@ -35,6 +35,8 @@ pub struct TestOptions {
     pub rate_limits: cygnet_server::config::RateLimits,
     /// The housekeeping task's round.
     pub retention: cygnet_server::config::RetentionSettings,
+    /// Where artifacts are stored.
+    pub artifacts: cygnet_server::artifacts::ArtifactStorage,
 }
 
 /// A running server with its own database.
@@ -98,6 +100,7 @@ impl TestServer {
             quotas: options.quotas.clone(),
             rate_limits: options.rate_limits,
             retention: options.retention,
+            artifacts: options.artifacts.clone(),
         };
         let mut server = TestServer {
             address: config.listen,

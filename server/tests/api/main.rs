@@ -10,6 +10,7 @@ mod common {
 mod access_changes;
 mod agent_credentials;
 mod agents;
+mod artifact_store;
 mod authority;
 mod bad_input;
 mod bootstrap;
