@@ -10,7 +10,10 @@ use cygnet_proto::v1::agent_service_client::AgentServiceClient;
 use cygnet_proto::v1::customer_service_client::CustomerServiceClient;
 use cygnet_proto::v1::pipeline_service_client::PipelineServiceClient;
 
-use crate::harness::{BenchServer, Observed, admin, connect_agents, tenant};
+use crate::harness::{
+    BenchServer, Observed, Registered, admin, connect_agents, connect_registered, register_agents,
+    tenant,
+};
 use crate::stats::{Figure, ms, quantile};
 
 pub struct Options {
@@ -203,10 +206,18 @@ async fn throughput_run(
     }
     let tenant = Arc::new(tenant(&channels[0], name).await?);
     let (observed, _arrivals) = Observed::new();
+    // Registered once, then dealt out: agent i streams to replica i mod n.
+    let mut shares: Vec<Vec<Registered>> = servers.iter().map(|_| Vec::new()).collect();
+    for (index, agent) in register_agents(servers[0].address, &tenant, agents)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        shares[index % servers.len()].push(agent);
+    }
     let mut fleets = Vec::new();
-    for (index, server) in servers.iter().enumerate() {
-        let share = agents / servers.len() + usize::from(index < agents % servers.len());
-        fleets.push(connect_agents(server.address, &tenant, share, observed.clone()).await?);
+    for (server, share) in servers.iter().zip(shares) {
+        fleets.push(connect_registered(server.address, share, observed.clone()).await?);
     }
 
     let submitted = Arc::new(AtomicU64::new(0));
