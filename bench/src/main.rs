@@ -63,6 +63,10 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `CYGNET_BENCH_LOG=1` shows the in-process servers' log (filtered by RUST_LOG) on stderr.
+    if std::env::var_os("CYGNET_BENCH_LOG").is_some() {
+        cygnet_server::telemetry::init(cygnet_server::config::LogFormat::Plain);
+    }
     if let Some((mode, database_url)) = child::mode_from_args() {
         return child::run(mode, database_url.as_deref()).await;
     }

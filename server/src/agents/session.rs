@@ -30,8 +30,8 @@ const EVENT_BATCH: usize = 64;
 /// How often a stream holding back job events looks whether the database is back.
 const RESEND_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long after a failed store a stream waits before asking for a resend while the database
-/// seems reachable: long enough for the database probe to declare an outage (two failed
-/// rounds), with time to spare.
+/// seems reachable: long enough for the database probe to declare a stopped database (two
+/// refused rounds), with time to spare.
 const RESEND_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The server → agent half of a session.

@@ -1,7 +1,8 @@
 //! Whether the database answers, watched by a probe of its own.
 //!
 //! While PostgreSQL is away, a query waits for the pool's acquire timeout, retrying refused
-//! connections. The probe notices within two or three seconds; until the database answers again,
+//! connections. The probe notices a stopped database within two or three seconds (one that
+//! stops answering without refusing, within 15 s); until the database answers again,
 //! API calls are refused at once with UNAVAILABLE (`database_gate.rs`), agent streams stay
 //! open, and lease expiry waits (see `reachable_for`). An embedded SQLite file cannot go away:
 //! it is always reachable and has no probe.
@@ -18,10 +19,22 @@ use super::{Store, SystemStore};
 /// How often the probe asks.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How long the probe waits for an answer.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Probes failed in a row that make the database unreachable: one slow answer on a loaded
-/// machine is not an outage.
-const FAILURES_TO_DECLARE: u32 = 2;
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probes refused in a row (connection refused or broken: the database is stopped or
+/// restarting) that make the database unreachable.
+const REFUSALS_TO_DECLARE: u32 = 2;
+/// Probes unanswered in a row (each for `PROBE_TIMEOUT`) that make it unreachable: a slow
+/// answer from a loaded database is not an outage (a 2-second bound flagged one under a
+/// benchmark's load, and every agent stream was asked to reconnect), a database silent for
+/// 15 s is.
+const TIMEOUTS_TO_DECLARE: u32 = 3;
+
+/// What one probe found.
+enum Probe {
+    Answered,
+    Refused,
+    TimedOut,
+}
 
 /// The probe's latest verdict.
 #[derive(Debug)]
@@ -94,8 +107,8 @@ impl Store {
     }
 
     /// Starts the probe (PostgreSQL only), until `stop` is cancelled: one connection of its
-    /// own, a ping each second, each connect and ping bounded by two seconds; two failures in a
-    /// row make the database unreachable, one answer reachable again.
+    /// own, a ping each second; two refusals in a row (or three pings unanswered for 5 s each)
+    /// make the database unreachable, one answer reachable again.
     pub fn spawn_health_probe(
         &self,
         stop: CancellationToken,
@@ -107,7 +120,7 @@ impl Store {
         let store = self.clone();
         Some(tokio::spawn(async move {
             let mut connection: Option<PgConnection> = None;
-            let mut failures = 0u32;
+            let (mut refusals, mut timeouts) = (0u32, 0u32);
             let mut tick = tokio::time::interval(PROBE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -115,17 +128,27 @@ impl Store {
                     _ = tick.tick() => {}
                     () = stop.cancelled() => break,
                 }
-                let answered = tokio::time::timeout(PROBE_TIMEOUT, probe(&url, &mut connection))
+                let found = tokio::time::timeout(PROBE_TIMEOUT, probe(&url, &mut connection))
                     .await
-                    .unwrap_or(false);
-                if answered {
-                    failures = 0;
-                    store.health.set(true);
-                } else {
-                    connection = None;
-                    failures += 1;
-                    if failures >= FAILURES_TO_DECLARE {
-                        store.health.set(false);
+                    .unwrap_or(Probe::TimedOut);
+                match found {
+                    Probe::Answered => {
+                        (refusals, timeouts) = (0, 0);
+                        store.health.set(true);
+                    }
+                    Probe::Refused => {
+                        connection = None;
+                        refusals += 1;
+                        if refusals >= REFUSALS_TO_DECLARE {
+                            store.health.set(false);
+                        }
+                    }
+                    Probe::TimedOut => {
+                        connection = None;
+                        timeouts += 1;
+                        if timeouts >= TIMEOUTS_TO_DECLARE {
+                            store.health.set(false);
+                        }
                     }
                 }
             }
@@ -136,16 +159,21 @@ impl Store {
     }
 }
 
-async fn probe(url: &str, connection: &mut Option<PgConnection>) -> bool {
+async fn probe(url: &str, connection: &mut Option<PgConnection>) -> Probe {
     if connection.is_none() {
         match PgConnection::connect(url).await {
             Ok(opened) => *connection = Some(opened),
-            Err(_) => return false,
+            Err(_) => return Probe::Refused,
         }
     }
-    match connection {
+    let answered = match connection {
         Some(connection) => connection.ping().await.is_ok(),
         None => false,
+    };
+    if answered {
+        Probe::Answered
+    } else {
+        Probe::Refused
     }
 }
 

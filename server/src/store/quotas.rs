@@ -46,7 +46,12 @@ pub(super) async fn limits_of(
 
 /// Makes the rest of the transaction the only one counting against the customer's quotas: on
 /// PostgreSQL its customer row is locked until the transaction ends (SQLite's write
-/// transactions exclude each other already).
+/// transactions exclude each other already). `FOR NO KEY UPDATE`, not `FOR UPDATE`: every
+/// insert of a row referencing the customer (an execution, an activity event, an audit entry)
+/// holds `FOR KEY SHARE` on it for its foreign key, which `FOR UPDATE` conflicts with: the quota
+/// lock and those foreign-key locks formed cycles, and the two-replica throughput run lost
+/// job-event batches and audit groups to PostgreSQL's deadlock detector (BENCHMARKS.md).
+/// `FOR NO KEY UPDATE` still excludes other quota holders.
 pub(super) async fn hold_quotas(
     db: &impl ConnectionTrait,
     customer_id: CustomerId,
@@ -55,7 +60,7 @@ pub(super) async fn hold_quotas(
         customer::Entity::find_by_id(customer_id.get())
             .select_only()
             .column(customer::Column::Id)
-            .lock(LockType::Update)
+            .lock(LockType::NoKeyUpdate)
             .into_tuple::<i64>()
             .one(db)
             .await?;
