@@ -287,3 +287,67 @@ pub fn stop(mut child: AgentProcess) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The numbers `i` of the stdout lines `n=<i>` in `chunks`, in order.
+pub fn counted_lines<'a>(chunks: impl IntoIterator<Item = &'a pb::LogChunk>) -> Vec<u32> {
+    chunks
+        .into_iter()
+        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
+        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
+        .collect()
+}
+
+/// Asserts that the execution's stored log has sequences 1, 2, 3… and holds every line `n=1` to
+/// `n=<lines>` exactly once, in order: nothing lost or doubled.
+pub async fn assert_every_line_once(
+    server: &TestServer,
+    customer_id: i64,
+    execution_id: i64,
+    lines: u32,
+) {
+    let chunks = server.logs(customer_id, execution_id).await;
+    let sequences: Vec<i64> = chunks.iter().map(|chunk| chunk.sequence).collect();
+    assert_eq!(sequences, (1..=chunks.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        counted_lines(&chunks),
+        (1..=lines).collect::<Vec<_>>(),
+        "every line exactly once, in order"
+    );
+}
+
+/// An artifact's whole content through DownloadArtifact.
+pub async fn download(server: &TestServer, customer_id: i64, artifact_id: i64) -> Vec<u8> {
+    let mut stream = server
+        .admin_pipelines()
+        .download_artifact(pb::DownloadArtifactRequest {
+            customer_id,
+            artifact_id,
+        })
+        .await
+        .expect("download")
+        .into_inner();
+    let mut content = Vec::new();
+    while let Some(message) = stream.message().await.expect("chunk") {
+        content.extend(message.data);
+    }
+    content
+}
+
+/// The artifacts an execution uploaded.
+pub async fn artifacts_of(
+    server: &TestServer,
+    customer_id: i64,
+    execution_id: i64,
+) -> Vec<pb::Artifact> {
+    server
+        .admin_pipelines()
+        .list_artifacts(pb::ListArtifactsRequest {
+            customer_id,
+            execution_id,
+        })
+        .await
+        .expect("artifacts")
+        .into_inner()
+        .artifacts
+}

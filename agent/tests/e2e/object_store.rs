@@ -32,16 +32,7 @@ async fn artifacts_go_to_the_object_store(backend: Backend) {
             .await,
     );
     assert_eq!(ended.status(), pb::ExecutionStatus::Succeeded, "{ended:?}");
-    let artifacts = server
-        .admin_pipelines()
-        .list_artifacts(pb::ListArtifactsRequest {
-            customer_id: acme.id,
-            execution_id: execution.id,
-        })
-        .await
-        .expect("artifacts")
-        .into_inner()
-        .artifacts;
+    let artifacts = artifacts_of(&server, acme.id, execution.id).await;
     let mut sizes: Vec<(String, i64)> = artifacts
         .iter()
         .map(|artifact| (artifact.path.clone(), artifact.size_bytes))
@@ -76,24 +67,6 @@ async fn artifacts_go_to_the_object_store(backend: Backend) {
         "nothing stored in the data directory"
     );
     stop(agent);
-}
-
-/// An artifact's whole content through DownloadArtifact.
-pub async fn download(server: &TestServer, customer_id: i64, artifact_id: i64) -> Vec<u8> {
-    let mut stream = server
-        .admin_pipelines()
-        .download_artifact(pb::DownloadArtifactRequest {
-            customer_id,
-            artifact_id,
-        })
-        .await
-        .expect("download")
-        .into_inner();
-    let mut content = Vec::new();
-    while let Some(message) = stream.message().await.expect("chunk") {
-        content.extend(message.data);
-    }
-    content
 }
 
 cygnet_testkit::backend_tests!(artifacts_go_to_the_object_store);

@@ -95,20 +95,7 @@ async fn a_database_outage_longer_than_the_grace_period_fails_no_job() {
         pb::ExecutionStatus::Succeeded,
         "{finished:?}"
     );
-    let chunks = server.logs(acme.id, execution.id).await;
-    let sequences: Vec<i64> = chunks.iter().map(|chunk| chunk.sequence).collect();
-    assert_eq!(sequences, (1..=chunks.len() as i64).collect::<Vec<_>>());
-    let numbers: Vec<u32> = chunks
-        .iter()
-        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
-        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
-        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
-        .collect();
-    assert_eq!(
-        numbers,
-        (1..=LINES).collect::<Vec<_>>(),
-        "every line exactly once, in order"
-    );
+    assert_every_line_once(&server, acme.id, execution.id, LINES).await;
     // The agent was never lost: no offline mark, still online.
     let activity = server.activity(acme.id).await;
     assert!(

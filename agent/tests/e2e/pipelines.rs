@@ -544,20 +544,7 @@ async fn a_server_restart_mid_job_loses_and_doubles_nothing(backend: Backend) {
         pb::ExecutionStatus::Succeeded,
         "{finished:?}"
     );
-    let chunks = server.logs(acme.id, execution.id).await;
-    let sequences: Vec<i64> = chunks.iter().map(|chunk| chunk.sequence).collect();
-    assert_eq!(sequences, (1..=chunks.len() as i64).collect::<Vec<_>>());
-    let numbers: Vec<u32> = chunks
-        .iter()
-        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
-        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
-        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
-        .collect();
-    assert_eq!(
-        numbers,
-        (1..=60).collect::<Vec<_>>(),
-        "every line exactly once, in order"
-    );
+    assert_every_line_once(&server, acme.id, execution.id, 60).await;
     stop(agent);
 }
 

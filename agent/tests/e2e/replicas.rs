@@ -15,18 +15,6 @@ use crate::common::*;
 
 const LINES: u32 = 200;
 
-/// Every stdout line `n=<i>` of the execution, in stored order.
-async fn numbers(server: &TestServer, customer_id: i64, execution_id: i64) -> Vec<u32> {
-    server
-        .logs(customer_id, execution_id)
-        .await
-        .iter()
-        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
-        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
-        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
-        .collect()
-}
-
 /// The execution of the release execution's first stage, once it has one.
 async fn eventually_stage_execution(server: &TestServer, customer_id: i64, id: i64) -> i64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -123,7 +111,7 @@ async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
         })
     };
     eventually("output streaming", Duration::from_secs(10), || async {
-        numbers(&survivor, acme.id, execution.id).await.len() >= 10
+        counted_lines(&survivor.logs(acme.id, execution.id).await).len() >= 10
     })
     .await;
     let running = survivor.execution(acme.id, execution.id).await;
@@ -141,40 +129,24 @@ async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
         pb::ExecutionStatus::Succeeded,
         "{finished:?}"
     );
-    let watched: Vec<u32> = updates
+    let watched: Vec<pb::LogChunk> = updates
         .iter()
         .filter_map(|update| match update {
-            pb::watch_execution_response::Update::Log(chunk) => Some(chunk),
+            pb::watch_execution_response::Update::Log(chunk) => Some(chunk.clone()),
             _ => None,
         })
-        .filter(|chunk| chunk.stream() == pb::LogStream::Stdout)
-        .flat_map(|chunk| chunk.text.lines().map(str::to_owned).collect::<Vec<_>>())
-        .filter_map(|line| line.strip_prefix("n=").and_then(|n| n.parse().ok()))
         .collect();
-    let every: Vec<u32> = (1..=LINES).collect();
-    assert_eq!(watched, every, "the watch saw every line once, in order");
     assert_eq!(
-        numbers(&survivor, acme.id, execution.id).await,
-        every,
-        "every line stored exactly once"
+        counted_lines(&watched),
+        (1..=LINES).collect::<Vec<_>>(),
+        "the watch saw every line once, in order"
     );
-    let chunks = survivor.logs(acme.id, execution.id).await;
-    let sequences: Vec<i64> = chunks.iter().map(|chunk| chunk.sequence).collect();
-    assert_eq!(sequences, (1..=chunks.len() as i64).collect::<Vec<_>>());
+    assert_every_line_once(&survivor, acme.id, execution.id, LINES).await;
 
     // The artifact uploaded through the killed replica downloads through the survivor.
-    let artifacts = survivor
-        .admin_pipelines()
-        .list_artifacts(pb::ListArtifactsRequest {
-            customer_id: acme.id,
-            execution_id: execution.id,
-        })
-        .await
-        .expect("artifacts")
-        .into_inner()
-        .artifacts;
+    let artifacts = artifacts_of(&survivor, acme.id, execution.id).await;
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
-    let content = crate::object_store::download(&survivor, acme.id, artifacts[0].id).await;
+    let content = download(&survivor, acme.id, artifacts[0].id).await;
     assert_eq!(content, b"built before the kill");
     assert_eq!(
         hex::encode(sha2::Sha256::digest(&content)),
