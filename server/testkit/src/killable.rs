@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 
 use cygnet_server::App;
-use cygnet_server::config::ServerConfig;
 use tokio::net::TcpListener;
 
 use crate::TestServer;
@@ -38,10 +37,7 @@ impl TestServer {
     /// Starts a replica on this server's database (meaningful on PostgreSQL) that the test can
     /// kill (see the module docs).
     pub async fn start_killable_replica(&self) -> KillableReplica {
-        let temp_dir = tempfile::tempdir().expect("temp dir");
-        let mut config: ServerConfig = self.config().clone();
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.data_dir = temp_dir.path().join("data");
+        let (temp_dir, config) = self.sibling_config();
         // Its own runtime is built and entered on a thread of its own: a runtime cannot be
         // started from within the test's.
         let (runtime, address) = tokio::task::spawn_blocking(move || {

@@ -172,26 +172,8 @@ impl TestServer {
     /// Starts a second server (a replica) on the same database, with its own address and data
     /// directory. Meaningful on PostgreSQL; SQLite is single-replica.
     pub async fn start_replica(&self) -> TestServer {
-        let temp_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = self.config.clone();
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.data_dir = temp_dir.path().join("data");
-        let mut replica = TestServer {
-            address: config.listen,
-            metrics_address: None,
-            web_address: None,
-            data_dir: config.data_dir.clone(),
-            database_url: config.database.url.clone(),
-            config,
-            client_tls: self.client_tls.clone(),
-            channel: None,
-            shutdown: None,
-            task: None,
-            _temp_dir: temp_dir,
-            _postgres: None,
-        };
-        replica.launch().await;
-        replica
+        let (temp_dir, config) = self.sibling_config();
+        self.launch_sibling(temp_dir, config).await
     }
 
     /// The server's configuration (for tools that run beside it, such as a backup).
@@ -202,10 +184,7 @@ impl TestServer {
     /// Starts a new server (SQLite, its own data directory and address, this server's other
     /// settings) from a backup archive, restored with `cygnet_server::backup::restore`.
     pub async fn start_from_backup(&self, archive: &std::path::Path) -> TestServer {
-        let temp_dir = tempfile::tempdir().expect("temp dir");
-        let mut config = self.config.clone();
-        config.listen = "127.0.0.1:0".parse().expect("address");
-        config.data_dir = temp_dir.path().join("data");
+        let (temp_dir, mut config) = self.sibling_config();
         config.database.url = format!(
             "sqlite://{}?mode=rwc",
             config.data_dir.join("cygnet.db").display()
@@ -213,7 +192,27 @@ impl TestServer {
         cygnet_server::backup::restore(&config, archive)
             .await
             .expect("restore the backup");
-        let mut restored = TestServer {
+        self.launch_sibling(temp_dir, config).await
+    }
+
+    /// This server's configuration with a free address and a data directory of its own (in the
+    /// returned temporary directory).
+    pub(crate) fn sibling_config(&self) -> (tempfile::TempDir, ServerConfig) {
+        let temp_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.data_dir = temp_dir.path().join("data");
+        (temp_dir, config)
+    }
+
+    /// Starts a server with `config` beside this one (same client TLS; no database of its own
+    /// to drop).
+    async fn launch_sibling(
+        &self,
+        temp_dir: tempfile::TempDir,
+        config: ServerConfig,
+    ) -> TestServer {
+        let mut sibling = TestServer {
             address: config.listen,
             metrics_address: None,
             web_address: None,
@@ -227,8 +226,8 @@ impl TestServer {
             _temp_dir: temp_dir,
             _postgres: None,
         };
-        restored.launch().await;
-        restored
+        sibling.launch().await;
+        sibling
     }
 
     /// Stops the server and starts it again on the same address, database and data directory.
