@@ -797,4 +797,40 @@ mod tests {
         let tls = config.tls.expect("TLS on");
         assert!(tls.client_ca.is_some(), "mTLS for agents");
     }
+
+    #[test]
+    fn the_replica_example_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy/replica.toml");
+        // The credentials file it names is replaced by one that exists.
+        let credentials = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(
+            credentials.path(),
+            "[default]\naws_access_key_id = replica-key\naws_secret_access_key = replica-secret\n",
+        )
+        .expect("credentials");
+        let config = ServerConfig::load_from(
+            Some(&example),
+            &Overrides::default(),
+            config::Environment::with_prefix("CYGNET")
+                .separator("__")
+                .source(Some(HashMap::from([(
+                    "CYGNET_ARTIFACTS__CREDENTIALS_FILE".to_owned(),
+                    credentials.path().display().to_string(),
+                )]))),
+        )
+        .expect("examples/deploy/replica.toml is valid");
+        assert!(config.database.url.starts_with("postgres://"));
+        assert_eq!(config.listen.to_string(), "0.0.0.0:50051");
+        assert!(config.tls.is_none(), "TLS ends at the balancer");
+        assert_eq!(
+            config.secret_key, None,
+            "the key comes from the environment"
+        );
+        let crate::artifacts::ArtifactStorage::S3(s3) = config.artifacts else {
+            panic!("artifacts in the shared bucket: {:?}", config.artifacts);
+        };
+        assert_eq!(s3.bucket, "cygnet-artifacts");
+        assert!(!s3.virtual_hosted_style);
+        assert_eq!(s3.access_key_id, "replica-key");
+    }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod database_gate;
 pub mod dispatch;
 pub mod domain;
+pub mod entry;
 pub mod grpc;
 pub mod metrics;
 pub mod monitors;

@@ -16,3 +16,10 @@ mod releases;
 mod replicas;
 mod variables;
 mod web;
+
+/// Not a check: the entry point of `cygnet_testkit::ServerProcess` (this binary, run again as a
+/// `cygnet-server` process). Returns at once in a normal test run.
+#[test]
+fn server_process() {
+    cygnet_testkit::serve_if_asked();
+}

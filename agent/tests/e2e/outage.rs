@@ -1,11 +1,15 @@
 //! A PostgreSQL outage longer than the agent grace period while a job streams its output: calls
-//! that need the database answer UNAVAILABLE at once, the agent's stream stays open, and the job
-//! completes with every line exactly once — the outage is the server's, not the agent's.
+//! that need the database answer UNAVAILABLE (dashboard pages 503) at once, the agent's stream
+//! stays open, and the job completes with every line exactly once — the outage is the server's,
+//! not the agent's.
 
 use std::time::{Duration, Instant};
 
 use cygnet_proto::v1 as pb;
-use cygnet_testkit::{Backend, PrivatePostgres, TestServer, eventually, final_execution, step};
+use cygnet_testkit::web_client::{http, sign_in};
+use cygnet_testkit::{
+    ADMIN_TOKEN, Backend, PrivatePostgres, TestServer, eventually, final_execution, step,
+};
 use tonic::Code;
 
 use crate::common::*;
@@ -18,7 +22,10 @@ async fn a_database_outage_longer_than_the_grace_period_fails_no_job() {
     let mut options = one_second_heartbeats();
     let grace = Duration::from_secs(4);
     options.agents.grace = grace;
+    options.web = true;
     let server = TestServer::start_with(Backend::Postgres(postgres.admin_url()), options).await;
+    let web = server.web_address.expect("web on");
+    let session = sign_in(web, ADMIN_TOKEN).await;
     let (acme, _host, agent) = customer_with_agent(&server, "acme", serde_json::json!({})).await;
     let pipeline = server
         .create_pipeline(
@@ -64,6 +71,20 @@ async fn a_database_outage_longer_than_the_grace_period_fails_no_job() {
             "calls still wait for the database after {noticed_within:?}"
         );
     }
+    // So is a dashboard page, whose handlers need the database as much.
+    let asked = Instant::now();
+    let page = http(web, "GET", &format!("/c/{}", acme.id), Some(&session), None).await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(
+        page.body.contains("database is unreachable"),
+        "{}",
+        page.body
+    );
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "the page waited {:?}",
+        asked.elapsed()
+    );
     // The outage outlasts the grace period, by twice over.
     tokio::time::sleep((grace * 2).saturating_sub(stopped_at.elapsed())).await;
     postgres.start_again();
@@ -84,6 +105,9 @@ async fn a_database_outage_longer_than_the_grace_period_fails_no_job() {
         },
     )
     .await;
+
+    let page = http(web, "GET", &format!("/c/{}", acme.id), Some(&session), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
 
     let finished = final_execution(
         &server

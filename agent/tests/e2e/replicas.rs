@@ -1,5 +1,6 @@
 //! Two replicas on PostgreSQL and one S3-compatible store, with agents of two customers split
-//! between them; the replica running a job is killed mid-job, after the job's first step
+//! between them; the replica running a job — a process of its own, configured by
+//! `examples/deploy/replica.toml` — is killed with SIGKILL mid-job, after the job's first step
 //! uploaded an artifact through it: the agent fails over to the other replica (its `ServerUrl`
 //! lists both), the job completes with every log line exactly once — watched live, from start
 //! to end, through the surviving replica — and the artifact downloads there and ships in a
@@ -8,7 +9,9 @@
 use std::time::Duration;
 
 use cygnet_proto::v1 as pb;
-use cygnet_testkit::{Backend, S3Server, TestServer, eventually, final_execution, step};
+use cygnet_testkit::{
+    Backend, S3Server, TestServer, eventually, final_execution, repository_root, step,
+};
 use sha2::Digest;
 
 use crate::common::*;
@@ -44,7 +47,9 @@ async fn a_replica_killed_mid_job_loses_and_doubles_nothing() {
     options.agents.grace = Duration::from_secs(20);
     options.artifacts = s3.storage();
     let survivor = TestServer::start_with(backend, options).await;
-    let mut doomed = survivor.start_killable_replica().await;
+    let mut doomed = survivor
+        .start_replica_process(&repository_root().join("examples/deploy/replica.toml"))
+        .await;
     let both = |first: std::net::SocketAddr, second: std::net::SocketAddr| serde_json::json!({ "ServerUrl": format!("http://{first}, http://{second}") });
 
     // Acme's agent connects to the doomed replica first, TechStart's to the survivor.

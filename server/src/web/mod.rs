@@ -5,6 +5,7 @@
 //! the API's own; writes leave the same audit entries (`audit::audited`) and run to completion
 //! like RPCs do. Live parts are Server-Sent Events fed by the Watch RPCs.
 
+mod database;
 mod error;
 mod headers;
 mod live;
@@ -55,7 +56,8 @@ impl Web {
     }
 
     /// Every route of the dashboard; every answer carries the security headers (`headers`),
-    /// and writes from another origin are refused before any handler runs (`origin`).
+    /// writes from another origin are refused before any handler runs (`origin`), and pages
+    /// are answered 503 at once while the database is unreachable (`database`).
     pub fn router(self) -> Router {
         Router::new()
             .route("/", get(pages::index))
@@ -98,6 +100,10 @@ impl Web {
             .route("/c/{customer}/quotas", post(pages::set_quotas))
             .route("/c/{customer}/{export}", get(pages::usage_export))
             .fallback(pages::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                database::refuse_while_unreachable,
+            ))
             .layer(axum::middleware::from_fn(origin::refuse_foreign_writes))
             .layer(axum::middleware::map_response(
                 headers::add_security_headers,
