@@ -14,6 +14,35 @@ use config::{Value, ValueKind};
 /// Section names accepted in the file and as environment prefixes, in order of preference.
 const SECTIONS: [&str; 2] = ["AgentConfiguration", "Agent"];
 
+/// Every key the agent reads (`Uuid` is the original agent's name for `AgentUuid`). Any other
+/// key in the section or the environment stops start-up: a misspelt key ("Lables") silently
+/// ignored would leave a setting at its default without a word.
+const KEYS: [&str; 23] = [
+    "CustomerId",
+    "AgentUuid",
+    "Uuid",
+    "ServerUrl",
+    "RegistrationToken",
+    "RegistrationTokenFile",
+    "ReenrolmentTokenFile",
+    "RunStepsAs",
+    "Name",
+    "Location",
+    "Labels",
+    "WorkDirectory",
+    "StateDirectory",
+    "MaxConcurrentJobs",
+    "Tls:CaCertificate",
+    "Tls:ClientCertificate",
+    "Tls:ClientKey",
+    "KillGraceSeconds",
+    "MaxLogBytesPerJob",
+    "KeepWorkspaces",
+    "MaxArtifactBytes",
+    "EventBufferBytes",
+    "MetricsListen",
+];
+
 /// TLS settings for reaching the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -321,7 +350,32 @@ impl AgentConfig {
 }
 
 impl Settings {
+    /// Refuses a key the agent does not read, suggesting the one it resembles.
+    fn refuse_unknown_keys(&self) -> Result<(), ConfigError> {
+        let flat = |key: &str| key.replace(':', ".").to_ascii_lowercase();
+        for key in self.values.keys() {
+            if KEYS.iter().any(|known| flat(known) == *key) {
+                continue;
+            }
+            let written = key.replace('.', ":");
+            let closest = KEYS
+                .iter()
+                .map(|known| (edit_distance(&flat(known), key), known))
+                .min()
+                .filter(|(distance, _)| *distance <= 3);
+            let hint = match closest {
+                Some((_, known)) => format!(" (did you mean {known}?)"),
+                None => format!(" (the settings are: {})", KEYS.join(", ")),
+            };
+            return Err(ConfigError(format!(
+                "AgentConfiguration:{written} is not a setting of the agent{hint}"
+            )));
+        }
+        Ok(())
+    }
+
     fn validate(self) -> Result<AgentConfig, ConfigError> {
+        self.refuse_unknown_keys()?;
         let customer_id = self
             .integer("CustomerId")?
             .ok_or_else(|| key_error("CustomerId", "is required"))?;
@@ -443,6 +497,21 @@ impl Settings {
     }
 }
 
+/// Levenshtein distance over bytes (keys are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.as_bytes().iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, &y) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(x != y);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
 /// The addresses of a `ServerUrl` value: comma-separated, blanks around each ignored.
 fn split_server_urls(value: &str) -> impl Iterator<Item = &str> {
     value
@@ -511,6 +580,51 @@ mod tests {
         assert_eq!(config.location, "Staging");
         assert_eq!(config.labels, ["linux", "docker"]);
         assert_eq!(config.max_concurrent_jobs, 3);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_refused_with_the_key_it_resembles() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = write(
+            dir.path(),
+            "appsettings.json",
+            r#"{"AgentConfiguration": {"CustomerId": 1, "AgentUuid": "a", "ServerUrl": "http://x", "Lables": ["linux"]}}"#,
+        );
+        let error = AgentConfig::load(Some(&file), env(&[]))
+            .expect_err("Lables is not a key")
+            .to_string();
+        assert!(
+            error.contains(
+                "AgentConfiguration:lables is not a setting of the agent (did you mean Labels?)"
+            ),
+            "{error}"
+        );
+        let error = AgentConfig::load(
+            None,
+            env(&[
+                ("AgentConfiguration__CustomerId", "1"),
+                ("AgentConfiguration__AgentUuid", "a"),
+                ("AgentConfiguration__ServerUrl", "http://x"),
+                ("AgentConfiguration__Tls__CaCertficate", "/ca.pem"),
+            ]),
+        )
+        .expect_err("a misspelt nested key")
+        .to_string();
+        assert!(error.contains("did you mean Tls:CaCertificate?"), "{error}");
+        let error = AgentConfig::load(
+            None,
+            env(&[
+                ("AgentConfiguration__CustomerId", "1"),
+                ("AgentConfiguration__Colour", "blue"),
+            ]),
+        )
+        .expect_err("an unknown key, reported before a missing one")
+        .to_string();
+        assert!(error.contains("colour is not a setting"), "{error}");
+        assert!(
+            error.contains("the settings are: CustomerId, AgentUuid"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -89,6 +89,17 @@ fn main() -> ExitCode {
     });
     let config = match AgentConfig::load(file.as_deref(), std::env::vars()) {
         Ok(config) => config,
+        Err(error) if file.is_none() => {
+            // Say where a file was looked for: "CustomerId is required" alone sends the reader
+            // to the wrong place.
+            let here = std::env::current_dir()
+                .map(|dir| dir.join("appsettings.json").display().to_string())
+                .unwrap_or_else(|_| "./appsettings.json".to_owned());
+            eprintln!(
+                "cygnet-agent: {error} (no configuration file: {here} does not exist and no --config FILE was given; AgentConfiguration__* variables alone must then set every required key)"
+            );
+            return ExitCode::from(2);
+        }
         Err(error) => {
             eprintln!("cygnet-agent: {error}");
             return ExitCode::from(2);

@@ -56,26 +56,65 @@ enum StreamEnd {
     Closed(Status),
 }
 
-/// Logs a state only when it differs from the previous one.
+/// Logs a state when it differs from the previous one; a warning that persists (a refused
+/// registration, an unreachable server) is repeated every [`REPEAT_WARNING`] with the number of
+/// tries since it began, so an agent that cannot work never falls silent.
 #[derive(Default)]
 struct StateLog {
     last: Option<String>,
+    /// When the current warning was last logged, and the tries since it first was.
+    repeated: Option<(Instant, u64)>,
 }
+
+/// How often a persisting warning is logged again.
+const REPEAT_WARNING: Duration = Duration::from_secs(60);
 
 impl StateLog {
     fn info(&mut self, state: String) {
         if self.last.as_deref() != Some(state.as_str()) {
             tracing::info!("{state}");
             self.last = Some(state);
+            self.repeated = None;
         }
     }
 
     fn warn(&mut self, state: String) {
-        if self.last.as_deref() != Some(state.as_str()) {
-            tracing::warn!("{state}");
-            self.last = Some(state);
+        if let Some(line) = self.warning_at(state, Instant::now()) {
+            tracing::warn!("{line}");
         }
     }
+
+    /// The line to log for warning `state` at `now`, if any.
+    fn warning_at(&mut self, state: String, now: Instant) -> Option<String> {
+        if self.last.as_deref() != Some(state.as_str()) {
+            self.last = Some(state.clone());
+            self.repeated = Some((now, 1));
+            return Some(state);
+        }
+        let (logged, tries) = self.repeated.as_mut()?;
+        *tries += 1;
+        if now.duration_since(*logged) < REPEAT_WARNING {
+            return None;
+        }
+        *logged = now;
+        Some(format!("still failing after {tries} tries: {state}"))
+    }
+}
+
+/// An error with its causes: tonic's "transport error" alone does not say whether the connection
+/// was refused, the name did not resolve or TLS failed.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// The running agent.
@@ -350,10 +389,12 @@ impl Agent {
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, Status> {
         let (server_url, endpoint) = &self.endpoints[self.current];
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| Status::unavailable(format!("cannot reach {server_url}: {error}")))?;
+        let channel = endpoint.connect().await.map_err(|error| {
+            Status::unavailable(format!(
+                "cannot reach {server_url}: {}",
+                with_causes(&error)
+            ))
+        })?;
         // A re-enrolment token waiting in its file means an administrator wants this identity
         // (re)registered, e.g. restored after a deletion: register even with a stored state.
         let state = match self.stored_state() {
@@ -612,5 +653,39 @@ fn describe_failure(status: &Status) -> String {
         Code::Unavailable => format!("server unreachable: {}", status.message()),
         Code::Aborted => status.message().to_owned(),
         code => format!("connection failed ({code:?}): {}", status.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_persisting_warning_is_repeated_each_minute_with_its_tries() {
+        let mut log = super::StateLog::default();
+        let start = Instant::now();
+        let refused = || "registration refused (PermissionDenied): wrong token".to_owned();
+        assert_eq!(log.warning_at(refused(), start), Some(refused()));
+        assert_eq!(
+            log.warning_at(refused(), start + Duration::from_secs(10)),
+            None
+        );
+        assert_eq!(
+            log.warning_at(refused(), start + Duration::from_secs(61)),
+            Some(format!("still failing after 3 tries: {}", refused()))
+        );
+        assert_eq!(
+            log.warning_at(refused(), start + Duration::from_secs(62)),
+            None
+        );
+        // Another state is logged at once, and a return to the first starts its count again.
+        assert_eq!(
+            log.warning_at("server unreachable".into(), start + Duration::from_secs(63)),
+            Some("server unreachable".into())
+        );
+        assert_eq!(
+            log.warning_at(refused(), start + Duration::from_secs(64)),
+            Some(refused())
+        );
     }
 }

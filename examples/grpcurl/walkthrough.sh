@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The operator's walkthrough with grpcurl, end to end: the README's grpcurl sections ("Try it
+# The operator's walkthrough, end to end: every command block of the README's sections "Try it
 # with grpcurl", "Add a build agent", "Run your first pipeline", "Ship a release", "The dashboard
-# from the terminal"), run in order in one shell. They are the single source: this script runs
+# from the terminal", "Operate" (the Python and Rust clients, metrics) and "Quotas and fair
+# sharing", run in order in one shell. (The README's first block, the two commands, is what
+# starts the server and what CI's test step runs.) They are the single source: this script runs
 # them verbatim, and CI (.ci/check-readme-walkthrough) runs them the same way and checks what
 # they print.
 #
@@ -11,15 +13,16 @@
 #   cargo run --bin cygnet-server            # in one terminal
 #   examples/grpcurl/walkthrough.sh          # in another
 #   examples/grpcurl/walkthrough.sh --print  # only print the commands
-# Needs grpcurl and jq.
+# Needs grpcurl, jq, curl and python3 with pip.
 set -euo pipefail
 readme="$(cd "$(dirname "$0")/../.." && pwd)/README.md"
 sections=("## Try it with grpcurl" "## Add a build agent" "## Run your first pipeline"
-  "## Ship a release" "## The dashboard from the terminal")
+  "## Ship a release" "## The dashboard from the terminal" "## Operate" "## Quotas and fair sharing")
 
-# A section's first ```sh block.
+# Every ```sh block of a section (up to the next "## " heading).
 block() {
-  awk -v heading="$1" '$0 == heading {found=1} found && /^```sh$/ {inblock=1; next} inblock && /^```$/ {exit} inblock {print}' \
+  awk -v heading="$1" '$0 == heading {found=1; next} found && /^## / {exit}
+    found && /^```sh$/ {inblock=1; next} inblock && /^```$/ {inblock=0; print ""; next} inblock {print}' \
     "$readme"
 }
 script=""

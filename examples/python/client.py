@@ -4,8 +4,9 @@
 Authenticates with an API token, lists the caller's customers and each one's agents, runs a
 pipeline and follows its log live until it ends. Exits 0 when the run succeeded.
 
-    python3 client.py --server localhost:50051 --token "$TOKEN" --pipeline 1 [--customer 1]
-                      [--param NAME=VALUE ...] [--ca ca.pem]
+    ./generate.sh cygnet-python
+    python3 client.py --generated cygnet-python --server localhost:50051 --token "$TOKEN" \
+                      --pipeline 1 [--customer 1] [--param NAME=VALUE ...] [--ca ca.pem]
 
 Without --customer the caller's default customer is used.
 """
@@ -14,19 +15,26 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "generated"))
 
-import grpc  # noqa: E402
-
-from cygnet.v1 import (  # noqa: E402
-    agent_service_pb2 as agents,
-    agent_service_pb2_grpc as agents_grpc,
-    pipeline_service_pb2 as pipelines,
-    pipeline_service_pb2_grpc as pipelines_grpc,
-    tenancy_pb2 as tenancy,
-    user_service_pb2 as users,
-    user_service_pb2_grpc as users_grpc,
-)
+def generated_modules(directory):
+    """Imports the code generate.sh wrote into `directory`."""
+    if not os.path.isdir(os.path.join(directory, "cygnet", "v1")):
+        sys.exit(
+            f"no generated code in {directory!r}: run examples/python/generate.sh {directory} "
+            "first (or pass --generated DIR)"
+        )
+    sys.path.insert(0, os.path.abspath(directory))
+    global grpc, agents, agents_grpc, pipelines, pipelines_grpc, tenancy, users, users_grpc
+    import grpc
+    from cygnet.v1 import (
+        agent_service_pb2 as agents,
+        agent_service_pb2_grpc as agents_grpc,
+        pipeline_service_pb2 as pipelines,
+        pipeline_service_pb2_grpc as pipelines_grpc,
+        tenancy_pb2 as tenancy,
+        user_service_pb2 as users,
+        user_service_pb2_grpc as users_grpc,
+    )
 
 
 def connect(server, ca_file, token):
@@ -47,7 +55,12 @@ def connect(server, ca_file, token):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", default="localhost:50051")
+    parser.add_argument(
+        "--generated",
+        default=os.environ.get("CYGNET_PYTHON_GENERATED", "cygnet-python"),
+        help="where generate.sh wrote the code (default: ./cygnet-python)",
+    )
+    parser.add_argument("--server", default="localhost:50051", help="host:port")
     parser.add_argument("--token", default=os.environ.get("CYGNET_TOKEN"), required=False)
     parser.add_argument("--customer", type=int, default=0)
     parser.add_argument("--pipeline", type=int, required=True)
@@ -56,6 +69,7 @@ def main():
     args = parser.parse_args()
     if not args.token:
         parser.error("--token (or CYGNET_TOKEN) is required")
+    generated_modules(args.generated)
 
     conn, metadata = connect(args.server, args.ca, args.token)
     user_service = users_grpc.UserServiceStub(conn)
@@ -81,6 +95,9 @@ def main():
             print(f"  agent {agent.name} {status} cpu={agent.latest.cpu_percent:.0f}%")
 
     customer_id = args.customer or me.default_customer_id
+    if not customer_id:
+        print("no default customer for this user: pass --customer ID", file=sys.stderr)
+        return 2
     parameters = dict(param.split("=", 1) for param in args.param)
     try:
         execution = pipeline_service.RunPipeline(

@@ -3,7 +3,7 @@
 //! until it ends. Exits 0 when the run succeeded.
 //!
 //! ```text
-//! cargo run -p cygnet-proto --example client -- --server http://localhost:50051 \
+//! cargo run -p cygnet-proto --example client -- --server localhost:50051 \
 //!     --token "$TOKEN" --pipeline 1 [--customer 1] [--param NAME=VALUE ...]
 //! ```
 
@@ -29,7 +29,21 @@ struct Args {
     parameters: HashMap<String, String>,
 }
 
-fn args() -> Result<Args, String> {
+const USAGE: &str = "\
+Runs a CygnetCI pipeline and follows its log (exit 0 when the run succeeded).
+
+Usage: client --token TOKEN --pipeline ID [--server ADDRESS] [--customer ID] [--param NAME=VALUE]...
+
+Options:
+  --server ADDRESS    host:port or http(s)://host:port [default: localhost:50051]
+  --token TOKEN       an API token [env: CYGNET_TOKEN]
+  --pipeline ID       the pipeline to run
+  --customer ID       its customer [default: the token's user's default customer]
+  --param NAME=VALUE  a run parameter (repeatable)
+  -h, --help          this text";
+
+/// The parsed command line; `None` when help was asked for.
+fn args() -> Result<Option<Args>, String> {
     let mut args = Args {
         server: "http://localhost:50051".into(),
         token: std::env::var("CYGNET_TOKEN").unwrap_or_default(),
@@ -41,6 +55,7 @@ fn args() -> Result<Args, String> {
     while let Some(flag) = given.next() {
         let mut value = || given.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
             "--server" => args.server = value()?,
             "--token" => args.token = value()?,
             "--customer" => args.customer = value()?.parse().map_err(|_| "--customer: a number")?,
@@ -59,15 +74,36 @@ fn args() -> Result<Args, String> {
     if args.pipeline <= 0 {
         return Err("--pipeline is required".into());
     }
-    Ok(args)
+    // grpcurl's host:port works here too.
+    if !args.server.contains("://") {
+        args.server = format!("http://{}", args.server);
+    }
+    Ok(Some(args))
+}
+
+/// An error with its causes: "transport error" alone does not say that the connection was
+/// refused or the name did not resolve.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = match args() {
-        Ok(args) => args,
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(problem) => {
-            eprintln!("client: {problem}");
+            eprintln!("client: {problem}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -87,7 +123,9 @@ async fn run(args: Args) -> Result<bool, tonic::Status> {
         .map_err(|error| tonic::Status::invalid_argument(format!("--server: {error}")))?
         .connect()
         .await
-        .map_err(|error| tonic::Status::unavailable(format!("{}: {error}", args.server)))?;
+        .map_err(|error| {
+            tonic::Status::unavailable(format!("{}: {}", args.server, with_causes(&error)))
+        })?;
     let bearer = Bearer::new(&args.token)
         .map_err(|_| tonic::Status::invalid_argument("--token: not a valid header value"))?;
     let mut users: UserServiceClient<Authed> =
