@@ -18,7 +18,7 @@ use crate::stats::Figure;
 
 /// The `cygnet-agent` binary to measure: in a release build of the bench, the agent as shipped
 /// (profile `agent-release`, in `target/agent-release/`); in a debug build, the debug agent
-/// beside the bench. Built with cargo first when it is not there (`cargo run -p cygnet-bench`
+/// beside the bench. Built with cargo first when it is not there (`cargo run --bin cygnet-bench`
 /// builds only the bench).
 fn agent_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;

@@ -3,7 +3,7 @@
 //! until it ends. Exits 0 when the run succeeded.
 //!
 //! ```text
-//! cargo run -p cygnet-proto --example client -- --server localhost:50051 \
+//! cargo run --example client -- --server localhost:50051 \
 //!     --token "$TOKEN" --pipeline 1 [--customer 1] [--param NAME=VALUE ...]
 //! ```
 

@@ -2,7 +2,7 @@
 //! real monitors, so the dashboard has something to show.
 //!
 //! ```text
-//! cargo run -p cygnet-agent --example demo [-- --listen 127.0.0.1:50051 --web-listen 127.0.0.1:8080 --data-dir ./cygnet-demo]
+//! cargo run --example demo [-- --listen 127.0.0.1:50051 --web-listen 127.0.0.1:8080 --data-dir ./cygnet-demo]
 //! ```
 //!
 //! `-- --help` lists the options (parsed in `cli.rs`).
