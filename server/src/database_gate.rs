@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tonic::Status;
 use tonic::codegen::http;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -70,7 +69,7 @@ where
 
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
         if !self.health.is_reachable() && request.uri().path().starts_with(SERVICES) {
-            let status = Status::unavailable("database unavailable, retry later");
+            let status = crate::grpc::status::database_unavailable();
             return Box::pin(async move { Ok(status.into_http()) });
         }
         Box::pin(self.inner.call(request))

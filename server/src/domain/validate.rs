@@ -39,6 +39,11 @@ impl ValidationError {
         }
     }
 
+    /// What is wrong with the field, without its name.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
+
     pub fn field(&self) -> &str {
         &self.field
     }

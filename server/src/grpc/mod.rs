@@ -13,7 +13,7 @@ mod monitors;
 mod pipelines;
 mod quotas;
 mod releases;
-mod status;
+pub(crate) mod status;
 mod users;
 mod variables;
 mod watch;

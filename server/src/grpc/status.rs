@@ -2,11 +2,19 @@
 //!
 //! Every layer's error type is mapped here, and the few statuses that no error type carries
 //! (an artifact whose content is gone) are built by the named functions below, so no handler
-//! writes a status of its own. Only the statuses that end an agent's stream from inside
+//! writes a status of its own. Beside the human message, every refusal carries the standard
+//! structured details (`google.rpc.Status` in the `grpc-status-details-bin` trailer), which
+//! clients in any language read without parsing text: an `ErrorInfo` with a stable `reason`
+//! (domain [`DOMAIN`]), a `BadRequest` naming the field for INVALID_ARGUMENT, a `QuotaFailure`
+//! for a quota and a `RetryInfo` where waiting helps. `proto/cygnet/v1/tenancy.proto` documents them
+//! for clients. Only the statuses that end an agent's stream from inside
 //! `agents/` (replaced, silent, shutting down, unstored events) are written where it ends. Server faults reach clients as a fixed sentence; their details
 //! go to the log.
 
-use tonic::Status;
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::shorten;
 
@@ -19,6 +27,43 @@ fn bounded(message: impl Into<String>) -> String {
     shorten(message.into(), MAX_STATUS_MESSAGE_BYTES)
 }
 
+/// The `ErrorInfo.domain` of every CygnetCI refusal.
+pub const DOMAIN: &str = "cygnet.ci";
+
+/// A status with an `ErrorInfo` of `reason` (and `metadata`) beside `message`.
+fn refused(code: Code, reason: &str, message: String, metadata: &[(&str, String)]) -> Status {
+    with_details(code, message, |details| {
+        details.set_error_info(reason, DOMAIN, info(metadata));
+    })
+}
+
+/// A status whose details `fill` sets.
+fn with_details(code: Code, message: String, fill: impl FnOnce(&mut ErrorDetails)) -> Status {
+    let mut details = ErrorDetails::new();
+    fill(&mut details);
+    Status::with_error_details(code, bounded(message), details)
+}
+
+fn info(metadata: &[(&str, String)]) -> HashMap<String, String> {
+    metadata
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+        .collect()
+}
+
+/// INVALID_ARGUMENT for `field`, with a `BadRequest` naming it.
+fn invalid(field: &str, problem: &str, message: String) -> Status {
+    with_details(Code::InvalidArgument, message, |details| {
+        details
+            .add_bad_request_violation(shorten(field.to_owned(), 200), bounded(problem.to_owned()))
+            .set_error_info(
+                "INVALID_FIELD",
+                DOMAIN,
+                info(&[("field", shorten(field.to_owned(), 200))]),
+            );
+    })
+}
+
 use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
 use crate::domain::{QuotaExceeded, Refusal, ValidationError};
@@ -27,41 +72,74 @@ use crate::store::StoreError;
 
 impl From<ValidationError> for Status {
     fn from(error: ValidationError) -> Self {
-        Status::invalid_argument(bounded(error.to_string()))
+        invalid(error.field(), error.problem(), error.to_string())
     }
 }
 
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
         match refusal {
-            Refusal::NotPermitted(message) => Status::permission_denied(bounded(message)),
-            Refusal::NotAuthenticated(message) => Status::unauthenticated(bounded(message)),
-            Refusal::WrongState(message) => Status::failed_precondition(bounded(message)),
+            Refusal::NotPermitted(message) => {
+                refused(Code::PermissionDenied, "NOT_PERMITTED", message, &[])
+            }
+            Refusal::NotAuthenticated(message) => {
+                refused(Code::Unauthenticated, "NOT_AUTHENTICATED", message, &[])
+            }
+            Refusal::WrongState(message) => {
+                refused(Code::FailedPrecondition, "WRONG_STATE", message, &[])
+            }
         }
     }
 }
 
 impl From<QuotaExceeded> for Status {
     fn from(exceeded: QuotaExceeded) -> Self {
-        Status::resource_exhausted(bounded(exceeded.to_string()))
+        let quota = exceeded.quota.name();
+        with_details(Code::ResourceExhausted, exceeded.to_string(), |details| {
+            details
+                .add_quota_failure_violation(
+                    format!("customer:{}", exceeded.customer_id),
+                    format!(
+                        "quota {quota}: limit {}, in use {}, asked for {} more",
+                        exceeded.limit, exceeded.used, exceeded.wanted
+                    ),
+                )
+                .set_error_info(
+                    "QUOTA_EXCEEDED",
+                    DOMAIN,
+                    info(&[
+                        ("quota", quota.to_owned()),
+                        ("customer_id", exceeded.customer_id.to_string()),
+                        ("limit", exceeded.limit.to_string()),
+                        ("used", exceeded.used.to_string()),
+                        ("wanted", exceeded.wanted.to_string()),
+                    ]),
+                );
+        })
     }
 }
 
 impl From<StoreError> for Status {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::NotFound(message) => Status::not_found(bounded(message)),
-            StoreError::AlreadyExists(message) => Status::already_exists(bounded(message)),
-            StoreError::FailedPrecondition(message) => {
-                Status::failed_precondition(bounded(message))
+            StoreError::NotFound(message) => refused(Code::NotFound, "NOT_FOUND", message, &[]),
+            StoreError::AlreadyExists(message) => {
+                refused(Code::AlreadyExists, "ALREADY_EXISTS", message, &[])
             }
-            StoreError::InvalidArgument(message) => Status::invalid_argument(bounded(message)),
+            StoreError::FailedPrecondition(message) => {
+                refused(Code::FailedPrecondition, "WRONG_STATE", message, &[])
+            }
+            StoreError::InvalidArgument(message) => {
+                refused(Code::InvalidArgument, "INVALID_REQUEST", message, &[])
+            }
             StoreError::QuotaExceeded(exceeded) => exceeded.into(),
-            StoreError::LimitReached(message) => Status::resource_exhausted(bounded(message)),
+            StoreError::LimitReached(message) => {
+                refused(Code::ResourceExhausted, "LIMIT_REACHED", message, &[])
+            }
             StoreError::Refused(refusal) => refusal.into(),
             StoreError::Unavailable(error) => {
                 tracing::error!(%error, "database unavailable");
-                Status::unavailable("database unavailable, retry later")
+                database_unavailable()
             }
             StoreError::Internal(error) => {
                 tracing::error!(%error, "database error");
@@ -74,10 +152,16 @@ impl From<StoreError> for Status {
 impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match error {
-            AuthError::Unauthenticated(message) => Status::unauthenticated(bounded(message)),
-            AuthError::NotFound(message) => Status::not_found(bounded(message)),
-            AuthError::PermissionDenied(message) => Status::permission_denied(bounded(message)),
-            AuthError::FailedPrecondition(message) => Status::failed_precondition(bounded(message)),
+            AuthError::Unauthenticated(message) => {
+                refused(Code::Unauthenticated, "NOT_AUTHENTICATED", message, &[])
+            }
+            AuthError::NotFound(message) => refused(Code::NotFound, "NOT_FOUND", message, &[]),
+            AuthError::PermissionDenied(message) => {
+                refused(Code::PermissionDenied, "NOT_PERMITTED", message, &[])
+            }
+            AuthError::FailedPrecondition(message) => {
+                refused(Code::FailedPrecondition, "WRONG_STATE", message, &[])
+            }
             AuthError::Store(error) => error.into(),
         }
     }
@@ -99,7 +183,10 @@ impl From<ArtifactError> for Status {
                 tracing::error!(%error, "artifact storage failed");
                 Status::internal("artifact storage failed")
             }
-            refused => Status::invalid_argument(bounded(format!("data: {refused}"))),
+            problem => {
+                let problem = problem.to_string();
+                invalid("data", &problem, format!("data: {problem}"))
+            }
         }
     }
 }
@@ -116,10 +203,42 @@ pub(crate) fn rate_limited(
     } else {
         "this address"
     };
-    Status::resource_exhausted(format!(
-        "rate limit: more than {per_minute} requests a minute from {caller}; the next is allowed in {} ms",
-        next_allowed_in.as_millis().max(1)
-    ))
+    with_details(
+        Code::ResourceExhausted,
+        format!(
+            "rate limit: more than {per_minute} requests a minute from {caller}; the next is allowed in {} ms",
+            next_allowed_in.as_millis().max(1)
+        ),
+        |details| {
+            details
+                .set_retry_info(Some(next_allowed_in))
+                .set_error_info(
+                    "RATE_LIMITED",
+                    DOMAIN,
+                    info(&[
+                        ("per_minute", per_minute.to_string()),
+                        (
+                            "caller",
+                            if per_token { "token" } else { "address" }.to_owned(),
+                        ),
+                    ]),
+                );
+        },
+    )
+}
+
+/// The database cannot be reached (store errors, and every call while the probe says so):
+/// retry in a second.
+pub(crate) fn database_unavailable() -> Status {
+    with_details(
+        Code::Unavailable,
+        "database unavailable, retry later".to_owned(),
+        |details| {
+            details
+                .set_retry_info(Some(std::time::Duration::from_secs(1)))
+                .set_error_info("DATABASE_UNAVAILABLE", DOMAIN, HashMap::new());
+        },
+    )
 }
 
 /// A recorded artifact whose content cannot be opened.

@@ -16,6 +16,7 @@ mod bad_input;
 mod bootstrap;
 mod customers;
 mod dashboard;
+mod error_details;
 mod fuzz_rpcs;
 mod isolation;
 mod metrics;
