@@ -326,6 +326,8 @@ impl App {
                 tasks: tasks.clone(),
                 secure_cookies: web_tls.is_some(),
                 stopping: background_stopped.clone(),
+                grpc_port: address.port(),
+                grpc_tls: self.config.tls.is_some(),
             });
             tokio::spawn(crate::web::serve(
                 listener,

@@ -67,6 +67,15 @@ impl IntoResponse for WebError {
     }
 }
 
+/// Renders a template with `status` (a form shown again with its refusal).
+pub fn render_with(status: StatusCode, template: &impl Template) -> Response {
+    let mut response = render(template);
+    if response.status().is_success() {
+        *response.status_mut() = status;
+    }
+    response
+}
+
 /// Renders a template, or a 500 page when it cannot be (a bug, logged).
 pub fn render(template: &impl Template) -> Response {
     match template.render() {

@@ -48,6 +48,10 @@ pub struct WebInner {
     pub secure_cookies: bool,
     /// Cancelled at shutdown: live streams end.
     pub stopping: CancellationToken,
+    /// The gRPC port agents connect to, and whether it speaks TLS: a new registration token's
+    /// `appsettings.json` names it (on the host the browser addressed).
+    pub grpc_port: u16,
+    pub grpc_tls: bool,
 }
 
 impl Web {
@@ -66,9 +70,29 @@ impl Web {
             .route("/switch", get(pages::switch))
             .route("/static/app.css", get(pages::stylesheet))
             .route("/static/app.js", get(pages::script))
+            .route(
+                "/admin/customers",
+                get(pages::customers).post(pages::create_customer),
+            )
+            .route(
+                "/admin/customers/{customer}/{action}",
+                post(pages::set_customer_active),
+            )
+            .route(
+                "/invitations/{invitation}/accept",
+                post(pages::accept_invitation),
+            )
             .route("/c/{customer}", get(pages::dashboard))
             .route("/c/{customer}/activity/live", get(live::activity))
             .route("/c/{customer}/agents", get(pages::agents))
+            .route(
+                "/c/{customer}/agents/tokens",
+                get(pages::tokens).post(pages::create_token),
+            )
+            .route(
+                "/c/{customer}/agents/tokens/{token}/revoke",
+                post(pages::revoke_token),
+            )
             .route("/c/{customer}/pipelines", get(pages::pipelines))
             .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
@@ -96,6 +120,12 @@ impl Web {
                 post(pages::reject_stage),
             )
             .route("/c/{customer}/monitors", get(pages::monitors))
+            .route("/c/{customer}/members", get(pages::members))
+            .route("/c/{customer}/members/invite", post(pages::invite_member))
+            .route(
+                "/c/{customer}/members/{user}/{action}",
+                post(pages::change_member),
+            )
             .route("/c/{customer}/usage", get(pages::usage))
             .route("/c/{customer}/quotas", post(pages::set_quotas))
             .route("/c/{customer}/{export}", get(pages::usage_export))

@@ -34,4 +34,5 @@ mod usage;
 mod users;
 mod variables;
 mod web;
+mod web_manage;
 mod web_security;

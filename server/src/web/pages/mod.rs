@@ -3,11 +3,15 @@
 
 mod agents;
 mod assets;
+mod customers;
 mod dashboard;
 mod execution;
+mod form;
+mod members;
 mod monitors;
 mod pipelines;
 mod releases;
+mod tokens;
 mod usage;
 
 use axum::extract::{Query, State};
@@ -26,11 +30,14 @@ use super::view;
 
 pub use agents::agents;
 pub use assets::{script, stylesheet};
+pub use customers::{accept_invitation, create_customer, customers, set_customer_active};
 pub use dashboard::dashboard;
 pub use execution::{cancel_execution, execution};
+pub use members::{change_member, invite_member, members};
 pub use monitors::monitors;
 pub use pipelines::{pipelines, run_pipeline};
 pub use releases::{approve_stage, reject_stage, releases};
+pub use tokens::{create_token, revoke_token, tokens};
 pub use usage::{set_quotas, usage, usage_export};
 
 /// A path segment that must be an id; anything else is as unknown as a missing record.
@@ -68,7 +75,7 @@ impl Frame {
         view::role(self.role as i32)
     }
 
-    fn may(&self, roles: &[pb::Role]) -> bool {
+    pub fn may(&self, roles: &[pb::Role]) -> bool {
         roles.contains(&self.role)
     }
 
@@ -191,12 +198,26 @@ where
     T: Send + 'static,
     F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
 {
+    Ok(try_write(web, peer, method, call).await??)
+}
+
+/// As [`write`], with the handler's refusal kept as a status, for a form to show it.
+async fn try_write<T, F>(
+    web: &Web,
+    peer: Peer,
+    method: &'static str,
+    call: F,
+) -> Result<Result<T, tonic::Status>, WebError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send + 'static,
+{
     let store = web.store.clone();
     let task = web
         .tasks
         .spawn(async move { crate::audit::audited(&store, method, peer.0, call).await });
     match task.await {
-        Ok(result) => Ok(result?.into_inner()),
+        Ok(result) => Ok(result.map(tonic::Response::into_inner)),
         Err(_) => Err(WebError::Page(
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is stopping; try again".into(),
@@ -223,10 +244,7 @@ pub async fn index(State(web): State<Web>, session: Option<Session>) -> Result<R
     if first > 0 {
         return Ok(Redirect::to(&format!("/c/{first}")).into_response());
     }
-    Err(WebError::Page(
-        StatusCode::NOT_FOUND,
-        "You are not a member of any customer yet; ask an administrator to add you.".into(),
-    ))
+    customers::welcome(&web, &session).await
 }
 
 #[derive(Deserialize)]

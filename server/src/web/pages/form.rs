@@ -1,0 +1,76 @@
+//! A form's refusal shown next to the field it names: the handler's `BadRequest` field (the
+//! structured details every INVALID_ARGUMENT carries) picks the input; refusals about no field
+//! (a role, a state, a quota) show above the form. The page is rendered again with what the
+//! user typed, so nothing is lost.
+
+use axum::http::StatusCode;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::web::error::WebError;
+
+/// The refusal a form shows, or none.
+#[derive(Debug, Default, Clone)]
+pub struct FormErrors {
+    /// The request field the refusal names (`name`, `steps[0].name`); empty for the form as a
+    /// whole.
+    field: String,
+    message: String,
+}
+
+impl FormErrors {
+    /// The refusal of `status`, for a form whose inputs are `fields` (request field names);
+    /// statuses a form cannot show (sign in again, not found, server faults) stay page errors.
+    pub fn from_status(
+        status: tonic::Status,
+        fields: &[&str],
+    ) -> Result<(Self, StatusCode), WebError> {
+        let http = match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            _ => return Err(status.into()),
+        };
+        let field = status
+            .get_error_details()
+            .bad_request()
+            .and_then(|request| request.field_violations.first())
+            .map(|violation| violation.field.clone())
+            .filter(|field| fields.contains(&field.as_str()))
+            .unwrap_or_default();
+        Ok((
+            FormErrors {
+                field,
+                message: status.message().to_owned(),
+            },
+            http,
+        ))
+    }
+
+    /// A refusal the page itself found in the input of `field`.
+    pub fn at(field: &str, message: impl Into<String>) -> Self {
+        FormErrors {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The message for the input of `field`, or "".
+    pub fn on(&self, field: &str) -> &str {
+        if !self.field.is_empty() && self.field == field {
+            &self.message
+        } else {
+            ""
+        }
+    }
+
+    /// The message about the form as a whole, or "".
+    pub fn general(&self) -> &str {
+        if self.field.is_empty() {
+            &self.message
+        } else {
+            ""
+        }
+    }
+}
