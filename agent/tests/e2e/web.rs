@@ -324,3 +324,53 @@ async fn the_dashboard_works_in_a_real_browser() {
     );
     drop(demo);
 }
+
+/// The dashboard as a workplace (`web-tests/manage.test.mjs`): a fresh server, two users with
+/// no customer yet, and the agent binary the page's appsettings.json starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workplace_works_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    let server = cygnet_testkit::TestServer::start_with(
+        cygnet_testkit::Backend::Sqlite,
+        cygnet_testkit::TestOptions {
+            web: true,
+            ..crate::common::one_second_heartbeats()
+        },
+    )
+    .await;
+    let web = server.web_address.expect("web on");
+    let dev = server.create_user("dev1").await;
+    let viewer = server.create_user("viewer1").await;
+    let work = tempfile::tempdir().expect("work dir");
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/web-tests/workplace");
+    let output = tokio::process::Command::new("node")
+        .arg("manage.test.mjs")
+        .current_dir(web_tests_dir())
+        .env("CYGNET_WEB_URL", format!("http://{web}"))
+        .env("CYGNET_CHROMIUM", CHROMIUM)
+        .env("CYGNET_ADMIN_TOKEN", cygnet_testkit::ADMIN_TOKEN)
+        .env("CYGNET_DEV_TOKEN", &dev.token)
+        .env("CYGNET_VIEWER_TOKEN", &viewer.token)
+        .env("CYGNET_AGENT_BIN", crate::common::AGENT)
+        .env("CYGNET_WORK", work.path())
+        .env("CYGNET_SCREENSHOTS", &screenshots)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
+    for page in ["welcome", "members", "token", "agents", "customers"] {
+        for width in ["desktop", "phone"] {
+            let shot = screenshots.join(format!("{page}-{width}.png"));
+            assert!(shot.is_file(), "no screenshot at {}", shot.display());
+        }
+    }
+}

@@ -1,0 +1,156 @@
+// The dashboard as a workplace, in Debian's Chromium, against a fresh server started by
+// agent/tests/e2e/web.rs (the_workplace_works_in_a_real_browser), which passes what this needs
+// in CYGNET_* variables: a platform administrator creates the first customer, invites members
+// who accept, creates a registration token and starts a real agent with the appsettings.json
+// the page shows, and sees it come online; a viewer finds the controls disabled with the
+// reason. Screenshots of the pages at desktop and phone widths go to CYGNET_SCREENSHOTS.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set (run through cargo test)`);
+  return value;
+};
+const base = env("CYGNET_WEB_URL");
+const work = env("CYGNET_WORK");
+const shots = env("CYGNET_SCREENSHOTS");
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: env("CYGNET_CHROMIUM"),
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+const step = (what) => console.log(`- ${what}`);
+
+async function signIn(token, landing) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  await page.goto(`${base}/signin`);
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(landing);
+  return page;
+}
+
+/** Desktop and phone screenshots of the current page. */
+async function screenshots(page, name) {
+  await page.screenshot({ path: join(shots, `${name}-desktop.png`), fullPage: true });
+  await page.setViewportSize({ width: 375, height: 800 });
+  const overflow = await page.evaluate(() =>
+    document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  const culprits = await page.evaluate(() => [...document.querySelectorAll("body *")]
+    .filter((element) => !element.closest(".scroll, pre")
+      && element.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+    .slice(0, 5)
+    .map((element) => `${element.tagName.toLowerCase()}#${element.id}.${element.className}`));
+  assert.ok(overflow <= 1, `${name} is ${overflow}px too wide at 375px: ${culprits.join(", ")}`);
+  await page.screenshot({ path: join(shots, `${name}-phone.png`), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+/** A member accepts their invitation on the welcome page and lands in the customer. */
+async function accept(token, customerId) {
+  const page = await signIn(token, `${base}/`);
+  assert.match(await page.locator("main").innerText(), /not a member of any/);
+  await page.getByRole("button", { name: "Accept" }).click();
+  await page.waitForURL(`${base}/c/${customerId}`);
+  return page;
+}
+
+let agent;
+try {
+  step("a fresh server leads its administrator to create the first customer");
+  const admin = await signIn(env("CYGNET_ADMIN_TOKEN"), `${base}/`);
+  assert.match(await admin.locator("h1").innerText(), /Welcome/);
+  await screenshots(admin, "welcome");
+  await admin.getByLabel(/^Name/).fill("Acme Corp!");
+  await admin.getByLabel("Display name").fill("Acme Corporation");
+  await admin.getByRole("button", { name: "Create customer" }).click();
+  const nameError = admin.locator("#customer-name-error");
+  assert.match(await nameError.innerText(), /name/);
+  assert.equal(await admin.getByLabel(/^Name/).getAttribute("aria-invalid"), "true");
+  assert.equal(await admin.getByLabel("Display name").inputValue(), "Acme Corporation");
+  await admin.getByLabel(/^Name/).fill("acme");
+  await admin.getByRole("button", { name: "Create customer" }).click();
+  await admin.waitForURL(/\/c\/\d+$/);
+  const customerId = admin.url().split("/").pop();
+  assert.equal(await admin.locator("h1").innerText(), "Acme Corporation");
+
+  step("members: the administrator invites a developer and a viewer; both accept");
+  await admin.getByRole("link", { name: "Members" }).click();
+  for (const [username, role] of [["dev1", "developer"], ["viewer1", "viewer"]]) {
+    await admin.getByLabel(/^Username/).fill(username);
+    await admin.locator("#invite-role").selectOption(role);
+    await admin.getByRole("button", { name: "Invite" }).click();
+    await admin.waitForURL(`${base}/c/${customerId}/members`);
+    assert.match(await admin.locator("main").innerText(), new RegExp(`${username} as ${role}`));
+  }
+  await screenshots(admin, "members");
+  const dev = await accept(env("CYGNET_DEV_TOKEN"), customerId);
+  const viewer = await accept(env("CYGNET_VIEWER_TOKEN"), customerId);
+  await admin.reload();
+  const members = await admin.locator("table").innerText();
+  assert.match(members, /dev1/);
+  assert.match(members, /viewer1/);
+
+  step("a registration token, shown once with its appsettings.json, brings a real agent online");
+  await admin.goto(`${base}/c/${customerId}/agents`);
+  assert.match(await admin.locator("main").innerText(), /create a registration token/);
+  await admin.getByRole("link", { name: "create a registration token" }).click();
+  await admin.getByLabel(/^Description/).fill("build farm");
+  await admin.getByRole("button", { name: "Create token" }).click();
+  const secret = (await admin.locator("#token-secret").innerText()).trim();
+  const settings = JSON.parse(await admin.locator("#appsettings").innerText());
+  await screenshots(admin, "token");
+  const config = settings.AgentConfiguration;
+  assert.equal(String(config.CustomerId), customerId);
+  // What a build-host admin changes: the host's own names, paths and user.
+  config.AgentUuid = "farm-001";
+  config.Name = "farm-001";
+  config.RegistrationTokenFile = join(work, "registration-token");
+  config.WorkDirectory = join(work, "work");
+  config.StateDirectory = join(work, "state");
+  delete config.RunStepsAs;
+  writeFileSync(config.RegistrationTokenFile, secret, { mode: 0o600 });
+  const file = join(work, "appsettings.json");
+  writeFileSync(file, JSON.stringify(settings), { mode: 0o600 });
+  agent = spawn(env("CYGNET_AGENT_BIN"), ["run", "--config", file], { stdio: "inherit" });
+  await admin.goto(`${base}/c/${customerId}/agents`);
+  const deadline = Date.now() + 30_000;
+  while (!/farm-001\s+online/.test(await admin.locator("main").innerText())) {
+    assert.ok(Date.now() < deadline, "the agent did not come online within 30 s");
+    await admin.waitForTimeout(250);
+    await admin.reload();
+  }
+  await screenshots(admin, "agents");
+  await admin.goto(`${base}/c/${customerId}/agents/tokens`);
+  assert.doesNotMatch(await admin.locator("main").innerText(), new RegExp(secret));
+  assert.match(await admin.locator("table").innerText(), /build farm\s+1/);
+
+  step("a viewer sees the controls disabled, with the reason");
+  await viewer.goto(`${base}/c/${customerId}/members`);
+  assert.ok(await viewer.getByRole("button", { name: "Invite" }).isDisabled());
+  assert.match(await viewer.locator("#invite-reason").innerText(), /your role: viewer/);
+  await viewer.goto(`${base}/c/${customerId}/agents/tokens`);
+  assert.ok(await viewer.getByRole("button", { name: "Create token" }).isDisabled());
+  assert.match(await viewer.locator("#token-reason").innerText(), /your role: viewer/);
+  await screenshots(viewer, "viewer-tokens");
+  await dev.goto(`${base}/c/${customerId}`);
+  assert.equal(await dev.locator("#current-user").innerText(), "dev1");
+
+  step("platform administrators manage customers");
+  await admin.getByRole("link", { name: "Customers" }).click();
+  assert.match(await admin.locator("table").innerText(), /Acme Corporation/);
+  await screenshots(admin, "customers");
+
+  console.log("ok");
+} finally {
+  if (agent) agent.kill("SIGTERM");
+  await browser.close();
+}
