@@ -119,7 +119,10 @@ impl Web {
                 "/c/{customer}/stages/{stage}/reject",
                 post(pages::reject_stage),
             )
-            .route("/c/{customer}/monitors", get(pages::monitors))
+            .route(
+                "/c/{customer}/monitors",
+                get(pages::monitors).post(pages::create_monitor),
+            )
             .route("/c/{customer}/members", get(pages::members))
             .route("/c/{customer}/members/invite", post(pages::invite_member))
             .route(

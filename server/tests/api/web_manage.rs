@@ -320,7 +320,76 @@ async fn registration_tokens_are_created_once_and_revoked(backend: Backend) {
     assert_has(&after, "revoked");
 }
 
+async fn monitors_are_created_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(backend, options()).await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let qa = server.create_user("qa").await;
+    server.add_member(acme.id, qa.id, pb::Role::Qa).await;
+    let session = sign_in(web, &dev.token).await;
+    let monitors = format!("/c/{}/monitors", acme.id);
+    let page = http(web, "GET", &monitors, Some(&session), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_has(&page, "Create monitor");
+    let token = csrf(&page.body);
+    let refused = http(
+        web,
+        "POST",
+        &monitors,
+        Some(&session),
+        Some(&[
+            ("csrf", &token),
+            ("name", "Partner API"),
+            ("kind", "http"),
+            ("target", "not a url"),
+            ("interval_seconds", "60"),
+        ]),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_has(&refused, r#"id="monitor-target-error""#);
+    assert_has(&refused, r#"value="Partner API""#);
+    let created = http(
+        web,
+        "POST",
+        &monitors,
+        Some(&session),
+        Some(&[
+            ("csrf", &token),
+            ("name", "Partner API"),
+            ("kind", "http"),
+            ("target", "http://127.0.0.1:9/status"),
+            ("interval_seconds", "60"),
+        ]),
+    )
+    .await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let listed = server
+        .monitors(&dev.token)
+        .list_monitors(pb::ListMonitorsRequest {
+            customer_id: acme.id,
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .monitors;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].target, "http://127.0.0.1:9/status");
+    // QA reads monitors but does not create them: the form is disabled, with the reason.
+    let qa_session = sign_in(web, &qa.token).await;
+    let page = http(web, "GET", &monitors, Some(&qa_session), None).await;
+    assert_has(&page, "Partner API");
+    assert_has(&page, "create monitors (your role: qa)");
+}
+
 cygnet_testkit::backend_tests!(
+    monitors_are_created_in_the_dashboard,
     a_fresh_server_leads_its_administrator_to_the_first_customer,
     members_are_invited_and_accept_in_the_dashboard,
     registration_tokens_are_created_once_and_revoked,

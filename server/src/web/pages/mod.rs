@@ -34,7 +34,7 @@ pub use customers::{accept_invitation, create_customer, customers, set_customer_
 pub use dashboard::dashboard;
 pub use execution::{cancel_execution, execution};
 pub use members::{change_member, invite_member, members};
-pub use monitors::monitors;
+pub use monitors::{create_monitor, monitors};
 pub use pipelines::{pipelines, run_pipeline};
 pub use releases::{approve_stage, reject_stage, releases};
 pub use tokens::{create_token, revoke_token, tokens};
