@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod credentials;
 mod daemon;
+mod dashboard_pages;
 mod demo;
 mod metrics;
 mod monitors;

@@ -110,6 +110,10 @@ impl Web {
                 "/c/{customer}/executions/{execution}/cancel",
                 post(pages::cancel_execution),
             )
+            .route(
+                "/c/{customer}/artifacts/{artifact}",
+                get(pages::download_artifact),
+            )
             .route("/c/{customer}/releases", get(pages::releases))
             .route(
                 "/c/{customer}/stages/{stage}/approve",

@@ -1,4 +1,5 @@
-//! One execution: its steps and log (live while it runs), and the form that cancels it.
+//! One execution: when it ran and where, its steps with their durations, its artifacts with
+//! downloads, and its log (live while it runs); the form that cancels it.
 
 use askama::Template;
 use axum::Form;
@@ -23,6 +24,33 @@ pub struct StepRow {
     pub name: String,
     pub status: String,
     pub exit_code: String,
+    pub duration: String,
+}
+
+pub struct ArtifactRow {
+    pub id: i64,
+    pub path: String,
+    pub size: String,
+    pub sha256: String,
+}
+
+/// `1 min 5 s` between two times, or "" when either is unset.
+fn duration(
+    started: Option<&prost_types::Timestamp>,
+    finished: Option<&prost_types::Timestamp>,
+) -> String {
+    let (Some(started), Some(finished)) = (started, finished) else {
+        return String::new();
+    };
+    let seconds = (finished.seconds - started.seconds).max(0);
+    match seconds {
+        0 => format!(
+            "{} ms",
+            ((finished.nanos - started.nanos).max(0)) / 1_000_000
+        ),
+        1..=59 => format!("{seconds} s"),
+        _ => format!("{} min {} s", seconds / 60, seconds % 60),
+    }
 }
 
 #[derive(Template)]
@@ -37,6 +65,10 @@ struct ExecutionPage {
     log: String,
     log_truncated: bool,
     last_sequence: i64,
+    artifacts: Vec<ArtifactRow>,
+    agent_id: i64,
+    started: String,
+    took: String,
 }
 
 pub async fn execution(
@@ -99,8 +131,32 @@ pub async fn execution(
                 .exit_code
                 .map(|code| code.to_string())
                 .unwrap_or_default(),
+            duration: duration(step.started_at.as_ref(), step.finished_at.as_ref()),
         })
         .collect();
+    let artifacts = web
+        .pipelines
+        .list_artifacts(session.request(pb::ListArtifactsRequest {
+            customer_id,
+            execution_id,
+        }))
+        .await?
+        .into_inner()
+        .artifacts
+        .into_iter()
+        .map(|artifact| ArtifactRow {
+            id: artifact.id,
+            path: artifact.path,
+            size: super::usage::bytes(artifact.size_bytes),
+            sha256: artifact.sha256,
+        })
+        .collect();
+    let started = view::time(execution.started_at.as_ref());
+    let took = duration(
+        execution.started_at.as_ref(),
+        execution.finished_at.as_ref(),
+    );
+    let agent_id = execution.agent_id;
     let active = view::execution_is_active(execution.status);
     let reason = if execution.failure_reason.is_empty() {
         execution.queue_reason.clone()
@@ -116,8 +172,76 @@ pub async fn execution(
         log,
         log_truncated,
         last_sequence,
+        artifacts,
+        agent_id,
+        started,
+        took,
         execution: ExecutionRow::from(execution),
     }))
+}
+
+/// An artifact's content, streamed from the store through the API's own download (a download,
+/// never rendered: `Content-Disposition: attachment`, `application/octet-stream`).
+pub async fn download_artifact(
+    State(web): State<Web>,
+    session: Session,
+    Path((customer, artifact)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    use tokio_stream::StreamExt;
+    let (customer_id, artifact_id) = (id(&customer)?, id(&artifact)?);
+    let mut stream = web
+        .pipelines
+        .download_artifact(session.request(pb::DownloadArtifactRequest {
+            customer_id,
+            artifact_id,
+        }))
+        .await?
+        .into_inner();
+    // The first message names the artifact; its data may start there too.
+    let first = stream
+        .next()
+        .await
+        .ok_or(WebError::NotFound)?
+        .map_err(WebError::from)?;
+    let name = first
+        .artifact
+        .as_ref()
+        .and_then(|artifact| artifact.path.rsplit('/').next())
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        })
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("artifact-{artifact_id}"));
+    let size = first.artifact.as_ref().map(|artifact| artifact.size_bytes);
+    let body = tokio_stream::once(Ok::<_, tonic::Status>(first.data))
+        .chain(stream.map(|message| message.map(|message| message.data)))
+        .map(|data| data.map(axum::body::Bytes::from));
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) =
+        axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    if let Some(size) = size {
+        headers.insert(
+            axum::http::header::CONTENT_LENGTH,
+            axum::http::HeaderValue::from(size),
+        );
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

@@ -32,7 +32,7 @@ pub use agents::agents;
 pub use assets::{script, stylesheet};
 pub use customers::{accept_invitation, create_customer, customers, set_customer_active};
 pub use dashboard::dashboard;
-pub use execution::{cancel_execution, execution};
+pub use execution::{cancel_execution, download_artifact, execution};
 pub use members::{change_member, invite_member, members};
 pub use monitors::{create_monitor, monitors};
 pub use pipelines::{pipelines, run_pipeline};

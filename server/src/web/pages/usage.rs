@@ -70,7 +70,7 @@ struct UsagePage {
 const CHART_HEIGHT: i64 = 120;
 const BAR_WIDTH: i64 = 14;
 
-fn bytes(value: i64) -> String {
+pub(super) fn bytes(value: i64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut size = value as f64;
     let mut unit = 0;
