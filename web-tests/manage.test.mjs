@@ -133,6 +133,40 @@ try {
   assert.doesNotMatch(await admin.locator("main").innerText(), new RegExp(secret));
   assert.match(await admin.locator("table").innerText(), /build farm\s+1/);
 
+  step("a developer creates a pipeline, runs it on that agent and downloads its artifact");
+  await dev.goto(`${base}/c/${customerId}/pipelines`);
+  await dev.getByRole("link", { name: "New pipeline" }).first().click();
+  await dev.locator("#pipeline-name").fill("Build API");
+  await dev.getByLabel(/^Steps/).fill(
+    "build: mkdir -p dist && echo \"api {{VERSION}}\" > dist/api.txt\ncheck: cat dist/api.txt");
+  await dev.getByLabel(/^Artifacts/).fill("dist/api.txt");
+  await dev.getByLabel(/^Parameters/).fill("VERSION=1.0.0");
+  await dev.getByLabel(/^Timeout/).fill("-5");
+  await dev.getByRole("button", { name: "Create pipeline" }).click();
+  // A refused value comes back at its input, with everything typed kept.
+  assert.match(await dev.locator("#pipeline-timeout-error").innerText(), /timeout_seconds/);
+  assert.equal(await dev.getByLabel(/^Artifacts/).inputValue(), "dist/api.txt");
+  await dev.getByLabel(/^Timeout/).fill("600");
+  await dev.getByRole("button", { name: "Create pipeline" }).click();
+  await dev.waitForURL(`${base}/c/${customerId}/pipelines`);
+  await dev.getByLabel("VERSION").fill("2.0.0");
+  await dev.getByRole("button", { name: "Run Build API" }).click();
+  await dev.waitForURL(/\/executions\/\d+$/);
+  const runDeadline = Date.now() + 30_000;
+  while ((await dev.locator("#execution-status").innerText()) !== "succeeded") {
+    assert.ok(Date.now() < runDeadline, "the run did not succeed within 30 s");
+    await dev.waitForTimeout(250);
+    await dev.reload();
+  }
+  await screenshots(dev, "execution");
+  // The link is a download of the artifact itself (fetched with the page's session).
+  const link = dev.getByRole("link", { name: "dist/api.txt" });
+  assert.equal(await link.getAttribute("download"), "");
+  const download = await dev.request.get(new URL(await link.getAttribute("href"), base).href);
+  assert.equal(download.status(), 200);
+  assert.equal(download.headers()["content-disposition"], 'attachment; filename="api.txt"');
+  assert.equal(await download.text(), "api 2.0.0\n");
+
   step("a viewer sees the controls disabled, with the reason");
   await viewer.goto(`${base}/c/${customerId}/members`);
   assert.ok(await viewer.getByRole("button", { name: "Invite" }).isDisabled());

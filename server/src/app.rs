@@ -321,6 +321,7 @@ impl App {
                 pipelines: pipeline_api.clone(),
                 releases: release_api.clone(),
                 monitors: monitor_api.clone(),
+                variables: variable_api.clone(),
                 authenticator: context.authenticator.clone(),
                 store: self.store.clone(),
                 tasks: tasks.clone(),

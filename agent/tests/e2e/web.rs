@@ -367,7 +367,14 @@ async fn the_workplace_works_in_a_real_browser() {
         output.status.success(),
         "the browser test failed:\n{stdout}\n{stderr}"
     );
-    for page in ["welcome", "members", "token", "agents", "customers"] {
+    for page in [
+        "welcome",
+        "members",
+        "token",
+        "agents",
+        "execution",
+        "customers",
+    ] {
         for width in ["desktop", "phone"] {
             let shot = screenshots.join(format!("{page}-{width}.png"));
             assert!(shot.is_file(), "no screenshot at {}", shot.display());

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
-use crate::grpc::{AgentApi, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi};
+use crate::grpc::{
+    AgentApi, CustomerApi, MonitorApi, PipelineApi, ReleaseApi, UserApi, VariableApi,
+};
 use crate::store::Store;
 
 pub use serve::{serve, tls_acceptor};
@@ -40,6 +42,7 @@ pub struct WebInner {
     pub pipelines: PipelineApi,
     pub releases: ReleaseApi,
     pub monitors: MonitorApi,
+    pub variables: VariableApi,
     pub authenticator: Authenticator,
     pub store: Store,
     /// Writes run as tasks here, so shutdown waits for them (see `run_to_completion`).
@@ -94,6 +97,10 @@ impl Web {
                 post(pages::revoke_token),
             )
             .route("/c/{customer}/pipelines", get(pages::pipelines))
+            .route(
+                "/c/{customer}/pipelines/new",
+                get(pages::new_pipeline).post(pages::create_pipeline),
+            )
             .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
                 post(pages::run_pipeline),

@@ -388,7 +388,117 @@ async fn monitors_are_created_in_the_dashboard(backend: Backend) {
     assert_has(&page, "create monitors (your role: qa)");
 }
 
+async fn pipelines_are_created_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(backend, options()).await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let session = sign_in(web, &dev.token).await;
+    let new = format!("/c/{}/pipelines/new", acme.id);
+    let page = http(web, "GET", &new, Some(&session), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token = csrf(&page.body);
+    let post = |steps: &'static str| {
+        let token = token.clone();
+        let session = session.clone();
+        let new = new.clone();
+        async move {
+            http(
+                web,
+                "POST",
+                &new,
+                Some(&session),
+                Some(&[
+                    ("csrf", &token),
+                    ("name", "Build API"),
+                    ("steps", steps),
+                    ("shell", "sh"),
+                    ("artifacts", "dist/api.txt"),
+                    ("parameters", "VERSION!\nENVIRONMENT=dev|staging"),
+                    ("labels", "linux, docker"),
+                    ("timeout_seconds", "600"),
+                ]),
+            )
+            .await
+        }
+    };
+    // A line the form cannot read, and a step the handler refuses: both at the steps input.
+    let unreadable = post("build make").await;
+    assert_eq!(unreadable.status, 400, "{}", unreadable.body);
+    assert_has(&unreadable, r#"id="pipeline-steps-error""#);
+    assert_has(&unreadable, "steps line 1");
+    let refused = post("build: make\n: echo no name").await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_has(&refused, r#"id="pipeline-steps-error""#);
+    assert_has(&refused, "steps[1].name");
+    assert_has(&refused, "VERSION!");
+    let created = post("build: mkdir -p dist && echo {{VERSION}} > dist/api.txt\ntest: true").await;
+    assert_eq!(created.status, 303, "{}", created.body);
+
+    let pipelines = server
+        .pipelines(&dev.token)
+        .list_pipelines(pb::ListPipelinesRequest {
+            customer_id: acme.id,
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .pipelines;
+    assert_eq!(
+        pipelines.len(),
+        1,
+        "one pipeline, the refused posts left nothing"
+    );
+    let pipeline = &pipelines[0];
+    let names: Vec<&str> = pipeline
+        .steps
+        .iter()
+        .map(|step| step.name.as_str())
+        .collect();
+    assert_eq!(names, ["build", "test"]);
+    assert_eq!(pipeline.steps[0].shell(), pb::Shell::Sh);
+    assert_eq!(pipeline.steps[1].artifacts, ["dist/api.txt"]);
+    assert_eq!(pipeline.timeout_seconds, 600);
+    assert_eq!(
+        pipeline
+            .agent_selector
+            .as_ref()
+            .map(|selector| selector.labels.clone()),
+        Some(vec!["linux".to_owned(), "docker".to_owned()])
+    );
+    let parameters: Vec<(&str, bool, &str, Vec<String>)> = pipeline
+        .parameters
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.required,
+                p.default_value.as_str(),
+                p.choices.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parameters,
+        [
+            ("VERSION", true, "", vec![]),
+            (
+                "ENVIRONMENT",
+                false,
+                "dev",
+                vec!["dev".to_owned(), "staging".to_owned()]
+            ),
+        ]
+    );
+}
+
 cygnet_testkit::backend_tests!(
+    pipelines_are_created_in_the_dashboard,
     monitors_are_created_in_the_dashboard,
     a_fresh_server_leads_its_administrator_to_the_first_customer,
     members_are_invited_and_accept_in_the_dashboard,

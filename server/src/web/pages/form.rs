@@ -18,6 +18,20 @@ pub struct FormErrors {
     message: String,
 }
 
+/// The form input a request field belongs to: itself, or the input that holds a list or a
+/// message of them (`steps` for `steps[2].command`, `agent_selector` for `agent_selector.labels[0]`).
+fn input_of(field: &str, inputs: &[&str]) -> Option<String> {
+    inputs
+        .iter()
+        .find(|input| {
+            field == **input
+                || field
+                    .strip_prefix(**input)
+                    .is_some_and(|rest| rest.starts_with('[') || rest.starts_with('.'))
+        })
+        .map(|input| (*input).to_owned())
+}
+
 impl FormErrors {
     /// The refusal of `status`, for a form whose inputs are `fields` (request field names);
     /// statuses a form cannot show (sign in again, not found, server faults) stay page errors.
@@ -36,8 +50,7 @@ impl FormErrors {
             .get_error_details()
             .bad_request()
             .and_then(|request| request.field_violations.first())
-            .map(|violation| violation.field.clone())
-            .filter(|field| fields.contains(&field.as_str()))
+            .and_then(|violation| input_of(&violation.field, fields))
             .unwrap_or_default();
         Ok((
             FormErrors {
