@@ -158,6 +158,8 @@ try {
     await dev.waitForTimeout(250);
     await dev.reload();
   }
+  // The status may have turned live (app.js); the page as rendered now lists the artifacts.
+  await dev.reload();
   await screenshots(dev, "execution");
   // The link is a download of the artifact itself (fetched with the page's session).
   const link = dev.getByRole("link", { name: "dist/api.txt" });
@@ -175,6 +177,10 @@ try {
   assert.ok(await viewer.getByRole("button", { name: "Create token" }).isDisabled());
   assert.match(await viewer.locator("#token-reason").innerText(), /your role: viewer/);
   await screenshots(viewer, "viewer-tokens");
+  await viewer.goto(`${base}/c/${customerId}/variables`);
+  assert.ok(await viewer.getByRole("button", { name: "Create group" }).isDisabled());
+  assert.match(await viewer.locator("#groups-reason").innerText(), /your role: viewer/);
+  await screenshots(viewer, "viewer-variables");
   await dev.goto(`${base}/c/${customerId}`);
   assert.equal(await dev.locator("#current-user").innerText(), "dev1");
 

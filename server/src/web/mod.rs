@@ -140,6 +140,11 @@ impl Web {
                 "/c/{customer}/members/{user}/{action}",
                 post(pages::change_member),
             )
+            .route(
+                "/c/{customer}/variables",
+                get(pages::variables).post(pages::create_group),
+            )
+            .route("/c/{customer}/variables/{group}", post(pages::set_variable))
             .route("/c/{customer}/usage", get(pages::usage))
             .route("/c/{customer}/quotas", post(pages::set_quotas))
             .route("/c/{customer}/{export}", get(pages::usage_export))

@@ -497,7 +497,103 @@ async fn pipelines_are_created_in_the_dashboard(backend: Backend) {
     );
 }
 
+async fn variables_and_secrets_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(backend, options()).await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let ops = server.create_user("ops").await;
+    server.add_member(acme.id, ops.id, pb::Role::Devops).await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let ops_session = sign_in(web, &ops.token).await;
+    let variables = format!("/c/{}/variables", acme.id);
+    let page = http(web, "GET", &variables, Some(&ops_session), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token = csrf(&page.body);
+    let created = http(
+        web,
+        "POST",
+        &variables,
+        Some(&ops_session),
+        Some(&[("csrf", &token), ("name", "deploy"), ("description", "")]),
+    )
+    .await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let group = server
+        .variables(&ops.token)
+        .list_variable_groups(pb::ListVariableGroupsRequest {
+            customer_id: acme.id,
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("groups")
+        .into_inner()
+        .groups
+        .remove(0);
+    let set = format!("{variables}/{}", group.id);
+    let secret = "s3cr3t-value-never-shown";
+    for (key, value, is_secret) in [("API_TOKEN", secret, "1"), ("REGION", "eu-west-1", "")] {
+        let mut fields = vec![("csrf", token.as_str()), ("key", key), ("value", value)];
+        if !is_secret.is_empty() {
+            fields.push(("secret", is_secret));
+        }
+        fields.push(("environment_id", "0"));
+        let answer = http(web, "POST", &set, Some(&ops_session), Some(&fields)).await;
+        assert_eq!(answer.status, 303, "{key}: {}", answer.body);
+    }
+    let page = http(web, "GET", &variables, Some(&ops_session), None).await;
+    assert_has(&page, "API_TOKEN");
+    assert_has(&page, "(secret)");
+    assert_has(&page, "eu-west-1");
+    assert!(!page.body.contains(secret), "a secret is never shown");
+
+    // A developer may set plain values but not secrets: the checkbox is disabled, and a forged
+    // post is refused by the handler; the refused value is not sent back.
+    let dev_session = sign_in(web, &dev.token).await;
+    let page = http(web, "GET", &variables, Some(&dev_session), None).await;
+    assert_has(
+        &page,
+        "create groups and set secrets (your role: developer)",
+    );
+    let forged = http(
+        web,
+        "POST",
+        &set,
+        Some(&dev_session),
+        Some(&[
+            ("csrf", &csrf(&page.body)),
+            ("key", "STOLEN"),
+            ("value", "dev-chosen-secret"),
+            ("secret", "1"),
+            ("environment_id", "0"),
+        ]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(!forged.body.contains("dev-chosen-secret"));
+    // A bad key is shown at the key input.
+    let refused = http(
+        web,
+        "POST",
+        &set,
+        Some(&dev_session),
+        Some(&[
+            ("csrf", &csrf(&page.body)),
+            ("key", "not a key!"),
+            ("value", "x"),
+            ("environment_id", "0"),
+        ]),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_has(&refused, &format!(r#"id="key-{}-error""#, group.id));
+}
+
 cygnet_testkit::backend_tests!(
+    variables_and_secrets_in_the_dashboard,
     pipelines_are_created_in_the_dashboard,
     monitors_are_created_in_the_dashboard,
     a_fresh_server_leads_its_administrator_to_the_first_customer,

@@ -1,0 +1,298 @@
+//! Variable groups and their variables: any member reads them, secrets shown only as set
+//! (their values are write-only, no call returns one); admins and devops create groups and set
+//! secrets, developers set plain values. Forms go through `VariableService`, a refusal shown at
+//! the input it names; controls a role may not use are disabled with the reason.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use cygnet_proto::v1 as pb;
+use cygnet_proto::v1::release_service_server::ReleaseService;
+use cygnet_proto::v1::variable_service_server::VariableService;
+use serde::Deserialize;
+
+use super::form::FormErrors;
+use super::{Frame, all_pages, frame, id, try_write};
+use crate::web::Web;
+use crate::web::error::{WebError, render, render_with};
+use crate::web::session::{Peer, Session};
+use crate::web::view;
+
+pub struct VariableRow {
+    pub key: String,
+    /// The value, or "" for a secret.
+    pub value: String,
+    pub secret: bool,
+    pub environment: String,
+    pub updated: String,
+}
+
+pub struct GroupRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub variables: Vec<VariableRow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GroupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct VariableForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub environment_id: String,
+    /// The group the form was for (refusals show at that group's form).
+    #[serde(skip)]
+    pub group_id: i64,
+}
+
+#[derive(Template)]
+#[template(path = "variables.html")]
+struct VariablesPage {
+    frame: Frame,
+    groups: Vec<GroupRow>,
+    environments: Vec<(i64, String)>,
+    may_manage_groups: bool,
+    may_set: bool,
+    groups_reason: String,
+    set_reason: String,
+    group_form: GroupForm,
+    group_errors: FormErrors,
+    variable_form: VariableForm,
+    variable_errors: FormErrors,
+}
+
+async fn page(
+    web: &Web,
+    session: &Session,
+    customer_id: i64,
+    group_form: GroupForm,
+    group_errors: FormErrors,
+    variable_form: VariableForm,
+    variable_errors: FormErrors,
+) -> Result<VariablesPage, WebError> {
+    let frame = frame(web, session, customer_id, "variables").await?;
+    let (listed, _) = all_pages(
+        |page_token| {
+            let call = web.variables.list_variable_groups(session.request(
+                pb::ListVariableGroupsRequest {
+                    customer_id,
+                    page_size: 200,
+                    page_token,
+                },
+            ));
+            async move {
+                call.await.map(|page| {
+                    let page = page.into_inner();
+                    (page.groups, page.next_page_token)
+                })
+            }
+        },
+        |_| false,
+    )
+    .await?;
+    let (environments, _) = all_pages(
+        |page_token| {
+            let call =
+                web.releases
+                    .list_environments(session.request(pb::ListEnvironmentsRequest {
+                        customer_id,
+                        page_size: 200,
+                        page_token,
+                    }));
+            async move {
+                call.await.map(|page| {
+                    let page = page.into_inner();
+                    (page.environments, page.next_page_token)
+                })
+            }
+        },
+        |_| false,
+    )
+    .await?;
+    let environments: Vec<(i64, String)> = environments
+        .into_iter()
+        .map(|environment| (environment.id, environment.name))
+        .collect();
+    let environment_name = |id: i64| {
+        environments
+            .iter()
+            .find(|(environment, _)| *environment == id)
+            .map_or_else(|| "every environment".to_owned(), |(_, name)| name.clone())
+    };
+    let groups = listed
+        .into_iter()
+        .map(|group| GroupRow {
+            id: group.id,
+            name: group.name,
+            description: group.description,
+            variables: group
+                .variables
+                .into_iter()
+                .map(|variable| VariableRow {
+                    environment: environment_name(variable.environment_id),
+                    updated: view::time(variable.updated_at.as_ref()),
+                    secret: variable.is_secret,
+                    value: if variable.is_secret {
+                        String::new()
+                    } else {
+                        variable.value
+                    },
+                    key: variable.key,
+                })
+                .collect(),
+        })
+        .collect();
+    let may_manage_groups = frame.may(&[pb::Role::Admin, pb::Role::Devops]);
+    let may_set = frame.may(&[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer]);
+    let groups_reason = format!(
+        "Only {}'s administrators and devops create groups and set secrets (your role: {}).",
+        frame.customer_name,
+        frame.role_name()
+    );
+    let set_reason = format!(
+        "Only {}'s administrators, devops and developers set variables (your role: {}).",
+        frame.customer_name,
+        frame.role_name()
+    );
+    Ok(VariablesPage {
+        frame,
+        groups,
+        environments,
+        may_manage_groups,
+        may_set,
+        groups_reason,
+        set_reason,
+        group_form,
+        group_errors,
+        variable_form,
+        variable_errors,
+    })
+}
+
+pub async fn variables(
+    State(web): State<Web>,
+    session: Session,
+    Path(customer): Path<String>,
+) -> Result<Response, WebError> {
+    let customer_id = id(&customer)?;
+    let page = page(
+        &web,
+        &session,
+        customer_id,
+        GroupForm::default(),
+        FormErrors::default(),
+        VariableForm::default(),
+        FormErrors::default(),
+    )
+    .await?;
+    Ok(render(&page))
+}
+
+pub async fn create_group(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path(customer): Path<String>,
+    axum::Form(form): axum::Form<GroupForm>,
+) -> Result<Response, WebError> {
+    let customer_id = id(&customer)?;
+    session.check_csrf(&form.csrf)?;
+    let api = web.variables.clone();
+    let request = session.request(pb::CreateVariableGroupRequest {
+        customer_id,
+        name: form.name.trim().to_owned(),
+        description: form.description.trim().to_owned(),
+        variables: vec![],
+    });
+    let outcome = try_write(
+        &web,
+        peer,
+        "cygnet.v1.VariableService/CreateVariableGroup",
+        async move { api.create_variable_group(request).await },
+    )
+    .await?;
+    match outcome {
+        Ok(_) => Ok(Redirect::to(&format!("/c/{customer_id}/variables")).into_response()),
+        Err(status) => {
+            let (errors, code) = FormErrors::from_status(status, &["name", "description"])?;
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                form,
+                errors,
+                VariableForm::default(),
+                FormErrors::default(),
+            )
+            .await?;
+            Ok(render_with(code, &page))
+        }
+    }
+}
+
+pub async fn set_variable(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, group)): Path<(String, String)>,
+    axum::Form(mut form): axum::Form<VariableForm>,
+) -> Result<Response, WebError> {
+    let customer_id = id(&customer)?;
+    let group_id = id(&group)?;
+    session.check_csrf(&form.csrf)?;
+    form.group_id = group_id;
+    let environment_id = form.environment_id.trim().parse::<i64>().unwrap_or(0);
+    let api = web.variables.clone();
+    let request = session.request(pb::SetVariableRequest {
+        customer_id,
+        group_id,
+        key: form.key.trim().to_owned(),
+        value: form.value.clone(),
+        is_secret: form.secret.is_some(),
+        environment_id,
+        description: String::new(),
+    });
+    let outcome = try_write(
+        &web,
+        peer,
+        "cygnet.v1.VariableService/SetVariable",
+        async move { api.set_variable(request).await },
+    )
+    .await?;
+    match outcome {
+        Ok(_) => Ok(Redirect::to(&format!("/c/{customer_id}/variables")).into_response()),
+        Err(status) => {
+            let (errors, code) =
+                FormErrors::from_status(status, &["key", "value", "environment_id"])?;
+            // A refused secret is never sent back to the browser.
+            form.value.clear();
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                GroupForm::default(),
+                FormErrors::default(),
+                form,
+                errors,
+            )
+            .await?;
+            Ok(render_with(code, &page))
+        }
+    }
+}
