@@ -81,6 +81,8 @@ impl Web {
                 "/admin/customers/{customer}/{action}",
                 post(pages::set_customer_active),
             )
+            .route("/admin/users", get(pages::users).post(pages::create_user))
+            .route("/admin/users/{user}/token", post(pages::create_user_token))
             .route(
                 "/invitations/{invitation}/accept",
                 post(pages::accept_invitation),

@@ -592,7 +592,90 @@ async fn variables_and_secrets_in_the_dashboard(backend: Backend) {
     assert_has(&refused, &format!(r#"id="key-{}-error""#, group.id));
 }
 
+async fn platform_administrators_onboard_users_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(backend, options()).await;
+    let web = server.web_address.expect("web on");
+    let admin = sign_in(web, ADMIN_TOKEN).await;
+    let page = http(web, "GET", "/admin/users", Some(&admin), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let token = csrf(&page.body);
+    let refused = http(
+        web,
+        "POST",
+        "/admin/users",
+        Some(&admin),
+        Some(&[
+            ("csrf", &token),
+            ("username", "Bad Name!"),
+            ("email", "x@acme.com"),
+        ]),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_has(&refused, r#"id="user-username-error""#);
+    let created = http(
+        web,
+        "POST",
+        "/admin/users",
+        Some(&admin),
+        Some(&[
+            ("csrf", &token),
+            ("username", "tess"),
+            ("email", "tess@acme.com"),
+            ("full_name", "Tess QA"),
+        ]),
+    )
+    .await;
+    assert_eq!(created.status, 303, "{}", created.body);
+    let users = http(web, "GET", "/admin/users", Some(&admin), None).await;
+    assert_has(&users, "tess@acme.com");
+    let tess_id = server
+        .admin_users()
+        .list_users(pb::ListUsersRequest {
+            page_size: 10,
+            page_token: String::new(),
+            customer_id: 0,
+        })
+        .await
+        .expect("users")
+        .into_inner()
+        .users
+        .into_iter()
+        .find(|user| user.username == "tess")
+        .expect("tess")
+        .id;
+    let given = http(
+        web,
+        "POST",
+        &format!("/admin/users/{tess_id}/token"),
+        Some(&admin),
+        Some(&[("csrf", &token)]),
+    )
+    .await;
+    assert_eq!(given.status, 200, "{}", given.body);
+    assert_eq!(given.header("cache-control"), Some("no-store"));
+    let marker = r#"id="user-token-secret">"#;
+    let start = given.body.find(marker).expect("the secret") + marker.len();
+    let secret = given.body[start..]
+        .split('<')
+        .next()
+        .expect("secret")
+        .to_owned();
+    let me = server
+        .users(&secret)
+        .get_current_user(pb::GetCurrentUserRequest {})
+        .await
+        .expect("the given token signs tess in")
+        .into_inner();
+    assert_eq!(me.user.expect("user").username, "tess");
+    // Not for anyone else.
+    let tess = sign_in(web, &secret).await;
+    let hidden = http(web, "GET", "/admin/users", Some(&tess), None).await;
+    assert_eq!(hidden.status, 404);
+}
+
 cygnet_testkit::backend_tests!(
+    platform_administrators_onboard_users_in_the_dashboard,
     variables_and_secrets_in_the_dashboard,
     pipelines_are_created_in_the_dashboard,
     monitors_are_created_in_the_dashboard,

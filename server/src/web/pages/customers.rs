@@ -26,7 +26,11 @@ pub struct Shell {
     pub section: &'static str,
 }
 
-async fn shell(web: &Web, session: &Session, section: &'static str) -> Result<Shell, WebError> {
+pub(super) async fn shell(
+    web: &Web,
+    session: &Session,
+    section: &'static str,
+) -> Result<Shell, WebError> {
     let me = web
         .users
         .get_current_user(session.request(pb::GetCurrentUserRequest {}))

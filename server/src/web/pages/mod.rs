@@ -14,6 +14,7 @@ mod pipelines;
 mod releases;
 mod tokens;
 mod usage;
+mod users;
 mod variables;
 
 use axum::extract::{Query, State};
@@ -42,6 +43,7 @@ pub use pipelines::{pipelines, run_pipeline};
 pub use releases::{approve_stage, reject_stage, releases};
 pub use tokens::{create_token, revoke_token, tokens};
 pub use usage::{set_quotas, usage, usage_export};
+pub use users::{create_user, create_user_token, users};
 pub use variables::{create_group, set_variable, variables};
 
 /// A path segment that must be an id; anything else is as unknown as a missing record.
