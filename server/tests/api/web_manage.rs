@@ -78,6 +78,17 @@ async fn a_fresh_server_leads_its_administrator_to_the_first_customer(backend: B
     let dashboard = http(web, "GET", &location, Some(&admin), None).await;
     assert_eq!(dashboard.status, 200);
     assert_has(&dashboard, "Acme Corporation");
+    // Every card links to the page its figures come from.
+    for (page, title) in [
+        ("agents", "Total Agents"),
+        ("monitors", "Services"),
+        ("members", "Users"),
+    ] {
+        assert_has(
+            &dashboard,
+            &format!(r#"<h2><a href="{location}/{page}">{title}</a></h2>"#),
+        );
+    }
 
     // The list, and deactivation through the same handlers.
     let list = http(web, "GET", "/admin/customers", Some(&admin), None).await;

@@ -29,6 +29,19 @@ pub struct ActivityItem {
     pub at: String,
 }
 
+impl Card {
+    /// The page a card's figures come from.
+    pub fn page(&self) -> &'static str {
+        match self.key {
+            "agents" => "agents",
+            "releases" => "releases",
+            "services" => "monitors",
+            "users" => "members",
+            _ => "pipelines",
+        }
+    }
+}
+
 impl From<pb::ActivityEvent> for ActivityItem {
     fn from(event: pb::ActivityEvent) -> Self {
         ActivityItem {
