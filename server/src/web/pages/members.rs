@@ -11,7 +11,7 @@ use cygnet_proto::v1::customer_service_server::CustomerService;
 use serde::Deserialize;
 
 use super::form::FormErrors;
-use super::{Frame, all_pages, frame, id, try_write};
+use super::{Frame, frame, id, try_write};
 use crate::web::Web;
 use crate::web::error::{WebError, render, render_with};
 use crate::web::session::{Peer, Session};
@@ -72,23 +72,15 @@ async fn page(
     errors: FormErrors,
 ) -> Result<MembersPage, WebError> {
     let frame = frame(web, session, customer_id, "members").await?;
-    let (members, _) = all_pages(
-        |page_token| {
-            let call = web
-                .customers
-                .list_members(session.request(pb::ListMembersRequest {
-                    customer_id,
-                    page_size: 200,
-                    page_token,
-                }));
-            async move {
-                call.await.map(|page| {
-                    let page = page.into_inner();
-                    (page.members, page.next_page_token)
-                })
-            }
+    let (members, _) = every!(
+        web.customers,
+        list_members,
+        session,
+        ListMembersRequest {
+            customer_id,
+            page_size: 200,
         },
-        |_| false,
+        members
     )
     .await?;
     let may_manage = frame.may(&[pb::Role::Admin]);

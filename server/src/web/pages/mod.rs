@@ -1,6 +1,29 @@
 //! The pages and the forms they post: one module per page, with what they share here (the frame
 //! around every page, path ids, paged reads, writes).
 
+/// Every item of a paged List RPC, read from its first page with [`all_pages`]; the request's
+/// fields but `page_token`, which the macro sets:
+/// `every!(web.agents, list_registration_tokens, session, ListRegistrationTokensRequest { customer_id, page_size: 200, }, tokens)`.
+macro_rules! every {
+    ($api:expr, $method:ident, $session:expr, $request:ident { $($field:ident $(: $value:expr)?),* $(,)? }, $items:ident) => {
+        super::all_pages(
+            |page_token| {
+                let call = $api.$method($session.request(cygnet_proto::v1::$request {
+                    $($field $(: $value)?,)*
+                    page_token,
+                }));
+                async move {
+                    call.await.map(|page| {
+                        let page = page.into_inner();
+                        (page.$items, page.next_page_token)
+                    })
+                }
+            },
+            |_| false,
+        )
+    };
+}
+
 mod agents;
 mod assets;
 mod customers;

@@ -13,7 +13,7 @@ use cygnet_proto::v1::variable_service_server::VariableService;
 use serde::Deserialize;
 
 use super::form::FormErrors;
-use super::{Frame, all_pages, frame, id, try_write};
+use super::{Frame, frame, id, try_write};
 use crate::web::Web;
 use crate::web::error::{WebError, render, render_with};
 use crate::web::session::{Peer, Session};
@@ -96,23 +96,15 @@ async fn page(
     errors: FormErrors,
 ) -> Result<PipelineFormPage, WebError> {
     let frame = frame(web, session, customer_id, "pipelines").await?;
-    let (groups, _) = all_pages(
-        |page_token| {
-            let call = web.variables.list_variable_groups(session.request(
-                pb::ListVariableGroupsRequest {
-                    customer_id,
-                    page_size: 200,
-                    page_token,
-                },
-            ));
-            async move {
-                call.await.map(|page| {
-                    let page = page.into_inner();
-                    (page.groups, page.next_page_token)
-                })
-            }
+    let (groups, _) = every!(
+        web.variables,
+        list_variable_groups,
+        session,
+        ListVariableGroupsRequest {
+            customer_id,
+            page_size: 200,
         },
-        |_| false,
+        groups
     )
     .await?;
     let may_manage = frame.may(&[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer]);

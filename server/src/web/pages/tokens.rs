@@ -11,7 +11,7 @@ use cygnet_proto::v1::agent_service_server::AgentService;
 use serde::Deserialize;
 
 use super::form::FormErrors;
-use super::{Frame, all_pages, frame, id, try_write, write};
+use super::{Frame, frame, id, try_write, write};
 use crate::web::Web;
 use crate::web::error::{WebError, render, render_with};
 use crate::web::session::{Peer, Session};
@@ -65,23 +65,15 @@ async fn page(
     created: Option<Created>,
 ) -> Result<TokensPage, WebError> {
     let frame = frame(web, session, customer_id, "agents").await?;
-    let (tokens, _) = all_pages(
-        |page_token| {
-            let call = web.agents.list_registration_tokens(session.request(
-                pb::ListRegistrationTokensRequest {
-                    customer_id,
-                    page_size: 200,
-                    page_token,
-                },
-            ));
-            async move {
-                call.await.map(|page| {
-                    let page = page.into_inner();
-                    (page.tokens, page.next_page_token)
-                })
-            }
+    let (tokens, _) = every!(
+        web.agents,
+        list_registration_tokens,
+        session,
+        ListRegistrationTokensRequest {
+            customer_id,
+            page_size: 200,
         },
-        |_| false,
+        tokens
     )
     .await?;
     let may_manage = frame.may(&[pb::Role::Admin, pb::Role::Devops]);

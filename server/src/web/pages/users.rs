@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::customers::{Shell, shell};
 use super::form::FormErrors;
-use super::{all_pages, id, try_write};
+use super::{id, try_write};
 use crate::web::Web;
 use crate::web::error::{WebError, render, render_with};
 use crate::web::session::{Peer, Session};
@@ -56,21 +56,15 @@ async fn page(
     if !shell.platform_admin {
         return Err(WebError::NotFound);
     }
-    let (users, _) = all_pages(
-        |page_token| {
-            let call = web.users.list_users(session.request(pb::ListUsersRequest {
-                page_size: 500,
-                page_token,
-                customer_id: 0,
-            }));
-            async move {
-                call.await.map(|page| {
-                    let page = page.into_inner();
-                    (page.users, page.next_page_token)
-                })
-            }
+    let (users, _) = every!(
+        web.users,
+        list_users,
+        session,
+        ListUsersRequest {
+            page_size: 500,
+            customer_id: 0
         },
-        |_| false,
+        users
     )
     .await?;
     Ok(UsersPage {

@@ -12,7 +12,7 @@ use cygnet_proto::v1::variable_service_server::VariableService;
 use serde::Deserialize;
 
 use super::form::FormErrors;
-use super::{Frame, all_pages, frame, id, try_write};
+use super::{Frame, frame, id, try_write};
 use crate::web::Web;
 use crate::web::error::{WebError, render, render_with};
 use crate::web::session::{Peer, Session};
@@ -87,42 +87,26 @@ async fn page(
     variable_errors: FormErrors,
 ) -> Result<VariablesPage, WebError> {
     let frame = frame(web, session, customer_id, "variables").await?;
-    let (listed, _) = all_pages(
-        |page_token| {
-            let call = web.variables.list_variable_groups(session.request(
-                pb::ListVariableGroupsRequest {
-                    customer_id,
-                    page_size: 200,
-                    page_token,
-                },
-            ));
-            async move {
-                call.await.map(|page| {
-                    let page = page.into_inner();
-                    (page.groups, page.next_page_token)
-                })
-            }
+    let (listed, _) = every!(
+        web.variables,
+        list_variable_groups,
+        session,
+        ListVariableGroupsRequest {
+            customer_id,
+            page_size: 200,
         },
-        |_| false,
+        groups
     )
     .await?;
-    let (environments, _) = all_pages(
-        |page_token| {
-            let call =
-                web.releases
-                    .list_environments(session.request(pb::ListEnvironmentsRequest {
-                        customer_id,
-                        page_size: 200,
-                        page_token,
-                    }));
-            async move {
-                call.await.map(|page| {
-                    let page = page.into_inner();
-                    (page.environments, page.next_page_token)
-                })
-            }
+    let (environments, _) = every!(
+        web.releases,
+        list_environments,
+        session,
+        ListEnvironmentsRequest {
+            customer_id,
+            page_size: 200,
         },
-        |_| false,
+        environments
     )
     .await?;
     let environments: Vec<(i64, String)> = environments
