@@ -83,7 +83,8 @@ async fn page(
         members
     )
     .await?;
-    let may_manage = frame.may(&[pb::Role::Admin]);
+    let (may_manage, manage_reason) =
+        frame.allowed(&[pb::Role::Admin], "invite members and change roles");
     let invitations = if may_manage {
         web.customers
             .list_invitations(session.request(pb::ListInvitationsRequest { customer_id }))
@@ -103,11 +104,7 @@ async fn page(
     } else {
         Vec::new()
     };
-    let manage_reason = format!(
-        "Only {}'s administrators invite members and change roles (your role: {}).",
-        frame.customer_name,
-        frame.role_name()
-    );
+
     Ok(MembersPage {
         members: members
             .into_iter()

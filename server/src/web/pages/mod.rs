@@ -108,6 +108,35 @@ impl Frame {
         roles.contains(&self.role)
     }
 
+    /// Whether the caller's role is one of `roles` (the API's rule for an action), and the reason
+    /// a control is disabled when it is not: "Only Acme's administrators and devops `what` (your
+    /// role: viewer)."
+    pub fn allowed(&self, roles: &[pb::Role], what: &str) -> (bool, String) {
+        let words: Vec<&str> = roles
+            .iter()
+            .map(|role| match role {
+                pb::Role::Admin => "administrators",
+                pb::Role::Devops => "devops",
+                pb::Role::Developer => "developers",
+                pb::Role::Qa => "QA",
+                _ => "viewers",
+            })
+            .collect();
+        let who = match words.split_last() {
+            Some((last, [])) => (*last).to_owned(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        (
+            self.may(roles),
+            format!(
+                "Only {}'s {who} {what} (your role: {}).",
+                self.customer_name,
+                self.role_name()
+            ),
+        )
+    }
+
     /// Roles that may run pipelines and cancel executions (as the API decides).
     pub fn may_run(&self) -> bool {
         self.may(&[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer])

@@ -123,11 +123,9 @@ async fn page(
             message: monitor.last_message,
         })
         .collect();
-    let may_manage = frame.may(&[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer]);
-    let manage_reason = format!(
-        "Only {}'s administrators, devops and developers create monitors (your role: {}).",
-        frame.customer_name,
-        frame.role_name()
+    let (may_manage, manage_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
+        "create monitors",
     );
     Ok(MonitorsPage {
         frame,

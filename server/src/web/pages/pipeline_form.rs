@@ -107,11 +107,9 @@ async fn page(
         groups
     )
     .await?;
-    let may_manage = frame.may(&[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer]);
-    let manage_reason = format!(
-        "Only {}'s administrators, devops and developers create pipelines (your role: {}).",
-        frame.customer_name,
-        frame.role_name()
+    let (may_manage, manage_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
+        "create pipelines",
     );
     Ok(PipelineFormPage {
         groups: groups

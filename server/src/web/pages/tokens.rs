@@ -76,11 +76,9 @@ async fn page(
         tokens
     )
     .await?;
-    let may_manage = frame.may(&[pb::Role::Admin, pb::Role::Devops]);
-    let manage_reason = format!(
-        "Only {}'s administrators and devops create and revoke registration tokens (your role: {}).",
-        frame.customer_name,
-        frame.role_name()
+    let (may_manage, manage_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops],
+        "create and revoke registration tokens",
     );
     Ok(TokensPage {
         tokens: tokens

@@ -142,17 +142,13 @@ async fn page(
                 .collect(),
         })
         .collect();
-    let may_manage_groups = frame.may(&[pb::Role::Admin, pb::Role::Devops]);
-    let may_set = frame.may(&[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer]);
-    let groups_reason = format!(
-        "Only {}'s administrators and devops create groups and set secrets (your role: {}).",
-        frame.customer_name,
-        frame.role_name()
+    let (may_manage_groups, groups_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops],
+        "create groups and set secrets",
     );
-    let set_reason = format!(
-        "Only {}'s administrators, devops and developers set variables (your role: {}).",
-        frame.customer_name,
-        frame.role_name()
+    let (may_set, set_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
+        "set variables",
     );
     Ok(VariablesPage {
         frame,
