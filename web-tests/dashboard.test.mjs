@@ -123,10 +123,16 @@ try {
   step("a viewer cannot approve a stage; an approver can");
   const viewer = await signIn(env("CYGNET_VIEWER_TOKEN"));
   await viewer.page.goto(`${base}/c/${acme}/releases`);
-  const waiting = viewer.page.locator(".stage.status-awaiting-approval").first();
+  // A waiting stage's pill links to its place on the deployment's page.
+  await viewer.page.locator(".pill.status-awaiting-approval").first().click();
+  await viewer.page.waitForURL(/\/deployments\/\d+#stage-\d+$/);
+  const deployment = viewer.page.url().split("#")[0];
+  const waiting = viewer.page.locator(".stage-detail", {
+    has: viewer.page.locator(".status-awaiting-approval") }).first();
   const stageId = await waiting.getAttribute("data-stage");
   assert.ok(stageId, "a stage awaiting approval");
   assert.equal(await waiting.getByRole("button", { name: "Approve" }).count(), 0);
+  assert.match(await waiting.locator(".reason").innerText(), /your role: viewer/);
   const csrf = await viewer.page.locator('form.signout input[name="csrf"]').inputValue();
   const forged = await viewer.page.request.post(`${base}/c/${acme}/stages/${stageId}/approve`, {
     form: { csrf, comment: "not mine to approve" },
@@ -135,13 +141,14 @@ try {
   assert.equal(forged.status(), 403);
   assert.match(await forged.text(), /may not/);
   const ops = await signIn(env("CYGNET_OPS_TOKEN"));
-  await ops.page.goto(`${base}/c/${acme}/releases`);
+  await ops.page.goto(deployment);
   const stage = ops.page.locator(`[data-stage="${stageId}"]`);
   await stage.getByLabel("Comment").fill("checked in the browser");
   await stage.getByRole("button", { name: "Approve" }).click();
-  await ops.page.waitForURL(`${base}/c/${acme}/releases`);
-  assert.doesNotMatch(await ops.page.locator(`[data-stage="${stageId}"]`).getAttribute("class"),
+  await ops.page.waitForURL(deployment);
+  assert.doesNotMatch(await ops.page.locator(`[data-stage="${stageId}"] h3 .status`).getAttribute("class"),
     /awaiting-approval/);
+  assert.match(await ops.page.locator(`[data-stage="${stageId}"]`).innerText(), /approved by ops/);
 
   step("another customer's URLs, and ids from another customer, are 404 like unknown ones");
   const unknown = await viewer.page.request.get(`${base}/c/999999`);

@@ -2,8 +2,9 @@
 // agent/tests/e2e/web.rs (the_workplace_works_in_a_real_browser), which passes what this needs
 // in CYGNET_* variables: a platform administrator creates the first customer, invites members
 // who accept, creates a registration token and starts a real agent with the appsettings.json
-// the page shows, and sees it come online; a viewer finds the controls disabled with the
-// reason. Screenshots of the pages at desktop and phone widths go to CYGNET_SCREENSHOTS.
+// the page shows, and sees it come online; a developer creates and runs a pipeline; a secret
+// is set and shown only as set; a developer deploys a release that the administrator approves,
+// and the deploy log masks the secret; a viewer finds the controls disabled with the reason. Screenshots of the pages at desktop and phone widths go to CYGNET_SCREENSHOTS.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -169,6 +170,79 @@ try {
   assert.equal(download.headers()["content-disposition"], 'attachment; filename="api.txt"');
   assert.equal(await download.text(), "api 2.0.0\n");
 
+  step("an administrator sets a secret: shown only as set, never again as its value");
+  const password = "s3cret-Database-Passw0rd";
+  await admin.goto(`${base}/c/${customerId}/variables`);
+  await admin.locator("#group-name").fill("production");
+  await admin.getByRole("button", { name: "Create group" }).click();
+  const group = admin.locator("section.group", { hasText: "production" });
+  await group.waitFor();
+  await group.getByLabel("Key").fill("DB_PASSWORD");
+  await group.getByLabel("Value").fill(password);
+  await group.locator('input[name="secret"]').check();
+  await group.getByRole("button", { name: "Set variable" }).click();
+  await group.locator("table").waitFor();
+  assert.match(await admin.locator("main").innerText(), /DB_PASSWORD\s+••••••• \(secret\)/);
+  assert.doesNotMatch(await admin.content(), new RegExp(password));
+  await screenshots(admin, "variables");
+
+  step("a release: the developer deploys it, another user approves, the deploy log masks the secret");
+  // A pipeline using a group that holds a secret is for administrators and devops.
+  await admin.goto(`${base}/c/${customerId}/pipelines/new`);
+  await admin.locator("#pipeline-name").fill("Deploy API");
+  await admin.getByLabel(/^Steps/).fill("deploy: echo \"deploying {{VERSION}} with $DB_PASSWORD\"");
+  await admin.getByLabel(/^Parameters/).fill("VERSION=0");
+  await admin.getByLabel("production").check();
+  await admin.getByRole("button", { name: "Create pipeline" }).click();
+  await admin.waitForURL(`${base}/c/${customerId}/pipelines`);
+  await admin.goto(`${base}/c/${customerId}/releases`);
+  await admin.locator("#environment-name").fill("Live");
+  await admin.getByRole("button", { name: "Create environment" }).click();
+  await admin.waitForURL(/\/releases#environments$/);
+  await admin.locator("#release-name").fill("API");
+  await admin.getByLabel("Build API").check();
+  await admin.getByLabel(/^Stages/).fill("Live: Deploy APY");
+  await admin.getByRole("button", { name: "Create release" }).click();
+  // A stage naming no pipeline comes back at its input, the rest as typed.
+  assert.match(await admin.locator("#release-stages-error").innerText(), /no pipeline is named "Deploy APY"/);
+  assert.ok(await admin.getByLabel("Build API").isChecked());
+  await admin.getByLabel(/^Stages/).fill("Live: Deploy API");
+  await admin.getByRole("button", { name: "Create release" }).click();
+  await admin.waitForURL(`${base}/c/${customerId}/releases`);
+  await dev.goto(`${base}/c/${customerId}/releases`);
+  await dev.getByLabel("Version").fill("2.0.0");
+  await dev.getByLabel(/^Parameters/).fill("VERSION=2.0.0");
+  await dev.getByRole("button", { name: "Deploy API" }).click();
+  await dev.waitForURL(/\/deployments\/\d+$/);
+  const deployment = dev.url();
+  assert.match(await dev.locator("main").innerText(), /Live: awaiting approval/);
+  // The developer deployed it and is no approver: the page says why there is no Approve.
+  assert.equal(await dev.getByRole("button", { name: "Approve" }).count(), 0);
+  assert.match(await dev.locator(".stage-detail .reason").innerText(), /your role: developer/);
+  await screenshots(dev, "deployment-waiting");
+  await admin.goto(deployment);
+  assert.match(await admin.locator(".stage-detail").innerText(), /An approval binds\s+pipeline version 1/);
+  await admin.getByLabel("Comment").fill("change log read");
+  await admin.getByRole("button", { name: "Approve" }).click();
+  await admin.waitForURL(deployment);
+  const deployDeadline = Date.now() + 30_000;
+  while ((await admin.locator("#deployment-status").innerText()) !== "succeeded") {
+    assert.ok(Date.now() < deployDeadline, "the deployment did not succeed within 30 s");
+    await admin.waitForTimeout(250);
+    await admin.reload();
+  }
+  const decided = await admin.locator(".stage-detail").innerText();
+  assert.match(decided, /approved by admin/);
+  assert.match(decided, /change log read/);
+  await screenshots(admin, "deployment");
+  await admin.getByRole("link", { name: /^execution \d+$/ }).last().click();
+  await admin.waitForURL(/\/executions\/\d+$/);
+  const log = await admin.locator("#log").innerText();
+  assert.match(log, /deploying 2\.0\.0 with \*\*\*/);
+  assert.doesNotMatch(await admin.content(), new RegExp(password));
+  await admin.goto(`${base}/c/${customerId}/releases`);
+  await screenshots(admin, "releases");
+
   step("a viewer sees the controls disabled, with the reason");
   await viewer.goto(`${base}/c/${customerId}/members`);
   assert.ok(await viewer.getByRole("button", { name: "Invite" }).isDisabled());
@@ -181,6 +255,9 @@ try {
   assert.ok(await viewer.getByRole("button", { name: "Create group" }).isDisabled());
   assert.match(await viewer.locator("#groups-reason").innerText(), /your role: viewer/);
   await screenshots(viewer, "viewer-variables");
+  await viewer.goto(`${base}/c/${customerId}/releases`);
+  assert.ok(await viewer.getByRole("button", { name: "Deploy API" }).isDisabled());
+  assert.match(await viewer.locator("main").innerText(), /deploy releases \(your role: viewer\)/);
   await dev.goto(`${base}/c/${customerId}`);
   assert.equal(await dev.locator("#current-user").innerText(), "dev1");
 

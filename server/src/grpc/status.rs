@@ -64,6 +64,32 @@ fn invalid(field: &str, problem: &str, message: String) -> Status {
     })
 }
 
+/// The request field a store refusal's message starts with (`parameters[REGION] is …`,
+/// `variable_group_ids: …`, `stages[0].pipeline_id …`): a leading path of lowercase names,
+/// indices and dots, written as a field path (an `_`, `[` or `.` in it), then a space or colon.
+/// Checks that only the database can make (a record that must exist, a parameter no stage
+/// uses) are worded so; a message that names no field stays a request-wide refusal.
+fn field_named_by(message: &str) -> Option<&str> {
+    let end = message.find([' ', ':'])?;
+    let path = &message[..end];
+    let mut depth = 0_i32;
+    for character in path.chars() {
+        match character {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth > 0 => {}
+            'a'..='z' | '0'..='9' | '_' | '.' => {}
+            _ => return None,
+        }
+        if !(0..=1).contains(&depth) {
+            return None;
+        }
+    }
+    let shaped = path.contains(['_', '[', '.']);
+    (depth == 0 && shaped && path.starts_with(|first: char| first.is_ascii_lowercase()))
+        .then_some(path)
+}
+
 use crate::artifacts::ArtifactError;
 use crate::auth::AuthError;
 use crate::domain::{QuotaExceeded, Refusal, ValidationError};
@@ -129,9 +155,15 @@ impl From<StoreError> for Status {
             StoreError::FailedPrecondition(message) => {
                 refused(Code::FailedPrecondition, "WRONG_STATE", message, &[])
             }
-            StoreError::InvalidArgument(message) => {
-                refused(Code::InvalidArgument, "INVALID_REQUEST", message, &[])
-            }
+            StoreError::InvalidArgument(message) => match field_named_by(&message) {
+                Some(field) => {
+                    let problem = message[field.len()..]
+                        .trim_start_matches([':', ' '])
+                        .to_owned();
+                    invalid(field, &problem, message.clone())
+                }
+                None => refused(Code::InvalidArgument, "INVALID_REQUEST", message, &[]),
+            },
             StoreError::QuotaExceeded(exceeded) => exceeded.into(),
             StoreError::LimitReached(message) => {
                 refused(Code::ResourceExhausted, "LIMIT_REACHED", message, &[])
@@ -263,4 +295,45 @@ pub(crate) fn agent_deleted() -> Status {
     Status::permission_denied(
         "agent was deleted: an administrator must issue a reenrolment_token to restore it",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn store_refusals_name_the_field_their_message_starts_with() {
+        for (message, field) in [
+            (
+                "parameters[REGION] is not a parameter of any stage's deploy pipeline",
+                Some("parameters[REGION]"),
+            ),
+            (
+                "variable_group_ids: 7 is not a variable group of customer 1",
+                Some("variable_group_ids"),
+            ),
+            (
+                "stages[0].pipeline_id is unknown",
+                Some("stages[0].pipeline_id"),
+            ),
+            ("approver_roles must name a role", Some("approver_roles")),
+            ("backup path /x is not valid UTF-8", None),
+            ("Name is wrong", None),
+            ("parameters[A B] is odd", None),
+            ("no_space_at_all", None),
+        ] {
+            assert_eq!(field_named_by(message), field, "{message}");
+            let status = Status::from(StoreError::InvalidArgument(message.to_owned()));
+            assert_eq!(status.code(), Code::InvalidArgument);
+            assert_eq!(status.message(), message);
+            let named = status
+                .get_error_details()
+                .bad_request()
+                .and_then(|request| request.field_violations.first())
+                .map(|violation| violation.field.clone());
+            assert_eq!(named.as_deref(), field, "{message}");
+        }
+    }
 }

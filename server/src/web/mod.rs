@@ -123,7 +123,22 @@ impl Web {
                 "/c/{customer}/artifacts/{artifact}",
                 get(pages::download_artifact),
             )
-            .route("/c/{customer}/releases", get(pages::releases))
+            .route(
+                "/c/{customer}/releases",
+                get(pages::releases).post(pages::create_release),
+            )
+            .route(
+                "/c/{customer}/releases/{release}/deploy",
+                post(pages::deploy_release),
+            )
+            .route(
+                "/c/{customer}/deployments/{deployment}",
+                get(pages::deployment),
+            )
+            .route(
+                "/c/{customer}/environments",
+                post(pages::create_environment),
+            )
             .route(
                 "/c/{customer}/stages/{stage}/approve",
                 post(pages::approve_stage),

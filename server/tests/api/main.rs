@@ -35,4 +35,5 @@ mod users;
 mod variables;
 mod web;
 mod web_manage;
+mod web_releases;
 mod web_security;

@@ -87,3 +87,47 @@ impl FormErrors {
         }
     }
 }
+
+/// A form body read as its fields in order, repeated names kept (checkboxes that share a name);
+/// `axum::Form` (serde_urlencoded) reads no repeated keys into a list.
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// The first value of `name`, or "".
+    pub fn one(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every value of `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
+    }
+
+    /// Whether a checkbox named `name` was checked.
+    pub fn checked(&self, name: &str) -> bool {
+        self.0.iter().any(|(key, _)| key == name)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Fields {
+    type Rejection = WebError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, WebError> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| WebError::Page(StatusCode::BAD_REQUEST, "unreadable form".into()))?;
+        Ok(Fields(
+            url::form_urlencoded::parse(&bytes)
+                .map(|(key, value)| (key.into_owned(), value.into_owned()))
+                .collect(),
+        ))
+    }
+}

@@ -28,6 +28,7 @@ mod agents;
 mod assets;
 mod customers;
 mod dashboard;
+mod deployment;
 mod execution;
 mod form;
 mod members;
@@ -58,12 +59,13 @@ pub use agents::agents;
 pub use assets::{script, stylesheet};
 pub use customers::{accept_invitation, create_customer, customers, set_customer_active};
 pub use dashboard::dashboard;
+pub use deployment::{approve_stage, deployment, reject_stage};
 pub use execution::{cancel_execution, download_artifact, execution};
 pub use members::{change_member, invite_member, members};
 pub use monitors::{create_monitor, monitors};
 pub use pipeline_form::{create_pipeline, new_pipeline};
 pub use pipelines::{pipelines, run_pipeline};
-pub use releases::{approve_stage, reject_stage, releases};
+pub use releases::{create_environment, create_release, deploy_release, releases};
 pub use tokens::{create_token, revoke_token, tokens};
 pub use usage::{set_quotas, usage, usage_export};
 pub use users::{create_user, create_user_token, users};
@@ -88,6 +90,8 @@ pub struct Choice {
 /// What every page shows around its content.
 pub struct Frame {
     pub user: String,
+    /// The caller's user id.
+    pub user_id: i64,
     pub customers: Vec<Choice>,
     pub customer_id: i64,
     pub customer_name: String,
@@ -187,6 +191,7 @@ async fn frame(
             .collect();
     }
     Ok(Frame {
+        user_id: user.id,
         user: user.username,
         customers,
         customer_id,
