@@ -5,6 +5,7 @@
 //! the API's own; writes leave the same audit entries (`audit::audited`) and run to completion
 //! like RPCs do. Live parts are Server-Sent Events fed by the Watch RPCs.
 
+mod chart;
 mod database;
 mod error;
 mod headers;
@@ -90,6 +91,7 @@ impl Web {
             .route("/c/{customer}", get(pages::dashboard))
             .route("/c/{customer}/activity/live", get(live::activity))
             .route("/c/{customer}/agents", get(pages::agents))
+            .route("/c/{customer}/agents/{agent}", get(pages::agent))
             .route(
                 "/c/{customer}/agents/tokens",
                 get(pages::tokens).post(pages::create_token),
@@ -103,6 +105,7 @@ impl Web {
                 "/c/{customer}/pipelines/new",
                 get(pages::new_pipeline).post(pages::create_pipeline),
             )
+            .route("/c/{customer}/pipelines/{pipeline}", get(pages::pipeline))
             .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
                 post(pages::run_pipeline),

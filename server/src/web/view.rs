@@ -60,6 +60,32 @@ pub fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// Seconds from `started` to `finished`, when both are set.
+pub fn seconds_between(
+    started: Option<&prost_types::Timestamp>,
+    finished: Option<&prost_types::Timestamp>,
+) -> Option<f64> {
+    let (started, finished) = (started?, finished?);
+    let seconds = (finished.seconds - started.seconds) as f64
+        + f64::from(finished.nanos - started.nanos) / 1e9;
+    Some(seconds.max(0.0))
+}
+
+/// `1 min 5 s` between two times, or "" when either is unset.
+pub fn duration(
+    started: Option<&prost_types::Timestamp>,
+    finished: Option<&prost_types::Timestamp>,
+) -> String {
+    seconds_between(started, finished).map_or_else(String::new, |seconds| {
+        let whole = seconds as i64;
+        match whole {
+            0 => format!("{} ms", (seconds * 1000.0) as i64),
+            1..=59 => format!("{whole} s"),
+            _ => format!("{} min {} s", whole / 60, whole % 60),
+        }
+    })
+}
+
 /// Whether an execution can still change (and be cancelled).
 pub fn execution_is_active(value: i32) -> bool {
     matches!(

@@ -37,3 +37,4 @@ mod web;
 mod web_manage;
 mod web_releases;
 mod web_security;
+mod web_see;

@@ -13,6 +13,7 @@ use crate::web::session::Session;
 use crate::web::view;
 
 pub struct AgentRow {
+    pub id: i64,
     pub name: String,
     pub status: String,
     pub labels: String,
@@ -62,6 +63,7 @@ pub async fn agents(
             let online = agent.status == pb::AgentStatus::Online as i32;
             let latest = agent.latest.filter(|_| online);
             AgentRow {
+                id: agent.id,
                 name: agent.name,
                 status: view::agent_status(agent.status),
                 labels: agent.labels.join(", "),

@@ -34,25 +34,6 @@ pub struct ArtifactRow {
     pub sha256: String,
 }
 
-/// `1 min 5 s` between two times, or "" when either is unset.
-fn duration(
-    started: Option<&prost_types::Timestamp>,
-    finished: Option<&prost_types::Timestamp>,
-) -> String {
-    let (Some(started), Some(finished)) = (started, finished) else {
-        return String::new();
-    };
-    let seconds = (finished.seconds - started.seconds).max(0);
-    match seconds {
-        0 => format!(
-            "{} ms",
-            ((finished.nanos - started.nanos).max(0)) / 1_000_000
-        ),
-        1..=59 => format!("{seconds} s"),
-        _ => format!("{} min {} s", seconds / 60, seconds % 60),
-    }
-}
-
 #[derive(Template)]
 #[template(path = "execution.html")]
 struct ExecutionPage {
@@ -131,7 +112,7 @@ pub async fn execution(
                 .exit_code
                 .map(|code| code.to_string())
                 .unwrap_or_default(),
-            duration: duration(step.started_at.as_ref(), step.finished_at.as_ref()),
+            duration: view::duration(step.started_at.as_ref(), step.finished_at.as_ref()),
         })
         .collect();
     let artifacts = web
@@ -152,7 +133,7 @@ pub async fn execution(
         })
         .collect();
     let started = view::time(execution.started_at.as_ref());
-    let took = duration(
+    let took = view::duration(
         execution.started_at.as_ref(),
         execution.finished_at.as_ref(),
     );

@@ -24,6 +24,7 @@ macro_rules! every {
     };
 }
 
+mod agent;
 mod agents;
 mod assets;
 mod customers;
@@ -33,6 +34,7 @@ mod execution;
 mod form;
 mod members;
 mod monitors;
+mod pipeline;
 mod pipeline_form;
 mod pipelines;
 mod releases;
@@ -55,6 +57,7 @@ use super::error::WebError;
 use super::session::{Peer, Session};
 use super::view;
 
+pub use agent::agent;
 pub use agents::agents;
 pub use assets::{script, stylesheet};
 pub use customers::{accept_invitation, create_customer, customers, set_customer_active};
@@ -63,6 +66,7 @@ pub use deployment::{approve_stage, deployment, reject_stage};
 pub use execution::{cancel_execution, download_artifact, execution};
 pub use members::{change_member, invite_member, members};
 pub use monitors::{create_monitor, monitors};
+pub use pipeline::pipeline;
 pub use pipeline_form::{create_pipeline, new_pipeline};
 pub use pipelines::{pipelines, run_pipeline};
 pub use releases::{create_environment, create_release, deploy_release, releases};
