@@ -70,6 +70,7 @@ try {
   step("run a pipeline and watch its log lines arrive; a new activity event shows live within a second");
   await page.goto(`${base}/c/${acme}`);
   await page.locator("#activity li").first().waitFor();
+  const runsBefore = Number(await cardTotal(page, "executions"));
   const watcher = await consultant.context.newPage();
   await watcher.goto(`${base}/c/${acme}/pipelines`);
   const run = watcher.locator(`[data-pipeline="${slow}"] form.run`);
@@ -83,8 +84,14 @@ try {
   await log.getByText("second line").waitFor({ timeout: 20000 });
   await watcher.locator("#execution-status", { hasText: "succeeded" }).waitFor({ timeout: 20000 });
   // The event was stored before the status changed; the dashboard must show it within 1 s.
-  await page.locator("#activity li.kind-execution\\.succeeded", { hasText: "Slow Build" })
-    .first().waitFor({ timeout: 1000 });
+  const arrived = page.locator("#activity li.kind-execution\\.succeeded", { hasText: "Slow Build" })
+    .first();
+  await arrived.waitFor({ timeout: 1000 });
+  // The live row links to its execution, and the cards follow the feed without a reload.
+  assert.equal(await arrived.locator("a.message").getAttribute("href"),
+    new URL(watcher.url()).pathname);
+  await page.locator('[data-card="executions"] .total', { hasText: String(runsBefore + 1) })
+    .waitFor({ timeout: 5000 });
 
   step("cancel a running execution");
   await watcher.goto(`${base}/c/${acme}/pipelines`);

@@ -15,7 +15,9 @@ if (activity && activity.dataset.live) {
     const item = document.createElement("li");
     item.dataset.id = event.id;
     item.className = "kind-" + event.kind + " fresh";
-    const text = document.createElement("span");
+    // The link is a path the server made from the event's record, never text of the event.
+    const text = document.createElement(event.href ? "a" : "span");
+    if (event.href && event.href.startsWith("/c/")) text.setAttribute("href", event.href);
     text.className = "message";
     text.textContent = event.message;
     const at = document.createElement("time");
@@ -23,7 +25,32 @@ if (activity && activity.dataset.live) {
     item.append(text, " ", at);
     activity.prepend(item);
     while (activity.children.length > 50) activity.lastElementChild.remove();
+    refreshCards();
   });
+}
+
+// The cards follow the feed: after activity arrives their figures are read again, at most once
+// every two seconds however busy the feed is.
+const cards = document.getElementById("cards");
+let cardsPending = false;
+function refreshCards() {
+  if (!cards || !cards.dataset.live || cardsPending) return;
+  cardsPending = true;
+  setTimeout(async () => {
+    try {
+      const response = await fetch(cards.dataset.live, { credentials: "same-origin" });
+      if (response.ok) {
+        for (const card of await response.json()) {
+          const element = cards.querySelector(`[data-card="${card.key}"]`);
+          if (!element) continue;
+          element.querySelector(".total").textContent = String(card.total);
+          element.querySelector(".detail").textContent = card.detail;
+        }
+      }
+    } finally {
+      cardsPending = false;
+    }
+  }, 2000);
 }
 
 const log = document.getElementById("log");

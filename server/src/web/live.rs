@@ -111,7 +111,7 @@ pub async fn activity(
     Ok(relay(
         &web,
         updates,
-        |update: pb::WatchActivityResponse| {
+        move |update: pb::WatchActivityResponse| {
             let event = update.event?;
             Some(
                 json_event(
@@ -121,6 +121,7 @@ pub async fn activity(
                         "kind": event.kind,
                         "message": event.message,
                         "at": view::time(event.created_at.as_ref()),
+                        "href": view::activity_link(customer_id, &event),
                     }),
                 )
                 .id(event.id.to_string()),

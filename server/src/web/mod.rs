@@ -90,6 +90,7 @@ impl Web {
             )
             .route("/c/{customer}", get(pages::dashboard))
             .route("/c/{customer}/activity/live", get(live::activity))
+            .route("/c/{customer}/cards", get(pages::cards_now))
             .route("/c/{customer}/agents", get(pages::agents))
             .route("/c/{customer}/agents/{agent}", get(pages::agent))
             .route(

@@ -60,6 +60,23 @@ pub fn time(timestamp: Option<&prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
+/// The dashboard page of the record an activity event is about ("" for none): an agent's or
+/// execution's own page, a deployment's page, else the page that lists such records.
+pub fn activity_link(customer_id: i64, event: &pb::ActivityEvent) -> String {
+    let id = event.subject_id;
+    let gone = event.kind.ends_with(".deleted");
+    match event.subject_type.as_str() {
+        "agent" if id > 0 && !gone => format!("/c/{customer_id}/agents/{id}"),
+        "agent" => format!("/c/{customer_id}/agents"),
+        "execution" if id > 0 => format!("/c/{customer_id}/executions/{id}"),
+        "release_execution" if id > 0 => format!("/c/{customer_id}/deployments/{id}"),
+        "monitor" => format!("/c/{customer_id}/monitors"),
+        "user" => format!("/c/{customer_id}/members"),
+        "customer" => format!("/c/{customer_id}/usage"),
+        _ => String::new(),
+    }
+}
+
 /// Seconds from `started` to `finished`, when both are set.
 pub fn seconds_between(
     started: Option<&prost_types::Timestamp>,
@@ -104,6 +121,29 @@ mod tests {
     fn labels_read_as_words() {
         assert_eq!(execution_status(4), "succeeded");
         assert_eq!(stage_status(2), "awaiting approval");
+        let event = |kind: &str, subject_type: &str, subject_id: i64| pb::ActivityEvent {
+            kind: kind.into(),
+            subject_type: subject_type.into(),
+            subject_id,
+            ..Default::default()
+        };
+        assert_eq!(
+            activity_link(3, &event("execution.failed", "execution", 9)),
+            "/c/3/executions/9"
+        );
+        assert_eq!(
+            activity_link(3, &event("release.deployed", "release_execution", 4)),
+            "/c/3/deployments/4"
+        );
+        assert_eq!(
+            activity_link(3, &event("agent.online", "agent", 2)),
+            "/c/3/agents/2"
+        );
+        assert_eq!(
+            activity_link(3, &event("agent.deleted", "agent", 2)),
+            "/c/3/agents"
+        );
+        assert_eq!(activity_link(3, &event("something.new", "thing", 1)), "");
         assert_eq!(role(5), "viewer");
         assert_eq!(execution_status(99), "unknown");
         assert_eq!(

@@ -221,7 +221,99 @@ async fn a_pipeline_page_counts_runs_and_charts_their_durations(backend: Backend
     worker.abort();
 }
 
+/// Activity rows link to the record they are about; the cards' figures are read again as JSON
+/// (what the dashboard's script does when activity arrives), for the customer's members only.
+async fn activity_links_to_its_records_and_cards_refresh(backend: Backend) {
+    let server = TestServer::start_with(backend, options()).await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let globex = server.create_customer("globex").await;
+    let viewer = server.create_user("viewer").await;
+    server
+        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+        .await;
+    let outsider = server.create_user("outsider").await;
+    server
+        .add_member(globex.id, outsider.id, pb::Role::Admin)
+        .await;
+    let pipeline = server
+        .create_pipeline(acme.id, "Build", vec![step("build", "true")], vec![])
+        .await;
+    let token = server.create_registration_token(acme.id).await;
+    let registered = server
+        .register_agent(acme.id, "acme-001", &token)
+        .await
+        .expect("register");
+    let agent = server
+        .connect_agent("acme-001", &registered.credential)
+        .await
+        .expect("connect");
+    agent.heartbeat(heartbeat(10.0, 10.0)).await;
+    let (_, worker) = agent.work_instantly();
+    let run = server.run_pipeline(acme.id, pipeline.id, &[]).await.id;
+    server
+        .watch_to_end(acme.id, run, Duration::from_secs(10))
+        .await;
+
+    let session = sign_in(web, &viewer.token).await;
+    let dashboard = http(web, "GET", &format!("/c/{}", acme.id), Some(&session), None).await;
+    assert_eq!(dashboard.status, 200, "{}", dashboard.body);
+    assert_has(
+        &dashboard,
+        &format!(
+            r#"<a class="message" href="/c/{}/executions/{run}">"#,
+            acme.id
+        ),
+    );
+    assert_has(
+        &dashboard,
+        &format!(
+            r#"<a class="message" href="/c/{}/agents/{}">"#,
+            acme.id, registered.agent_id
+        ),
+    );
+
+    let cards = http(
+        web,
+        "GET",
+        &format!("/c/{}/cards", acme.id),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(cards.status, 200, "{}", cards.body);
+    assert_eq!(cards.header("cache-control"), Some("no-store"));
+    let cards: serde_json::Value = serde_json::from_str(&cards.body).expect("JSON");
+    let card = |key: &str| {
+        cards
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|card| card["key"] == key)
+            .cloned()
+            .expect("the card")
+    };
+    assert_eq!(card("executions")["total"], 1);
+    assert_eq!(card("executions")["detail"], "100% success");
+    assert_eq!(card("agents")["detail"], "1 online");
+
+    let outsider = sign_in(web, &outsider.token).await;
+    let foreign = http(
+        web,
+        "GET",
+        &format!("/c/{}/cards", acme.id),
+        Some(&outsider),
+        None,
+    )
+    .await;
+    assert_eq!(foreign.status, 404, "{}", foreign.body);
+    let anonymous = http(web, "GET", &format!("/c/{}/cards", acme.id), None, None).await;
+    assert_ne!(anonymous.status, 200, "{}", anonymous.body);
+    worker.abort();
+}
+
 cygnet_testkit::backend_tests!(
+    activity_links_to_its_records_and_cards_refresh,
     an_agent_page_charts_its_samples,
     a_pipeline_page_counts_runs_and_charts_their_durations,
 );

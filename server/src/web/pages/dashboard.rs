@@ -2,7 +2,7 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::customer_service_server::CustomerService;
 
@@ -27,6 +27,8 @@ pub struct ActivityItem {
     pub kind: String,
     pub message: String,
     pub at: String,
+    /// The page of the record it is about ("" for none).
+    pub href: String,
 }
 
 impl Card {
@@ -42,9 +44,10 @@ impl Card {
     }
 }
 
-impl From<pb::ActivityEvent> for ActivityItem {
-    fn from(event: pb::ActivityEvent) -> Self {
+impl ActivityItem {
+    fn new(customer_id: i64, event: pb::ActivityEvent) -> Self {
         ActivityItem {
+            href: view::activity_link(customer_id, &event),
             id: event.id,
             at: view::time(event.created_at.as_ref()),
             kind: event.kind,
@@ -114,6 +117,49 @@ struct DashboardPage {
     newest: i64,
 }
 
+async fn stats(
+    web: &Web,
+    session: &Session,
+    customer_id: i64,
+) -> Result<pb::CustomerStats, WebError> {
+    Ok(web
+        .customers
+        .get_customer_stats(session.request(pb::GetCustomerStatsRequest { customer_id }))
+        .await?
+        .into_inner()
+        .stats
+        .unwrap_or_default())
+}
+
+/// The cards' figures as JSON, which the dashboard's script reads again when activity arrives
+/// (so the cards follow the feed without a reload).
+pub async fn cards_now(
+    State(web): State<Web>,
+    session: Session,
+    Path(customer): Path<String>,
+) -> Result<Response, WebError> {
+    let customer_id = id(&customer)?;
+    let cards: Vec<serde_json::Value> = cards(&stats(&web, &session, customer_id).await?)
+        .into_iter()
+        .map(|card| {
+            serde_json::json!({
+                "key": card.key,
+                "total": card.total,
+                "detail": card.detail,
+            })
+        })
+        .collect();
+    let body = serde_json::Value::Array(cards).to_string();
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
 pub async fn dashboard(
     State(web): State<Web>,
     session: Session,
@@ -123,12 +169,7 @@ pub async fn dashboard(
     // Independent reads, concurrently: the page takes as long as the slowest.
     let (frame, stats, activity) = tokio::try_join!(
         frame(&web, &session, customer_id, "dashboard"),
-        async {
-            Ok(web
-                .customers
-                .get_customer_stats(session.request(pb::GetCustomerStatsRequest { customer_id }))
-                .await?)
-        },
+        stats(&web, &session, customer_id),
         async {
             Ok(web
                 .customers
@@ -140,12 +181,11 @@ pub async fn dashboard(
                 .await?)
         },
     )?;
-    let stats = stats.into_inner().stats.unwrap_or_default();
     let activity: Vec<ActivityItem> = activity
         .into_inner()
         .events
         .into_iter()
-        .map(ActivityItem::from)
+        .map(|event| ActivityItem::new(customer_id, event))
         .collect();
     let newest = activity.first().map_or(0, |item| item.id);
     Ok(render(&DashboardPage {

@@ -61,7 +61,7 @@ pub use agent::agent;
 pub use agents::agents;
 pub use assets::{script, stylesheet};
 pub use customers::{accept_invitation, create_customer, customers, set_customer_active};
-pub use dashboard::dashboard;
+pub use dashboard::{cards_now, dashboard};
 pub use deployment::{approve_stage, deployment, reject_stage};
 pub use execution::{cancel_execution, download_artifact, execution};
 pub use members::{change_member, invite_member, members};
