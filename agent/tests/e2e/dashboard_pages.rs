@@ -60,8 +60,11 @@ async fn an_execution_page_shows_its_run_and_downloads_its_artifact() {
     .await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
-        page.body
-            .contains(&format!("on agent {}", finished.agent_id)),
+        page.body.contains(&format!(
+            r#"on <a href="/c/{}/agents/{agent}">agent {agent}</a>"#,
+            acme.id,
+            agent = finished.agent_id
+        )),
         "{}",
         page.body
     );

@@ -209,6 +209,35 @@ async fn a_pipeline_page_counts_runs_and_charts_their_durations(backend: Backend
     .await;
     assert_has(&list, &format!(r#"<a href="{path}">Build API</a>"#));
 
+    // A retry's page says which execution it retries, linking to it and to the pipeline.
+    let retry = server
+        .admin_pipelines()
+        .retry_execution(pb::RetryExecutionRequest {
+            customer_id: acme.id,
+            execution_id: first,
+        })
+        .await
+        .expect("retry")
+        .into_inner()
+        .execution
+        .expect("execution");
+    let retried = http(
+        web,
+        "GET",
+        &format!("/c/{}/executions/{}", acme.id, retry.id),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_has(
+        &retried,
+        &format!(
+            r#"as a retry of <a href="/c/{}/executions/{first}">execution {first}</a>"#,
+            acme.id
+        ),
+    );
+    assert_has(&retried, &format!(r#"<a href="{path}">Build API</a>"#));
+
     let outsider = sign_in(web, &outsider.token).await;
     for foreign in [
         path.clone(),

@@ -48,6 +48,10 @@ struct ExecutionPage {
     last_sequence: i64,
     artifacts: Vec<ArtifactRow>,
     agent_id: i64,
+    /// The execution this one retries; 0 if none.
+    retry_of: i64,
+    /// The pipeline it ran, for the link to its page.
+    pipeline_id: i64,
     started: String,
     took: String,
 }
@@ -138,6 +142,7 @@ pub async fn execution(
         execution.finished_at.as_ref(),
     );
     let agent_id = execution.agent_id;
+    let (retry_of, pipeline_id) = (execution.retry_of, execution.pipeline_id);
     let active = view::execution_is_active(execution.status);
     let reason = if execution.failure_reason.is_empty() {
         execution.queue_reason.clone()
@@ -155,6 +160,8 @@ pub async fn execution(
         last_sequence,
         artifacts,
         agent_id,
+        retry_of,
+        pipeline_id,
         started,
         took,
         execution: ExecutionRow::from(execution),
