@@ -108,6 +108,14 @@ impl Web {
             )
             .route("/c/{customer}/pipelines/{pipeline}", get(pages::pipeline))
             .route(
+                "/c/{customer}/pipelines/{pipeline}/edit",
+                get(pages::edit_pipeline).post(pages::update_pipeline),
+            )
+            .route(
+                "/c/{customer}/pipelines/{pipeline}/delete",
+                post(pages::delete_pipeline),
+            )
+            .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
                 post(pages::run_pipeline),
             )

@@ -34,6 +34,7 @@ mod usage;
 mod users;
 mod variables;
 mod web;
+mod web_edit;
 mod web_manage;
 mod web_releases;
 mod web_security;

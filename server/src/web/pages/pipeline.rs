@@ -2,17 +2,21 @@
 //! as a duration chart (each bar linking to its execution) and a list.
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::pipeline_service_server::PipelineService;
 
+use serde::Deserialize;
+
+use super::form::FormErrors;
 use super::pipelines::ExecutionRow;
-use super::{Frame, frame, id};
+use super::{Frame, frame, id, try_write};
 use crate::web::Web;
 use crate::web::chart::{Bar, bars};
-use crate::web::error::{WebError, render};
-use crate::web::session::Session;
+use crate::web::error::{WebError, render, render_with};
+use crate::web::session::{Peer, Session};
 use crate::web::view;
 
 /// Runs the chart and the list show.
@@ -28,6 +32,10 @@ pub struct StepView {
 #[template(path = "pipeline.html")]
 struct PipelinePage {
     frame: Frame,
+    may_manage: bool,
+    manage_reason: String,
+    /// Why a delete was refused ("" when none was).
+    delete_error: String,
     pipeline: pb::Pipeline,
     steps: Vec<StepView>,
     labels: String,
@@ -45,7 +53,65 @@ pub async fn pipeline(
     Path((customer, pipeline)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
     let (customer_id, pipeline_id) = (id(&customer)?, id(&pipeline)?);
-    let frame = frame(&web, &session, customer_id, "pipelines").await?;
+    Ok(render(
+        &page(&web, &session, customer_id, pipeline_id, String::new()).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Deletes a pipeline (`PipelineService/DeletePipeline`); a refusal (a release deploys with it,
+/// runs are active) is shown on its page.
+pub async fn delete_pipeline(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, pipeline)): Path<(String, String)>,
+    Form(form): Form<DeleteForm>,
+) -> Result<Response, WebError> {
+    let (customer_id, pipeline_id) = (id(&customer)?, id(&pipeline)?);
+    session.check_csrf(&form.csrf)?;
+    let api = web.pipelines.clone();
+    let call = session.request(pb::DeletePipelineRequest {
+        customer_id,
+        pipeline_id,
+    });
+    let outcome = try_write(
+        &web,
+        peer,
+        "cygnet.v1.PipelineService/DeletePipeline",
+        async move { api.delete_pipeline(call).await },
+    )
+    .await?;
+    match outcome {
+        Ok(_) => Ok(Redirect::to(&format!("/c/{customer_id}/pipelines")).into_response()),
+        Err(status) => {
+            let (errors, code) = FormErrors::from_status(status, &[])?;
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                pipeline_id,
+                errors.general().to_owned(),
+            )
+            .await?;
+            Ok(render_with(code, &page))
+        }
+    }
+}
+
+async fn page(
+    web: &Web,
+    session: &Session,
+    customer_id: i64,
+    pipeline_id: i64,
+    delete_error: String,
+) -> Result<PipelinePage, WebError> {
+    let frame = frame(web, session, customer_id, "pipelines").await?;
     let pipeline = web
         .pipelines
         .get_pipeline(session.request(pb::GetPipelineRequest {
@@ -96,7 +162,14 @@ pub async fn pipeline(
     );
     recent.reverse();
     let stats = pipeline.stats.unwrap_or_default();
-    Ok(render(&PipelinePage {
+    let (may_manage, manage_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
+        "change or delete pipelines",
+    );
+    Ok(PipelinePage {
+        may_manage,
+        manage_reason,
+        delete_error,
         steps: pipeline
             .steps
             .iter()
@@ -120,5 +193,5 @@ pub async fn pipeline(
         runs: recent.into_iter().map(ExecutionRow::from).collect(),
         frame,
         pipeline,
-    }))
+    })
 }

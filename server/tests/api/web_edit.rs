@@ -1,0 +1,265 @@
+//! Changing and deleting from the dashboard, over real HTTP: a pipeline's edit form shows it as
+//! it is and saves through `UpdatePipeline` (a refusal at its input, what was typed kept); what
+//! the form cannot show (a step's environment) is locked and left as it is, never lost; a
+//! viewer finds the controls disabled with the reason and a forged post is refused; a deleted
+//! pipeline leaves the lists.
+
+use std::collections::HashMap;
+
+use cygnet_proto::v1 as pb;
+use cygnet_testkit::web_client::{Reply, csrf, http, sign_in};
+use cygnet_testkit::{Backend, TestOptions, TestServer, step};
+
+fn assert_has(page: &Reply, text: &str) {
+    assert!(
+        page.body.contains(text),
+        "{text:?} missing from:\n{}",
+        page.body
+    );
+}
+
+fn borrowed<'a>(form: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    form.iter()
+        .map(|(key, value)| (*key, value.as_str()))
+        .collect()
+}
+
+async fn pipeline(server: &TestServer, customer_id: i64, pipeline_id: i64) -> pb::Pipeline {
+    server
+        .admin_pipelines()
+        .get_pipeline(pb::GetPipelineRequest {
+            customer_id,
+            pipeline_id,
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .pipeline
+        .expect("pipeline")
+}
+
+async fn pipelines_are_edited_and_deleted_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        TestOptions {
+            web: true,
+            ..TestOptions::default()
+        },
+    )
+    .await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let viewer = server.create_user("viewer").await;
+    server
+        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+        .await;
+    let build = server
+        .create_pipeline(acme.id, "Build", vec![step("build", "make")], vec![])
+        .await;
+    let session = sign_in(web, &dev.token).await;
+    let edit = format!("/c/{}/pipelines/{}/edit", acme.id, build.id);
+
+    // The form shows the pipeline as it is.
+    let page = http(web, "GET", &edit, Some(&session), None).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_has(&page, "<h1>Edit pipeline</h1>");
+    assert_has(&page, ">build: make</textarea>");
+    assert_has(&page, r#"value="Build""#);
+    assert_has(&page, "Save changes");
+    let token = csrf(&page.body);
+
+    let form = |timeout: &'static str| {
+        vec![
+            ("csrf", token.clone()),
+            ("name", "Build API".to_owned()),
+            ("description", "the API".to_owned()),
+            (
+                "steps",
+                "build: make all\npackage: tar czf dist.tgz dist".to_owned(),
+            ),
+            ("shell", "sh".to_owned()),
+            ("artifacts", "dist.tgz".to_owned()),
+            ("parameters", "MODE=fast|slow\nTARGET!".to_owned()),
+            ("labels", "linux, docker".to_owned()),
+            ("timeout_seconds", timeout.to_owned()),
+        ]
+    };
+    let refused_form = form("-1");
+    let refused = http(
+        web,
+        "POST",
+        &edit,
+        Some(&session),
+        Some(&borrowed(&refused_form)),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_has(&refused, r#"id="pipeline-timeout-error""#);
+    assert_has(&refused, "package: tar czf dist.tgz dist</textarea>");
+    assert_eq!(pipeline(&server, acme.id, build.id).await.name, "Build");
+
+    let saved_form = form("900");
+    let saved = http(
+        web,
+        "POST",
+        &edit,
+        Some(&session),
+        Some(&borrowed(&saved_form)),
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(
+        saved.header("location"),
+        Some(format!("/c/{}/pipelines/{}", acme.id, build.id).as_str())
+    );
+    let changed = pipeline(&server, acme.id, build.id).await;
+    assert_eq!(changed.name, "Build API");
+    assert_eq!(changed.description, "the API");
+    assert_eq!(changed.steps_version, 2);
+    let steps: Vec<(&str, &str, i32, Vec<String>)> = changed
+        .steps
+        .iter()
+        .map(|step| {
+            (
+                step.name.as_str(),
+                step.command.as_str(),
+                step.shell,
+                step.artifacts.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("build", "make all", pb::Shell::Sh as i32, vec![]),
+            (
+                "package",
+                "tar czf dist.tgz dist",
+                pb::Shell::Sh as i32,
+                vec!["dist.tgz".to_owned()]
+            ),
+        ]
+    );
+    assert_eq!(changed.parameters[0].choices, ["fast", "slow"]);
+    assert!(changed.parameters[1].required);
+    assert_eq!(
+        changed.agent_selector.expect("selector").labels,
+        ["linux", "docker"]
+    );
+    assert_eq!(changed.timeout_seconds, 900);
+    // The edit form shows it back exactly as it was saved.
+    let again = http(web, "GET", &edit, Some(&session), None).await;
+    assert_has(
+        &again,
+        ">build: make all\npackage: tar czf dist.tgz dist</textarea>",
+    );
+    assert_has(&again, ">MODE=fast|slow\nTARGET!</textarea>");
+    assert_has(&again, r#"<option value="sh" selected>"#);
+
+    // A step with its own environment cannot be shown on the form: the steps are locked and
+    // kept as they are while the rest changes.
+    let deploy = server
+        .admin_pipelines()
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id: acme.id,
+            name: "Deploy".into(),
+            steps: vec![pb::Step {
+                env: HashMap::from([("REGION".to_owned(), "eu".to_owned())]),
+                ..step("ship", "./ship.sh")
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    let deploy_edit = format!("/c/{}/pipelines/{}/edit", acme.id, deploy.id);
+    let page = http(web, "GET", &deploy_edit, Some(&session), None).await;
+    assert_has(
+        &page,
+        "The steps stay as they are: step &#34;ship&#34; sets environment variables",
+    );
+    assert_has(&page, r#"name="steps" rows="6" disabled"#);
+    // A disabled textarea is not posted.
+    let saved = http(
+        web,
+        "POST",
+        &deploy_edit,
+        Some(&session),
+        Some(&[
+            ("csrf", &token),
+            ("name", "Deploy API"),
+            ("labels", ""),
+            ("timeout_seconds", ""),
+        ]),
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let kept = pipeline(&server, acme.id, deploy.id).await;
+    assert_eq!(kept.name, "Deploy API");
+    assert_eq!(kept.steps.len(), 1);
+    assert_eq!(kept.steps[0].env["REGION"], "eu");
+    assert_eq!(kept.steps_version, 1);
+
+    // A viewer: the controls are disabled with the reason, and a forged post is refused.
+    let viewing = sign_in(web, &viewer.token).await;
+    let page = http(
+        web,
+        "GET",
+        &format!("/c/{}/pipelines/{}", acme.id, build.id),
+        Some(&viewing),
+        None,
+    )
+    .await;
+    assert_has(&page, "change or delete pipelines (your role: viewer)");
+    assert!(!page.body.contains("Delete pipeline"), "{}", page.body);
+    let page = http(web, "GET", &edit, Some(&viewing), None).await;
+    assert_has(&page, "change pipelines (your role: viewer)");
+    let forged = http(
+        web,
+        "POST",
+        &format!("/c/{}/pipelines/{}/delete", acme.id, build.id),
+        Some(&viewing),
+        Some(&[("csrf", &csrf(&page.body))]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    pipeline(&server, acme.id, build.id).await;
+
+    // Deleted: it leaves the list and its page.
+    let deleted = http(
+        web,
+        "POST",
+        &format!("/c/{}/pipelines/{}/delete", acme.id, build.id),
+        Some(&session),
+        Some(&[("csrf", &token)]),
+    )
+    .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    let list = http(
+        web,
+        "GET",
+        &format!("/c/{}/pipelines", acme.id),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert!(!list.body.contains("Build API"), "{}", list.body);
+    assert_has(&list, "Deploy API");
+    let gone = http(
+        web,
+        "GET",
+        &format!("/c/{}/pipelines/{}", acme.id, build.id),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, 404);
+}
+
+cygnet_testkit::backend_tests!(pipelines_are_edited_and_deleted_in_the_dashboard,);
