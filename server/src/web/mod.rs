@@ -174,6 +174,18 @@ impl Web {
                 get(pages::variables).post(pages::create_group),
             )
             .route("/c/{customer}/variables/{group}", post(pages::set_variable))
+            .route(
+                "/c/{customer}/variables/{group}/delete",
+                post(pages::delete_variable_group),
+            )
+            .route(
+                "/c/{customer}/variables/{group}/unset",
+                post(pages::delete_variable),
+            )
+            .route(
+                "/c/{customer}/monitors/{monitor}/delete",
+                post(pages::delete_monitor),
+            )
             .route("/c/{customer}/usage", get(pages::usage))
             .route("/c/{customer}/quotas", post(pages::set_quotas))
             .route("/c/{customer}/{export}", get(pages::usage_export))

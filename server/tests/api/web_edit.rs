@@ -262,4 +262,234 @@ async fn pipelines_are_edited_and_deleted_in_the_dashboard(backend: Backend) {
     assert_eq!(gone.status, 404);
 }
 
-cygnet_testkit::backend_tests!(pipelines_are_edited_and_deleted_in_the_dashboard,);
+/// Monitors, variables and variable groups are deleted from their list pages, each by the
+/// roles the API lets; a secret's Delete is not offered to a developer, whose forged one is
+/// refused and changes nothing.
+async fn monitors_variables_and_groups_are_deleted_in_the_dashboard(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        TestOptions {
+            web: true,
+            ..TestOptions::default()
+        },
+    )
+    .await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let mut sessions = Vec::new();
+    for (name, role) in [
+        ("dev", pb::Role::Developer),
+        ("ops", pb::Role::Devops),
+        ("qa", pb::Role::Qa),
+    ] {
+        let user = server.create_user(name).await;
+        server.add_member(acme.id, user.id, role).await;
+        sessions.push(sign_in(web, &user.token).await);
+    }
+    let [dev, ops, qa] = <[_; 3]>::try_from(sessions).expect("three sessions");
+    let monitor = server
+        .create_monitor(pb::CreateMonitorRequest {
+            customer_id: acme.id,
+            name: "Partner API".into(),
+            kind: pb::MonitorKind::Http as i32,
+            target: "http://127.0.0.1:9/status".into(),
+            interval_seconds: 60,
+            ..Default::default()
+        })
+        .await;
+    let variables = server.variables(cygnet_testkit::ADMIN_TOKEN);
+    let group = variables
+        .clone()
+        .create_variable_group(pb::CreateVariableGroupRequest {
+            customer_id: acme.id,
+            name: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("group")
+        .into_inner()
+        .group
+        .expect("group");
+    for (key, value, is_secret) in [
+        ("REGION", "eu-west", false),
+        ("DB_PASSWORD", "s3cret-database-password", true),
+    ] {
+        variables
+            .clone()
+            .set_variable(pb::SetVariableRequest {
+                customer_id: acme.id,
+                group_id: group.id,
+                key: key.into(),
+                value: value.into(),
+                is_secret,
+                ..Default::default()
+            })
+            .await
+            .expect("set");
+    }
+    let shared = variables
+        .clone()
+        .create_variable_group(pb::CreateVariableGroupRequest {
+            customer_id: acme.id,
+            name: "shared".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("group")
+        .into_inner()
+        .group
+        .expect("group");
+    variables
+        .clone()
+        .set_variable(pb::SetVariableRequest {
+            customer_id: acme.id,
+            group_id: shared.id,
+            key: "LOG_LEVEL".into(),
+            value: "debug".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("set");
+    let keys = |group_id: i64| {
+        let server = &server;
+        async move {
+            let mut keys: Vec<String> = server
+                .variables(cygnet_testkit::ADMIN_TOKEN)
+                .get_variable_group(pb::GetVariableGroupRequest {
+                    customer_id: acme.id,
+                    group_id,
+                })
+                .await
+                .expect("group")
+                .into_inner()
+                .group
+                .expect("group")
+                .variables
+                .into_iter()
+                .map(|variable| variable.key)
+                .collect();
+            keys.sort();
+            keys
+        }
+    };
+
+    // A group holding a secret is for admins and devops: a developer gets no Delete there (and
+    // the Set form disabled with the reason), and a forged delete is refused.
+    let page = http(
+        web,
+        "GET",
+        &format!("/c/{}/variables", acme.id),
+        Some(&dev),
+        None,
+    )
+    .await;
+    assert_has(
+        &page,
+        r#"aria-label="Delete LOG_LEVEL (every environment)""#,
+    );
+    assert!(!page.body.contains("Delete REGION"), "{}", page.body);
+    assert!(!page.body.contains("Delete DB_PASSWORD"), "{}", page.body);
+    assert!(!page.body.contains("Delete group"), "{}", page.body);
+    assert_has(
+        &page,
+        &format!(
+            r#"<p class="reason" id="set-reason-{}">Only acme display&#39;s administrators and devops change a group that holds secrets (your role: developer).</p>"#,
+            group.id
+        ),
+    );
+    let token = csrf(&page.body);
+    let forged = http(
+        web,
+        "POST",
+        &format!("/c/{}/variables/{}/unset", acme.id, group.id),
+        Some(&dev),
+        Some(&[("csrf", &token), ("key", "REGION"), ("environment_id", "0")]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert_eq!(keys(group.id).await, ["DB_PASSWORD", "REGION"]);
+    let deleted = http(
+        web,
+        "POST",
+        &format!("/c/{}/variables/{}/unset", acme.id, shared.id),
+        Some(&dev),
+        Some(&[
+            ("csrf", &token),
+            ("key", "LOG_LEVEL"),
+            ("environment_id", "0"),
+        ]),
+    )
+    .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    assert!(keys(shared.id).await.is_empty());
+
+    let page = http(
+        web,
+        "GET",
+        &format!("/c/{}/variables", acme.id),
+        Some(&ops),
+        None,
+    )
+    .await;
+    assert_has(&page, "Delete group production");
+    let deleted = http(
+        web,
+        "POST",
+        &format!("/c/{}/variables/{}/delete", acme.id, group.id),
+        Some(&ops),
+        Some(&[("csrf", &csrf(&page.body))]),
+    )
+    .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    let groups = server
+        .variables(cygnet_testkit::ADMIN_TOKEN)
+        .list_variable_groups(pb::ListVariableGroupsRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .groups;
+    assert_eq!(
+        groups
+            .iter()
+            .map(|group| group.name.as_str())
+            .collect::<Vec<_>>(),
+        ["shared"]
+    );
+
+    // QA may not delete monitors: no button, and a forged post is refused.
+    let monitors = format!("/c/{}/monitors", acme.id);
+    let page = http(web, "GET", &monitors, Some(&qa), None).await;
+    assert!(!page.body.contains("Delete monitor"), "{}", page.body);
+    assert_has(&page, "create or delete monitors (your role: qa)");
+    let delete = format!("/c/{}/monitors/{}/delete", acme.id, monitor.id);
+    let forged = http(
+        web,
+        "POST",
+        &delete,
+        Some(&qa),
+        Some(&[("csrf", &csrf(&page.body))]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let page = http(web, "GET", &monitors, Some(&dev), None).await;
+    assert_has(&page, r#"aria-label="Delete monitor Partner API""#);
+    let deleted = http(
+        web,
+        "POST",
+        &delete,
+        Some(&dev),
+        Some(&[("csrf", &csrf(&page.body))]),
+    )
+    .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    let page = http(web, "GET", &monitors, Some(&dev), None).await;
+    assert!(!page.body.contains("Partner API"), "{}", page.body);
+}
+
+cygnet_testkit::backend_tests!(
+    pipelines_are_edited_and_deleted_in_the_dashboard,
+    monitors_variables_and_groups_are_deleted_in_the_dashboard,
+);

@@ -396,7 +396,7 @@ async fn monitors_are_created_in_the_dashboard(backend: Backend) {
     let qa_session = sign_in(web, &qa.token).await;
     let page = http(web, "GET", &monitors, Some(&qa_session), None).await;
     assert_has(&page, "Partner API");
-    assert_has(&page, "create monitors (your role: qa)");
+    assert_has(&page, "create or delete monitors (your role: qa)");
 }
 
 async fn pipelines_are_created_in_the_dashboard(backend: Backend) {

@@ -16,6 +16,7 @@ use crate::web::session::{Peer, Session};
 use crate::web::view;
 
 pub struct MonitorRow {
+    pub id: i64,
     pub name: String,
     pub kind: String,
     pub target: String,
@@ -103,6 +104,7 @@ async fn page(
         .monitors
         .into_iter()
         .map(|monitor| MonitorRow {
+            id: monitor.id,
             kind: pb::MonitorKind::try_from(monitor.kind)
                 .map(|kind| {
                     kind.as_str_name()
@@ -125,7 +127,7 @@ async fn page(
         .collect();
     let (may_manage, manage_reason) = frame.allowed(
         &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
-        "create monitors",
+        "create or delete monitors",
     );
     Ok(MonitorsPage {
         frame,

@@ -20,6 +20,7 @@ use crate::web::view;
 
 pub struct VariableRow {
     pub key: String,
+    pub environment_id: i64,
     /// The value, or "" for a secret.
     pub value: String,
     pub secret: bool,
@@ -32,6 +33,11 @@ pub struct GroupRow {
     pub name: String,
     pub description: String,
     pub variables: Vec<VariableRow>,
+    /// Whether the caller may set and delete its variables: a group holding a secret is for the
+    /// roles that manage secrets (the API's rule).
+    pub may_change: bool,
+    /// Why not, when the caller may set variables elsewhere but not here.
+    pub change_reason: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,9 +74,7 @@ struct VariablesPage {
     groups: Vec<GroupRow>,
     environments: Vec<(i64, String)>,
     may_manage_groups: bool,
-    may_set: bool,
     groups_reason: String,
-    set_reason: String,
     group_form: GroupForm,
     group_errors: FormErrors,
     variable_form: VariableForm,
@@ -119,45 +123,58 @@ async fn page(
             .find(|(environment, _)| *environment == id)
             .map_or_else(|| "every environment".to_owned(), |(_, name)| name.clone())
     };
-    let groups = listed
-        .into_iter()
-        .map(|group| GroupRow {
-            id: group.id,
-            name: group.name,
-            description: group.description,
-            variables: group
-                .variables
-                .into_iter()
-                .map(|variable| VariableRow {
-                    environment: environment_name(variable.environment_id),
-                    updated: view::time(variable.updated_at.as_ref()),
-                    secret: variable.is_secret,
-                    value: if variable.is_secret {
-                        String::new()
-                    } else {
-                        variable.value
-                    },
-                    key: variable.key,
-                })
-                .collect(),
-        })
-        .collect();
-    let (may_manage_groups, groups_reason) = frame.allowed(
-        &[pb::Role::Admin, pb::Role::Devops],
-        "create groups and set secrets",
-    );
     let (may_set, set_reason) = frame.allowed(
         &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
         "set variables",
     );
+    let (may_manage_groups, groups_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops],
+        "create groups and set secrets",
+    );
+    let (_, secrets_reason) = frame.allowed(
+        &[pb::Role::Admin, pb::Role::Devops],
+        "change a group that holds secrets",
+    );
+    let groups = listed
+        .into_iter()
+        .map(|group| {
+            let holds_secrets = group.variables.iter().any(|variable| variable.is_secret);
+            let may_change = may_set && (may_manage_groups || !holds_secrets);
+            GroupRow {
+                may_change,
+                change_reason: if may_set && !may_change {
+                    secrets_reason.clone()
+                } else {
+                    set_reason.clone()
+                },
+                id: group.id,
+                name: group.name,
+                description: group.description,
+                variables: group
+                    .variables
+                    .into_iter()
+                    .map(|variable| VariableRow {
+                        environment: environment_name(variable.environment_id),
+                        environment_id: variable.environment_id,
+                        updated: view::time(variable.updated_at.as_ref()),
+                        secret: variable.is_secret,
+                        value: if variable.is_secret {
+                            String::new()
+                        } else {
+                            variable.value
+                        },
+                        key: variable.key,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
     Ok(VariablesPage {
         frame,
         groups,
         environments,
         may_manage_groups,
-        may_set,
         groups_reason,
-        set_reason,
         group_form,
         group_errors,
         variable_form,
