@@ -683,6 +683,32 @@ async fn platform_administrators_onboard_users_in_the_dashboard(backend: Backend
     let tess = sign_in(web, &secret).await;
     let hidden = http(web, "GET", "/admin/users", Some(&tess), None).await;
     assert_eq!(hidden.status, 404);
+    // Posting the give-a-token form for oneself: the same 404, and no token is made.
+    let tokens = || async {
+        server
+            .users(&secret)
+            .list_api_tokens(pb::ListApiTokensRequest {
+                user_id: tess_id,
+                ..Default::default()
+            })
+            .await
+            .expect("tokens")
+            .into_inner()
+            .tokens
+            .len()
+    };
+    let before = tokens().await;
+    let home = http(web, "GET", "/", Some(&tess), None).await;
+    let forged = http(
+        web,
+        "POST",
+        &format!("/admin/users/{tess_id}/token"),
+        Some(&tess),
+        Some(&[("csrf", &csrf(&home.body))]),
+    )
+    .await;
+    assert_eq!(forged.status, 404, "{}", forged.body);
+    assert_eq!(tokens().await, before, "no token was made");
 }
 
 cygnet_testkit::backend_tests!(

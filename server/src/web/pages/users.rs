@@ -136,6 +136,16 @@ pub async fn create_user_token(
 ) -> Result<Response, WebError> {
     session.check_csrf(&form.csrf)?;
     let user_id = id(&user)?;
+    // Read first: a caller who is no platform administrator gets the 404 before anything is
+    // written (the API would let a user give themselves a token, shown to nobody).
+    let listed = page(
+        &web,
+        &session,
+        UserForm::default(),
+        FormErrors::default(),
+        None,
+    )
+    .await?;
     let api = web.users.clone();
     let request = session.request(pb::CreateApiTokenRequest {
         name: "given in the dashboard".into(),
@@ -149,14 +159,6 @@ pub async fn create_user_token(
         async move { api.create_api_token(request).await },
     )
     .await??;
-    let listed = page(
-        &web,
-        &session,
-        UserForm::default(),
-        FormErrors::default(),
-        None,
-    )
-    .await?;
     let username = listed
         .users
         .iter()
