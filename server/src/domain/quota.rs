@@ -47,10 +47,12 @@ pub enum Quota {
     ExecutionRetentionDays,
     /// Invitations the customer's admins have open at once.
     OpenInvitations,
+    /// Registration tokens that can still register an agent (not revoked, expired or used up).
+    RegistrationTokens,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 17] = [
+    pub const ALL: [Quota; 18] = [
         Quota::QueuedExecutions,
         Quota::RunningExecutions,
         Quota::Pipelines,
@@ -68,6 +70,7 @@ impl Quota {
         Quota::ArtifactRetentionDays,
         Quota::ExecutionRetentionDays,
         Quota::OpenInvitations,
+        Quota::RegistrationTokens,
     ];
 
     /// The name used in configuration, the API and messages.
@@ -90,6 +93,7 @@ impl Quota {
             Quota::ArtifactRetentionDays => "artifact_retention_days",
             Quota::ExecutionRetentionDays => "execution_retention_days",
             Quota::OpenInvitations => "open_invitations",
+            Quota::RegistrationTokens => "registration_tokens",
         }
     }
 
@@ -119,6 +123,7 @@ impl Quota {
             Quota::ArtifactRetentionDays => 90,
             Quota::ExecutionRetentionDays => 365,
             Quota::OpenInvitations => 100,
+            Quota::RegistrationTokens => 100,
         }
     }
 

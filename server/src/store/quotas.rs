@@ -14,7 +14,7 @@ use sea_orm::{
 
 use super::entities::{
     agent, customer, customer_quota, customer_storage, execution, invitation, monitor, pipeline,
-    variable_group,
+    registration_token, variable_group,
 };
 use super::{Store, StoreError, activity, now};
 use crate::auth::{PlatformAdmin, TenantScope};
@@ -136,6 +136,13 @@ pub(super) async fn used(
             invitation::Entity::find()
                 .filter(invitation::Column::CustomerId.eq(customer))
                 .filter(invitation::Column::ExpiresAt.gt(super::now()))
+                .count(db)
+                .await?,
+        ),
+        Quota::RegistrationTokens => count(
+            registration_token::Entity::find()
+                .filter(registration_token::Column::CustomerId.eq(customer))
+                .filter(super::registration_tokens::live(super::now()))
                 .count(db)
                 .await?,
         ),

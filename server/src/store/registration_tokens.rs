@@ -1,8 +1,9 @@
 //! Registration tokens: the secrets build hosts register with.
 
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::entities::registration_token;
@@ -10,8 +11,8 @@ use super::{Store, StoreError, now};
 use crate::auth::TenantScope;
 use crate::auth::token::GeneratedSecret;
 use crate::domain::{
-    CustomerId, NewRegistrationToken, Page, PageRequest, RegistrationToken, RegistrationTokenId,
-    UserId,
+    CustomerId, NewRegistrationToken, Page, PageRequest, Quota, RegistrationToken,
+    RegistrationTokenId, UserId,
 };
 
 impl From<registration_token::Model> for RegistrationToken {
@@ -31,16 +32,67 @@ impl From<registration_token::Model> for RegistrationToken {
     }
 }
 
+/// Tokens that can no longer register (revoked, expired, used up) a customer keeps listed.
+const KEPT_DEAD_TOKENS: u64 = 100;
+/// Most dead tokens one creation deletes (each creation makes at most one more).
+const PRUNED_AT_ONCE: u64 = 100;
+
+/// The tokens that can still register an agent at `at`: not revoked, not expired, not used up.
+pub(super) fn live(at: chrono::DateTime<chrono::Utc>) -> Condition {
+    Condition::all()
+        .add(registration_token::Column::RevokedAt.is_null())
+        .add(
+            Condition::any()
+                .add(registration_token::Column::ExpiresAt.is_null())
+                .add(registration_token::Column::ExpiresAt.gt(at)),
+        )
+        .add(
+            Condition::any()
+                .add(registration_token::Column::MaxUses.eq(0))
+                .add(
+                    Expr::col(registration_token::Column::UseCount)
+                        .lt(Expr::col(registration_token::Column::MaxUses)),
+                ),
+        )
+}
+
 impl Store {
-    /// Stores a registration token for the scope's customer.
+    /// Stores a registration token for the scope's customer, within its `registration_tokens`
+    /// quota (live tokens).
     pub async fn create_registration_token(
         &self,
         scope: &TenantScope,
         new: NewRegistrationToken,
         secret: &GeneratedSecret,
     ) -> Result<RegistrationToken, StoreError> {
+        let customer_id = scope.customer_id();
+        self.precheck_one_more(customer_id, Quota::RegistrationTokens)
+            .await?;
+        let transaction = self.begin_write().await?;
+        self.admit_one_more(&transaction, customer_id, Quota::RegistrationTokens)
+            .await?;
+        // Tokens that can no longer register stay listed as history, the newest
+        // KEPT_DEAD_TOKENS of them: with the quota on live ones, a customer's rows stay bounded
+        // however often it creates and revokes.
+        let beyond: Vec<i64> = registration_token::Entity::find()
+            .select_only()
+            .column(registration_token::Column::Id)
+            .filter(registration_token::Column::CustomerId.eq(customer_id.get()))
+            .filter(Condition::not(live(now())))
+            .order_by_desc(registration_token::Column::Id)
+            .offset(KEPT_DEAD_TOKENS)
+            .limit(PRUNED_AT_ONCE)
+            .into_tuple()
+            .all(&transaction)
+            .await?;
+        if !beyond.is_empty() {
+            registration_token::Entity::delete_many()
+                .filter(registration_token::Column::Id.is_in(beyond))
+                .exec(&transaction)
+                .await?;
+        }
         let row = registration_token::ActiveModel {
-            customer_id: Set(scope.customer_id().get()),
+            customer_id: Set(customer_id.get()),
             description: Set(new.description),
             token_hash: Set(secret.hash.clone()),
             token_prefix: Set(secret.display_prefix.clone()),
@@ -52,11 +104,12 @@ impl Store {
             revoked_at: Set(None),
             ..Default::default()
         }
-        .insert(&self.writer)
+        .insert(&transaction)
         .await
         .map_err(|error| {
             StoreError::on_unique_violation(error, |_| "registration token already exists".into())
         })?;
+        transaction.commit().await?;
         Ok(row.into())
     }
 

@@ -703,7 +703,87 @@ async fn request_rates_are_bounded_per_caller(backend: Backend) {
     assert_eq!(audited, 5, "refused calls leave no audit entry");
 }
 
+/// Registration tokens: live ones count against `registration_tokens`; revoking one makes
+/// room; tokens that can no longer register are kept as history only up to a bound, so a
+/// customer creating and revoking in a loop keeps its rows (and its tokens page) bounded.
+async fn registration_tokens_are_bounded(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let globex = server.create_customer("globex").await;
+    set_quotas(&server, acme.id, &[("registration_tokens", 2)]).await;
+    let mut agents = server.admin_agents();
+    let create = |customer_id: i64| pb::CreateRegistrationTokenRequest {
+        customer_id,
+        description: "build farm".into(),
+        ..Default::default()
+    };
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        created.push(
+            agents
+                .create_registration_token(create(acme.id))
+                .await
+                .expect("within the quota")
+                .into_inner()
+                .token
+                .expect("token")
+                .id,
+        );
+    }
+    assert_status(
+        agents.create_registration_token(create(acme.id)).await,
+        Code::ResourceExhausted,
+        "quota registration_tokens",
+    );
+    assert_eq!(
+        quota(&server, acme.id, "registration_tokens").await.used,
+        Some(2)
+    );
+    // Another customer is not affected.
+    agents
+        .create_registration_token(create(globex.id))
+        .await
+        .expect("globex's own quota");
+    // Create and revoke many times: live stay within the quota, dead ones are pruned.
+    for _ in 0..110 {
+        agents
+            .revoke_registration_token(pb::RevokeRegistrationTokenRequest {
+                customer_id: acme.id,
+                token_id: created.remove(0),
+            })
+            .await
+            .expect("revoke");
+        created.push(
+            agents
+                .create_registration_token(create(acme.id))
+                .await
+                .expect("room again after a revoke")
+                .into_inner()
+                .token
+                .expect("token")
+                .id,
+        );
+    }
+    let listed = agents
+        .list_registration_tokens(pb::ListRegistrationTokensRequest {
+            customer_id: acme.id,
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    let live = listed
+        .iter()
+        .filter(|token| token.revoked_at.is_none())
+        .count();
+    assert_eq!(live, 2);
+    assert_eq!(listed.len(), 2 + 100, "the newest 100 dead tokens are kept");
+}
+
 cygnet_testkit::backend_tests!(
+    registration_tokens_are_bounded,
     queued_executions_are_counted_exactly_under_concurrency,
     every_resource_quota_refuses_the_one_past_it,
     quotas_are_read_by_members_and_set_by_platform_admins,
