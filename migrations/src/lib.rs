@@ -23,6 +23,7 @@ mod m20261212_000001_release_snapshots;
 mod m20261213_000001_invitations;
 mod m20261214_000001_log_chunk_storage;
 mod m20261215_000001_execution_rollups;
+mod m20261216_000001_execution_triggers;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261213_000001_invitations::Migration),
             Box::new(m20261214_000001_log_chunk_storage::Migration),
             Box::new(m20261215_000001_execution_rollups::Migration),
+            Box::new(m20261216_000001_execution_triggers::Migration),
         ]
     }
 }

@@ -168,6 +168,7 @@ pub struct Execution {
     pub steps: Vec<StepExecution>,
     pub retry_of: Option<ExecutionId>,
     pub timeout_seconds: i32,
+    pub trigger: Trigger,
 }
 
 /// A queued execution as dispatch matches it against agents: whose it is and which agent it
@@ -222,8 +223,36 @@ pub enum Trigger {
     /// A release stage deploys with it; the release's deployer counts as who triggered it.
     ReleaseStage {
         deployed_by: UserId,
+        release: super::ReleaseExecutionId,
         stage: super::StageExecutionId,
     },
+}
+
+/// The kinds of [`Trigger`], as stored (`executions.trigger_kind`) and filtered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TriggerKind {
+    User,
+    Retry,
+    ReleaseStage,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::User => "user",
+            TriggerKind::Retry => "retry",
+            TriggerKind::ReleaseStage => "release_stage",
+        }
+    }
+
+    /// The kind stored as `text`; rows of a kind this version does not know read as a user's.
+    pub fn parse(text: &str) -> TriggerKind {
+        match text {
+            "retry" => TriggerKind::Retry,
+            "release_stage" => TriggerKind::ReleaseStage,
+            _ => TriggerKind::User,
+        }
+    }
 }
 
 impl Trigger {
@@ -243,6 +272,41 @@ impl Trigger {
             _ => None,
         }
     }
+
+    pub fn kind(self) -> TriggerKind {
+        match self {
+            Trigger::User(_) => TriggerKind::User,
+            Trigger::Retry { .. } => TriggerKind::Retry,
+            Trigger::ReleaseStage { .. } => TriggerKind::ReleaseStage,
+        }
+    }
+
+    /// The deployment and stage of a release stage's run.
+    pub fn release_stage(self) -> Option<(super::ReleaseExecutionId, super::StageExecutionId)> {
+        match self {
+            Trigger::ReleaseStage { release, stage, .. } => Some((release, stage)),
+            _ => None,
+        }
+    }
+
+    /// The trigger a stored row describes (`None` parts read as a user's run, as before
+    /// triggers were recorded).
+    pub fn from_parts(
+        kind: TriggerKind,
+        by: UserId,
+        retry_of: Option<ExecutionId>,
+        stage: Option<(super::ReleaseExecutionId, super::StageExecutionId)>,
+    ) -> Trigger {
+        match (kind, retry_of, stage) {
+            (TriggerKind::Retry, Some(of), _) => Trigger::Retry { by, of },
+            (TriggerKind::ReleaseStage, _, Some((release, stage))) => Trigger::ReleaseStage {
+                deployed_by: by,
+                release,
+                stage,
+            },
+            _ => Trigger::User(by),
+        }
+    }
 }
 
 /// Which executions a listing wants.
@@ -250,6 +314,7 @@ impl Trigger {
 pub struct ExecutionFilter {
     pub pipeline_id: Option<PipelineId>,
     pub status: Option<ExecutionStatus>,
+    pub trigger_kind: Option<TriggerKind>,
 }
 
 /// A piece of an execution's log.

@@ -17,7 +17,7 @@ use crate::domain::ids::parse_optional;
 use crate::domain::pipeline::{PipelineDefinition, PipelinePatch};
 use crate::domain::{AgentId, CustomerId, ExecutionId, PageRequest, PipelineId, ValidationError};
 use crate::service::Operations;
-use crate::wire::pipeline::{execution_status_filter, run_parameters};
+use crate::wire::pipeline::{execution_status_filter, run_parameters, trigger_kind_filter};
 
 /// Bytes per DownloadArtifact message.
 const DOWNLOAD_CHUNK: usize = 64 * 1024;
@@ -231,6 +231,7 @@ impl PipelineService for PipelineApi {
         let filter = ExecutionFilter {
             pipeline_id: parse_optional(body.pipeline_id, "pipeline_id", PipelineId::parse)?,
             status: execution_status_filter("status", body.status)?,
+            trigger_kind: trigger_kind_filter("trigger_kind", body.trigger_kind)?,
         };
         let scope = self
             .context

@@ -21,11 +21,12 @@ use super::{Store, StoreError, SystemStore, activity, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::{
     Artifact, Execution, ExecutionFilter, ExecutionStatus, LogChunk, LogStream, NewArtifact,
-    QueueCandidate, QueuedExecution, StepExecution, StepStatus, Trigger,
+    QueueCandidate, QueuedExecution, StepExecution, StepStatus, Trigger, TriggerKind,
 };
 use crate::domain::pipeline::{AgentSelector, Pipeline};
 use crate::domain::{
-    AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, Quota, UserId,
+    AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, Quota,
+    ReleaseExecutionId, StageExecutionId, UserId,
 };
 
 pub(super) fn status_of(row: &execution::Model) -> Result<ExecutionStatus, StoreError> {
@@ -111,6 +112,19 @@ async fn executions_from_rows(
                 steps: Vec::new(),
                 retry_of: row.retry_of.map(ExecutionId::from_db),
                 timeout_seconds: row.timeout_seconds,
+                trigger: Trigger::from_parts(
+                    TriggerKind::parse(&row.trigger_kind),
+                    UserId::from_db(row.triggered_by),
+                    row.retry_of.map(ExecutionId::from_db),
+                    row.trigger_release_execution_id
+                        .zip(row.trigger_stage_execution_id)
+                        .map(|(release, stage)| {
+                            (
+                                ReleaseExecutionId::from_db(release),
+                                StageExecutionId::from_db(stage),
+                            )
+                        }),
+                ),
                 pipeline_name: row.pipeline_name,
             })
         })
@@ -246,6 +260,9 @@ impl Store {
         }
         if let Some(status) = filter.status {
             query = query.filter(execution::Column::Status.eq(status.as_str()));
+        }
+        if let Some(kind) = filter.trigger_kind {
+            query = query.filter(execution::Column::TriggerKind.eq(kind.as_str()));
         }
         if let Some(before) = page.after {
             query = query.filter(execution::Column::Id.lt(before));
@@ -471,6 +488,11 @@ pub(super) async fn insert_execution(
         cancel_requested_at: Set(None),
         cancel_reason: Set(String::new()),
         retry_of: Set(trigger.retry_of().map(ExecutionId::get)),
+        trigger_kind: Set(trigger.kind().as_str().to_owned()),
+        trigger_release_execution_id: Set(trigger
+            .release_stage()
+            .map(|(release, _)| release.get())),
+        trigger_stage_execution_id: Set(trigger.release_stage().map(|(_, stage)| stage.get())),
         last_sequence: Set(0),
         log_bytes: Set(0),
         log_truncated: Set(false),
@@ -533,6 +555,22 @@ pub(super) async fn skip_unfinished_steps(
     Ok(())
 }
 
+/// What an activity message adds about an execution's trigger: " (retry of execution 4)",
+/// " (deployment 7)"; nothing for a member's own run.
+pub(super) fn trigger_note(row: &execution::Model) -> String {
+    match TriggerKind::parse(&row.trigger_kind) {
+        TriggerKind::Retry => row
+            .retry_of
+            .map(|of| format!(" (retry of execution {of})"))
+            .unwrap_or_default(),
+        TriggerKind::ReleaseStage => row
+            .trigger_release_execution_id
+            .map(|release| format!(" (deployment {release})"))
+            .unwrap_or_default(),
+        TriggerKind::User => String::new(),
+    }
+}
+
 /// The activity event of an execution that ended.
 pub(super) fn finished_event(
     row: &execution::Model,
@@ -559,8 +597,10 @@ pub(super) fn finished_event(
         subject_type: "execution",
         subject_id: row.id,
         message: format!(
-            "Pipeline {:?} execution {} {outcome}{on_agent}",
-            row.pipeline_name, row.id
+            "Pipeline {:?} execution {} {outcome}{on_agent}{}",
+            row.pipeline_name,
+            row.id,
+            trigger_note(row)
         ),
         actor: None,
     }

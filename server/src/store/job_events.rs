@@ -368,10 +368,11 @@ impl Store {
                             subject_type: "execution",
                             subject_id: execution.row.id,
                             message: format!(
-                                "Pipeline {:?} execution {} started on {}",
+                                "Pipeline {:?} execution {} started on {}{}",
                                 execution.row.pipeline_name,
                                 execution.row.id,
-                                agent.name()
+                                agent.name(),
+                                super::executions::trigger_note(&execution.row)
                             ),
                             actor: None,
                         },

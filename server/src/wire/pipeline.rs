@@ -9,7 +9,7 @@ use super::common::timestamp;
 use crate::artifacts::MAX_ARTIFACT_BYTES;
 use crate::domain::execution::{
     Artifact, Execution, ExecutionStatus, JobEventInput, JobEventKind, LogChunk, LogStream,
-    NewArtifact, StepExecution, StepStatus,
+    NewArtifact, StepExecution, StepStatus, TriggerKind,
 };
 use crate::domain::ids::parse_optional;
 use crate::domain::pipeline::{
@@ -333,7 +333,6 @@ impl From<Execution> for pb::Execution {
             status: execution_status_to_pb(execution.status).into(),
             parameters: execution.parameters.into_iter().collect(),
             triggered_by: execution.triggered_by.get(),
-            triggered_by_username: execution.triggered_by_username,
             agent_id: execution.agent_id.map_or(0, AgentId::get),
             queue_reason: execution.queue_reason,
             failure_reason: execution.failure_reason,
@@ -343,7 +342,47 @@ impl From<Execution> for pb::Execution {
             steps: execution.steps.into_iter().map(Into::into).collect(),
             retry_of: execution.retry_of.map_or(0, ExecutionId::get),
             timeout_seconds: execution.timeout_seconds,
+            trigger: Some(pb::ExecutionTrigger {
+                kind: trigger_kind_to_pb(execution.trigger.kind()).into(),
+                user_id: execution.trigger.triggered_by().get(),
+                username: execution.triggered_by_username.clone(),
+                retry_of: execution.trigger.retry_of().map_or(0, ExecutionId::get),
+                release_execution_id: execution
+                    .trigger
+                    .release_stage()
+                    .map_or(0, |(release, _)| release.get()),
+                stage_execution_id: execution
+                    .trigger
+                    .release_stage()
+                    .map_or(0, |(_, stage)| stage.get()),
+            }),
+            triggered_by_username: execution.triggered_by_username,
         }
+    }
+}
+
+fn trigger_kind_to_pb(kind: TriggerKind) -> pb::TriggerKind {
+    match kind {
+        TriggerKind::User => pb::TriggerKind::User,
+        TriggerKind::Retry => pb::TriggerKind::Retry,
+        TriggerKind::ReleaseStage => pb::TriggerKind::ReleaseStage,
+    }
+}
+
+/// A `TriggerKind` filter: unspecified means any.
+pub fn trigger_kind_filter(
+    field: &str,
+    value: i32,
+) -> Result<Option<TriggerKind>, ValidationError> {
+    match pb::TriggerKind::try_from(value) {
+        Ok(pb::TriggerKind::Unspecified) => Ok(None),
+        Ok(pb::TriggerKind::User) => Ok(Some(TriggerKind::User)),
+        Ok(pb::TriggerKind::Retry) => Ok(Some(TriggerKind::Retry)),
+        Ok(pb::TriggerKind::ReleaseStage) => Ok(Some(TriggerKind::ReleaseStage)),
+        Err(_) => Err(ValidationError::new(
+            field,
+            format!("has unknown value {value}"),
+        )),
     }
 }
 

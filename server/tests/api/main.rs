@@ -17,6 +17,7 @@ mod bootstrap;
 mod customers;
 mod dashboard;
 mod error_details;
+mod execution_triggers;
 mod fuzz_rpcs;
 mod isolation;
 mod metrics;

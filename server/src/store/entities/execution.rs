@@ -41,6 +41,11 @@ pub struct Model {
     /// The variable groups it was queued with (JSON list of ids); unset for runs queued before
     /// migration m20261212, which read their pipeline's at delivery.
     pub variable_group_ids: Option<String>,
+    /// What started it: `user`, `retry` or `release_stage` (migration m20261216).
+    pub trigger_kind: String,
+    /// For a release stage, its deployment and stage.
+    pub trigger_release_execution_id: Option<i64>,
+    pub trigger_stage_execution_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

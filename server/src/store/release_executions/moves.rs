@@ -161,6 +161,7 @@ async fn start_stage(
             &snapshot.selector(),
             Trigger::ReleaseStage {
                 deployed_by: UserId::from_db(row.triggered_by),
+                release: ReleaseExecutionId::from_db(row.id),
                 stage: StageExecutionId::from_db(stage_row.id),
             },
         )
@@ -194,6 +195,7 @@ async fn start_stage(
         &selector,
         Trigger::ReleaseStage {
             deployed_by: UserId::from_db(row.triggered_by),
+            release: ReleaseExecutionId::from_db(row.id),
             stage: StageExecutionId::from_db(stage_row.id),
         },
     )

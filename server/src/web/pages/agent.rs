@@ -142,6 +142,7 @@ pub async fn agent(
             page_size: 1000,
             pipeline_id: 0,
             status: pb::ExecutionStatus::Running as i32,
+            trigger_kind: 0,
         },
         executions
     )

@@ -50,6 +50,9 @@ struct ExecutionPage {
     agent_id: i64,
     /// The execution this one retries; 0 if none.
     retry_of: i64,
+    /// For a release stage's run, its deployment and stage; 0 otherwise.
+    release_execution_id: i64,
+    stage_execution_id: i64,
     /// The pipeline it ran, for the link to its page.
     pipeline_id: i64,
     started: String,
@@ -143,6 +146,10 @@ pub async fn execution(
     );
     let agent_id = execution.agent_id;
     let (retry_of, pipeline_id) = (execution.retry_of, execution.pipeline_id);
+    let (release_execution_id, stage_execution_id) =
+        execution.trigger.as_ref().map_or((0, 0), |trigger| {
+            (trigger.release_execution_id, trigger.stage_execution_id)
+        });
     let active = view::execution_is_active(execution.status);
     let reason = if execution.failure_reason.is_empty() {
         execution.queue_reason.clone()
@@ -161,6 +168,8 @@ pub async fn execution(
         artifacts,
         agent_id,
         retry_of,
+        release_execution_id,
+        stage_execution_id,
         pipeline_id,
         started,
         took,
