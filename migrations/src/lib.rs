@@ -24,6 +24,7 @@ mod m20261213_000001_invitations;
 mod m20261214_000001_log_chunk_storage;
 mod m20261215_000001_execution_rollups;
 mod m20261216_000001_execution_triggers;
+mod m20261217_000001_schedules;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261214_000001_log_chunk_storage::Migration),
             Box::new(m20261215_000001_execution_rollups::Migration),
             Box::new(m20261216_000001_execution_triggers::Migration),
+            Box::new(m20261217_000001_schedules::Migration),
         ]
     }
 }

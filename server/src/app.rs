@@ -230,6 +230,9 @@ impl App {
             background_stopped.clone(),
         );
         let probe = self.store.spawn_health_probe(background_stopped.clone());
+        let scheduler = crate::scheduler::Scheduler::new(&self.store)
+            .waking(operations.clone())
+            .spawn(background_stopped.clone());
         let folding = crate::rollups::spawn_folding(
             self.store.system(&system_scope(SystemActor::Housekeeping)),
             background_stopped.clone(),
@@ -419,6 +422,9 @@ impl App {
         }
         if let Err(error) = dispatch.await {
             tracing::warn!(%error, "dispatch task failed");
+        }
+        if let Err(error) = scheduler.await {
+            tracing::warn!(%error, "the scheduler task failed");
         }
         if let Err(error) = folding.await {
             tracing::warn!(%error, "the task folding execution counts failed");

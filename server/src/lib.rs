@@ -24,6 +24,7 @@ pub mod rate_limit;
 pub mod retention;
 mod rollups;
 pub mod run_to_completion;
+pub mod scheduler;
 pub mod secrets;
 pub mod service;
 pub mod store;

@@ -88,6 +88,8 @@ pub enum SystemActor {
     Observability,
     /// Retention, usage readings and the folding of execution counts.
     Housekeeping,
+    /// Pipeline schedules' ticks.
+    Scheduler,
 }
 
 impl SystemActor {
@@ -101,6 +103,7 @@ impl SystemActor {
             SystemActor::ActivityFeed => "system:activity-feed",
             SystemActor::Observability => "system:observability",
             SystemActor::Housekeeping => "system:housekeeping",
+            SystemActor::Scheduler => "system:scheduler",
         }
     }
 }

@@ -226,6 +226,11 @@ pub enum Trigger {
         release: super::ReleaseExecutionId,
         stage: super::StageExecutionId,
     },
+    /// A schedule's tick; the schedule's creator counts as who triggered it.
+    Schedule {
+        owner: UserId,
+        schedule: super::ScheduleId,
+    },
 }
 
 /// The kinds of [`Trigger`], as stored (`executions.trigger_kind`) and filtered on.
@@ -234,6 +239,7 @@ pub enum TriggerKind {
     User,
     Retry,
     ReleaseStage,
+    Schedule,
 }
 
 impl TriggerKind {
@@ -242,6 +248,7 @@ impl TriggerKind {
             TriggerKind::User => "user",
             TriggerKind::Retry => "retry",
             TriggerKind::ReleaseStage => "release_stage",
+            TriggerKind::Schedule => "schedule",
         }
     }
 
@@ -250,6 +257,7 @@ impl TriggerKind {
         match text {
             "retry" => TriggerKind::Retry,
             "release_stage" => TriggerKind::ReleaseStage,
+            "schedule" => TriggerKind::Schedule,
             _ => TriggerKind::User,
         }
     }
@@ -262,6 +270,7 @@ impl Trigger {
             Trigger::User(user) => user,
             Trigger::Retry { by, .. } => by,
             Trigger::ReleaseStage { deployed_by, .. } => deployed_by,
+            Trigger::Schedule { owner, .. } => owner,
         }
     }
 
@@ -278,6 +287,15 @@ impl Trigger {
             Trigger::User(_) => TriggerKind::User,
             Trigger::Retry { .. } => TriggerKind::Retry,
             Trigger::ReleaseStage { .. } => TriggerKind::ReleaseStage,
+            Trigger::Schedule { .. } => TriggerKind::Schedule,
+        }
+    }
+
+    /// The schedule of a scheduled run.
+    pub fn schedule(self) -> Option<super::ScheduleId> {
+        match self {
+            Trigger::Schedule { schedule, .. } => Some(schedule),
+            _ => None,
         }
     }
 
@@ -296,13 +314,18 @@ impl Trigger {
         by: UserId,
         retry_of: Option<ExecutionId>,
         stage: Option<(super::ReleaseExecutionId, super::StageExecutionId)>,
+        schedule: Option<super::ScheduleId>,
     ) -> Trigger {
-        match (kind, retry_of, stage) {
-            (TriggerKind::Retry, Some(of), _) => Trigger::Retry { by, of },
-            (TriggerKind::ReleaseStage, _, Some((release, stage))) => Trigger::ReleaseStage {
+        match (kind, retry_of, stage, schedule) {
+            (TriggerKind::Retry, Some(of), _, _) => Trigger::Retry { by, of },
+            (TriggerKind::ReleaseStage, _, Some((release, stage)), _) => Trigger::ReleaseStage {
                 deployed_by: by,
                 release,
                 stage,
+            },
+            (TriggerKind::Schedule, _, _, Some(schedule)) => Trigger::Schedule {
+                owner: by,
+                schedule,
             },
             _ => Trigger::User(by),
         }

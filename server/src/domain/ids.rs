@@ -95,6 +95,10 @@ id_type!(
     /// A membership invitation id.
     InvitationId
 );
+id_type!(
+    /// A pipeline schedule id.
+    ScheduleId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

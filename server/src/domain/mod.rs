@@ -17,6 +17,7 @@ pub mod refusal;
 pub mod release;
 pub mod release_flow;
 pub mod role;
+pub mod schedule;
 pub mod snapshot;
 pub mod usage;
 pub mod user;
@@ -31,8 +32,8 @@ pub use agent::{
 pub use customer::{Customer, CustomerPatch, NewCustomer};
 pub use ids::{
     AgentId, CustomerId, EnvironmentId, ExecutionId, InvitationId, MonitorId, PipelineId,
-    RegistrationTokenId, ReleaseExecutionId, ReleaseId, StageExecutionId, TokenId, UserId,
-    VariableGroupId,
+    RegistrationTokenId, ReleaseExecutionId, ReleaseId, ScheduleId, StageExecutionId, TokenId,
+    UserId, VariableGroupId,
 };
 pub use page::{Page, PageRequest};
 pub use quota::{Quota, QuotaExceeded, QuotaLimits};

@@ -49,10 +49,12 @@ pub enum Quota {
     OpenInvitations,
     /// Registration tokens that can still register an agent (not revoked, expired or used up).
     RegistrationTokens,
+    /// Pipeline schedules.
+    Schedules,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 18] = [
+    pub const ALL: [Quota; 19] = [
         Quota::QueuedExecutions,
         Quota::RunningExecutions,
         Quota::Pipelines,
@@ -71,6 +73,7 @@ impl Quota {
         Quota::ExecutionRetentionDays,
         Quota::OpenInvitations,
         Quota::RegistrationTokens,
+        Quota::Schedules,
     ];
 
     /// The name used in configuration, the API and messages.
@@ -94,6 +97,7 @@ impl Quota {
             Quota::ExecutionRetentionDays => "execution_retention_days",
             Quota::OpenInvitations => "open_invitations",
             Quota::RegistrationTokens => "registration_tokens",
+            Quota::Schedules => "schedules",
         }
     }
 
@@ -124,6 +128,7 @@ impl Quota {
             Quota::ExecutionRetentionDays => 365,
             Quota::OpenInvitations => 100,
             Quota::RegistrationTokens => 100,
+            Quota::Schedules => 100,
         }
     }
 

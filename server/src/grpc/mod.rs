@@ -13,6 +13,7 @@ mod monitors;
 mod pipelines;
 mod quotas;
 mod releases;
+mod schedules;
 pub(crate) mod status;
 mod users;
 mod variables;

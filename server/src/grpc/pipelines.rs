@@ -25,7 +25,7 @@ const DOWNLOAD_CHUNK: usize = 64 * 1024;
 /// Handler of `PipelineService`.
 #[derive(Clone)]
 pub struct PipelineApi {
-    context: ApiContext,
+    pub(super) context: ApiContext,
     operations: Operations,
     artifacts: ArtifactStore,
 }
@@ -39,7 +39,7 @@ impl PipelineApi {
         }
     }
 
-    async fn scope<T>(
+    pub(super) async fn scope<T>(
         &self,
         request: &Request<T>,
         customer_id: i64,
@@ -56,6 +56,38 @@ pub type DownloadStream =
 
 #[tonic::async_trait]
 impl PipelineService for PipelineApi {
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::CreateScheduleResponse>, Status> {
+        self.create_schedule_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        self.list_schedules_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn update_schedule(
+        &self,
+        request: Request<pb::UpdateScheduleRequest>,
+    ) -> Result<Response<pb::UpdateScheduleResponse>, Status> {
+        self.update_schedule_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
+        self.delete_schedule_rpc(request).await
+    }
+
     type WatchExecutionStream = WatchStream<pb::WatchExecutionResponse>;
     type DownloadArtifactStream = DownloadStream;
 

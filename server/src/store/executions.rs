@@ -26,7 +26,7 @@ use crate::domain::execution::{
 use crate::domain::pipeline::{AgentSelector, Pipeline};
 use crate::domain::{
     AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, Quota,
-    ReleaseExecutionId, StageExecutionId, UserId,
+    ReleaseExecutionId, ScheduleId, StageExecutionId, UserId,
 };
 
 pub(super) fn status_of(row: &execution::Model) -> Result<ExecutionStatus, StoreError> {
@@ -124,6 +124,7 @@ async fn executions_from_rows(
                                 StageExecutionId::from_db(stage),
                             )
                         }),
+                    row.trigger_schedule_id.map(ScheduleId::from_db),
                 ),
                 pipeline_name: row.pipeline_name,
             })
@@ -493,6 +494,7 @@ pub(super) async fn insert_execution(
             .release_stage()
             .map(|(release, _)| release.get())),
         trigger_stage_execution_id: Set(trigger.release_stage().map(|(_, stage)| stage.get())),
+        trigger_schedule_id: Set(trigger.schedule().map(ScheduleId::get)),
         last_sequence: Set(0),
         log_bytes: Set(0),
         log_truncated: Set(false),
@@ -566,6 +568,10 @@ pub(super) fn trigger_note(row: &execution::Model) -> String {
         TriggerKind::ReleaseStage => row
             .trigger_release_execution_id
             .map(|release| format!(" (deployment {release})"))
+            .unwrap_or_default(),
+        TriggerKind::Schedule => row
+            .trigger_schedule_id
+            .map(|schedule| format!(" (schedule {schedule})"))
             .unwrap_or_default(),
         TriggerKind::User => String::new(),
     }

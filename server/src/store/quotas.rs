@@ -14,7 +14,7 @@ use sea_orm::{
 
 use super::entities::{
     agent, customer, customer_quota, customer_storage, execution, invitation, monitor, pipeline,
-    registration_token, variable_group,
+    pipeline_schedule, registration_token, variable_group,
 };
 use super::{Store, StoreError, activity, now};
 use crate::auth::{PlatformAdmin, TenantScope};
@@ -136,6 +136,12 @@ pub(super) async fn used(
             invitation::Entity::find()
                 .filter(invitation::Column::CustomerId.eq(customer))
                 .filter(invitation::Column::ExpiresAt.gt(super::now()))
+                .count(db)
+                .await?,
+        ),
+        Quota::Schedules => count(
+            pipeline_schedule::Entity::find()
+                .filter(pipeline_schedule::Column::CustomerId.eq(customer))
                 .count(db)
                 .await?,
         ),

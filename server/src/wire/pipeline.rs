@@ -355,6 +355,10 @@ impl From<Execution> for pb::Execution {
                     .trigger
                     .release_stage()
                     .map_or(0, |(_, stage)| stage.get()),
+                schedule_id: execution
+                    .trigger
+                    .schedule()
+                    .map_or(0, |schedule| schedule.get()),
             }),
             triggered_by_username: execution.triggered_by_username,
         }
@@ -366,6 +370,7 @@ fn trigger_kind_to_pb(kind: TriggerKind) -> pb::TriggerKind {
         TriggerKind::User => pb::TriggerKind::User,
         TriggerKind::Retry => pb::TriggerKind::Retry,
         TriggerKind::ReleaseStage => pb::TriggerKind::ReleaseStage,
+        TriggerKind::Schedule => pb::TriggerKind::Schedule,
     }
 }
 
@@ -379,6 +384,7 @@ pub fn trigger_kind_filter(
         Ok(pb::TriggerKind::User) => Ok(Some(TriggerKind::User)),
         Ok(pb::TriggerKind::Retry) => Ok(Some(TriggerKind::Retry)),
         Ok(pb::TriggerKind::ReleaseStage) => Ok(Some(TriggerKind::ReleaseStage)),
+        Ok(pb::TriggerKind::Schedule) => Ok(Some(TriggerKind::Schedule)),
         Err(_) => Err(ValidationError::new(
             field,
             format!("has unknown value {value}"),

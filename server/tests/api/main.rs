@@ -30,6 +30,7 @@ mod process;
 mod quotas;
 mod releases;
 mod rollups;
+mod schedules;
 mod tls;
 mod usage;
 mod users;

@@ -46,6 +46,8 @@ pub struct Model {
     /// For a release stage, its deployment and stage.
     pub trigger_release_execution_id: Option<i64>,
     pub trigger_stage_execution_id: Option<i64>,
+    /// For a schedule's run, the schedule (migration m20261217).
+    pub trigger_schedule_id: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

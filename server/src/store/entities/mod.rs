@@ -17,6 +17,7 @@ pub mod log_chunk;
 pub mod monitor;
 pub mod monitor_result;
 pub mod pipeline;
+pub mod pipeline_schedule;
 pub mod pipeline_version;
 pub mod registration_token;
 pub mod release;

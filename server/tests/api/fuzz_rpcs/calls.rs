@@ -385,6 +385,26 @@ pub fn call(
             delete_pipeline,
             pb::DeletePipelineRequest
         )),
+        "cygnet.v1.PipelineService/CreateSchedule" => spawn!(unary!(
+            PipelineServiceClient,
+            create_schedule,
+            pb::CreateScheduleRequest
+        )),
+        "cygnet.v1.PipelineService/ListSchedules" => spawn!(unary!(
+            PipelineServiceClient,
+            list_schedules,
+            pb::ListSchedulesRequest
+        )),
+        "cygnet.v1.PipelineService/UpdateSchedule" => spawn!(unary!(
+            PipelineServiceClient,
+            update_schedule,
+            pb::UpdateScheduleRequest
+        )),
+        "cygnet.v1.PipelineService/DeleteSchedule" => spawn!(unary!(
+            PipelineServiceClient,
+            delete_schedule,
+            pb::DeleteScheduleRequest
+        )),
         "cygnet.v1.PipelineService/RunPipeline" => spawn!(unary!(
             PipelineServiceClient,
             run_pipeline,
