@@ -116,6 +116,18 @@ impl Web {
                 post(pages::delete_pipeline),
             )
             .route(
+                "/c/{customer}/pipelines/{pipeline}/schedules",
+                post(pages::create_schedule),
+            )
+            .route(
+                "/c/{customer}/schedules/{schedule}/toggle",
+                post(pages::toggle_schedule),
+            )
+            .route(
+                "/c/{customer}/schedules/{schedule}/delete",
+                post(pages::delete_schedule),
+            )
+            .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
                 post(pages::run_pipeline),
             )

@@ -489,7 +489,129 @@ async fn monitors_variables_and_groups_are_deleted_in_the_dashboard(backend: Bac
     assert!(!page.body.contains("Partner API"), "{}", page.body);
 }
 
+/// A pipeline's schedules on its page: added (a refusal at its input, what was typed kept),
+/// paused, resumed and deleted through PipelineService.
+async fn schedules_are_managed_on_the_pipeline_page(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        TestOptions {
+            web: true,
+            ..TestOptions::default()
+        },
+    )
+    .await;
+    let web = server.web_address.expect("web on");
+    let acme = server.create_customer("acme").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let viewer = server.create_user("viewer").await;
+    server
+        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+        .await;
+    let nightly = server
+        .create_pipeline(acme.id, "Nightly", vec![step("build", "make")], vec![])
+        .await;
+    let session = sign_in(web, &dev.token).await;
+    let path = format!("/c/{}/pipelines/{}", acme.id, nightly.id);
+    let page = http(web, "GET", &path, Some(&session), None).await;
+    assert_has(&page, "Not scheduled");
+    let token = csrf(&page.body);
+    let add = format!("{path}/schedules");
+    let refused = http(
+        web,
+        "POST",
+        &add,
+        Some(&session),
+        Some(&[
+            ("csrf", &token),
+            ("cron", "0 2 * *"),
+            ("time_zone", "Europe/Berlin"),
+            ("parameters", ""),
+        ]),
+    )
+    .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_has(&refused, r#"id="schedule-cron-error""#);
+    assert_has(&refused, r#"value="Europe/Berlin""#);
+    let added = http(
+        web,
+        "POST",
+        &add,
+        Some(&session),
+        Some(&[
+            ("csrf", &token),
+            ("cron", "0 2 * * *"),
+            ("time_zone", "Europe/Berlin"),
+            ("parameters", ""),
+        ]),
+    )
+    .await;
+    assert_eq!(added.status, 303, "{}", added.body);
+    let listed = server
+        .admin_pipelines()
+        .list_schedules(pb::ListSchedulesRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .schedules;
+    assert_eq!(listed.len(), 1);
+    let schedule = &listed[0];
+    let page = http(web, "GET", &path, Some(&session), None).await;
+    assert_has(&page, "<code>0 2 * * *</code> <small>Europe/Berlin</small>");
+    let toggle = format!("/c/{}/schedules/{}/toggle", acme.id, schedule.id);
+    let pipeline_field = nightly.id.to_string();
+    let paused = http(
+        web,
+        "POST",
+        &toggle,
+        Some(&session),
+        Some(&[
+            ("csrf", &token),
+            ("pipeline", &pipeline_field),
+            ("enabled", "false"),
+        ]),
+    )
+    .await;
+    assert_eq!(paused.status, 303, "{}", paused.body);
+    let page = http(web, "GET", &path, Some(&session), None).await;
+    assert_has(&page, r#"<span class="status status-paused">paused</span>"#);
+    assert_has(&page, ">Resume</button>");
+
+    // A viewer: the form is disabled with the reason, and a forged delete is refused.
+    let viewing = sign_in(web, &viewer.token).await;
+    let page = http(web, "GET", &path, Some(&viewing), None).await;
+    assert_has(&page, "change or delete pipelines (your role: viewer)");
+    assert!(!page.body.contains("Delete schedule"), "{}", page.body);
+    let delete = format!("/c/{}/schedules/{}/delete", acme.id, schedule.id);
+    let forged = http(
+        web,
+        "POST",
+        &delete,
+        Some(&viewing),
+        Some(&[("csrf", &csrf(&page.body)), ("pipeline", &pipeline_field)]),
+    )
+    .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    let deleted = http(
+        web,
+        "POST",
+        &delete,
+        Some(&session),
+        Some(&[("csrf", &token), ("pipeline", &pipeline_field)]),
+    )
+    .await;
+    assert_eq!(deleted.status, 303, "{}", deleted.body);
+    let page = http(web, "GET", &path, Some(&session), None).await;
+    assert_has(&page, "Not scheduled");
+}
+
 cygnet_testkit::backend_tests!(
+    schedules_are_managed_on_the_pipeline_page,
     pipelines_are_edited_and_deleted_in_the_dashboard,
     monitors_variables_and_groups_are_deleted_in_the_dashboard,
 );

@@ -30,12 +30,12 @@ pub struct StepView {
 
 #[derive(Template)]
 #[template(path = "pipeline.html")]
-struct PipelinePage {
+pub(super) struct PipelinePage {
     frame: Frame,
     may_manage: bool,
     manage_reason: String,
-    /// Why a delete was refused ("" when none was).
-    delete_error: String,
+    typed: Typed,
+    schedules: Vec<ScheduleRow>,
     pipeline: pb::Pipeline,
     steps: Vec<StepView>,
     labels: String,
@@ -47,6 +47,45 @@ struct PipelinePage {
     runs: Vec<ExecutionRow>,
 }
 
+/// One of the pipeline's schedules, as listed.
+pub struct ScheduleRow {
+    pub id: i64,
+    pub cron: String,
+    pub time_zone: String,
+    pub parameters: String,
+    pub enabled: bool,
+    pub next_run: String,
+    pub last_run: String,
+    pub last_execution_id: i64,
+    pub last_error: String,
+}
+
+/// The new-schedule form as typed.
+pub struct ScheduleForm {
+    pub cron: String,
+    pub time_zone: String,
+    pub parameters: String,
+}
+
+impl Default for ScheduleForm {
+    fn default() -> Self {
+        ScheduleForm {
+            cron: "0 2 * * *".into(),
+            time_zone: "UTC".into(),
+            parameters: String::new(),
+        }
+    }
+}
+
+/// What the page shows besides what it reads: refusals and forms as typed.
+#[derive(Default)]
+pub(super) struct Typed {
+    /// Why a delete was refused ("" when none was).
+    pub delete_error: String,
+    pub schedule_form: ScheduleForm,
+    pub schedule_errors: FormErrors,
+}
+
 pub async fn pipeline(
     State(web): State<Web>,
     session: Session,
@@ -54,7 +93,7 @@ pub async fn pipeline(
 ) -> Result<Response, WebError> {
     let (customer_id, pipeline_id) = (id(&customer)?, id(&pipeline)?);
     Ok(render(
-        &page(&web, &session, customer_id, pipeline_id, String::new()).await?,
+        &page(&web, &session, customer_id, pipeline_id, Typed::default()).await?,
     ))
 }
 
@@ -64,8 +103,8 @@ pub struct DeleteForm {
     csrf: String,
 }
 
-/// Deletes a pipeline (`PipelineService/DeletePipeline`); a refusal (a release deploys with it,
-/// runs are active) is shown on its page.
+/// Deletes a pipeline (`PipelineService/DeletePipeline`); a refusal (a role, a deactivated
+/// customer) is shown on its page.
 pub async fn delete_pipeline(
     State(web): State<Web>,
     session: Session,
@@ -91,25 +130,22 @@ pub async fn delete_pipeline(
         Ok(_) => Ok(Redirect::to(&format!("/c/{customer_id}/pipelines")).into_response()),
         Err(status) => {
             let (errors, code) = FormErrors::from_status(status, &[])?;
-            let page = page(
-                &web,
-                &session,
-                customer_id,
-                pipeline_id,
-                errors.general().to_owned(),
-            )
-            .await?;
+            let typed = Typed {
+                delete_error: errors.general().to_owned(),
+                ..Typed::default()
+            };
+            let page = page(&web, &session, customer_id, pipeline_id, typed).await?;
             Ok(render_with(code, &page))
         }
     }
 }
 
-async fn page(
+pub(super) async fn page(
     web: &Web,
     session: &Session,
     customer_id: i64,
     pipeline_id: i64,
-    delete_error: String,
+    typed: Typed,
 ) -> Result<PipelinePage, WebError> {
     let frame = frame(web, session, customer_id, "pipelines").await?;
     let pipeline = web
@@ -166,10 +202,45 @@ async fn page(
         &[pb::Role::Admin, pb::Role::Devops, pb::Role::Developer],
         "change or delete pipelines",
     );
+    let (schedules, _) = every!(
+        web.pipelines,
+        list_schedules,
+        session,
+        ListSchedulesRequest {
+            customer_id,
+            pipeline_id,
+            page_size: 1000,
+        },
+        schedules
+    )
+    .await?;
+    let schedules = schedules
+        .into_iter()
+        .map(|schedule| {
+            let mut parameters: Vec<String> = schedule
+                .parameters
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            parameters.sort();
+            ScheduleRow {
+                id: schedule.id,
+                cron: schedule.cron,
+                time_zone: schedule.time_zone,
+                parameters: parameters.join(", "),
+                enabled: schedule.enabled,
+                next_run: view::time(schedule.next_run_at.as_ref()),
+                last_run: view::time(schedule.last_run_at.as_ref()),
+                last_execution_id: schedule.last_execution_id,
+                last_error: schedule.last_error,
+            }
+        })
+        .collect();
     Ok(PipelinePage {
         may_manage,
         manage_reason,
-        delete_error,
+        typed,
+        schedules,
         steps: pipeline
             .steps
             .iter()

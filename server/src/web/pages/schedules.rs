@@ -1,0 +1,156 @@
+//! A pipeline's schedules on its page: create one (cron, zone, parameters), pause or resume
+//! it, delete it — each through PipelineService, a refusal shown at the input it names.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use cygnet_proto::v1 as pb;
+use cygnet_proto::v1::pipeline_service_server::PipelineService;
+
+use super::form::{Fields, FormErrors};
+use super::pipeline::{ScheduleForm, Typed, page};
+use super::{id, try_write, write};
+use crate::web::Web;
+use crate::web::error::{WebError, render_with};
+use crate::web::session::{Peer, Session};
+
+/// The page of the pipeline a form came from (its `pipeline` field).
+fn back(customer_id: i64, fields: &Fields) -> Result<String, WebError> {
+    let pipeline_id = id(&fields.one("pipeline"))?;
+    Ok(format!(
+        "/c/{customer_id}/pipelines/{pipeline_id}#schedules"
+    ))
+}
+
+pub async fn create_schedule(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, pipeline)): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let (customer_id, pipeline_id) = (id(&customer)?, id(&pipeline)?);
+    session.check_csrf(&fields.one("csrf"))?;
+    let form = ScheduleForm {
+        cron: fields.one("cron"),
+        time_zone: fields.one("time_zone"),
+        parameters: fields.one("parameters"),
+    };
+    let refused = |form: ScheduleForm, errors: FormErrors| Typed {
+        schedule_form: form,
+        schedule_errors: errors,
+        ..Typed::default()
+    };
+    let mut parameters = HashMap::new();
+    for (number, line) in form.parameters.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            let errors = FormErrors::at(
+                "parameters",
+                format!("parameters line {}: write it as NAME=value", number + 1),
+            );
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                pipeline_id,
+                refused(form, errors),
+            )
+            .await?;
+            return Ok(render_with(StatusCode::BAD_REQUEST, &page));
+        };
+        parameters.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    let api = web.pipelines.clone();
+    let request = session.request(pb::CreateScheduleRequest {
+        customer_id,
+        pipeline_id,
+        cron: form.cron.trim().to_owned(),
+        time_zone: form.time_zone.trim().to_owned(),
+        parameters,
+        enabled: None,
+    });
+    let outcome = try_write(
+        &web,
+        peer,
+        "cygnet.v1.PipelineService/CreateSchedule",
+        async move { api.create_schedule(request).await },
+    )
+    .await?;
+    match outcome {
+        Ok(_) => Ok(Redirect::to(&format!(
+            "/c/{customer_id}/pipelines/{pipeline_id}#schedules"
+        ))
+        .into_response()),
+        Err(status) => {
+            let (errors, code) =
+                FormErrors::from_status(status, &["cron", "time_zone", "parameters"])?;
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                pipeline_id,
+                refused(form, errors),
+            )
+            .await?;
+            Ok(render_with(code, &page))
+        }
+    }
+}
+
+/// Pauses or resumes a schedule (`enabled` is "true" or "false").
+pub async fn toggle_schedule(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, schedule)): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let (customer_id, schedule_id) = (id(&customer)?, id(&schedule)?);
+    session.check_csrf(&fields.one("csrf"))?;
+    let back = back(customer_id, &fields)?;
+    let api = web.pipelines.clone();
+    let request = session.request(pb::UpdateScheduleRequest {
+        customer_id,
+        schedule_id,
+        enabled: Some(fields.one("enabled") == "true"),
+        ..Default::default()
+    });
+    write(
+        &web,
+        peer,
+        "cygnet.v1.PipelineService/UpdateSchedule",
+        async move { api.update_schedule(request).await },
+    )
+    .await?;
+    Ok(Redirect::to(&back).into_response())
+}
+
+pub async fn delete_schedule(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, schedule)): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let (customer_id, schedule_id) = (id(&customer)?, id(&schedule)?);
+    session.check_csrf(&fields.one("csrf"))?;
+    let back = back(customer_id, &fields)?;
+    let api = web.pipelines.clone();
+    let request = session.request(pb::DeleteScheduleRequest {
+        customer_id,
+        schedule_id,
+    });
+    write(
+        &web,
+        peer,
+        "cygnet.v1.PipelineService/DeleteSchedule",
+        async move { api.delete_schedule(request).await },
+    )
+    .await?;
+    Ok(Redirect::to(&back).into_response())
+}
