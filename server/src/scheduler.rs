@@ -18,6 +18,8 @@ use crate::store::{Fired, Store, StoreError, SystemStore};
 const POLL: Duration = Duration::from_secs(1);
 /// Most ticks one round fires; a full round is followed by another at once.
 const ROUND: u64 = 200;
+/// Most rounds one call makes; what is left is due at the next call.
+const MAX_ROUNDS: usize = 50;
 
 pub struct Scheduler {
     store: SystemStore,
@@ -47,14 +49,30 @@ impl Scheduler {
         at: DateTime<Utc>,
     ) -> Result<Vec<(ScheduleId, Fired)>, StoreError> {
         let mut outcomes = Vec::new();
-        loop {
+        // Each schedule is tried once a call: one that fails (and stays due) does not keep
+        // the round from the others, nor the call from ending.
+        let mut tried = std::collections::HashSet::new();
+        for _ in 0..MAX_ROUNDS {
             let due = self.store.due_schedules(at, ROUND).await?;
             let full = due.len() as u64 == ROUND;
+            let mut fresh = false;
             for (schedule, customer, tick) in due {
-                let fired = self
-                    .store
-                    .fire_schedule(schedule, customer, tick, at)
-                    .await?;
+                if !tried.insert(schedule) {
+                    continue;
+                }
+                fresh = true;
+                let fired = match self.store.fire_schedule(schedule, customer, tick, at).await {
+                    Ok(fired) => fired,
+                    Err(error) => {
+                        tracing::warn!(
+                            schedule_id = schedule.get(),
+                            customer_id = customer.get(),
+                            %error,
+                            "firing a schedule failed; it is tried again next time"
+                        );
+                        continue;
+                    }
+                };
                 match &fired {
                     Fired::Queued(execution) => tracing::info!(
                         schedule_id = schedule.get(),
@@ -72,7 +90,7 @@ impl Scheduler {
                 }
                 outcomes.push((schedule, fired));
             }
-            if !full {
+            if !full || !fresh {
                 break;
             }
         }

@@ -16,6 +16,9 @@ const MAX_CRON_CHARS: usize = 200;
 pub const MIN_INTERVAL_SECONDS: i64 = 60;
 /// Occurrences looked at when checking the interval (a pattern may crowd some of its runs).
 const INTERVAL_SAMPLE: usize = 16;
+/// Wall-clock matches looked at for one tick after a time (more than an hour of minutes, for
+/// the hour a clock change repeats).
+const MAX_SEARCH_STEPS: usize = 200;
 
 /// A parsed schedule time: the expression and its zone.
 #[derive(Debug, Clone)]
@@ -90,15 +93,22 @@ impl CronSchedule {
 
     /// The first time strictly after `at` the expression fires, in UTC.
     /// Ticks are whole seconds, so a tick stored and read back (PostgreSQL keeps microseconds)
-    /// compares equal to itself.
+    /// compares equal to itself. The search is by wall-clock time in the zone: in an hour that
+    /// occurs twice (clocks going back) a matching time is taken at its first occurrence, so
+    /// from inside the second pass the next tick is the first one after it — never one in the
+    /// past, which would leave a schedule due again at once.
     pub fn next_after(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let whole = at.with_nanosecond(0).unwrap_or(at);
-        let local = whole.with_timezone(&self.zone);
-        self.cron
-            .find_next_occurrence(&local, false)
-            .ok()
-            .map(|next| next.with_timezone(&Utc))
-            .and_then(|next| next.with_nanosecond(0))
+        let mut from = whole.with_timezone(&self.zone);
+        for _ in 0..MAX_SEARCH_STEPS {
+            let next = self.cron.find_next_occurrence(&from, false).ok()?;
+            let utc = next.with_timezone(&Utc);
+            if utc > whole {
+                return utc.with_nanosecond(0);
+            }
+            from = next;
+        }
+        None
     }
 
     /// The zone's name, as stored.
@@ -175,6 +185,37 @@ mod tests {
             hourly.next_after(Utc.with_ymd_and_hms(2026, 12, 7, 12, 0, 0).unwrap()),
             Some(at("2026-12-07T13:00:00Z"))
         );
+    }
+
+    #[test]
+    fn the_hour_clocks_repeat_never_yields_a_past_tick() {
+        // Berlin's clocks went back at 01:00 UTC on 2026-10-25 (03:00 CEST → 02:00 CET).
+        let every_five = CronSchedule::parse("*/5 * * * *", "Europe/Berlin").expect("valid");
+        for at in [
+            "2026-10-25T00:10:00Z",
+            "2026-10-25T00:58:00Z",
+            "2026-10-25T01:10:00Z",
+            "2026-10-25T01:59:00Z",
+        ] {
+            let at = at_(at);
+            let next = every_five.next_after(at).expect("a next tick");
+            // The repeated hour's wall-clock times ran in its first pass; the second pass
+            // is skipped, so the next tick is at most a little over an hour away.
+            assert!(
+                next > at && next - at <= chrono::Duration::minutes(65),
+                "{at} → {next}"
+            );
+        }
+        // And forward: 02:30 does not exist on 2026-03-29 in Berlin; the next day's runs on.
+        let half_past_two = CronSchedule::parse("30 2 * * *", "Europe/Berlin").expect("valid");
+        let next = half_past_two
+            .next_after(at_("2026-03-29T00:00:00Z"))
+            .expect("a next tick");
+        assert!(next > at_("2026-03-29T00:00:00Z"), "{next}");
+    }
+
+    fn at_(text: &str) -> DateTime<Utc> {
+        at(text)
     }
 
     #[test]

@@ -49,7 +49,12 @@ impl PipelineApi {
             .store
             .secret_keys_of_pipeline(scope, pipeline_id)
             .await?;
-        if let Some(key) = parameters.keys().find(|key| secret_keys.contains(*key)) {
+        // Parameter names match their definitions whatever their case.
+        if let Some(key) = parameters.keys().find(|key| {
+            secret_keys
+                .iter()
+                .any(|secret| secret.eq_ignore_ascii_case(key))
+        }) {
             return Err(crate::domain::ValidationError::new(
                 format!("parameters[{key}]"),
                 "is a secret variable of this pipeline and cannot be overridden",
@@ -66,10 +71,10 @@ impl PipelineApi {
         let body = request.get_ref();
         audit::note_resource("pipeline", body.pipeline_id);
         let pipeline_id = PipelineId::parse(body.pipeline_id, "pipeline_id");
-        let parsed = CronSchedule::parse(&body.cron, &body.time_zone);
         let scope = self
             .scope(&request, body.customer_id, Action::ManagePipelines)
             .await?;
+        let parsed = CronSchedule::parse(&body.cron, &body.time_zone);
         let pipeline_id = pipeline_id?;
         let parameters = run_parameters(&body.parameters);
         self.check_not_secrets(&scope, pipeline_id, &parameters)
@@ -121,6 +126,9 @@ impl PipelineApi {
         let body = request.get_ref();
         audit::note_resource("schedule", body.schedule_id);
         let schedule_id = ScheduleId::parse(body.schedule_id, "schedule_id");
+        let scope = self
+            .scope(&request, body.customer_id, Action::ManagePipelines)
+            .await?;
         // A new expression or zone is checked here, naming its field; the store checks the
         // two together again when it reads the half that is not changing.
         let cron = body
@@ -133,9 +141,6 @@ impl PipelineApi {
             .as_ref()
             .map(|zone| CronSchedule::parse("0 0 * * *", zone))
             .transpose();
-        let scope = self
-            .scope(&request, body.customer_id, Action::ManagePipelines)
-            .await?;
         let schedule_id = schedule_id?;
         cron?;
         zone?;

@@ -11,16 +11,16 @@ use sea_orm::{
     QuerySelect, sea_query::Expr,
 };
 
-use super::entities::{customer, pipeline_schedule};
+use super::entities::{customer, pipeline_schedule, user, user_customer};
 use super::executions::insert_execution;
 use super::pipelines::{load_pipeline, to_json};
 use super::{Store, StoreError, SystemStore, now};
-use crate::auth::TenantScope;
+use crate::auth::{Action, TenantScope};
 use crate::domain::execution::Trigger;
 use crate::domain::pipeline::resolve_parameters;
 use crate::domain::schedule::{CronSchedule, NewSchedule, Schedule};
 use crate::domain::{
-    CustomerId, ExecutionId, Page, PageRequest, PipelineId, Quota, ScheduleId, UserId,
+    CustomerId, ExecutionId, Page, PageRequest, PipelineId, Quota, Role, ScheduleId, UserId,
 };
 
 impl TryFrom<pipeline_schedule::Model> for Schedule {
@@ -280,9 +280,11 @@ impl SystemStore {
         else {
             return Ok(Fired::Taken);
         };
+        // Never a tick at or before now: that would leave the schedule due again at once.
         let next = CronSchedule::parse(&current.cron, &current.time_zone)
             .ok()
-            .and_then(|parsed| parsed.next_after(at));
+            .and_then(|parsed| parsed.next_after(at))
+            .filter(|next| *next > at);
         let claimed = pipeline_schedule::Entity::update_many()
             .col_expr(pipeline_schedule::Column::NextRunAt, Expr::value(next))
             .col_expr(pipeline_schedule::Column::LastRunAt, Expr::value(Some(at)))
@@ -293,7 +295,11 @@ impl SystemStore {
         if claimed.rows_affected == 0 {
             return Ok(Fired::Taken);
         }
-        let outcome = self.queue_tick(&transaction, &current, customer_id).await?;
+        let outcome = if next.is_none() {
+            Fired::Skipped("stopped: the schedule has no next tick".to_owned())
+        } else {
+            self.queue_tick(&transaction, &current, customer_id).await?
+        };
         let (enabled, last_execution_id, last_error) = match &outcome {
             Fired::Queued(execution) => (true, Some(execution.get()), String::new()),
             Fired::Skipped(reason) => (!reason.starts_with("stopped:"), None, reason.clone()),
@@ -364,13 +370,39 @@ impl SystemStore {
                 )));
             }
         };
+        // Runs are on the creator's behalf: while they may no longer run the pipeline, the
+        // schedule stops (a platform administrator keeps the authority).
+        let owner = user::Entity::find_by_id(schedule.created_by)
+            .one(transaction)
+            .await?;
+        let member_role = user_customer::Entity::find()
+            .filter(user_customer::Column::UserId.eq(schedule.created_by))
+            .filter(user_customer::Column::CustomerId.eq(customer_id.get()))
+            .one(transaction)
+            .await?
+            .and_then(|row| Role::from_db(&row.role));
+        let may_run = owner.as_ref().is_some_and(|owner| {
+            owner.is_active
+                && (owner.is_superuser
+                    || member_role
+                        .is_some_and(|role| Action::RunPipelines.allowed_roles().contains(&role)))
+        });
+        if !may_run {
+            return Ok(Fired::Skipped(
+                "stopped: its creator may no longer run this pipeline".to_owned(),
+            ));
+        }
         let limits = self.store().quota_limits(transaction, customer_id).await?;
-        if let Err(StoreError::QuotaExceeded(exceeded)) = self
+        match self
             .store()
             .admit_one_more_within(transaction, customer_id, Quota::QueuedExecutions, &limits)
             .await
         {
-            return Ok(Fired::Skipped(exceeded.to_string()));
+            Ok(()) => {}
+            Err(StoreError::QuotaExceeded(exceeded)) => {
+                return Ok(Fired::Skipped(exceeded.to_string()));
+            }
+            Err(error) => return Err(error),
         }
         let execution = insert_execution(
             transaction,

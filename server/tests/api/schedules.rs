@@ -159,8 +159,18 @@ async fn schedules_are_managed_with_precise_refusals(backend: Backend) {
         .insert("DB_PASSWORD".into(), "attacker-chosen".into());
     assert_invalid(
         "CreateSchedule",
-        pipelines.create_schedule(stealing).await,
+        pipelines.create_schedule(stealing.clone()).await,
         "parameters[DB_PASSWORD]",
+    );
+    // Names match definitions whatever their case: so does the refusal.
+    stealing.parameters.clear();
+    stealing
+        .parameters
+        .insert("db_password".into(), "attacker-chosen".into());
+    assert_invalid(
+        "CreateSchedule",
+        pipelines.create_schedule(stealing).await,
+        "parameters[db_password]",
     );
 
     let created = pipelines
@@ -274,7 +284,14 @@ async fn schedules_are_managed_with_precise_refusals(backend: Backend) {
 }
 
 async fn each_tick_runs_once_and_missed_ticks_run_once(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = TestServer::start_with(
+        backend,
+        cygnet_testkit::TestOptions {
+            web: true,
+            ..Default::default()
+        },
+    )
+    .await;
     let acme = server.create_customer("acme").await;
     let dev = server.create_user("dev").await;
     server
@@ -313,6 +330,25 @@ async fn each_tick_runs_once_and_missed_ticks_run_once(backend: Backend) {
     let trigger = execution.trigger.expect("a trigger");
     assert_eq!(trigger.kind(), pb::TriggerKind::Schedule);
     assert_eq!((trigger.schedule_id, trigger.user_id), (created.id, dev.id));
+    // The execution page says which schedule started it, on whose behalf.
+    let web = server.web_address.expect("web on");
+    let session = cygnet_testkit::web_client::sign_in(web, &dev.token).await;
+    let page = cygnet_testkit::web_client::http(
+        web,
+        "GET",
+        &format!("/c/{}/executions/{}", acme.id, runs[0]),
+        Some(&session),
+        None,
+    )
+    .await;
+    assert!(
+        page.body.contains(&format!(
+            r#"Started by <a href="/c/{}/pipelines/{}#schedules">schedule {}</a> of dev"#,
+            acme.id, pipeline.id, created.id
+        )),
+        "{}",
+        page.body
+    );
 
     // An hour with no server: twelve ticks missed, one run when it is back.
     let back = tick + Duration::hours(1) + Duration::seconds(30);
@@ -504,6 +540,64 @@ async fn schedules_stop_with_their_pipeline_or_customer_and_skip_a_full_queue(ba
     );
 }
 
+/// Runs are on the creator's behalf: a creator demoted to a role that may not run pipelines
+/// (or removed) stops their schedules instead of running work they could no longer start.
+async fn a_schedule_stops_when_its_creator_loses_the_role(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let pipeline = server
+        .create_pipeline(acme.id, "Nightly", vec![step("build", "true")], vec![])
+        .await;
+    let created = server
+        .pipelines(&dev.token)
+        .create_schedule(schedule_request(acme.id, pipeline.id, "0 * * * *"))
+        .await
+        .expect("create")
+        .into_inner()
+        .schedule
+        .expect("schedule");
+    server
+        .admin_customers()
+        .update_member(pb::UpdateMemberRequest {
+            customer_id: acme.id,
+            user_id: dev.id,
+            role: pb::Role::Viewer as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("demote");
+    let (scheduler, _store) = scheduler(&server).await;
+    let outcomes = scheduler
+        .fire_due(time(created.next_run_at.as_ref()))
+        .await
+        .expect("fire");
+    assert_eq!(
+        outcomes
+            .iter()
+            .map(|(_, fired)| fired.clone())
+            .collect::<Vec<_>>(),
+        [Fired::Skipped(
+            "stopped: its creator may no longer run this pipeline".to_owned()
+        )]
+    );
+    let schedule = server
+        .admin_pipelines()
+        .list_schedules(pb::ListSchedulesRequest {
+            customer_id: acme.id,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .schedules
+        .remove(0);
+    assert!(!schedule.enabled && schedule.next_run_at.is_none());
+}
+
 async fn two_pipelines(server: &TestServer, customer_id: i64) -> Vec<pb::Pipeline> {
     let mut pipelines = Vec::new();
     for name in ["One", "Two"] {
@@ -517,6 +611,7 @@ async fn two_pipelines(server: &TestServer, customer_id: i64) -> Vec<pb::Pipelin
 }
 
 cygnet_testkit::backend_tests!(
+    a_schedule_stops_when_its_creator_loses_the_role,
     schedules_are_managed_with_precise_refusals,
     each_tick_runs_once_and_missed_ticks_run_once,
     replicas_fire_each_tick_once,

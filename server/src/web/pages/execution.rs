@@ -53,6 +53,8 @@ struct ExecutionPage {
     /// For a release stage's run, its deployment and stage; 0 otherwise.
     release_execution_id: i64,
     stage_execution_id: i64,
+    /// For a schedule's run, the schedule; 0 otherwise.
+    schedule_id: i64,
     /// The pipeline it ran, for the link to its page.
     pipeline_id: i64,
     started: String,
@@ -146,9 +148,13 @@ pub async fn execution(
     );
     let agent_id = execution.agent_id;
     let (retry_of, pipeline_id) = (execution.retry_of, execution.pipeline_id);
-    let (release_execution_id, stage_execution_id) =
-        execution.trigger.as_ref().map_or((0, 0), |trigger| {
-            (trigger.release_execution_id, trigger.stage_execution_id)
+    let (release_execution_id, stage_execution_id, schedule_id) =
+        execution.trigger.as_ref().map_or((0, 0, 0), |trigger| {
+            (
+                trigger.release_execution_id,
+                trigger.stage_execution_id,
+                trigger.schedule_id,
+            )
         });
     let active = view::execution_is_active(execution.status);
     let reason = if execution.failure_reason.is_empty() {
@@ -170,6 +176,7 @@ pub async fn execution(
         retry_of,
         release_execution_id,
         stage_execution_id,
+        schedule_id,
         pipeline_id,
         started,
         took,
