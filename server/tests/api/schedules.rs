@@ -566,7 +566,6 @@ async fn a_schedule_stops_when_its_creator_loses_the_role(backend: Backend) {
             customer_id: acme.id,
             user_id: dev.id,
             role: pb::Role::Viewer as i32,
-            ..Default::default()
         })
         .await
         .expect("demote");
