@@ -107,17 +107,18 @@ pub async fn deployment(
         .into_inner()
         .release_execution
         .ok_or(WebError::NotFound)?;
-    let (environments, _) = every!(
-        web.releases,
-        list_environments,
-        session,
-        ListEnvironmentsRequest {
+    // The stages carry their environments' names; the approver roles come from the first
+    // thousand environments (environments have no quota; a page stays bounded).
+    let environments = web
+        .releases
+        .list_environments(session.request(pb::ListEnvironmentsRequest {
             customer_id,
             page_size: 1000,
-        },
-        environments
-    )
-    .await?;
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner()
+        .environments;
     let environments: HashMap<i64, pb::Environment> = environments
         .into_iter()
         .map(|environment| (environment.id, environment))

@@ -158,18 +158,17 @@ async fn environments(
     session: &Session,
     customer_id: i64,
 ) -> Result<Vec<pb::Environment>, WebError> {
-    Ok(every!(
-        web.releases,
-        list_environments,
-        session,
-        ListEnvironmentsRequest {
+    // The first thousand: environments have no quota, and a page stays bounded.
+    Ok(web
+        .releases
+        .list_environments(session.request(pb::ListEnvironmentsRequest {
             customer_id,
             page_size: 1000,
-        },
-        environments
-    )
-    .await?
-    .0)
+            page_token: String::new(),
+        }))
+        .await?
+        .into_inner()
+        .environments)
 }
 
 async fn pipelines(
@@ -209,18 +208,17 @@ async fn page(
             .cloned()
             .unwrap_or_else(|| format!("environment {id}"))
     };
-    let (releases, _) = every!(
-        web.releases,
-        list_releases,
-        session,
-        ListReleasesRequest {
+    // The first thousand: releases have no quota, and a page stays bounded.
+    let releases = web
+        .releases
+        .list_releases(session.request(pb::ListReleasesRequest {
             customer_id,
             page_size: 1000,
-            include_archived: false,
-        },
-        releases
-    )
-    .await?;
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .releases;
     let releases = releases
         .into_iter()
         .map(|release| ReleaseView {
