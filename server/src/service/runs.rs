@@ -25,7 +25,12 @@ impl Operations {
             let secret_keys = store
                 .secret_keys_of_pipeline(scope, run.pipeline_id)
                 .await?;
-            if let Some(key) = run.parameters.keys().find(|key| secret_keys.contains(key)) {
+            // Parameter names match their definitions whatever their case, so this does too.
+            if let Some(key) = run.parameters.keys().find(|key| {
+                secret_keys
+                    .iter()
+                    .any(|secret| secret.eq_ignore_ascii_case(key))
+            }) {
                 return Err(ValidationError::new(
                     format!("parameters[{key}]"),
                     "is a secret variable of this pipeline and cannot be overridden",

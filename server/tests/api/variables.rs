@@ -572,7 +572,76 @@ async fn a_secret_that_does_not_open_fails_the_job(backend: Backend) {
     );
 }
 
+/// The attack: a developer who may run a pipeline but not read or set its secrets passes a
+/// run parameter named like one (in any case, as definitions match) to replace its value.
+async fn a_run_parameter_never_stands_in_for_a_secret(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let acme = server.create_customer("acme").await;
+    let dev = server.create_user("dev").await;
+    server
+        .add_member(acme.id, dev.id, pb::Role::Developer)
+        .await;
+    let mut variables = server.variables(ADMIN_TOKEN);
+    let group = variables
+        .create_variable_group(pb::CreateVariableGroupRequest {
+            customer_id: acme.id,
+            name: "production".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("group")
+        .into_inner()
+        .group
+        .expect("group");
+    variables
+        .set_variable(pb::SetVariableRequest {
+            customer_id: acme.id,
+            group_id: group.id,
+            key: "DB_PASSWORD".into(),
+            value: "s3cret-database-password".into(),
+            is_secret: true,
+            ..Default::default()
+        })
+        .await
+        .expect("secret");
+    let pipeline = server
+        .admin_pipelines()
+        .create_pipeline(pb::CreatePipelineRequest {
+            customer_id: acme.id,
+            name: "Deploy".into(),
+            steps: vec![cygnet_testkit::step("ship", "echo {{DB_PASSWORD}}")],
+            parameters: vec![pb::Parameter {
+                name: "DB_PASSWORD".into(),
+                r#type: pb::ParameterType::String as i32,
+                ..Default::default()
+            }],
+            variable_group_ids: vec![group.id],
+            ..Default::default()
+        })
+        .await
+        .expect("pipeline")
+        .into_inner()
+        .pipeline
+        .expect("pipeline");
+    for name in ["DB_PASSWORD", "db_password", "Db_Password"] {
+        assert_invalid(
+            "RunPipeline",
+            server
+                .pipelines(&dev.token)
+                .run_pipeline(pb::RunPipelineRequest {
+                    customer_id: acme.id,
+                    pipeline_id: pipeline.id,
+                    parameters: [(name.to_owned(), "attacker-chosen".to_owned())].into(),
+                    ..Default::default()
+                })
+                .await,
+            &format!("parameters[{name}]"),
+        );
+    }
+}
+
 cygnet_testkit::backend_tests!(
+    a_run_parameter_never_stands_in_for_a_secret,
     variables_are_scoped_write_only_and_encrypted,
     rotating_the_key_reencrypts_every_secret,
     a_group_comes_with_its_variables_or_not_at_all,
