@@ -107,18 +107,9 @@ pub async fn deployment(
         .into_inner()
         .release_execution
         .ok_or(WebError::NotFound)?;
-    // The stages carry their environments' names; the approver roles come from the first
-    // thousand environments (environments have no quota; a page stays bounded).
-    let environments = web
-        .releases
-        .list_environments(session.request(pb::ListEnvironmentsRequest {
-            customer_id,
-            page_size: 1000,
-            page_token: String::new(),
-        }))
-        .await?
-        .into_inner()
-        .environments;
+    // The stages carry their environments' names; the approver roles come from the
+    // environments the releases page reads.
+    let environments = super::releases::environments(&web, &session, customer_id).await?;
     let environments: HashMap<i64, pb::Environment> = environments
         .into_iter()
         .map(|environment| (environment.id, environment))

@@ -148,16 +148,7 @@ pub(super) async fn page(
     typed: Typed,
 ) -> Result<PipelinePage, WebError> {
     let frame = frame(web, session, customer_id, "pipelines").await?;
-    let pipeline = web
-        .pipelines
-        .get_pipeline(session.request(pb::GetPipelineRequest {
-            customer_id,
-            pipeline_id,
-        }))
-        .await?
-        .into_inner()
-        .pipeline
-        .ok_or(WebError::NotFound)?;
+    let pipeline = super::pipeline_form::current(web, session, customer_id, pipeline_id).await?;
     let mut recent = web
         .pipelines
         .list_executions(session.request(pb::ListExecutionsRequest {

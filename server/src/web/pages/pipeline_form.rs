@@ -455,7 +455,8 @@ fn edit_form(pipeline: &pb::Pipeline) -> (PipelineForm, Mode) {
     (form, mode)
 }
 
-async fn current(
+/// The pipeline as it is now (another customer's, or a deleted one, is not found).
+pub(super) async fn current(
     web: &Web,
     session: &Session,
     customer_id: i64,

@@ -153,7 +153,7 @@ const ROLES: [(&str, pb::Role); 5] = [
     ("viewer", pb::Role::Viewer),
 ];
 
-async fn environments(
+pub(super) async fn environments(
     web: &Web,
     session: &Session,
     customer_id: i64,

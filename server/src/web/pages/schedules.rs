@@ -102,55 +102,77 @@ pub async fn create_schedule(
     }
 }
 
-/// Pauses or resumes a schedule (`enabled` is "true" or "false").
-pub async fn toggle_schedule(
-    State(web): State<Web>,
+/// What a schedule's row buttons do.
+enum Change {
+    /// Pause (false) or resume (true).
+    Enable(bool),
+    Delete,
+}
+
+/// Applies a row button's change through PipelineService and returns to the pipeline's page.
+async fn change_schedule(
+    web: Web,
     session: Session,
     peer: Peer,
-    Path((customer, schedule)): Path<(String, String)>,
+    (customer, schedule): (String, String),
     fields: Fields,
+    change: Change,
 ) -> Result<Response, WebError> {
     let (customer_id, schedule_id) = (id(&customer)?, id(&schedule)?);
     session.check_csrf(&fields.one("csrf"))?;
     let back = back(customer_id, &fields)?;
     let api = web.pipelines.clone();
-    let request = session.request(pb::UpdateScheduleRequest {
-        customer_id,
-        schedule_id,
-        enabled: Some(fields.one("enabled") == "true"),
-        ..Default::default()
-    });
-    write(
-        &web,
-        peer,
-        "cygnet.v1.PipelineService/UpdateSchedule",
-        async move { api.update_schedule(request).await },
-    )
-    .await?;
+    match change {
+        Change::Enable(enabled) => {
+            let request = session.request(pb::UpdateScheduleRequest {
+                customer_id,
+                schedule_id,
+                enabled: Some(enabled),
+                ..Default::default()
+            });
+            write(
+                &web,
+                peer,
+                "cygnet.v1.PipelineService/UpdateSchedule",
+                async move { api.update_schedule(request).await },
+            )
+            .await?;
+        }
+        Change::Delete => {
+            let request = session.request(pb::DeleteScheduleRequest {
+                customer_id,
+                schedule_id,
+            });
+            write(
+                &web,
+                peer,
+                "cygnet.v1.PipelineService/DeleteSchedule",
+                async move { api.delete_schedule(request).await },
+            )
+            .await?;
+        }
+    }
     Ok(Redirect::to(&back).into_response())
+}
+
+/// Pauses or resumes a schedule (`enabled` is "true" or "false").
+pub async fn toggle_schedule(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path(path): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let enabled = fields.one("enabled") == "true";
+    change_schedule(web, session, peer, path, fields, Change::Enable(enabled)).await
 }
 
 pub async fn delete_schedule(
     State(web): State<Web>,
     session: Session,
     peer: Peer,
-    Path((customer, schedule)): Path<(String, String)>,
+    Path(path): Path<(String, String)>,
     fields: Fields,
 ) -> Result<Response, WebError> {
-    let (customer_id, schedule_id) = (id(&customer)?, id(&schedule)?);
-    session.check_csrf(&fields.one("csrf"))?;
-    let back = back(customer_id, &fields)?;
-    let api = web.pipelines.clone();
-    let request = session.request(pb::DeleteScheduleRequest {
-        customer_id,
-        schedule_id,
-    });
-    write(
-        &web,
-        peer,
-        "cygnet.v1.PipelineService/DeleteSchedule",
-        async move { api.delete_schedule(request).await },
-    )
-    .await?;
-    Ok(Redirect::to(&back).into_response())
+    change_schedule(web, session, peer, path, fields, Change::Delete).await
 }
