@@ -77,6 +77,18 @@ pub fn activity_link(customer_id: i64, event: &pb::ActivityEvent) -> String {
     }
 }
 
+/// What started an execution, in a few words ("" for a member's own run).
+pub fn trigger_label(trigger: &pb::ExecutionTrigger) -> String {
+    match pb::TriggerKind::try_from(trigger.kind) {
+        Ok(pb::TriggerKind::Retry) => format!("retry of {}", trigger.retry_of),
+        Ok(pb::TriggerKind::ReleaseStage) => {
+            format!("deployment {}", trigger.release_execution_id)
+        }
+        Ok(pb::TriggerKind::Schedule) => format!("schedule {}", trigger.schedule_id),
+        _ => String::new(),
+    }
+}
+
 /// Seconds from `started` to `finished`, when both are set.
 pub fn seconds_between(
     started: Option<&prost_types::Timestamp>,
@@ -144,6 +156,26 @@ mod tests {
             "/c/3/agents"
         );
         assert_eq!(activity_link(3, &event("something.new", "thing", 1)), "");
+        let trigger = |kind: pb::TriggerKind| pb::ExecutionTrigger {
+            kind: kind as i32,
+            retry_of: 4,
+            release_execution_id: 7,
+            schedule_id: 3,
+            ..Default::default()
+        };
+        assert_eq!(trigger_label(&trigger(pb::TriggerKind::User)), "");
+        assert_eq!(
+            trigger_label(&trigger(pb::TriggerKind::Retry)),
+            "retry of 4"
+        );
+        assert_eq!(
+            trigger_label(&trigger(pb::TriggerKind::ReleaseStage)),
+            "deployment 7"
+        );
+        assert_eq!(
+            trigger_label(&trigger(pb::TriggerKind::Schedule)),
+            "schedule 3"
+        );
         assert_eq!(role(5), "viewer");
         assert_eq!(execution_status(99), "unknown");
         assert_eq!(

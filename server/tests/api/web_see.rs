@@ -237,6 +237,9 @@ async fn a_pipeline_page_counts_runs_and_charts_their_durations(backend: Backend
         ),
     );
     assert_has(&retried, &format!(r#"<a href="{path}">Build API</a>"#));
+    // The pipeline's list of runs says what started the retry.
+    let page = http(web, "GET", &path, Some(&session), None).await;
+    assert_has(&page, &format!("<td>retry of {first}</td>"));
 
     let outsider = sign_in(web, &outsider.token).await;
     for foreign in [

@@ -39,6 +39,9 @@ pub struct ExecutionRow {
     pub status: String,
     pub by: String,
     pub created: String,
+    /// What started it, when not a member's own run: "retry of 4", "deployment 7",
+    /// "schedule 3".
+    pub trigger: String,
 }
 
 impl From<pb::Execution> for ExecutionRow {
@@ -49,6 +52,11 @@ impl From<pb::Execution> for ExecutionRow {
             status: view::execution_status(execution.status),
             by: execution.triggered_by_username,
             created: view::time(execution.created_at.as_ref()),
+            trigger: execution
+                .trigger
+                .as_ref()
+                .map(view::trigger_label)
+                .unwrap_or_default(),
         }
     }
 }
