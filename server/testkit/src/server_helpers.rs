@@ -348,6 +348,19 @@ impl TestServer {
     }
 
     /// Adds a user to a customer as the platform administrator.
+    /// Creates a user who is a member of `customer_id` with `role`, as the platform
+    /// administrator.
+    pub async fn create_member(
+        &self,
+        customer_id: i64,
+        username: &str,
+        role: pb::Role,
+    ) -> TestUser {
+        let user = self.create_user(username).await;
+        self.add_member(customer_id, user.id, role).await;
+        user
+    }
+
     pub async fn add_member(&self, customer_id: i64, user_id: i64, role: pb::Role) -> pb::Member {
         self.admin_customers()
             .add_member(pb::AddMemberRequest {

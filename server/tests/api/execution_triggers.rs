@@ -36,8 +36,7 @@ async fn every_execution_records_its_trigger(backend: Backend) {
     )
     .await;
     let acme = server.create_customer("acme").await;
-    let dev = server.create_user("dev").await;
-    server.add_member(acme.id, dev.id, pb::Role::Admin).await;
+    let dev = server.create_member(acme.id, "dev", pb::Role::Admin).await;
     let build = server
         .create_pipeline(acme.id, "Build", vec![step("build", "true")], vec![])
         .await;

@@ -50,13 +50,11 @@ async fn schedules_are_managed_with_precise_refusals(backend: Backend) {
     let server = TestServer::start(backend).await;
     let acme = server.create_customer("acme").await;
     let globex = server.create_customer("globex").await;
-    let dev = server.create_user("dev").await;
-    server
-        .add_member(acme.id, dev.id, pb::Role::Developer)
+    let dev = server
+        .create_member(acme.id, "dev", pb::Role::Developer)
         .await;
-    let viewer = server.create_user("viewer").await;
-    server
-        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+    let viewer = server
+        .create_member(acme.id, "viewer", pb::Role::Viewer)
         .await;
     let pipeline = server
         .create_pipeline(
@@ -190,9 +188,8 @@ async fn schedules_are_managed_with_precise_refusals(backend: Backend) {
     );
 
     // Another customer's id in the path is as unknown as a missing one.
-    let outsider = server.create_user("outsider").await;
-    server
-        .add_member(globex.id, outsider.id, pb::Role::Admin)
+    let outsider = server
+        .create_member(globex.id, "outsider", pb::Role::Admin)
         .await;
     assert_status(
         server
@@ -293,9 +290,8 @@ async fn each_tick_runs_once_and_missed_ticks_run_once(backend: Backend) {
     )
     .await;
     let acme = server.create_customer("acme").await;
-    let dev = server.create_user("dev").await;
-    server
-        .add_member(acme.id, dev.id, pb::Role::Developer)
+    let dev = server
+        .create_member(acme.id, "dev", pb::Role::Developer)
         .await;
     let pipeline = server
         .create_pipeline(acme.id, "Nightly", vec![step("build", "true")], vec![])
@@ -545,9 +541,8 @@ async fn schedules_stop_with_their_pipeline_or_customer_and_skip_a_full_queue(ba
 async fn a_schedule_stops_when_its_creator_loses_the_role(backend: Backend) {
     let server = TestServer::start(backend).await;
     let acme = server.create_customer("acme").await;
-    let dev = server.create_user("dev").await;
-    server
-        .add_member(acme.id, dev.id, pb::Role::Developer)
+    let dev = server
+        .create_member(acme.id, "dev", pb::Role::Developer)
         .await;
     let pipeline = server
         .create_pipeline(acme.id, "Nightly", vec![step("build", "true")], vec![])

@@ -49,13 +49,11 @@ async fn pipelines_are_edited_and_deleted_in_the_dashboard(backend: Backend) {
     .await;
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
-    let dev = server.create_user("dev").await;
-    server
-        .add_member(acme.id, dev.id, pb::Role::Developer)
+    let dev = server
+        .create_member(acme.id, "dev", pb::Role::Developer)
         .await;
-    let viewer = server.create_user("viewer").await;
-    server
-        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+    let viewer = server
+        .create_member(acme.id, "viewer", pb::Role::Viewer)
         .await;
     let build = server
         .create_pipeline(acme.id, "Build", vec![step("build", "make")], vec![])
@@ -282,8 +280,7 @@ async fn monitors_variables_and_groups_are_deleted_in_the_dashboard(backend: Bac
         ("ops", pb::Role::Devops),
         ("qa", pb::Role::Qa),
     ] {
-        let user = server.create_user(name).await;
-        server.add_member(acme.id, user.id, role).await;
+        let user = server.create_member(acme.id, name, role).await;
         sessions.push(sign_in(web, &user.token).await);
     }
     let [dev, ops, qa] = <[_; 3]>::try_from(sessions).expect("three sessions");
@@ -502,13 +499,11 @@ async fn schedules_are_managed_on_the_pipeline_page(backend: Backend) {
     .await;
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
-    let dev = server.create_user("dev").await;
-    server
-        .add_member(acme.id, dev.id, pb::Role::Developer)
+    let dev = server
+        .create_member(acme.id, "dev", pb::Role::Developer)
         .await;
-    let viewer = server.create_user("viewer").await;
-    server
-        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+    let viewer = server
+        .create_member(acme.id, "viewer", pb::Role::Viewer)
         .await;
     let nightly = server
         .create_pipeline(acme.id, "Nightly", vec![step("build", "make")], vec![])

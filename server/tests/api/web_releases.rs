@@ -34,8 +34,7 @@ async fn releases_are_created_deployed_and_approved_in_the_dashboard(backend: Ba
         ("boss", pb::Role::Admin),
         ("viewer", pb::Role::Viewer),
     ] {
-        let user = server.create_user(name).await;
-        server.add_member(acme.id, user.id, role).await;
+        let user = server.create_member(acme.id, name, role).await;
         users.push(sign_in(web, &user.token).await);
     }
     let [ops, dev, boss, viewer] = <[_; 4]>::try_from(users).expect("four sessions");
@@ -298,9 +297,8 @@ async fn another_customers_deployment_is_not_found(backend: Backend) {
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
     let globex = server.create_customer("globex").await;
-    let outsider = server.create_user("outsider").await;
-    server
-        .add_member(globex.id, outsider.id, pb::Role::Admin)
+    let outsider = server
+        .create_member(globex.id, "outsider", pb::Role::Admin)
         .await;
     let pipeline = server
         .create_pipeline(acme.id, "Deploy", vec![step("ship", "true")], vec![])

@@ -35,13 +35,11 @@ async fn an_agent_page_charts_its_samples(backend: Backend) {
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
     let globex = server.create_customer("globex").await;
-    let viewer = server.create_user("viewer").await;
-    server
-        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+    let viewer = server
+        .create_member(acme.id, "viewer", pb::Role::Viewer)
         .await;
-    let outsider = server.create_user("outsider").await;
-    server
-        .add_member(globex.id, outsider.id, pb::Role::Admin)
+    let outsider = server
+        .create_member(globex.id, "outsider", pb::Role::Admin)
         .await;
     let token = server.create_registration_token(acme.id).await;
     let registered = server
@@ -118,13 +116,11 @@ async fn a_pipeline_page_counts_runs_and_charts_their_durations(backend: Backend
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
     let globex = server.create_customer("globex").await;
-    let dev = server.create_user("dev").await;
-    server
-        .add_member(acme.id, dev.id, pb::Role::Developer)
+    let dev = server
+        .create_member(acme.id, "dev", pb::Role::Developer)
         .await;
-    let outsider = server.create_user("outsider").await;
-    server
-        .add_member(globex.id, outsider.id, pb::Role::Admin)
+    let outsider = server
+        .create_member(globex.id, "outsider", pb::Role::Admin)
         .await;
     let pipeline = server
         .create_pipeline(
@@ -260,13 +256,11 @@ async fn activity_links_to_its_records_and_cards_refresh(backend: Backend) {
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
     let globex = server.create_customer("globex").await;
-    let viewer = server.create_user("viewer").await;
-    server
-        .add_member(acme.id, viewer.id, pb::Role::Viewer)
+    let viewer = server
+        .create_member(acme.id, "viewer", pb::Role::Viewer)
         .await;
-    let outsider = server.create_user("outsider").await;
-    server
-        .add_member(globex.id, outsider.id, pb::Role::Admin)
+    let outsider = server
+        .create_member(globex.id, "outsider", pb::Role::Admin)
         .await;
     let pipeline = server
         .create_pipeline(acme.id, "Build", vec![step("build", "true")], vec![])
