@@ -57,6 +57,7 @@ impl Limits {
             Limits::Unbounded => cygnet_server::config::RateLimits {
                 requests_per_minute_per_token: 10_000_000,
                 requests_per_minute_per_address: 10_000_000,
+                ..Default::default()
             },
             Limits::Defaults => Default::default(),
         }

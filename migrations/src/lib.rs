@@ -25,6 +25,7 @@ mod m20261214_000001_log_chunk_storage;
 mod m20261215_000001_execution_rollups;
 mod m20261216_000001_execution_triggers;
 mod m20261217_000001_schedules;
+mod m20261218_000001_webhooks;
 
 /// Every migration, in the order they apply.
 pub struct Migrator;
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261215_000001_execution_rollups::Migration),
             Box::new(m20261216_000001_execution_triggers::Migration),
             Box::new(m20261217_000001_schedules::Migration),
+            Box::new(m20261218_000001_webhooks::Migration),
         ]
     }
 }

@@ -96,12 +96,16 @@ impl App {
         let resealed = startup
             .reseal_secrets(&secrets)
             .await
-            .map_err(|error| anyhow::anyhow!("re-encrypting secrets: {error}"))?;
+            .map_err(|error| anyhow::anyhow!("re-encrypting secrets: {error}"))?
+            + startup
+                .reseal_webhook_secrets(&secrets)
+                .await
+                .map_err(|error| anyhow::anyhow!("re-encrypting webhook secrets: {error}"))?;
         if resealed > 0 {
             tracing::info!(
                 resealed,
                 key_id = secrets.key_id(),
-                "re-encrypted secret variables with the current key"
+                "re-encrypted secret variables and webhook secrets with the current key"
             );
         }
         let artifacts = ArtifactStore::open_configured(&config.artifacts, &config.data_dir)?;
@@ -295,7 +299,12 @@ impl App {
         let customer_api = CustomerApi::new(context.clone(), feed);
         let user_api = UserApi::new(context.clone());
         let release_api = ReleaseApi::new(context.clone(), operations.clone());
-        let pipeline_api = PipelineApi::new(context.clone(), operations.clone(), artifacts.clone());
+        let pipeline_api = PipelineApi::new(
+            context.clone(),
+            operations.clone(),
+            artifacts.clone(),
+            self.secrets.clone(),
+        );
         let monitor_api = MonitorApi::new(context.clone(), monitors.clone());
         let variable_api = VariableApi::new(context.clone(), self.secrets.clone());
         let sessions = AgentSessions::new(
@@ -307,7 +316,13 @@ impl App {
             self.config.agents,
             tasks.clone(),
         );
-        let agent_api = AgentApi::new(context.clone(), hub, operations, artifacts, sessions);
+        let agent_api = AgentApi::new(
+            context.clone(),
+            hub,
+            operations.clone(),
+            artifacts,
+            sessions,
+        );
         let web_tls = match &self.config.tls {
             Some(files) => Some(crate::web::tls_acceptor(files)?),
             None => None,
@@ -332,6 +347,13 @@ impl App {
                 stopping: background_stopped.clone(),
                 grpc_port: address.port(),
                 grpc_tls: self.config.tls.is_some(),
+                hooks: crate::webhooks::Intake::new(
+                    &self.store,
+                    self.secrets.clone(),
+                    Some(operations.clone()),
+                    metrics.clone(),
+                    self.config.rate_limits.webhook_deliveries_per_minute,
+                ),
             });
             tokio::spawn(crate::web::serve(
                 listener,

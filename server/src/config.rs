@@ -71,6 +71,8 @@ pub struct RateLimits {
     pub requests_per_minute_per_token: u32,
     /// Per client address, for calls without a token.
     pub requests_per_minute_per_address: u32,
+    /// Deliveries per webhook endpoint (signed ones; refused ones count apart).
+    pub webhook_deliveries_per_minute: u32,
 }
 
 impl Default for RateLimits {
@@ -78,6 +80,7 @@ impl Default for RateLimits {
         Self {
             requests_per_minute_per_token: 12_000,
             requests_per_minute_per_address: 600,
+            webhook_deliveries_per_minute: 120,
         }
     }
 }
@@ -186,6 +189,7 @@ struct RawConfig {
 struct RawRateLimits {
     requests_per_minute_per_token: Option<u64>,
     requests_per_minute_per_address: Option<u64>,
+    webhook_deliveries_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -506,6 +510,12 @@ impl RawConfig {
                 "CYGNET_RATE_LIMITS__REQUESTS_PER_MINUTE_PER_ADDRESS",
                 self.rate_limits.requests_per_minute_per_address,
                 defaults.requests_per_minute_per_address,
+            )?,
+            webhook_deliveries_per_minute: rate(
+                "rate_limits.webhook_deliveries_per_minute",
+                "CYGNET_RATE_LIMITS__WEBHOOK_DELIVERIES_PER_MINUTE",
+                self.rate_limits.webhook_deliveries_per_minute,
+                defaults.webhook_deliveries_per_minute,
             )?,
         };
         let retention = RetentionSettings {

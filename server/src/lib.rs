@@ -31,6 +31,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod web;
+pub mod webhooks;
 pub mod wire;
 
 pub use app::App;

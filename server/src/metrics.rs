@@ -43,6 +43,11 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabel {
     pub state: &'static str,
 }
@@ -65,6 +70,7 @@ pub struct ServerMetrics {
     queue_depth: Gauge,
     queue_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     pool_connections: Family<PoolLabel, Gauge>,
+    webhook_deliveries: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for ServerMetrics {
@@ -145,7 +151,14 @@ impl ServerMetrics {
             "Database pool connections, by state (idle, in_use, max)",
             pool_connections.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries received, by outcome (queued, duplicate, ignored, refused, invalid, rejected, rate_limited, too_large, error)",
+            webhook_deliveries.clone(),
+        );
         Self {
+            webhook_deliveries,
             registry,
             rpc_requests,
             rpc_duration,
@@ -163,6 +176,13 @@ impl ServerMetrics {
 
     pub fn heartbeat(&self) {
         self.heartbeats.inc();
+    }
+
+    /// A webhook delivery was answered with `outcome` (a fixed word, never the sender's text).
+    pub fn webhook_delivery(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
     }
 
     pub fn monitor_report(&self) {

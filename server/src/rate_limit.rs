@@ -49,7 +49,7 @@ pub struct RateLimiter {
 
 struct Inner {
     limits: RateLimits,
-    buckets: Mutex<HashMap<Caller, Bucket>>,
+    buckets: KeyedBuckets<Caller>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -58,7 +58,7 @@ impl RateLimiter {
         Self {
             inner: Arc::new(Inner {
                 limits,
-                buckets: Mutex::new(HashMap::new()),
+                buckets: KeyedBuckets::default(),
                 hasher: Default::default(),
             }),
         }
@@ -91,19 +91,44 @@ impl RateLimiter {
                 self.inner.limits.requests_per_minute_per_address
             }
         };
+        self.inner
+            .buckets
+            .take(caller, per_minute, now)
+            .map_err(|wait| (per_minute, wait))
+    }
+}
+
+/// Token buckets by key, at most [`MAX_BUCKETS`] of them (past it, full buckets are
+/// forgotten): a burst of a tenth of a minute's worth (at least ten, or the whole minute's when
+/// that is less), refilled at an even rate.
+pub struct KeyedBuckets<K> {
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K> Default for KeyedBuckets<K> {
+    fn default() -> Self {
+        Self {
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> KeyedBuckets<K> {
+    /// Takes one from `key`'s bucket, which allows `per_minute`; `Err` with the time until
+    /// the next would be allowed, when it is empty.
+    pub fn take(&self, key: K, per_minute: u32, now: Instant) -> Result<(), Duration> {
         let capacity = f64::from((per_minute / 10).max(per_minute.min(10)));
         let per_second = f64::from(per_minute) / 60.0;
         let mut buckets = self
-            .inner
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&caller) {
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&key) {
             buckets.retain(|_, bucket| {
                 now.duration_since(bucket.at).as_secs_f64() * per_second + bucket.tokens < capacity
             });
         }
-        let bucket = buckets.entry(caller).or_insert(Bucket {
+        let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: capacity,
             at: now,
         });
@@ -114,9 +139,9 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            let wait =
-                Duration::from_secs_f64((1.0 - bucket.tokens) / per_second.max(f64::EPSILON));
-            Err((per_minute, wait))
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / per_second.max(f64::EPSILON),
+            ))
         }
     }
 }
@@ -197,6 +222,7 @@ mod tests {
         let limiter = RateLimiter::new(RateLimits {
             requests_per_minute_per_token: 60,
             requests_per_minute_per_address: 6,
+            ..Default::default()
         });
         let start = Instant::now();
         let flooding = Caller::Token(1);

@@ -73,6 +73,12 @@ pub enum Action {
     ManageSecrets,
     /// Set and delete non-secret variables.
     SetVariables,
+    /// Create and change webhooks (each holds a secret that starts runs).
+    ManageWebhooks,
+    /// Delete webhooks; allowed in a deactivated customer.
+    DeleteWebhooks,
+    /// Read webhooks' delivery logs; allowed in a deactivated customer.
+    ReadWebhookDeliveries,
 }
 
 impl Action {
@@ -96,7 +102,11 @@ impl Action {
             Action::DeployReleases | Action::CancelReleases => &[Admin, Devops, Developer],
             Action::ManageMonitors | Action::DeleteMonitors => &[Admin, Devops, Developer],
             Action::ReadAuditLog | Action::ReadUsage | Action::ManageApprovalPolicy => &[Admin],
-            Action::ManageVariableGroups | Action::ManageSecrets => &[Admin, Devops],
+            Action::ManageVariableGroups
+            | Action::ManageSecrets
+            | Action::ManageWebhooks
+            | Action::DeleteWebhooks
+            | Action::ReadWebhookDeliveries => &[Admin, Devops],
             Action::SetVariables => &[Admin, Devops, Developer],
             Action::ManagePipelines
             | Action::DeletePipelines
@@ -129,6 +139,7 @@ impl Action {
                 | Action::ManageVariableGroups
                 | Action::ManageSecrets
                 | Action::SetVariables
+                | Action::ManageWebhooks
         )
     }
 
@@ -167,6 +178,9 @@ impl Action {
             Action::ManageVariableGroups => "manage variable groups of",
             Action::ManageSecrets => "set or delete secret variables of",
             Action::SetVariables => "set variables of",
+            Action::ManageWebhooks => "manage webhooks of",
+            Action::DeleteWebhooks => "delete webhooks of",
+            Action::ReadWebhookDeliveries => "read the webhook deliveries of",
         }
     }
 }

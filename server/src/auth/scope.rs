@@ -90,6 +90,8 @@ pub enum SystemActor {
     Housekeeping,
     /// Pipeline schedules' ticks.
     Scheduler,
+    /// Receives webhook deliveries and queues their runs.
+    Webhooks,
 }
 
 impl SystemActor {
@@ -104,6 +106,7 @@ impl SystemActor {
             SystemActor::Observability => "system:observability",
             SystemActor::Housekeeping => "system:housekeeping",
             SystemActor::Scheduler => "system:scheduler",
+            SystemActor::Webhooks => "system:webhooks",
         }
     }
 }

@@ -29,6 +29,13 @@ pub fn generate(prefix: &str) -> GeneratedSecret {
     from_secret(secret)
 }
 
+/// `bytes` random bytes as URL-safe base64 (a webhook's URL token and secret).
+pub fn random_text(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    URL_SAFE_NO_PAD.encode(buffer)
+}
+
 /// Describes a secret chosen elsewhere (the bootstrap token from configuration).
 pub fn from_secret(secret: String) -> GeneratedSecret {
     GeneratedSecret {

@@ -169,6 +169,10 @@ pub struct Execution {
     pub retry_of: Option<ExecutionId>,
     pub timeout_seconds: i32,
     pub trigger: Trigger,
+    /// For a webhook's run, the delivery's event, branch and commit ("" otherwise).
+    pub trigger_event: String,
+    pub trigger_branch: String,
+    pub trigger_commit: String,
 }
 
 /// A queued execution as dispatch matches it against agents: whose it is and which agent it
@@ -231,6 +235,12 @@ pub enum Trigger {
         owner: UserId,
         schedule: super::ScheduleId,
     },
+    /// A webhook delivery; the webhook's creator counts as who triggered it.
+    Webhook {
+        owner: UserId,
+        webhook: super::WebhookId,
+        delivery: super::WebhookDeliveryId,
+    },
 }
 
 /// The kinds of [`Trigger`], as stored (`executions.trigger_kind`) and filtered on.
@@ -240,6 +250,7 @@ pub enum TriggerKind {
     Retry,
     ReleaseStage,
     Schedule,
+    Webhook,
 }
 
 impl TriggerKind {
@@ -249,6 +260,7 @@ impl TriggerKind {
             TriggerKind::Retry => "retry",
             TriggerKind::ReleaseStage => "release_stage",
             TriggerKind::Schedule => "schedule",
+            TriggerKind::Webhook => "webhook",
         }
     }
 
@@ -258,6 +270,7 @@ impl TriggerKind {
             "retry" => TriggerKind::Retry,
             "release_stage" => TriggerKind::ReleaseStage,
             "schedule" => TriggerKind::Schedule,
+            "webhook" => TriggerKind::Webhook,
             _ => TriggerKind::User,
         }
     }
@@ -270,7 +283,7 @@ impl Trigger {
             Trigger::User(user) => user,
             Trigger::Retry { by, .. } => by,
             Trigger::ReleaseStage { deployed_by, .. } => deployed_by,
-            Trigger::Schedule { owner, .. } => owner,
+            Trigger::Schedule { owner, .. } | Trigger::Webhook { owner, .. } => owner,
         }
     }
 
@@ -288,6 +301,17 @@ impl Trigger {
             Trigger::Retry { .. } => TriggerKind::Retry,
             Trigger::ReleaseStage { .. } => TriggerKind::ReleaseStage,
             Trigger::Schedule { .. } => TriggerKind::Schedule,
+            Trigger::Webhook { .. } => TriggerKind::Webhook,
+        }
+    }
+
+    /// The webhook and delivery of a webhook's run.
+    pub fn webhook(self) -> Option<(super::WebhookId, super::WebhookDeliveryId)> {
+        match self {
+            Trigger::Webhook {
+                webhook, delivery, ..
+            } => Some((webhook, delivery)),
+            _ => None,
         }
     }
 
@@ -315,7 +339,15 @@ impl Trigger {
         retry_of: Option<ExecutionId>,
         stage: Option<(super::ReleaseExecutionId, super::StageExecutionId)>,
         schedule: Option<super::ScheduleId>,
+        webhook: Option<(super::WebhookId, super::WebhookDeliveryId)>,
     ) -> Trigger {
+        if let (TriggerKind::Webhook, Some((webhook, delivery))) = (kind, webhook) {
+            return Trigger::Webhook {
+                owner: by,
+                webhook,
+                delivery,
+            };
+        }
         match (kind, retry_of, stage, schedule) {
             (TriggerKind::Retry, Some(of), _, _) => Trigger::Retry { by, of },
             (TriggerKind::ReleaseStage, _, Some((release, stage)), _) => Trigger::ReleaseStage {

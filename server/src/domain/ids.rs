@@ -99,6 +99,14 @@ id_type!(
     /// A pipeline schedule id.
     ScheduleId
 );
+id_type!(
+    /// A webhook endpoint id.
+    WebhookId
+);
+id_type!(
+    /// A webhook delivery id (a row of a webhook's delivery log).
+    WebhookDeliveryId
+);
 
 /// Parses an optional id: 0 means "not given", negative is refused.
 pub fn parse_optional<T>(

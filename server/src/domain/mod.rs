@@ -23,6 +23,7 @@ pub mod usage;
 pub mod user;
 pub mod validate;
 pub mod variable;
+pub mod webhook;
 
 pub use activity::{ActivityEvent, NewActivity};
 pub use agent::{
@@ -33,7 +34,7 @@ pub use customer::{Customer, CustomerPatch, NewCustomer};
 pub use ids::{
     AgentId, CustomerId, EnvironmentId, ExecutionId, InvitationId, MonitorId, PipelineId,
     RegistrationTokenId, ReleaseExecutionId, ReleaseId, ScheduleId, StageExecutionId, TokenId,
-    UserId, VariableGroupId,
+    UserId, VariableGroupId, WebhookDeliveryId, WebhookId,
 };
 pub use page::{Page, PageRequest};
 pub use quota::{Quota, QuotaExceeded, QuotaLimits};

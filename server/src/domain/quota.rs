@@ -51,10 +51,12 @@ pub enum Quota {
     RegistrationTokens,
     /// Pipeline schedules.
     Schedules,
+    /// Webhook endpoints.
+    Webhooks,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 19] = [
+    pub const ALL: [Quota; 20] = [
         Quota::QueuedExecutions,
         Quota::RunningExecutions,
         Quota::Pipelines,
@@ -74,6 +76,7 @@ impl Quota {
         Quota::OpenInvitations,
         Quota::RegistrationTokens,
         Quota::Schedules,
+        Quota::Webhooks,
     ];
 
     /// The name used in configuration, the API and messages.
@@ -98,6 +101,7 @@ impl Quota {
             Quota::OpenInvitations => "open_invitations",
             Quota::RegistrationTokens => "registration_tokens",
             Quota::Schedules => "schedules",
+            Quota::Webhooks => "webhooks",
         }
     }
 
@@ -129,6 +133,7 @@ impl Quota {
             Quota::OpenInvitations => 100,
             Quota::RegistrationTokens => 100,
             Quota::Schedules => 100,
+            Quota::Webhooks => 50,
         }
     }
 

@@ -18,6 +18,7 @@ pub(crate) mod status;
 mod users;
 mod variables;
 mod watch;
+mod webhooks;
 
 pub use agents::AgentApi;
 pub use customers::CustomerApi;

@@ -28,14 +28,22 @@ pub struct PipelineApi {
     pub(super) context: ApiContext,
     operations: Operations,
     artifacts: ArtifactStore,
+    /// Seals webhook secrets.
+    pub(super) secrets: std::sync::Arc<crate::secrets::SecretBox>,
 }
 
 impl PipelineApi {
-    pub fn new(context: ApiContext, operations: Operations, artifacts: ArtifactStore) -> Self {
+    pub fn new(
+        context: ApiContext,
+        operations: Operations,
+        artifacts: ArtifactStore,
+        secrets: std::sync::Arc<crate::secrets::SecretBox>,
+    ) -> Self {
         Self {
             context,
             operations,
             artifacts,
+            secrets,
         }
     }
 
@@ -86,6 +94,46 @@ impl PipelineService for PipelineApi {
         request: Request<pb::DeleteScheduleRequest>,
     ) -> Result<Response<pb::DeleteScheduleResponse>, Status> {
         self.delete_schedule_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn create_webhook(
+        &self,
+        request: Request<pb::CreateWebhookRequest>,
+    ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
+        self.create_webhook_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_webhooks(
+        &self,
+        request: Request<pb::ListWebhooksRequest>,
+    ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
+        self.list_webhooks_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn update_webhook(
+        &self,
+        request: Request<pb::UpdateWebhookRequest>,
+    ) -> Result<Response<pb::UpdateWebhookResponse>, Status> {
+        self.update_webhook_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn delete_webhook(
+        &self,
+        request: Request<pb::DeleteWebhookRequest>,
+    ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
+        self.delete_webhook_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Result<Response<pb::ListWebhookDeliveriesResponse>, Status> {
+        self.list_webhook_deliveries_rpc(request).await
     }
 
     type WatchExecutionStream = WatchStream<pb::WatchExecutionResponse>;

@@ -38,7 +38,7 @@ impl From<Schedule> for pb::Schedule {
 impl PipelineApi {
     /// Refuses parameters named like a secret variable of the pipeline, as RunPipeline does: a
     /// schedule's parameter never stands in for a secret.
-    async fn check_not_secrets(
+    pub(super) async fn check_not_secrets(
         &self,
         scope: &crate::auth::TenantScope,
         pipeline_id: PipelineId,

@@ -26,7 +26,7 @@ use crate::domain::execution::{
 use crate::domain::pipeline::{AgentSelector, Pipeline};
 use crate::domain::{
     AgentId, CustomerId, ExecutionId, NewActivity, Page, PageRequest, PipelineId, Quota,
-    ReleaseExecutionId, ScheduleId, StageExecutionId, UserId,
+    ReleaseExecutionId, ScheduleId, StageExecutionId, UserId, WebhookDeliveryId, WebhookId,
 };
 
 pub(super) fn status_of(row: &execution::Model) -> Result<ExecutionStatus, StoreError> {
@@ -125,7 +125,18 @@ async fn executions_from_rows(
                             )
                         }),
                     row.trigger_schedule_id.map(ScheduleId::from_db),
+                    row.trigger_webhook_id
+                        .zip(row.trigger_webhook_delivery_id)
+                        .map(|(webhook, delivery)| {
+                            (
+                                WebhookId::from_db(webhook),
+                                WebhookDeliveryId::from_db(delivery),
+                            )
+                        }),
                 ),
+                trigger_event: row.trigger_event,
+                trigger_branch: row.trigger_branch,
+                trigger_commit: row.trigger_commit,
                 pipeline_name: row.pipeline_name,
             })
         })
@@ -495,6 +506,8 @@ pub(super) async fn insert_execution(
             .map(|(release, _)| release.get())),
         trigger_stage_execution_id: Set(trigger.release_stage().map(|(_, stage)| stage.get())),
         trigger_schedule_id: Set(trigger.schedule().map(ScheduleId::get)),
+        trigger_webhook_id: Set(trigger.webhook().map(|(webhook, _)| webhook.get())),
+        trigger_webhook_delivery_id: Set(trigger.webhook().map(|(_, delivery)| delivery.get())),
         last_sequence: Set(0),
         log_bytes: Set(0),
         log_truncated: Set(false),
@@ -572,6 +585,13 @@ pub(super) fn trigger_note(row: &execution::Model) -> String {
         TriggerKind::Schedule => row
             .trigger_schedule_id
             .map(|schedule| format!(" (schedule {schedule})"))
+            .unwrap_or_default(),
+        TriggerKind::Webhook => row
+            .trigger_webhook_id
+            .map(|webhook| match row.trigger_branch.as_str() {
+                "" => format!(" (webhook {webhook})"),
+                branch => format!(" (webhook {webhook}, {branch})"),
+            })
             .unwrap_or_default(),
         TriggerKind::User => String::new(),
     }

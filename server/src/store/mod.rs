@@ -43,9 +43,11 @@ mod rollups;
 mod schedules;
 mod stats;
 mod tokens;
+mod triggered;
 mod usage;
 mod users;
 mod variables;
+mod webhooks;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
@@ -71,7 +73,9 @@ pub(crate) use rollups::FOLD_BATCH;
 pub use schedules::{Fired, SchedulePatch};
 pub use stats::{CustomerStats, ExecutionCounts, PoolUsage};
 pub use tokens::AuthenticatedToken;
+pub use triggered::NotQueued;
 pub use variables::{JobVariable, JobVariables, StageGate};
+pub use webhooks::{KEPT_DELIVERIES, Queued, WebhookPatch};
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use sea_orm::{
 
 use super::entities::{
     agent, customer, customer_quota, customer_storage, execution, invitation, monitor, pipeline,
-    pipeline_schedule, registration_token, variable_group,
+    pipeline_schedule, registration_token, variable_group, webhook,
 };
 use super::{Store, StoreError, activity, now};
 use crate::auth::{PlatformAdmin, TenantScope};
@@ -142,6 +142,12 @@ pub(super) async fn used(
         Quota::Schedules => count(
             pipeline_schedule::Entity::find()
                 .filter(pipeline_schedule::Column::CustomerId.eq(customer))
+                .count(db)
+                .await?,
+        ),
+        Quota::Webhooks => count(
+            webhook::Entity::find()
+                .filter(webhook::Column::CustomerId.eq(customer))
                 .count(db)
                 .await?,
         ),

@@ -11,16 +11,16 @@ use sea_orm::{
     QuerySelect, sea_query::Expr,
 };
 
-use super::entities::{customer, pipeline_schedule, user, user_customer};
+use super::entities::pipeline_schedule;
 use super::executions::insert_execution;
 use super::pipelines::{load_pipeline, to_json};
 use super::{Store, StoreError, SystemStore, now};
-use crate::auth::{Action, TenantScope};
+use crate::auth::TenantScope;
 use crate::domain::execution::Trigger;
 use crate::domain::pipeline::resolve_parameters;
 use crate::domain::schedule::{CronSchedule, NewSchedule, Schedule};
 use crate::domain::{
-    CustomerId, ExecutionId, Page, PageRequest, PipelineId, Quota, Role, ScheduleId, UserId,
+    CustomerId, ExecutionId, Page, PageRequest, PipelineId, Quota, ScheduleId, UserId,
 };
 
 impl TryFrom<pipeline_schedule::Model> for Schedule {
@@ -336,81 +336,29 @@ impl SystemStore {
         schedule: &pipeline_schedule::Model,
         customer_id: CustomerId,
     ) -> Result<Fired, StoreError> {
-        let active = customer::Entity::find_by_id(customer_id.get())
-            .one(transaction)
-            .await?
-            .is_some_and(|row| row.is_active);
-        if !active {
-            return Ok(Fired::Skipped(
-                "stopped: the customer is deactivated".to_owned(),
-            ));
-        }
-        let pipeline = match load_pipeline(
-            transaction,
-            customer_id,
-            PipelineId::from_db(schedule.pipeline_id),
-        )
-        .await
-        {
-            Ok(pipeline) => pipeline,
-            Err(StoreError::NotFound(_)) => {
-                return Ok(Fired::Skipped(
-                    "stopped: the pipeline was deleted".to_owned(),
-                ));
-            }
-            Err(error) => return Err(error),
-        };
         let parameters: BTreeMap<String, String> =
             serde_json::from_value(schedule.parameters.clone()).unwrap_or_default();
-        let parameters = match check_parameters(&pipeline, &parameters) {
-            Ok(parameters) => parameters,
-            Err(error) => {
-                return Ok(Fired::Skipped(format!(
-                    "the parameters no longer fit the pipeline: {error}"
-                )));
-            }
-        };
-        // Runs are on the creator's behalf: while they may no longer run the pipeline, the
-        // schedule stops (a platform administrator keeps the authority).
-        let owner = user::Entity::find_by_id(schedule.created_by)
-            .one(transaction)
-            .await?;
-        let member_role = user_customer::Entity::find()
-            .filter(user_customer::Column::UserId.eq(schedule.created_by))
-            .filter(user_customer::Column::CustomerId.eq(customer_id.get()))
-            .one(transaction)
+        let owner = UserId::from_db(schedule.created_by);
+        let (pipeline, parameters) = match self
+            .admit_triggered_run(
+                transaction,
+                customer_id,
+                PipelineId::from_db(schedule.pipeline_id),
+                owner,
+                &parameters,
+            )
             .await?
-            .and_then(|row| Role::from_db(&row.role));
-        let may_run = owner.as_ref().is_some_and(|owner| {
-            owner.is_active
-                && (owner.is_superuser
-                    || member_role
-                        .is_some_and(|role| Action::RunPipelines.allowed_roles().contains(&role)))
-        });
-        if !may_run {
-            return Ok(Fired::Skipped(
-                "stopped: its creator may no longer run this pipeline".to_owned(),
-            ));
-        }
-        let limits = self.store().quota_limits(transaction, customer_id).await?;
-        match self
-            .store()
-            .admit_one_more_within(transaction, customer_id, Quota::QueuedExecutions, &limits)
-            .await
         {
-            Ok(()) => {}
-            Err(StoreError::QuotaExceeded(exceeded)) => {
-                return Ok(Fired::Skipped(exceeded.to_string()));
-            }
-            Err(error) => return Err(error),
-        }
+            Ok(admitted) => admitted,
+            Err(not_queued) => return Ok(Fired::Skipped(not_queued.reason)),
+        };
         let execution = insert_execution(
             transaction,
             &pipeline,
             &parameters,
             &pipeline.definition.selector,
             Trigger::Schedule {
-                owner: UserId::from_db(schedule.created_by),
+                owner,
                 schedule: ScheduleId::from_db(schedule.id),
             },
         )

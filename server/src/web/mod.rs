@@ -9,6 +9,7 @@ mod chart;
 mod database;
 mod error;
 mod headers;
+mod hooks;
 mod live;
 mod origin;
 mod pages;
@@ -56,6 +57,8 @@ pub struct WebInner {
     /// `appsettings.json` names it (on the host the browser addressed).
     pub grpc_port: u16,
     pub grpc_tls: bool,
+    /// Receives webhook deliveries (`/hooks/<token>`).
+    pub hooks: crate::webhooks::Intake,
 }
 
 impl Web {
@@ -65,8 +68,20 @@ impl Web {
 
     /// Every route of the dashboard; every answer carries the security headers (`headers`),
     /// writes from another origin are refused before any handler runs (`origin`), and pages
-    /// are answered 503 at once while the database is unreachable (`database`).
+    /// are answered 503 at once while the database is unreachable (`database`). Webhook
+    /// deliveries (`/hooks/<token>`) come from other sites by design: they skip the origin
+    /// rule and prove themselves by their signatures.
     pub fn router(self) -> Router {
+        let hooks = Router::new()
+            .route("/hooks/{token}", post(hooks::deliver))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                database::refuse_while_unreachable,
+            ))
+            .layer(axum::middleware::map_response(
+                headers::add_security_headers,
+            ))
+            .with_state(self.clone());
         Router::new()
             .route("/", get(pages::index))
             .route("/signin", get(session::sign_in_page).post(session::sign_in))
@@ -211,6 +226,7 @@ impl Web {
                 headers::add_security_headers,
             ))
             .with_state(self)
+            .merge(hooks)
     }
 }
 

@@ -359,6 +359,17 @@ impl From<Execution> for pb::Execution {
                     .trigger
                     .schedule()
                     .map_or(0, |schedule| schedule.get()),
+                webhook_id: execution
+                    .trigger
+                    .webhook()
+                    .map_or(0, |(webhook, _)| webhook.get()),
+                webhook_delivery_id: execution
+                    .trigger
+                    .webhook()
+                    .map_or(0, |(_, delivery)| delivery.get()),
+                event: execution.trigger_event,
+                branch: execution.trigger_branch,
+                commit: execution.trigger_commit,
             }),
             triggered_by_username: execution.triggered_by_username,
         }
@@ -371,6 +382,7 @@ fn trigger_kind_to_pb(kind: TriggerKind) -> pb::TriggerKind {
         TriggerKind::Retry => pb::TriggerKind::Retry,
         TriggerKind::ReleaseStage => pb::TriggerKind::ReleaseStage,
         TriggerKind::Schedule => pb::TriggerKind::Schedule,
+        TriggerKind::Webhook => pb::TriggerKind::Webhook,
     }
 }
 
@@ -385,6 +397,7 @@ pub fn trigger_kind_filter(
         Ok(pb::TriggerKind::Retry) => Ok(Some(TriggerKind::Retry)),
         Ok(pb::TriggerKind::ReleaseStage) => Ok(Some(TriggerKind::ReleaseStage)),
         Ok(pb::TriggerKind::Schedule) => Ok(Some(TriggerKind::Schedule)),
+        Ok(pb::TriggerKind::Webhook) => Ok(Some(TriggerKind::Webhook)),
         Err(_) => Err(ValidationError::new(
             field,
             format!("has unknown value {value}"),

@@ -24,6 +24,7 @@ async fn refusals_carry_structured_details(backend: Backend) {
             rate_limits: cygnet_server::config::RateLimits {
                 requests_per_minute_per_token: 600,
                 requests_per_minute_per_address: 600,
+                ..Default::default()
             },
             ..TestOptions::default()
         },
@@ -129,6 +130,7 @@ async fn a_rate_limit_says_when_to_retry(backend: Backend) {
             rate_limits: cygnet_server::config::RateLimits {
                 requests_per_minute_per_token: 10,
                 requests_per_minute_per_address: 10,
+                ..Default::default()
             },
             ..TestOptions::default()
         },

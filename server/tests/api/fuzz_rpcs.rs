@@ -154,6 +154,7 @@ async fn every_rpc_answers_bad_input_precisely(backend: Backend) {
             rate_limits: cygnet_server::config::RateLimits {
                 requests_per_minute_per_token: 1_000_000,
                 requests_per_minute_per_address: 1_000_000,
+                ..Default::default()
             },
             ..TestOptions::default()
         },

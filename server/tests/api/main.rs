@@ -41,3 +41,4 @@ mod web_manage;
 mod web_releases;
 mod web_security;
 mod web_see;
+mod webhooks;

@@ -634,6 +634,7 @@ async fn request_rates_are_bounded_per_caller(backend: Backend) {
             rate_limits: cygnet_server::config::RateLimits {
                 requests_per_minute_per_token: 30,
                 requests_per_minute_per_address: 5,
+                ..Default::default()
             },
             ..TestOptions::default()
         },

@@ -48,6 +48,13 @@ pub struct Model {
     pub trigger_stage_execution_id: Option<i64>,
     /// For a schedule's run, the schedule (migration m20261217).
     pub trigger_schedule_id: Option<i64>,
+    /// For a webhook's run, the webhook and the delivery (migration m20261218).
+    pub trigger_webhook_id: Option<i64>,
+    pub trigger_webhook_delivery_id: Option<i64>,
+    /// For a webhook's run, the delivery's event, branch and commit ("" otherwise).
+    pub trigger_event: String,
+    pub trigger_branch: String,
+    pub trigger_commit: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

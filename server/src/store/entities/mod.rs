@@ -32,3 +32,5 @@ pub mod user;
 pub mod user_customer;
 pub mod variable;
 pub mod variable_group;
+pub mod webhook;
+pub mod webhook_delivery;

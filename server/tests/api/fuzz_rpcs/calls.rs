@@ -405,6 +405,31 @@ pub fn call(
             delete_schedule,
             pb::DeleteScheduleRequest
         )),
+        "cygnet.v1.PipelineService/CreateWebhook" => spawn!(unary!(
+            PipelineServiceClient,
+            create_webhook,
+            pb::CreateWebhookRequest
+        )),
+        "cygnet.v1.PipelineService/ListWebhooks" => spawn!(unary!(
+            PipelineServiceClient,
+            list_webhooks,
+            pb::ListWebhooksRequest
+        )),
+        "cygnet.v1.PipelineService/UpdateWebhook" => spawn!(unary!(
+            PipelineServiceClient,
+            update_webhook,
+            pb::UpdateWebhookRequest
+        )),
+        "cygnet.v1.PipelineService/DeleteWebhook" => spawn!(unary!(
+            PipelineServiceClient,
+            delete_webhook,
+            pb::DeleteWebhookRequest
+        )),
+        "cygnet.v1.PipelineService/ListWebhookDeliveries" => spawn!(unary!(
+            PipelineServiceClient,
+            list_webhook_deliveries,
+            pb::ListWebhookDeliveriesRequest
+        )),
         "cygnet.v1.PipelineService/RunPipeline" => spawn!(unary!(
             PipelineServiceClient,
             run_pipeline,

@@ -1,0 +1,26 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "webhook_deliveries")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub customer_id: i64,
+    pub webhook_id: i64,
+    /// The provider's delivery id, for deliveries whose signature held; unique per webhook.
+    pub delivery_key: Option<String>,
+    pub event: String,
+    pub branch: String,
+    pub commit: String,
+    pub author: String,
+    /// `queued`, `ignored` or `refused`.
+    pub outcome: String,
+    pub reason: String,
+    pub execution_id: Option<i64>,
+    pub received_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
