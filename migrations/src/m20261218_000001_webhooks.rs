@@ -1,9 +1,11 @@
 //! Webhook endpoints and their deliveries. An endpoint is addressed by a random token (the
 //! URL reveals nothing of its customer or pipeline) and checks each delivery with its secret,
-//! sealed like secret variables. A delivery that passed the check holds its provider's delivery
-//! id in `delivery_key`, unique per endpoint, so a repeated delivery queues nothing; refused
-//! deliveries keep no key, so a forged one cannot take the id of a real one. Executions a
-//! delivery queued name the endpoint and the delivery, and keep its event, branch and commit.
+//! sealed like secret variables. A delivery that queued a run holds its sender's delivery id
+//! in `delivery_key` and the digest of its signed content in `fingerprint`, each unique per
+//! endpoint, so a repeated delivery queues nothing, under its own id or another; deliveries
+//! that queued nothing keep neither, so a forged or refused one cannot take the id of a real
+//! one. Executions a delivery queued name the endpoint and the delivery, and keep its event,
+//! branch and commit.
 
 use sea_orm_migration::prelude::*;
 
@@ -65,6 +67,7 @@ enum WebhookDeliveries {
     CustomerId,
     WebhookId,
     DeliveryKey,
+    Fingerprint,
     Event,
     Branch,
     Commit,
@@ -155,6 +158,11 @@ impl MigrationTrait for Migration {
                             .string_len(200)
                             .null(),
                     )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::Fingerprint)
+                            .string_len(64)
+                            .null(),
+                    )
                     .col(string(WebhookDeliveries::Event, 100))
                     .col(string(WebhookDeliveries::Branch, 255))
                     .col(string(WebhookDeliveries::Commit, 100))
@@ -184,6 +192,17 @@ impl MigrationTrait for Migration {
                     "ux_webhook_deliveries_key",
                     WebhookDeliveries::Table,
                     &["webhook_id", "delivery_key"],
+                )
+                .unique()
+                .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                index(
+                    "ux_webhook_deliveries_fingerprint",
+                    WebhookDeliveries::Table,
+                    &["webhook_id", "fingerprint"],
                 )
                 .unique()
                 .to_owned(),

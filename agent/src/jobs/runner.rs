@@ -23,7 +23,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 fn is_plain(value: &str) -> bool {
     value.chars().all(|c| {
         c.is_ascii_alphanumeric()
-            || matches!(c, ' ' | '_' | '.' | ',' | ':' | '/' | '@' | '+' | '=' | '-')
+            || matches!(c, '_' | '.' | ',' | ':' | '/' | '@' | '+' | '=' | '-')
     })
 }
 

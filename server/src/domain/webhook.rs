@@ -56,6 +56,16 @@ impl WebhookFormat {
             WebhookFormat::GitLab => Some(&["push", "tag_push", "merge_request"]),
         }
     }
+
+    /// The events a webhook that names none runs for: pushes only. Pull and merge requests
+    /// run code their authors chose, so a webhook runs them only when it names them.
+    pub fn default_events(self) -> Option<&'static [&'static str]> {
+        match self {
+            WebhookFormat::Generic => None,
+            WebhookFormat::GitHub => Some(&["push"]),
+            WebhookFormat::GitLab => Some(&["push", "tag_push"]),
+        }
+    }
 }
 
 /// Where a run parameter's value comes from in a delivery.
@@ -107,7 +117,17 @@ pub struct DeliveryFacts {
     pub event: String,
     /// For pull and merge requests, what happened (`opened`, `synchronize`, `update`, …).
     pub action: String,
+    /// The branch pushed to, or the source branch of a pull or merge request.
     pub branch: String,
+    /// The branch a pull or merge request targets (the branch filters match it); for a push,
+    /// the branch pushed to.
+    pub target: String,
+    /// A pull or merge request from another repository (a fork): never run, since its author
+    /// chose the code that would run with the pipeline's secrets.
+    pub from_fork: bool,
+    /// What identifies the signed content (a digest): a copy of it under another delivery id
+    /// is still a copy.
+    pub fingerprint: String,
     pub tag: String,
     pub commit: String,
     pub author: String,
@@ -212,10 +232,19 @@ impl WebhookRules {
                 format!("may fill at most {MAX_PARAMETERS} parameters"),
             ));
         }
-        let mut checked_parameters = BTreeMap::new();
+        let mut checked_parameters: BTreeMap<String, String> = BTreeMap::new();
         for (name, source) in parameters {
             let field = format!("parameters[{name}]");
             ParameterSource::parse(source, &field)?;
+            if checked_parameters
+                .keys()
+                .any(|seen| seen.eq_ignore_ascii_case(name.trim()))
+            {
+                return Err(ValidationError::new(
+                    field,
+                    "is given twice (names are case-insensitive)",
+                ));
+            }
             checked_parameters.insert(name.trim().to_owned(), source.trim().to_owned());
         }
         Ok(WebhookRules {
@@ -229,7 +258,7 @@ impl WebhookRules {
     pub fn ignores(&self, format: WebhookFormat, facts: &DeliveryFacts) -> Option<String> {
         let wanted = if self.events.is_empty() {
             format
-                .events()
+                .default_events()
                 .is_none_or(|known| known.contains(&facts.event.as_str()))
         } else {
             self.events.contains(&facts.event)
@@ -237,6 +266,12 @@ impl WebhookRules {
         if !wanted {
             return Some(format!(
                 "event {:?} is not one this webhook runs for",
+                facts.event
+            ));
+        }
+        if facts.from_fork {
+            return Some(format!(
+                "a {} from a fork runs code its author chose: not run",
                 facts.event
             ));
         }
@@ -254,12 +289,12 @@ impl WebhookRules {
             };
             let matches = self.branches.iter().any(|pattern| {
                 glob::Pattern::new(pattern)
-                    .is_ok_and(|pattern| pattern.matches_with(&facts.branch, options))
+                    .is_ok_and(|pattern| pattern.matches_with(&facts.target, options))
             });
-            if facts.branch.is_empty() || !matches {
+            if facts.target.is_empty() || !matches {
                 return Some(format!(
                     "branch {:?} matches none of {}",
-                    facts.branch,
+                    facts.target,
                     self.branches.join(", ")
                 ));
             }
@@ -351,6 +386,7 @@ mod tests {
             event: event.into(),
             action: action.into(),
             branch: branch.into(),
+            target: branch.into(),
             ..DeliveryFacts::default()
         }
     }
@@ -385,6 +421,22 @@ mod tests {
         .expect("valid");
         let github = WebhookFormat::GitHub;
         assert_eq!(rules.ignores(github, &facts("push", "", "main")), None);
+        // Pull requests run only when the webhook names them.
+        assert!(
+            rules
+                .ignores(github, &facts("pull_request", "opened", "main"))
+                .is_some()
+        );
+        let rules = WebhookRules::parse(
+            WebhookFormat::GitHub,
+            &["push".into(), "pull_request".into()],
+            &["main".into(), "release/*".into()],
+            &BTreeMap::new(),
+        )
+        .expect("valid");
+        let mut fork = facts("pull_request", "opened", "main");
+        fork.from_fork = true;
+        assert!(rules.ignores(github, &fork).is_some());
         assert_eq!(
             rules.ignores(github, &facts("push", "", "release/2.1")),
             None

@@ -67,6 +67,23 @@ impl SystemStore {
             }
             Err(error) => return Err(error),
         };
+        // Checked again at each run: a secret added to the pipeline's groups since the
+        // trigger was made must not be replaced by one of its parameters.
+        let secret_keys = super::variables::secret_keys_of_groups(
+            transaction,
+            customer_id,
+            &pipeline.definition.variable_group_ids,
+        )
+        .await?;
+        if let Some(name) = parameters.keys().find(|name| {
+            secret_keys
+                .iter()
+                .any(|secret| secret.eq_ignore_ascii_case(name))
+        }) {
+            return Ok(Err(NotQueued::because(format!(
+                "parameters[{name}] is a secret variable of this pipeline and cannot be given"
+            ))));
+        }
         let parameters = match resolve_parameters(&pipeline.definition.parameters, parameters) {
             Ok(parameters) => parameters,
             Err(error) => {

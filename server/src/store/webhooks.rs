@@ -1,8 +1,8 @@
 //! Webhook endpoints (kept per customer within the `webhooks` quota) and their delivery logs.
-//! A delivery whose signature held is recorded with its sender's id in the transaction that
-//! queues its run; the id is unique per endpoint, so of two copies of a delivery (a retry, a
-//! replay, two replicas at once) one queues and the other finds it. Each log keeps its newest
-//! [`KEPT_DELIVERIES`] rows.
+//! A delivery whose signature held is recorded with its sender's id and the digest of its
+//! signed content in the transaction that queues its run; both are unique per endpoint, so of
+//! two copies of a delivery (a retry, a replay under another id, two replicas at once) one
+//! queues and the other finds it. Each log keeps its newest [`KEPT_DELIVERIES`] rows.
 
 use std::collections::BTreeMap;
 
@@ -126,24 +126,51 @@ fn check_parameter_names(
     Ok(())
 }
 
-/// Keeps the newest [`KEPT_DELIVERIES`] rows of a webhook's log.
-async fn prune_deliveries(db: &impl ConnectionTrait, webhook_id: i64) -> Result<(), StoreError> {
-    let oldest_kept: Option<i64> = webhook_delivery::Entity::find()
-        .select_only()
-        .column(webhook_delivery::Column::Id)
-        .filter(webhook_delivery::Column::WebhookId.eq(webhook_id))
-        .order_by_desc(webhook_delivery::Column::Id)
-        .offset(KEPT_DELIVERIES - 1)
-        .limit(1)
-        .into_tuple()
-        .one(db)
-        .await?;
-    if let Some(oldest_kept) = oldest_kept {
-        webhook_delivery::Entity::delete_many()
-            .filter(webhook_delivery::Column::WebhookId.eq(webhook_id))
-            .filter(webhook_delivery::Column::Id.lt(oldest_kept))
-            .exec(db)
+/// Refused deliveries (forged, replayed) kept per webhook, apart from the others: forged ones
+/// cannot push real ones out of the log.
+const KEPT_REJECTED: u64 = 100;
+/// The log is pruned at about one insert in this many (rows whose id is a multiple).
+const PRUNE_EVERY: i64 = 50;
+
+/// Keeps the newest [`KEPT_DELIVERIES`] rows of a webhook's log, and the newest
+/// [`KEPT_REJECTED`] rejected ones, once every [`PRUNE_EVERY`] inserts (`inserted` is the new
+/// row's id).
+async fn prune_deliveries(
+    db: &impl ConnectionTrait,
+    webhook: &Webhook,
+    inserted: i64,
+) -> Result<(), StoreError> {
+    if inserted % PRUNE_EVERY != 0 {
+        return Ok(());
+    }
+    let rejected = DeliveryOutcome::Rejected.as_str();
+    for (keep, is_rejected) in [(KEPT_DELIVERIES, false), (KEPT_REJECTED, true)] {
+        let outcome = if is_rejected {
+            webhook_delivery::Column::Outcome.eq(rejected)
+        } else {
+            webhook_delivery::Column::Outcome.ne(rejected)
+        };
+        let oldest_kept: Option<i64> = webhook_delivery::Entity::find()
+            .select_only()
+            .column(webhook_delivery::Column::Id)
+            .filter(webhook_delivery::Column::CustomerId.eq(webhook.customer_id.get()))
+            .filter(webhook_delivery::Column::WebhookId.eq(webhook.id.get()))
+            .filter(outcome.clone())
+            .order_by_desc(webhook_delivery::Column::Id)
+            .offset(keep - 1)
+            .limit(1)
+            .into_tuple()
+            .one(db)
             .await?;
+        if let Some(oldest_kept) = oldest_kept {
+            webhook_delivery::Entity::delete_many()
+                .filter(webhook_delivery::Column::CustomerId.eq(webhook.customer_id.get()))
+                .filter(webhook_delivery::Column::WebhookId.eq(webhook.id.get()))
+                .filter(outcome)
+                .filter(webhook_delivery::Column::Id.lt(oldest_kept))
+                .exec(db)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -151,7 +178,7 @@ async fn prune_deliveries(db: &impl ConnectionTrait, webhook_id: i64) -> Result<
 /// A log row for `facts` (its text cut to the columns' sizes).
 fn delivery_row(
     webhook: &Webhook,
-    key: Option<String>,
+    keys: Option<(String, String)>,
     facts: &DeliveryFacts,
     outcome: DeliveryOutcome,
     reason: &str,
@@ -160,7 +187,8 @@ fn delivery_row(
     webhook_delivery::ActiveModel {
         customer_id: Set(webhook.customer_id.get()),
         webhook_id: Set(webhook.id.get()),
-        delivery_key: Set(key),
+        delivery_key: Set(keys.as_ref().map(|(key, _)| key.clone())),
+        fingerprint: Set(keys.map(|(_, fingerprint)| fingerprint)),
         event: Set(shorten(facts.event.clone(), 100)),
         branch: Set(shorten(facts.branch.clone(), 255)),
         commit: Set(shorten(facts.commit.clone(), 100)),
@@ -286,6 +314,9 @@ impl Store {
         if let Some(enabled) = patch.enabled {
             row.enabled = Set(enabled);
         }
+        // Runs are on behalf of whoever last changed the webhook: a member cannot make runs
+        // happen in another's name.
+        row.created_by = Set(scope.actor().get());
         row.updated_at = Set(now());
         let row = row.update(&transaction).await?;
         transaction.commit().await?;
@@ -418,7 +449,7 @@ impl SystemStore {
                 .exec(&transaction)
                 .await?;
         }
-        prune_deliveries(&transaction, webhook.id.get()).await?;
+        prune_deliveries(&transaction, webhook, row.id).await?;
         transaction.commit().await?;
         Ok(WebhookDeliveryId::from_db(row.id))
     }
@@ -433,10 +464,26 @@ impl SystemStore {
         at: DateTime<Utc>,
     ) -> Result<Queued, StoreError> {
         let customer_id = webhook.customer_id;
+        // A full queue is refused before the write lock is taken (as every write does).
+        match self
+            .store()
+            .precheck_one_more(customer_id, Quota::QueuedExecutions)
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::QuotaExceeded(exceeded)) => {
+                return Ok(Queued::NotQueued(super::NotQueued {
+                    reason: exceeded.to_string(),
+                    stops: false,
+                    quota: true,
+                }));
+            }
+            Err(error) => return Err(error),
+        }
         let transaction = self.begin_write().await?;
         let inserted = delivery_row(
             webhook,
-            Some(facts.key.clone()),
+            Some((facts.key.clone(), facts.fingerprint.clone())),
             facts,
             DeliveryOutcome::Queued,
             "",
@@ -453,7 +500,7 @@ impl SystemStore {
                 ) =>
             {
                 drop(transaction);
-                return self.earlier_delivery(webhook, &facts.key).await;
+                return self.earlier_delivery(webhook, facts).await;
             }
             Err(error) => return Err(error.into()),
         };
@@ -527,17 +574,26 @@ impl SystemStore {
             .filter(webhook::Column::Id.eq(webhook.id.get()))
             .exec(&transaction)
             .await?;
-        prune_deliveries(&transaction, webhook.id.get()).await?;
+        prune_deliveries(&transaction, webhook, delivery.id).await?;
         transaction.commit().await?;
         Ok(Queued::Run(execution_id))
     }
 
-    /// The run an earlier copy of a delivery queued.
-    async fn earlier_delivery(&self, webhook: &Webhook, key: &str) -> Result<Queued, StoreError> {
+    /// The run an earlier copy of a delivery queued (the same delivery id, or the same signed
+    /// content under another id).
+    async fn earlier_delivery(
+        &self,
+        webhook: &Webhook,
+        facts: &DeliveryFacts,
+    ) -> Result<Queued, StoreError> {
         let earlier = webhook_delivery::Entity::find()
             .filter(webhook_delivery::Column::CustomerId.eq(webhook.customer_id.get()))
             .filter(webhook_delivery::Column::WebhookId.eq(webhook.id.get()))
-            .filter(webhook_delivery::Column::DeliveryKey.eq(key))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(webhook_delivery::Column::DeliveryKey.eq(facts.key.as_str()))
+                    .add(webhook_delivery::Column::Fingerprint.eq(facts.fingerprint.as_str())),
+            )
             .one(&self.db)
             .await?;
         Ok(Queued::Duplicate(earlier.and_then(|row| {

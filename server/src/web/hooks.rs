@@ -9,7 +9,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use super::Web;
-use crate::webhooks::{Answer, MAX_BODY_BYTES};
+use crate::webhooks::{Answer, MAX_BODY_BYTES, token_looks_right};
+
+/// Longest a sender may take to send its body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
@@ -35,6 +38,14 @@ pub async fn deliver(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if !token_looks_right(&token) {
+        // No webhook has such an address: the same answer as any unknown one, unread.
+        return web
+            .hooks
+            .receive(&token, &headers, &[], Utc::now())
+            .await
+            .into_response();
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|length| length.to_str().ok())
@@ -43,9 +54,22 @@ pub async fn deliver(
         web.hooks.count_too_large();
         return Answer::too_large().into_response();
     }
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        web.hooks.count_too_large();
-        return Answer::too_large().into_response();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            web.hooks.count_too_large();
+            return Answer::too_large().into_response();
+        }
+        Err(_) => {
+            return (
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"outcome":"error","error":"the body took longer than 10 s to arrive"}"#,
+            )
+                .into_response();
+        }
     };
     // The delivery runs to its end even when the server is stopping meanwhile.
     let hooks = web.hooks.clone();
@@ -56,7 +80,8 @@ pub async fn deliver(
         Ok(answer) => answer.into_response(),
         Err(_) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "the server is stopping; deliver again",
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"outcome":"error","error":"the server is stopping; deliver again"}"#,
         )
             .into_response(),
     }

@@ -4,10 +4,11 @@
 //! 1. the body is at most [`MAX_BODY_BYTES`] (413);
 //! 2. the token names a webhook, the webhook is enabled and the signature holds under its
 //!    secret — otherwise the same 401 whatever failed, so a sender learns nothing of which
-//!    webhooks exist (an unknown token costs the same HMAC as a known one);
-//! 3. the webhook's rate (`rate_limits.webhook_deliveries_per_minute`, per replica) has room
-//!    (429 with `Retry-After`); refused deliveries have a bucket of their own, so forged ones
-//!    cannot use up a webhook's rate;
+//!    webhooks exist from the answer (an unknown token is checked against a decoy key; a known
+//!    one also opens its secret, and the first refusals a minute are logged);
+//! 3. the webhook's rate (`rate_limits.webhook_deliveries_per_minute`, per replica) and its
+//!    customer's (five times that, for all their webhooks) have room (429 with `Retry-After`);
+//!    refused deliveries have a bucket of their own, so forged ones cannot use up a rate;
 //! 4. the body is JSON and carries what its format needs (400);
 //! 5. its event, action and branch pass the webhook's filters (200, ignored);
 //! 6. its run is queued with the parameters the webhook fills (202), or was already queued
@@ -29,7 +30,9 @@ use serde_json::{Value, json};
 
 use crate::auth::{SystemActor, system_scope};
 use crate::domain::WebhookId;
-use crate::domain::webhook::{DeliveryFacts, DeliveryOutcome, Webhook, WebhookRules};
+use crate::domain::webhook::{
+    DeliveryFacts, DeliveryOutcome, Webhook, WebhookFormat, WebhookRules,
+};
 use crate::metrics::ServerMetrics;
 use crate::rate_limit::KeyedBuckets;
 use crate::secrets::SecretBox;
@@ -43,6 +46,18 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 const MAX_TOKEN_CHARS: usize = 64;
 /// Refused deliveries logged per webhook per minute (more are only counted).
 const REJECTED_LOGGED_PER_MINUTE: u32 = 10;
+/// A customer's webhooks together take this many times one webhook's rate.
+pub const CUSTOMER_FACTOR: u32 = 5;
+
+/// Whether `token` could be one the server made (URL-safe base64, at most 64 characters): a
+/// request for anything else is refused before its body is read.
+pub fn token_looks_right(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_TOKEN_CHARS
+        && token
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
 
 /// The answer to a delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +111,8 @@ struct Inner {
     metrics: Arc<ServerMetrics>,
     per_minute: u32,
     accepted: KeyedBuckets<WebhookId>,
+    /// All of a customer's webhooks together: [`CUSTOMER_FACTOR`] times one webhook's rate.
+    customers: KeyedBuckets<crate::domain::CustomerId>,
     rejected: KeyedBuckets<WebhookId>,
     /// The key an unknown token's signature is checked with (same work as a known one).
     decoy: String,
@@ -116,6 +133,7 @@ impl Intake {
             metrics,
             per_minute,
             accepted: KeyedBuckets::default(),
+            customers: KeyedBuckets::default(),
             rejected: KeyedBuckets::default(),
             decoy: crate::auth::token::random_text(32),
         }))
@@ -170,25 +188,14 @@ impl Intake {
         now: DateTime<Utc>,
     ) -> Result<Answer, crate::store::StoreError> {
         let inner = &self.0;
-        let found = if token.is_empty()
-            || token.len() > MAX_TOKEN_CHARS
-            || !token
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
-        {
-            None
-        } else {
+        let found = if token_looks_right(token) {
             inner.store.webhook_by_token(token).await?
+        } else {
+            None
         };
         let Some((webhook, sealed)) = found else {
             // The same work as for a known webhook, then the same answer.
-            let _ = signature::verify(
-                crate::domain::webhook::WebhookFormat::GitHub,
-                &inner.decoy,
-                headers,
-                body,
-                now,
-            );
+            let _ = signature::verify(WebhookFormat::GitHub, &inner.decoy, headers, body, now);
             return Ok(Answer::rejected());
         };
         let secret = inner
@@ -227,10 +234,26 @@ impl Intake {
             }
             return Ok(Answer::rejected());
         }
-        if let Err(wait) = inner
+        let customer_per_minute = inner.per_minute.saturating_mul(CUSTOMER_FACTOR);
+        let limited = inner
             .accepted
             .take(webhook.id, inner.per_minute, Instant::now())
-        {
+            .err()
+            .map(|wait| (wait, "this webhook", inner.per_minute))
+            .or_else(|| {
+                inner
+                    .customers
+                    .take(webhook.customer_id, customer_per_minute, Instant::now())
+                    .err()
+                    .map(|wait| {
+                        (
+                            wait,
+                            "this customer's webhooks together",
+                            customer_per_minute,
+                        )
+                    })
+            });
+        if let Some((wait, who, per_minute)) = limited {
             let seconds = wait.as_secs().max(1);
             return Ok(Answer {
                 retry_after: Some(seconds),
@@ -239,8 +262,7 @@ impl Intake {
                     json!({
                         "outcome": "rate_limited",
                         "error": format!(
-                            "this webhook takes at most {} deliveries a minute (rate_limits.webhook_deliveries_per_minute); retry in {seconds} s",
-                            inner.per_minute
+                            "{who} take at most {per_minute} deliveries a minute (rate_limits.webhook_deliveries_per_minute); retry in {seconds} s"
                         ),
                     }),
                 )
@@ -267,7 +289,15 @@ impl Intake {
                     .await;
             }
         };
-        let facts = match payload::read(webhook.format, headers, body, &parsed) {
+        // What the signature covers: the generic format signs its timestamp with the body.
+        let timestamp = signature::header(headers, signature::GENERIC_TIMESTAMP)
+            .unwrap_or_default()
+            .trim();
+        let signed: Vec<&[u8]> = match webhook.format {
+            WebhookFormat::Generic => vec![timestamp.as_bytes(), b".", body],
+            WebhookFormat::GitHub | WebhookFormat::GitLab => vec![body],
+        };
+        let facts = match payload::read(webhook.format, headers, &signed, &parsed) {
             Ok(facts) => facts,
             Err(reason) => {
                 return self
@@ -359,15 +389,19 @@ impl Intake {
             .store
             .record_delivery(webhook, facts, DeliveryOutcome::Refused, &reason, now)
             .await?;
-        let status = if quota {
-            StatusCode::TOO_MANY_REQUESTS
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        Ok(Answer::new(
-            status,
+        let answer = Answer::new(
+            if quota {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            },
             json!({"outcome": "refused", "reason": reason}),
-        ))
+        );
+        // A full queue empties as runs start: a sender that retries may try in a minute.
+        Ok(Answer {
+            retry_after: quota.then_some(60),
+            ..answer
+        })
     }
 }
 

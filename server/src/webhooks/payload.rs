@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::signature::{GENERIC_SIGNATURE, header};
+use super::signature::header;
 use crate::domain::webhook::{DeliveryFacts, ParameterSource, WebhookFormat};
 
 /// Longest delivery id kept; a longer one is refused (cutting it could make two the same).
@@ -37,22 +37,60 @@ fn deletes(commit: &str) -> bool {
     !commit.is_empty() && commit.bytes().all(|digit| digit == b'0')
 }
 
-/// What a delivery whose signature held says; `Err` names what is missing.
+/// Whether `name` can be a git branch or tag name as senders report them: no control
+/// characters or spaces, no leading `-` (it would read as an option where a step passes it on).
+fn ref_name_ok(name: &str) -> bool {
+    name.len() <= 255
+        && !name.starts_with('-')
+        && !name
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+}
+
+/// What a delivery whose signature held says; `Err` names what is missing or malformed.
+/// `signed` is the content the signature covers: its digest is the delivery's fingerprint.
 pub fn read(
     format: WebhookFormat,
     headers: &HeaderMap,
-    raw: &[u8],
+    signed: &[&[u8]],
     body: &Value,
 ) -> Result<DeliveryFacts, String> {
+    let mut digest = Sha256::new();
+    for part in signed {
+        digest.update(part);
+    }
+    let fingerprint = hex::encode(digest.finalize());
     let mut facts = match format {
         WebhookFormat::GitHub => github(headers, body)?,
-        WebhookFormat::GitLab => gitlab(headers, raw, body),
-        WebhookFormat::Generic => generic(headers, body),
+        WebhookFormat::GitLab => gitlab(headers, &fingerprint, body),
+        WebhookFormat::Generic => generic(headers, &fingerprint, body),
     };
+    facts.fingerprint = fingerprint;
     if facts.key.is_empty() || facts.key.chars().count() > MAX_KEY_CHARS {
         return Err(format!(
             "the delivery id must be 1-{MAX_KEY_CHARS} characters"
         ));
+    }
+    for (what, name) in [
+        ("branch", &facts.branch),
+        ("target branch", &facts.target),
+        ("tag", &facts.tag),
+    ] {
+        if !ref_name_ok(name) {
+            return Err(format!("the {what} {name:?} is not a git ref name"));
+        }
+    }
+    if facts.commit.len() > 100
+        || facts.commit.starts_with('-')
+        || !facts
+            .commit
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        return Err(format!("the commit {:?} is not a commit id", facts.commit));
+    }
+    if facts.target.is_empty() {
+        facts.target = facts.branch.clone();
     }
     if (facts.event == "push" || facts.event == "tag_push") && deletes(&facts.commit) {
         facts.action = "deleted".to_owned();
@@ -77,8 +115,13 @@ fn github(headers: &HeaderMap, body: &Value) -> Result<DeliveryFacts, String> {
         }
         "pull_request" => {
             facts.branch = text(body, "/pull_request/head/ref");
+            facts.target = text(body, "/pull_request/base/ref");
             facts.commit = text(body, "/pull_request/head/sha");
             facts.author = text(body, "/pull_request/user/login");
+            let head = body.pointer("/pull_request/head/repo/id");
+            let base = body.pointer("/pull_request/base/repo/id");
+            // A head repository that is not the base one (or is gone) is a fork's.
+            facts.from_fork = head.is_none_or(Value::is_null) || head != base;
         }
         _ => {}
     }
@@ -88,7 +131,7 @@ fn github(headers: &HeaderMap, body: &Value) -> Result<DeliveryFacts, String> {
     Ok(facts)
 }
 
-fn gitlab(headers: &HeaderMap, raw: &[u8], body: &Value) -> DeliveryFacts {
+fn gitlab(headers: &HeaderMap, fingerprint: &str, body: &Value) -> DeliveryFacts {
     let event = match header(headers, "x-gitlab-event").unwrap_or_default().trim() {
         "Push Hook" => "push".to_owned(),
         "Tag Push Hook" => "tag_push".to_owned(),
@@ -100,8 +143,7 @@ fn gitlab(headers: &HeaderMap, raw: &[u8], body: &Value) -> DeliveryFacts {
     // without either, the same body is the same delivery.
     let key = header(headers, "idempotency-key")
         .or_else(|| header(headers, "x-gitlab-event-uuid"))
-        .map(|key| key.trim().to_owned())
-        .unwrap_or_else(|| hex::encode(Sha256::digest(raw)));
+        .map_or_else(|| fingerprint.to_owned(), |key| key.trim().to_owned());
     let mut facts = DeliveryFacts {
         key,
         event,
@@ -118,7 +160,15 @@ fn gitlab(headers: &HeaderMap, raw: &[u8], body: &Value) -> DeliveryFacts {
         }
         "merge_request" => {
             facts.action = text(body, "/object_attributes/action");
+            // An update without `oldrev` changed the title, labels or the like, not the code.
+            if facts.action == "update" && text(body, "/object_attributes/oldrev").is_empty() {
+                facts.action = "edited".to_owned();
+            }
             facts.branch = text(body, "/object_attributes/source_branch");
+            facts.target = text(body, "/object_attributes/target_branch");
+            let source = body.pointer("/object_attributes/source_project_id");
+            let target = body.pointer("/object_attributes/target_project_id");
+            facts.from_fork = source.is_none_or(Value::is_null) || source != target;
             facts.commit = text(body, "/object_attributes/last_commit/id");
             facts.author = text(body, "/user/username");
         }
@@ -127,7 +177,7 @@ fn gitlab(headers: &HeaderMap, raw: &[u8], body: &Value) -> DeliveryFacts {
     facts
 }
 
-fn generic(headers: &HeaderMap, body: &Value) -> DeliveryFacts {
+fn generic(headers: &HeaderMap, fingerprint: &str, body: &Value) -> DeliveryFacts {
     let event = header(headers, "x-cygnet-event")
         .map(|event| event.trim().to_owned())
         .filter(|event| !event.is_empty())
@@ -135,13 +185,10 @@ fn generic(headers: &HeaderMap, body: &Value) -> DeliveryFacts {
             event if event.is_empty() => "push".to_owned(),
             event => event,
         });
-    // Without a delivery id, the signature (over the timestamp and the body) names it: the
-    // same signed delivery sent twice is one.
+    // Without a delivery id, what the signature covers (the timestamp and the body) names it:
+    // the same signed delivery sent twice is one.
     let key = header(headers, "x-cygnet-delivery")
-        .or_else(|| header(headers, GENERIC_SIGNATURE))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+        .map_or_else(|| fingerprint.to_owned(), |key| key.trim().to_owned());
     let mut facts = DeliveryFacts {
         key,
         event,
@@ -150,6 +197,7 @@ fn generic(headers: &HeaderMap, body: &Value) -> DeliveryFacts {
         tag: text(body, "/tag"),
         commit: text(body, "/commit"),
         author: text(body, "/author"),
+        ..DeliveryFacts::default()
     };
     if facts.branch.is_empty() && facts.tag.is_empty() {
         (facts.branch, facts.tag) = split_ref(&text(body, "/ref"));
@@ -213,21 +261,23 @@ mod tests {
     #[test]
     fn github_push_and_pull_request() {
         let push = json!({"ref": "refs/heads/main", "after": "abc123", "pusher": {"name": "octo"}});
+        let injected = json!({"ref": "refs/heads/-x", "after": "abc123"});
         let github = headers(&[("x-github-event", "push"), ("x-github-delivery", "d-1")]);
-        let facts = read(WebhookFormat::GitHub, &github, b"", &push).expect("valid");
+        let facts = read(WebhookFormat::GitHub, &github, &[b""], &push).expect("valid");
         assert_eq!((facts.key.as_str(), facts.event.as_str()), ("d-1", "push"));
         assert_eq!(
             (facts.branch.as_str(), facts.commit.as_str()),
             ("main", "abc123")
         );
         assert_eq!(facts.author, "octo");
-        let pull = json!({"action": "opened", "pull_request": {"head": {"ref": "fix", "sha": "f00"},
-            "user": {"login": "mona"}}});
+        let pull = json!({"action": "opened", "pull_request": {
+            "head": {"ref": "fix", "sha": "f00", "repo": {"id": 1}},
+            "base": {"ref": "main", "repo": {"id": 1}}, "user": {"login": "mona"}}});
         let github = headers(&[
             ("x-github-event", "pull_request"),
             ("x-github-delivery", "d-2"),
         ]);
-        let facts = read(WebhookFormat::GitHub, &github, b"", &pull).expect("valid");
+        let facts = read(WebhookFormat::GitHub, &github, &[b""], &pull).expect("valid");
         assert_eq!(
             (facts.branch.as_str(), facts.commit.as_str()),
             ("fix", "f00")
@@ -236,7 +286,9 @@ mod tests {
             (facts.action.as_str(), facts.author.as_str()),
             ("opened", "mona")
         );
-        assert!(read(WebhookFormat::GitHub, &HeaderMap::new(), b"", &push).is_err());
+        assert!(read(WebhookFormat::GitHub, &HeaderMap::new(), &[b""], &push).is_err());
+        let github = headers(&[("x-github-event", "push"), ("x-github-delivery", "d-3")]);
+        assert!(read(WebhookFormat::GitHub, &github, &[b""], &injected).is_err());
     }
 
     #[test]
@@ -244,7 +296,7 @@ mod tests {
         let push = json!({"object_kind": "push", "ref": "refs/heads/dev", "checkout_sha": "c1",
             "user_username": "jsmith"});
         let gitlab = headers(&[("x-gitlab-event", "Push Hook"), ("idempotency-key", "k-1")]);
-        let facts = read(WebhookFormat::GitLab, &gitlab, b"raw", &push).expect("valid");
+        let facts = read(WebhookFormat::GitLab, &gitlab, &[b"raw"], &push).expect("valid");
         assert_eq!((facts.key.as_str(), facts.branch.as_str()), ("k-1", "dev"));
         assert_eq!(
             (facts.commit.as_str(), facts.author.as_str()),
@@ -252,7 +304,7 @@ mod tests {
         );
         let tag = json!({"ref": "refs/tags/v1.0", "checkout_sha": "c2"});
         let gitlab = headers(&[("x-gitlab-event", "Tag Push Hook")]);
-        let facts = read(WebhookFormat::GitLab, &gitlab, b"raw", &tag).expect("valid");
+        let facts = read(WebhookFormat::GitLab, &gitlab, &[b"raw"], &tag).expect("valid");
         assert_eq!(
             (facts.event.as_str(), facts.tag.as_str()),
             ("tag_push", "v1.0")
@@ -260,17 +312,24 @@ mod tests {
         // No id header: the body's digest is the id.
         assert_eq!(facts.key.len(), 64);
         let merge = json!({"user": {"username": "ann"}, "object_attributes": {"action": "update",
-            "source_branch": "feature", "last_commit": {"id": "m1"}}});
+            "oldrev": "aa", "source_branch": "feature", "target_branch": "main",
+            "source_project_id": 3, "target_project_id": 3, "last_commit": {"id": "b1"}}});
         let gitlab = headers(&[("x-gitlab-event", "Merge Request Hook")]);
-        let facts = read(WebhookFormat::GitLab, &gitlab, b"m", &merge).expect("valid");
+        let facts = read(WebhookFormat::GitLab, &gitlab, &[b"m"], &merge).expect("valid");
         assert_eq!(
             (facts.event.as_str(), facts.action.as_str()),
             ("merge_request", "update")
         );
         assert_eq!(
             (facts.branch.as_str(), facts.commit.as_str()),
-            ("feature", "m1")
+            ("feature", "b1")
         );
+        assert_eq!((facts.target.as_str(), facts.from_fork), ("main", false));
+        // An update that changed no code (no oldrev) is an edit; another project's is a fork's.
+        let edit = json!({"object_attributes": {"action": "update", "source_branch": "feature",
+            "source_project_id": 4, "target_project_id": 3}});
+        let facts = read(WebhookFormat::GitLab, &gitlab, &[b"e"], &edit).expect("valid");
+        assert_eq!((facts.action.as_str(), facts.from_fork), ("edited", true));
     }
 
     #[test]
@@ -278,7 +337,7 @@ mod tests {
         let push =
             json!({"ref": "refs/heads/old", "after": "0000000000000000000000000000000000000000"});
         let github = headers(&[("x-github-event", "push"), ("x-github-delivery", "d")]);
-        let facts = read(WebhookFormat::GitHub, &github, b"", &push).expect("valid");
+        let facts = read(WebhookFormat::GitHub, &github, &[b""], &push).expect("valid");
         assert_eq!(facts.action, "deleted");
     }
 

@@ -95,7 +95,7 @@ pub fn verify(
             if !verify_hmac(secret, &[timestamp.trim().as_bytes(), b".", body], &claimed) {
                 return Err("the signature does not match the secret");
             }
-            if (now.timestamp() - seconds).abs() > REPLAY_WINDOW_SECONDS {
+            if now.timestamp().abs_diff(seconds) > REPLAY_WINDOW_SECONDS.unsigned_abs() {
                 return Err("the timestamp is more than five minutes from now (a replay?)");
             }
             Ok(())

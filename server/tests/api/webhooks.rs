@@ -130,6 +130,7 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
             customer_id: acme.id,
             pipeline_id: pipeline.id,
             format: pb::WebhookFormat::Github as i32,
+            events: vec!["push".into(), "pull_request".into()],
             branches: vec!["main".into(), "release/*".into()],
             parameters: [
                 ("BRANCH".to_owned(), "branch".to_owned()),
@@ -214,6 +215,16 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
     assert_eq!(answer(&again)["outcome"], "duplicate");
     assert_eq!(answer(&again)["execution_id"].as_i64(), Some(execution_id));
 
+    // The same signed body under a fresh delivery id (a replay by someone who saw it) is a
+    // copy too.
+    let replayed = post(headers("a-fresh-id", &signed), body.clone()).await;
+    assert_eq!(
+        answer(&replayed)["outcome"],
+        "duplicate",
+        "{}",
+        replayed.body
+    );
+
     // A wrong signature, a body changed under a good one, an unknown address and no
     // signature at all: one answer, nothing queued.
     let forged = post(
@@ -274,20 +285,27 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
         "a release/* branch builds: {}",
         reply.body
     );
-    let closed =
-        json!({"action": "closed", "pull_request": {"head": {"ref": "main", "sha": "dddd"},
-        "user": {"login": "mona"}}})
+    let pull_request = |action: &str, head_repo: i64, sha: &str| {
+        json!({"action": action, "pull_request": {
+            "head": {"ref": "fix", "sha": sha, "repo": {"id": head_repo}},
+            "base": {"ref": "main", "repo": {"id": 1}},
+            "user": {"login": "mona"}}})
         .to_string()
-        .into_bytes();
+        .into_bytes()
+    };
+    let closed = pull_request("closed", 1, "dddd");
     let mut pull_headers = headers("d-closed", &signature(&secret, &closed));
     pull_headers[1].1 = "pull_request".to_owned();
     let reply = post(pull_headers, closed).await;
     assert_eq!(answer(&reply)["outcome"], "ignored", "{}", reply.body);
-    let opened =
-        json!({"action": "opened", "pull_request": {"head": {"ref": "main", "sha": "eeee"},
-        "user": {"login": "mona"}}})
-        .to_string()
-        .into_bytes();
+    // A pull request from a fork would run its author's code with the pipeline's secrets.
+    let forked = pull_request("opened", 2, "9999");
+    let mut pull_headers = headers("d-fork", &signature(&secret, &forked));
+    pull_headers[1].1 = "pull_request".to_owned();
+    let reply = post(pull_headers, forked).await;
+    assert_eq!(answer(&reply)["outcome"], "ignored", "{}", reply.body);
+    assert!(reply.body.contains("fork"), "{}", reply.body);
+    let opened = pull_request("opened", 1, "eeee");
     let mut pull_headers = headers("d-opened", &signature(&secret, &opened));
     pull_headers[1].1 = "pull_request".to_owned();
     let reply = post(pull_headers, opened).await;
@@ -298,7 +316,12 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
             answer(&reply)["execution_id"].as_i64().expect("id"),
         )
         .await;
-    assert_eq!(pulled.trigger.expect("trigger").event, "pull_request");
+    let pulled = pulled.trigger.expect("trigger");
+    // The filter matched the target branch (main); the run gets the source branch.
+    assert_eq!(
+        (pulled.event.as_str(), pulled.branch.as_str()),
+        ("pull_request", "fix")
+    );
     let ping = br#"{"zen":"Keep it logically awesome."}"#.to_vec();
     let mut ping_headers = headers("d-ping", &signature(&secret, &ping));
     ping_headers[1].1 = "ping".to_owned();
@@ -387,6 +410,7 @@ async fn gitlab_and_generic_deliveries(backend: Backend) {
             customer_id: acme.id,
             pipeline_id: pipeline.id,
             format: pb::WebhookFormat::Gitlab as i32,
+            events: vec!["push".into(), "merge_request".into()],
             parameters: sources.clone(),
             ..Default::default()
         },
@@ -420,7 +444,8 @@ async fn gitlab_and_generic_deliveries(backend: Backend) {
     );
     let merge = json!({"object_kind": "merge_request", "user": {"username": "ann"},
         "object_attributes": {"action": "open", "source_branch": "feature",
-        "last_commit": {"id": "m1"}}})
+        "target_branch": "main", "source_project_id": 7, "target_project_id": 7,
+        "last_commit": {"id": "b1"}}})
     .to_string();
     let reply = post_body(
         web,

@@ -7,8 +7,10 @@ pub struct Model {
     pub id: i64,
     pub customer_id: i64,
     pub webhook_id: i64,
-    /// The provider's delivery id, for deliveries whose signature held; unique per webhook.
+    /// The sender's delivery id, for deliveries that queued a run; unique per webhook.
     pub delivery_key: Option<String>,
+    /// The digest of its signed content, for deliveries that queued a run; unique per webhook.
+    pub fingerprint: Option<String>,
     pub event: String,
     pub branch: String,
     pub commit: String,
