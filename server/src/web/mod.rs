@@ -143,6 +143,19 @@ impl Web {
                 post(pages::delete_schedule),
             )
             .route(
+                "/c/{customer}/pipelines/{pipeline}/webhooks",
+                post(pages::create_webhook),
+            )
+            .route("/c/{customer}/webhooks/{webhook}", get(pages::webhook))
+            .route(
+                "/c/{customer}/webhooks/{webhook}/toggle",
+                post(pages::toggle_webhook),
+            )
+            .route(
+                "/c/{customer}/webhooks/{webhook}/delete",
+                post(pages::delete_webhook),
+            )
+            .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
                 post(pages::run_pipeline),
             )

@@ -85,6 +85,13 @@ pub fn trigger_label(trigger: &pb::ExecutionTrigger) -> String {
             format!("deployment {}", trigger.release_execution_id)
         }
         Ok(pb::TriggerKind::Schedule) => format!("schedule {}", trigger.schedule_id),
+        Ok(pb::TriggerKind::Webhook) if trigger.branch.is_empty() => {
+            format!("webhook {}: {}", trigger.webhook_id, trigger.event)
+        }
+        Ok(pb::TriggerKind::Webhook) => format!(
+            "webhook {}: {} {}",
+            trigger.webhook_id, trigger.event, trigger.branch
+        ),
         _ => String::new(),
     }
 }

@@ -41,4 +41,5 @@ mod web_manage;
 mod web_releases;
 mod web_security;
 mod web_see;
+mod web_webhooks;
 mod webhooks;

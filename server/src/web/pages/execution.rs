@@ -34,6 +34,14 @@ pub struct ArtifactRow {
     pub sha256: String,
 }
 
+/// What a webhook's delivery said, for a run it started.
+pub struct WebhookTrigger {
+    pub id: i64,
+    pub event: String,
+    pub branch: String,
+    pub commit: String,
+}
+
 #[derive(Template)]
 #[template(path = "execution.html")]
 struct ExecutionPage {
@@ -55,6 +63,8 @@ struct ExecutionPage {
     stage_execution_id: i64,
     /// For a schedule's run, the schedule; 0 otherwise.
     schedule_id: i64,
+    /// The webhook delivery that started it.
+    webhook: Option<WebhookTrigger>,
     /// The pipeline it ran, for the link to its page.
     pipeline_id: i64,
     started: String,
@@ -156,6 +166,16 @@ pub async fn execution(
                 trigger.schedule_id,
             )
         });
+    let webhook = execution
+        .trigger
+        .as_ref()
+        .filter(|trigger| trigger.webhook_id > 0)
+        .map(|trigger| WebhookTrigger {
+            id: trigger.webhook_id,
+            event: trigger.event.clone(),
+            branch: trigger.branch.clone(),
+            commit: trigger.commit.clone(),
+        });
     let active = view::execution_is_active(execution.status);
     let reason = if execution.failure_reason.is_empty() {
         execution.queue_reason.clone()
@@ -177,6 +197,7 @@ pub async fn execution(
         release_execution_id,
         stage_execution_id,
         schedule_id,
+        webhook,
         pipeline_id,
         started,
         took,

@@ -44,6 +44,7 @@ mod tokens;
 mod usage;
 mod users;
 mod variables;
+mod webhooks;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -78,6 +79,7 @@ pub use tokens::{create_token, revoke_token, tokens};
 pub use usage::{set_quotas, usage, usage_export};
 pub use users::{create_user, create_user_token, users};
 pub use variables::{create_group, set_variable, variables};
+pub use webhooks::{create_webhook, delete_webhook, toggle_webhook, webhook};
 
 /// A path segment that must be an id; anything else is as unknown as a missing record.
 fn id(segment: &str) -> Result<i64, WebError> {

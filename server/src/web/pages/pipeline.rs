@@ -36,6 +36,9 @@ pub(super) struct PipelinePage {
     manage_reason: String,
     typed: Typed,
     schedules: Vec<ScheduleRow>,
+    webhooks: Vec<super::webhooks::WebhookRow>,
+    may_manage_webhooks: bool,
+    webhooks_reason: String,
     pipeline: pb::Pipeline,
     steps: Vec<StepView>,
     labels: String,
@@ -84,6 +87,10 @@ pub(super) struct Typed {
     pub delete_error: String,
     pub schedule_form: ScheduleForm,
     pub schedule_errors: FormErrors,
+    pub webhook_form: super::webhooks::WebhookForm,
+    pub webhook_errors: FormErrors,
+    /// A webhook just created, with its secret (shown this once).
+    pub created_webhook: Option<super::webhooks::CreatedWebhook>,
 }
 
 pub async fn pipeline(
@@ -205,6 +212,20 @@ pub(super) async fn page(
         schedules
     )
     .await?;
+    let (webhooks, _) = every!(
+        web.pipelines,
+        list_webhooks,
+        session,
+        ListWebhooksRequest {
+            customer_id,
+            pipeline_id,
+            page_size: 1000,
+        },
+        webhooks
+    )
+    .await?;
+    let (may_manage_webhooks, webhooks_reason) =
+        frame.allowed(&super::webhooks::MANAGERS, "manage webhooks");
     let schedules = schedules
         .into_iter()
         .map(|schedule| {
@@ -232,6 +253,9 @@ pub(super) async fn page(
         manage_reason,
         typed,
         schedules,
+        webhooks: super::webhooks::rows(webhooks),
+        may_manage_webhooks,
+        webhooks_reason,
         steps: pipeline
             .steps
             .iter()

@@ -1,0 +1,366 @@
+//! A pipeline's webhooks on its page (create one and see its secret once, disable or enable it,
+//! delete it) and a webhook's delivery log on a page of its own — each through PipelineService,
+//! so roles (admins and devops manage them) and refusals are the API's.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use cygnet_proto::v1 as pb;
+use cygnet_proto::v1::pipeline_service_server::PipelineService;
+
+use super::form::{Fields, FormErrors};
+use super::pipeline::{Typed, page};
+use super::{Frame, frame, id, try_write, write};
+use crate::web::Web;
+use crate::web::error::{WebError, render, render_with};
+use crate::web::session::{Peer, Session};
+use crate::web::view;
+
+/// Who manages webhooks, as the API's `ManageWebhooks` says.
+pub const MANAGERS: [pb::Role; 2] = [pb::Role::Admin, pb::Role::Devops];
+
+/// One of the pipeline's webhooks, as listed.
+pub struct WebhookRow {
+    pub id: i64,
+    pub format: &'static str,
+    pub path: String,
+    pub filters: String,
+    pub parameters: String,
+    pub enabled: bool,
+    pub last_delivery: String,
+}
+
+/// The new-webhook form as typed.
+#[derive(Default)]
+pub struct WebhookForm {
+    pub format: String,
+    pub events: String,
+    pub branches: String,
+    pub parameters: String,
+}
+
+/// A webhook just created: where to deliver and its secret, shown this once.
+pub struct CreatedWebhook {
+    pub path: String,
+    pub secret: String,
+}
+
+pub fn format_name(format: i32) -> &'static str {
+    match pb::WebhookFormat::try_from(format) {
+        Ok(pb::WebhookFormat::Github) => "GitHub",
+        Ok(pb::WebhookFormat::Gitlab) => "GitLab",
+        Ok(pb::WebhookFormat::Generic) => "generic",
+        _ => "unknown",
+    }
+}
+
+/// Rows for the pipeline page.
+pub fn rows(webhooks: Vec<pb::Webhook>) -> Vec<WebhookRow> {
+    webhooks
+        .into_iter()
+        .map(|webhook| {
+            let mut filters = Vec::new();
+            if !webhook.events.is_empty() {
+                filters.push(format!("events {}", webhook.events.join(", ")));
+            }
+            if !webhook.branches.is_empty() {
+                filters.push(format!("branches {}", webhook.branches.join(", ")));
+            }
+            let mut parameters: Vec<String> = webhook
+                .parameters
+                .iter()
+                .map(|(name, source)| format!("{name}←{source}"))
+                .collect();
+            parameters.sort();
+            WebhookRow {
+                id: webhook.id,
+                format: format_name(webhook.format),
+                path: webhook.path,
+                filters: filters.join("; "),
+                parameters: parameters.join(", "),
+                enabled: webhook.enabled,
+                last_delivery: view::time(webhook.last_delivery_at.as_ref()),
+            }
+        })
+        .collect()
+}
+
+/// `a, b c` → `["a", "b", "c"]`.
+fn words(text: &str) -> Vec<String> {
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|word| !word.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub async fn create_webhook(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, pipeline)): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let (customer_id, pipeline_id) = (id(&customer)?, id(&pipeline)?);
+    session.check_csrf(&fields.one("csrf"))?;
+    let form = WebhookForm {
+        format: fields.one("format"),
+        events: fields.one("events"),
+        branches: fields.one("branches"),
+        parameters: fields.one("parameters"),
+    };
+    let refused = |form: WebhookForm, errors: FormErrors| Typed {
+        webhook_form: form,
+        webhook_errors: errors,
+        ..Typed::default()
+    };
+    let mut parameters = HashMap::new();
+    for (number, line) in form.parameters.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, source)) = line.split_once('=') else {
+            let errors = FormErrors::at(
+                "parameters",
+                format!(
+                    "parameters line {}: write it as NAME=branch (or tag, commit, author, event, /json/pointer)",
+                    number + 1
+                ),
+            );
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                pipeline_id,
+                refused(form, errors),
+            )
+            .await?;
+            return Ok(render_with(StatusCode::BAD_REQUEST, &page));
+        };
+        parameters.insert(name.trim().to_owned(), source.trim().to_owned());
+    }
+    let format = match form.format.as_str() {
+        "github" => pb::WebhookFormat::Github,
+        "gitlab" => pb::WebhookFormat::Gitlab,
+        "generic" => pb::WebhookFormat::Generic,
+        _ => pb::WebhookFormat::Unspecified,
+    };
+    let api = web.pipelines.clone();
+    let request = session.request(pb::CreateWebhookRequest {
+        customer_id,
+        pipeline_id,
+        format: format.into(),
+        events: words(&form.events),
+        branches: words(&form.branches),
+        parameters,
+        enabled: None,
+    });
+    let outcome = try_write(
+        &web,
+        peer,
+        "cygnet.v1.PipelineService/CreateWebhook",
+        async move { api.create_webhook(request).await },
+    )
+    .await?;
+    match outcome {
+        // The secret cannot be read again: the page that shows it is the answer itself.
+        Ok(created) => {
+            let typed = Typed {
+                created_webhook: created.webhook.map(|webhook| CreatedWebhook {
+                    path: webhook.path,
+                    secret: created.secret,
+                }),
+                ..Typed::default()
+            };
+            let page = page(&web, &session, customer_id, pipeline_id, typed).await?;
+            Ok(render(&page))
+        }
+        Err(status) => {
+            let (errors, code) =
+                FormErrors::from_status(status, &["format", "events", "branches", "parameters"])?;
+            let page = page(
+                &web,
+                &session,
+                customer_id,
+                pipeline_id,
+                refused(form, errors),
+            )
+            .await?;
+            Ok(render_with(code, &page))
+        }
+    }
+}
+
+/// What a webhook's row buttons do.
+enum Change {
+    /// Disable (false) or enable (true).
+    Enable(bool),
+    Delete,
+}
+
+async fn change_webhook(
+    web: Web,
+    session: Session,
+    peer: Peer,
+    (customer, webhook): (String, String),
+    fields: Fields,
+    change: Change,
+) -> Result<Response, WebError> {
+    let (customer_id, webhook_id) = (id(&customer)?, id(&webhook)?);
+    session.check_csrf(&fields.one("csrf"))?;
+    let pipeline_id = id(&fields.one("pipeline"))?;
+    let api = web.pipelines.clone();
+    match change {
+        Change::Enable(enabled) => {
+            let request = session.request(pb::UpdateWebhookRequest {
+                customer_id,
+                webhook_id,
+                enabled: Some(enabled),
+                ..Default::default()
+            });
+            write(
+                &web,
+                peer,
+                "cygnet.v1.PipelineService/UpdateWebhook",
+                async move { api.update_webhook(request).await },
+            )
+            .await?;
+        }
+        Change::Delete => {
+            let request = session.request(pb::DeleteWebhookRequest {
+                customer_id,
+                webhook_id,
+            });
+            write(
+                &web,
+                peer,
+                "cygnet.v1.PipelineService/DeleteWebhook",
+                async move { api.delete_webhook(request).await },
+            )
+            .await?;
+        }
+    }
+    Ok(Redirect::to(&format!(
+        "/c/{customer_id}/pipelines/{pipeline_id}#webhooks"
+    ))
+    .into_response())
+}
+
+/// Disables or enables a webhook (`enabled` is "true" or "false").
+pub async fn toggle_webhook(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path(path): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let enabled = fields.one("enabled") == "true";
+    change_webhook(web, session, peer, path, fields, Change::Enable(enabled)).await
+}
+
+pub async fn delete_webhook(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path(path): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    change_webhook(web, session, peer, path, fields, Change::Delete).await
+}
+
+/// One row of a delivery log.
+pub struct DeliveryRow {
+    pub received: String,
+    pub outcome: &'static str,
+    pub event: String,
+    pub branch: String,
+    pub commit: String,
+    pub author: String,
+    pub execution_id: i64,
+    pub reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "webhook.html")]
+struct WebhookPage {
+    frame: Frame,
+    webhook: WebhookRow,
+    pipeline_id: i64,
+    deliveries: Vec<DeliveryRow>,
+}
+
+/// Deliveries a page shows (the newest).
+const SHOWN_DELIVERIES: i32 = 200;
+
+/// A webhook's delivery log, newest first (`ListWebhookDeliveries`: admins and devops).
+pub async fn webhook(
+    State(web): State<Web>,
+    session: Session,
+    Path((customer, webhook)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    let (customer_id, webhook_id) = (id(&customer)?, id(&webhook)?);
+    let frame = frame(&web, &session, customer_id, "pipelines").await?;
+    let deliveries = web
+        .pipelines
+        .list_webhook_deliveries(session.request(pb::ListWebhookDeliveriesRequest {
+            customer_id,
+            webhook_id,
+            page_size: SHOWN_DELIVERIES,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .deliveries;
+    // The webhook itself, among the customer's (the log answered, so it is theirs).
+    let (webhooks, _) = every!(
+        web.pipelines,
+        list_webhooks,
+        session,
+        ListWebhooksRequest {
+            customer_id,
+            pipeline_id: 0,
+            page_size: 1000,
+        },
+        webhooks
+    )
+    .await?;
+    let Some(found) = webhooks
+        .into_iter()
+        .find(|webhook| webhook.id == webhook_id)
+    else {
+        return Err(WebError::Page(
+            StatusCode::NOT_FOUND,
+            "no such webhook".into(),
+        ));
+    };
+    let pipeline_id = found.pipeline_id;
+    let webhook = rows(vec![found]).remove(0);
+    let deliveries = deliveries
+        .into_iter()
+        .map(|delivery| DeliveryRow {
+            received: view::time(delivery.received_at.as_ref()),
+            outcome: match pb::WebhookDeliveryOutcome::try_from(delivery.outcome) {
+                Ok(pb::WebhookDeliveryOutcome::Queued) => "queued",
+                Ok(pb::WebhookDeliveryOutcome::Ignored) => "ignored",
+                Ok(pb::WebhookDeliveryOutcome::Refused) => "refused",
+                Ok(pb::WebhookDeliveryOutcome::Rejected) => "rejected",
+                _ => "unknown",
+            },
+            event: delivery.event,
+            branch: delivery.branch,
+            commit: delivery.commit,
+            author: delivery.author,
+            execution_id: delivery.execution_id,
+            reason: delivery.reason,
+        })
+        .collect();
+    Ok(render(&WebhookPage {
+        frame,
+        webhook,
+        pipeline_id,
+        deliveries,
+    }))
+}
