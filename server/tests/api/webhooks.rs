@@ -119,7 +119,14 @@ fn github_push(branch: &str, after: &str) -> Vec<u8> {
 }
 
 async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backend) {
-    let server = TestServer::start_with(backend, web_options()).await;
+    let server = TestServer::start_with(
+        backend,
+        TestOptions {
+            metrics: true,
+            ..web_options()
+        },
+    )
+    .await;
     let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
     let pipeline = pipeline_with_parameters(&server, acme.id).await;
@@ -391,6 +398,24 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
         .into_inner()
         .executions;
     assert_eq!(by_webhook.len(), 4);
+
+    // Every outcome is counted.
+    let metrics = cygnet_testkit::web_client::http(
+        server.metrics_address.expect("metrics on"),
+        "GET",
+        "/metrics",
+        None,
+        None,
+    )
+    .await;
+    for line in [
+        r#"cygnet_webhook_deliveries_total{outcome="queued"} 4"#,
+        r#"cygnet_webhook_deliveries_total{outcome="duplicate"} 2"#,
+        r#"cygnet_webhook_deliveries_total{outcome="ignored"} 4"#,
+        r#"cygnet_webhook_deliveries_total{outcome="rejected"} 5"#,
+    ] {
+        assert!(metrics.body.contains(line), "{line} in:\n{}", metrics.body);
+    }
 }
 
 async fn gitlab_and_generic_deliveries(backend: Backend) {
@@ -842,7 +867,8 @@ async fn webhooks_follow_roles_quotas_and_rates(backend: Backend) {
 /// The attack of a member who may manage webhooks: a parameter named like one of the
 /// pipeline's secrets (in any case) would let a delivery replace the secret in `{{NAME}}`.
 async fn a_webhook_parameter_never_stands_in_for_a_secret(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = TestServer::start_with(backend, web_options()).await;
+    let web = server.web_address.expect("web on");
     let acme = server.create_customer("acme").await;
     let devops = server
         .create_member(acme.id, "devops", pb::Role::Devops)
@@ -875,12 +901,15 @@ async fn a_webhook_parameter_never_stands_in_for_a_secret(backend: Backend) {
         .create_pipeline(pb::CreatePipelineRequest {
             customer_id: acme.id,
             name: "Deploy".into(),
-            steps: vec![step("ship", "echo {{DB_PASSWORD}}")],
-            parameters: vec![pb::Parameter {
-                name: "DB_PASSWORD".into(),
-                r#type: pb::ParameterType::String as i32,
-                ..Default::default()
-            }],
+            steps: vec![step("ship", "echo {{DB_PASSWORD}} {{DEPLOY_TOKEN}}")],
+            parameters: ["DB_PASSWORD", "DEPLOY_TOKEN"]
+                .into_iter()
+                .map(|name| pb::Parameter {
+                    name: name.into(),
+                    r#type: pb::ParameterType::String as i32,
+                    ..Default::default()
+                })
+                .collect(),
             variable_group_ids: vec![group.id],
             ..Default::default()
         })
@@ -905,6 +934,45 @@ async fn a_webhook_parameter_never_stands_in_for_a_secret(backend: Backend) {
             &format!("parameters[{name}]"),
         );
     }
+
+    // A webhook made while TOKEN was a plain parameter: once a secret named TOKEN joins the
+    // pipeline's group, a delivery can no longer replace it.
+    let (webhook, secret) = create_webhook(
+        &server,
+        &devops.token,
+        pb::CreateWebhookRequest {
+            customer_id: acme.id,
+            pipeline_id: pipeline.id,
+            format: pb::WebhookFormat::Gitlab as i32,
+            parameters: [("DEPLOY_TOKEN".to_owned(), "/token".to_owned())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    variables
+        .set_variable(pb::SetVariableRequest {
+            customer_id: acme.id,
+            group_id: group.id,
+            key: "deploy_token".into(),
+            value: "the-real-token".into(),
+            is_secret: true,
+            ..Default::default()
+        })
+        .await
+        .expect("a secret added later");
+    let push =
+        json!({"ref": "refs/heads/main", "checkout_sha": "c0ffee", "token": "attacker-chosen"})
+            .to_string();
+    let reply = post_body(
+        web,
+        &webhook.path,
+        &[("x-gitlab-event", "Push Hook"), ("x-gitlab-token", &secret)],
+        push.as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(reply.body.contains("secret"), "{}", reply.body);
+    assert!(executions(&server, acme.id).await.is_empty());
 }
 
 cygnet_testkit::backend_tests!(
