@@ -170,9 +170,16 @@ impl TestServer {
     }
 
     /// Starts a second server (a replica) on the same database, with its own address and data
-    /// directory. Meaningful on PostgreSQL; SQLite is single-replica.
+    /// directory, and the first one's secret key (as replicas are configured with one
+    /// `secret_key`). Meaningful on PostgreSQL; SQLite is single-replica.
     pub async fn start_replica(&self) -> TestServer {
         let (temp_dir, config) = self.sibling_config();
+        let key = self.data_dir.join(cygnet_server::secrets::KEY_FILE);
+        if key.exists() {
+            std::fs::create_dir_all(&config.data_dir).expect("replica data directory");
+            std::fs::copy(&key, config.data_dir.join(cygnet_server::secrets::KEY_FILE))
+                .expect("share the secret key");
+        }
         self.launch_sibling(temp_dir, config).await
     }
 

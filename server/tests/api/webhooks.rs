@@ -622,6 +622,67 @@ async fn concurrent_copies_of_a_delivery_queue_one_run(backend: Backend) {
     assert_eq!(executions(&server, acme.id).await.len(), 1);
 }
 
+/// Two replicas on one PostgreSQL database receive copies of one delivery at once: one run.
+async fn replicas_queue_one_run_per_delivery(backend: Backend) {
+    if matches!(backend, Backend::Sqlite) {
+        return; // SQLite is single-replica by design.
+    }
+    let first = TestServer::start_with(backend, web_options()).await;
+    let second = first.start_replica().await;
+    let acme = first.create_customer("acme").await;
+    let pipeline = pipeline_with_parameters(&first, acme.id).await;
+    let (webhook, secret) = create_webhook(
+        &first,
+        ADMIN_TOKEN,
+        pb::CreateWebhookRequest {
+            customer_id: acme.id,
+            pipeline_id: pipeline.id,
+            format: pb::WebhookFormat::Github as i32,
+            ..Default::default()
+        },
+    )
+    .await;
+    let body = github_push("main", "5678");
+    let signed = signature(&secret, &body);
+    let mut copies = Vec::new();
+    for web in [first.web_address, second.web_address]
+        .into_iter()
+        .map(|address| address.expect("web on"))
+        .cycle()
+        .take(8)
+    {
+        let (path, body, signed) = (webhook.path.clone(), body.clone(), signed.clone());
+        copies.push(tokio::spawn(async move {
+            post_body(
+                web,
+                &path,
+                &[
+                    ("x-github-event", "push"),
+                    ("x-github-delivery", "one-delivery"),
+                    ("x-hub-signature-256", &signed),
+                ],
+                &body,
+            )
+            .await
+        }));
+    }
+    let mut statuses = Vec::new();
+    for copy in copies {
+        statuses.push(copy.await.expect("delivery").status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(executions(&first, acme.id).await.len(), 1);
+}
+
 async fn webhooks_follow_roles_quotas_and_rates(backend: Backend) {
     let server = TestServer::start_with(
         backend,
@@ -979,6 +1040,7 @@ cygnet_testkit::backend_tests!(
     github_deliveries_queue_once_and_forgeries_queue_nothing,
     gitlab_and_generic_deliveries,
     concurrent_copies_of_a_delivery_queue_one_run,
+    replicas_queue_one_run_per_delivery,
     webhooks_follow_roles_quotas_and_rates,
     a_webhook_parameter_never_stands_in_for_a_secret,
 );
