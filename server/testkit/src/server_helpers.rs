@@ -251,6 +251,40 @@ impl TestServer {
             .events
     }
 
+    /// Creates a variable group holding one secret variable, as the platform administrator.
+    pub async fn create_group_with_secret(
+        &self,
+        customer_id: i64,
+        group: &str,
+        key: &str,
+        value: &str,
+    ) -> pb::VariableGroup {
+        let mut variables = self.variables(crate::ADMIN_TOKEN);
+        let group = variables
+            .create_variable_group(pb::CreateVariableGroupRequest {
+                customer_id,
+                name: group.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("group")
+            .into_inner()
+            .group
+            .expect("group");
+        variables
+            .set_variable(pb::SetVariableRequest {
+                customer_id,
+                group_id: group.id,
+                key: key.into(),
+                value: value.into(),
+                is_secret: true,
+                ..Default::default()
+            })
+            .await
+            .expect("secret");
+        group
+    }
+
     /// Creates a registration token for the customer as the platform administrator.
     pub async fn create_registration_token(&self, customer_id: i64) -> String {
         self.admin_agents()

@@ -107,31 +107,14 @@ async fn schedules_are_managed_with_precise_refusals(backend: Backend) {
     );
     // A parameter named like one of the pipeline's secrets is refused, as for RunPipeline:
     // the attack of a member who may schedule but not read or set secrets.
-    let variables = server.variables(cygnet_testkit::ADMIN_TOKEN);
-    let group = variables
-        .clone()
-        .create_variable_group(pb::CreateVariableGroupRequest {
-            customer_id: acme.id,
-            name: "production".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group");
-    variables
-        .clone()
-        .set_variable(pb::SetVariableRequest {
-            customer_id: acme.id,
-            group_id: group.id,
-            key: "DB_PASSWORD".into(),
-            value: "s3cret-database-password".into(),
-            is_secret: true,
-            ..Default::default()
-        })
-        .await
-        .expect("secret");
+    let group = server
+        .create_group_with_secret(
+            acme.id,
+            "production",
+            "DB_PASSWORD",
+            "s3cret-database-password",
+        )
+        .await;
     let deploy = server
         .admin_pipelines()
         .create_pipeline(pb::CreatePipelineRequest {

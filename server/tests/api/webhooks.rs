@@ -934,29 +934,10 @@ async fn a_webhook_parameter_never_stands_in_for_a_secret(backend: Backend) {
     let devops = server
         .create_member(acme.id, "devops", pb::Role::Devops)
         .await;
+    let group = server
+        .create_group_with_secret(acme.id, "production", "DB_PASSWORD", "s3cret")
+        .await;
     let mut variables = server.variables(ADMIN_TOKEN);
-    let group = variables
-        .create_variable_group(pb::CreateVariableGroupRequest {
-            customer_id: acme.id,
-            name: "production".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("group")
-        .into_inner()
-        .group
-        .expect("group");
-    variables
-        .set_variable(pb::SetVariableRequest {
-            customer_id: acme.id,
-            group_id: group.id,
-            key: "DB_PASSWORD".into(),
-            value: "s3cret".into(),
-            is_secret: true,
-            ..Default::default()
-        })
-        .await
-        .expect("secret");
     let pipeline = server
         .admin_pipelines()
         .create_pipeline(pb::CreatePipelineRequest {

@@ -88,6 +88,29 @@ impl FormErrors {
     }
 }
 
+/// `NAME=value` lines (blank ones skipped) as a map; a line without `=` is refused at `field`,
+/// saying how to write it (`shape`, e.g. "NAME=value").
+pub fn name_value_lines(
+    text: &str,
+    field: &str,
+    shape: &str,
+) -> Result<std::collections::HashMap<String, String>, FormErrors> {
+    let mut pairs = std::collections::HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(FormErrors::at(
+                field,
+                format!("{field} line {}: write it as {shape}", number + 1),
+            ));
+        };
+        pairs.insert(name.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(pairs)
+}
+
 /// A form body read as its fields in order, repeated names kept (checkboxes that share a name);
 /// `axum::Form` (serde_urlencoded) reads no repeated keys into a list.
 pub struct Fields(Vec<(String, String)>);

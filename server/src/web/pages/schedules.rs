@@ -1,15 +1,13 @@
 //! A pipeline's schedules on its page: create one (cron, zone, parameters), pause or resume
 //! it, delete it — each through PipelineService, a refusal shown at the input it names.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::pipeline_service_server::PipelineService;
 
-use super::form::{Fields, FormErrors};
+use super::form::{Fields, FormErrors, name_value_lines};
 use super::pipeline::{ScheduleForm, Typed, page};
 use super::{id, try_write, write};
 use crate::web::Web;
@@ -43,16 +41,9 @@ pub async fn create_schedule(
         schedule_errors: errors,
         ..Typed::default()
     };
-    let mut parameters = HashMap::new();
-    for (number, line) in form.parameters.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((name, value)) = line.split_once('=') else {
-            let errors = FormErrors::at(
-                "parameters",
-                format!("parameters line {}: write it as NAME=value", number + 1),
-            );
+    let parameters = match name_value_lines(&form.parameters, "parameters", "NAME=value") {
+        Ok(parameters) => parameters,
+        Err(errors) => {
             let page = page(
                 &web,
                 &session,
@@ -62,9 +53,8 @@ pub async fn create_schedule(
             )
             .await?;
             return Ok(render_with(StatusCode::BAD_REQUEST, &page));
-        };
-        parameters.insert(name.trim().to_owned(), value.trim().to_owned());
-    }
+        }
+    };
     let api = web.pipelines.clone();
     let request = session.request(pb::CreateScheduleRequest {
         customer_id,

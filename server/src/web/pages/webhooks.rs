@@ -2,8 +2,6 @@
 //! delete it) and a webhook's delivery log on a page of its own — each through PipelineService,
 //! so roles (admins and devops manage them) and refusals are the API's.
 
-use std::collections::HashMap;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -11,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::pipeline_service_server::PipelineService;
 
-use super::form::{Fields, FormErrors};
+use super::form::{Fields, FormErrors, name_value_lines};
 use super::pipeline::{Typed, page};
 use super::{Frame, frame, id, try_write, write};
 use crate::web::Web;
@@ -117,19 +115,13 @@ pub async fn create_webhook(
         webhook_errors: errors,
         ..Typed::default()
     };
-    let mut parameters = HashMap::new();
-    for (number, line) in form.parameters.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((name, source)) = line.split_once('=') else {
-            let errors = FormErrors::at(
-                "parameters",
-                format!(
-                    "parameters line {}: write it as NAME=branch (or tag, commit, author, event, /json/pointer)",
-                    number + 1
-                ),
-            );
+    let parameters = match name_value_lines(
+        &form.parameters,
+        "parameters",
+        "NAME=branch (or tag, commit, author, event, /json/pointer)",
+    ) {
+        Ok(parameters) => parameters,
+        Err(errors) => {
             let page = page(
                 &web,
                 &session,
@@ -139,9 +131,8 @@ pub async fn create_webhook(
             )
             .await?;
             return Ok(render_with(StatusCode::BAD_REQUEST, &page));
-        };
-        parameters.insert(name.trim().to_owned(), source.trim().to_owned());
-    }
+        }
+    };
     let format = match form.format.as_str() {
         "github" => pb::WebhookFormat::Github,
         "gitlab" => pb::WebhookFormat::Gitlab,
