@@ -4,9 +4,11 @@
 // who accept, creates a registration token and starts a real agent with the appsettings.json
 // the page shows, and sees it come online; a developer creates and runs a pipeline; a secret
 // is set and shown only as set; a developer deploys a release that the administrator approves,
-// and the deploy log masks the secret; a viewer finds the controls disabled with the reason. Screenshots of the pages at desktop and phone widths go to CYGNET_SCREENSHOTS.
+// and the deploy log masks the secret; an administrator adds a webhook and a signed push runs
+// the pipeline; a viewer finds the controls disabled with the reason. Screenshots of the pages at desktop and phone widths go to CYGNET_SCREENSHOTS.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -242,6 +244,43 @@ try {
   assert.doesNotMatch(await admin.content(), new RegExp(password));
   await admin.goto(`${base}/c/${customerId}/releases`);
   await screenshots(admin, "releases");
+
+  step("an administrator adds a GitHub webhook, sees its secret once; a signed push runs the pipeline");
+  await admin.goto(`${base}/c/${customerId}/pipelines`);
+  await admin.getByRole("link", { name: "Build API" }).first().click();
+  await admin.waitForURL(/\/pipelines\/\d+$/);
+  const pipelinePage = admin.url();
+  await admin.locator("#webhook-format").selectOption("github");
+  await admin.locator("#webhook-branches").fill("main");
+  await admin.locator("#webhook-parameters").fill("VERSION=commit");
+  await admin.getByRole("button", { name: "Add webhook" }).click();
+  const hookSecret = await admin.locator("#webhook-secret").innerText();
+  const hookPath = await admin.locator("#webhook-path").innerText();
+  assert.match(hookSecret, /^whsec_/);
+  await screenshots(admin, "webhook-created");
+  // A push as GitHub delivers it: the body signed with the secret (HMAC-SHA256).
+  const commit = "9fceb02d0ae598e95dc970b74767f19372d61af8";
+  const push = JSON.stringify({ ref: "refs/heads/main", after: commit, pusher: { name: "dev1" } });
+  const delivered = await fetch(`${base}${hookPath}`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "x-github-event": "push",
+      "x-github-delivery": "browser-test-1",
+      "x-hub-signature-256": `sha256=${createHmac("sha256", hookSecret).update(push).digest("hex")}`,
+    },
+    body: push,
+  });
+  assert.equal(delivered.status, 202);
+  const hookRun = (await delivered.json()).execution_id;
+  await admin.goto(pipelinePage);
+  assert.doesNotMatch(await admin.content(), new RegExp(hookSecret));
+  await admin.getByRole("link", { name: /deliveries/ }).click();
+  assert.match(await admin.locator("#deliveries").innerText(), /queued\s+push\s+main/);
+  await screenshots(admin, "webhook-deliveries");
+  await admin.goto(`${base}/c/${customerId}/executions/${hookRun}`);
+  assert.match(await admin.locator("#trigger").innerText(),
+    new RegExp(`Started by a push delivery to webhook \\d+ of admin on branch main at ${commit}`));
 
   step("a viewer sees the controls disabled, with the reason");
   await viewer.goto(`${base}/c/${customerId}/members`);
