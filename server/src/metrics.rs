@@ -154,7 +154,7 @@ impl ServerMetrics {
         let webhook_deliveries = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "webhook_deliveries",
-            "Webhook deliveries received, by outcome (queued, duplicate, ignored, refused, invalid, rejected, rate_limited, too_large, error)",
+            "Webhook deliveries received, by outcome (queued, duplicate, ignored, refused, invalid, rejected, rate_limited, too_large, timeout, error)",
             webhook_deliveries.clone(),
         );
         Self {

@@ -31,7 +31,20 @@ fn is_plain(value: &str) -> bool {
 /// pipeline chooses its parameters, and a parameter must never become code (`x; curl …`).
 fn quoted(value: &str, shell: i32) -> Result<String, String> {
     match pb::Shell::try_from(shell) {
-        Ok(pb::Shell::Pwsh) => Ok(format!("'{}'", value.replace('\'', "''"))),
+        // PowerShell reads the typographic single quotes (U+2018–U+201B) as `'` too: each is
+        // doubled like `'`, so none can end the string.
+        Ok(pb::Shell::Pwsh) => {
+            let mut quoted = String::with_capacity(value.len() + 2);
+            quoted.push('\'');
+            for c in value.chars() {
+                if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+                    quoted.push(c);
+                }
+                quoted.push(c);
+            }
+            quoted.push('\'');
+            Ok(quoted)
+        }
         Ok(pb::Shell::Cmd) => Err("cmd has no quoting that keeps every value literal".into()),
         // bash, sh: single quotes keep everything literal; a quote is closed, escaped, reopened.
         _ => Ok(format!("'{}'", value.replace('\'', r"'\''"))),
@@ -581,6 +594,18 @@ mod tests {
         assert!(
             substitute("deploy {{TARGET}}", &parameters, pb::Shell::Cmd as i32)
                 .is_err_and(|problem| problem.starts_with("parameter TARGET"))
+        );
+        // PowerShell ends a single-quoted string at a typographic quote too: doubled, it stays
+        // inside; a value with a space is one word, quoted.
+        let curly = BTreeMap::from([("T".to_owned(), "x\u{2019}; calc; \u{2018}".to_owned())]);
+        assert_eq!(
+            substitute("run {{T}}", &curly, pb::Shell::Pwsh as i32),
+            Ok("run 'x\u{2019}\u{2019}; calc; \u{2018}\u{2018}'".to_owned())
+        );
+        let spaced = BTreeMap::from([("T".to_owned(), "a --upload-pack=x".to_owned())]);
+        assert_eq!(
+            substitute("git fetch {{T}}", &spaced, pb::Shell::Bash as i32),
+            Ok("git fetch 'a --upload-pack=x'".to_owned())
         );
     }
 }

@@ -111,7 +111,7 @@ impl SystemStore {
         });
         if !may_run {
             return Ok(Err(NotQueued::stopped(
-                "its creator may no longer run this pipeline",
+                "the member it runs for may no longer run this pipeline",
             )));
         }
         let limits = self.store().quota_limits(transaction, customer_id).await?;

@@ -129,18 +129,14 @@ fn check_parameter_names(
 /// Refused deliveries (forged, replayed) kept per webhook, apart from the others: forged ones
 /// cannot push real ones out of the log.
 const KEPT_REJECTED: u64 = 100;
-/// The log is pruned at about one insert in this many (rows whose id is a multiple).
-const PRUNE_EVERY: i64 = 50;
+/// The log is pruned at one insert in this many, chosen at random (a webhook's share of the
+/// row ids may follow a pattern; chance does not).
+const PRUNE_EVERY: u32 = 50;
 
 /// Keeps the newest [`KEPT_DELIVERIES`] rows of a webhook's log, and the newest
-/// [`KEPT_REJECTED`] rejected ones, once every [`PRUNE_EVERY`] inserts (`inserted` is the new
-/// row's id).
-async fn prune_deliveries(
-    db: &impl ConnectionTrait,
-    webhook: &Webhook,
-    inserted: i64,
-) -> Result<(), StoreError> {
-    if inserted % PRUNE_EVERY != 0 {
+/// [`KEPT_REJECTED`] rejected ones, at one insert in [`PRUNE_EVERY`].
+async fn prune_deliveries(db: &impl ConnectionTrait, webhook: &Webhook) -> Result<(), StoreError> {
+    if !rand::random_ratio(1, PRUNE_EVERY) {
         return Ok(());
     }
     let rejected = DeliveryOutcome::Rejected.as_str();
@@ -449,7 +445,7 @@ impl SystemStore {
                 .exec(&transaction)
                 .await?;
         }
-        prune_deliveries(&transaction, webhook, row.id).await?;
+        prune_deliveries(&transaction, webhook).await?;
         transaction.commit().await?;
         Ok(WebhookDeliveryId::from_db(row.id))
     }
@@ -499,23 +495,27 @@ impl SystemStore {
                     Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
                 ) =>
             {
-                drop(transaction);
+                transaction.rollback().await?;
                 return self.earlier_delivery(webhook, facts).await;
             }
             Err(error) => return Err(error.into()),
         };
-        // The webhook as it is now: disabled or deleted meanwhile, it queues nothing.
-        let still_enabled = webhook::Entity::find_by_id(webhook.id.get())
+        // The webhook as it is now: disabled meanwhile, it queues nothing; changed meanwhile,
+        // its runs are on behalf of whoever changed it.
+        let now = webhook::Entity::find_by_id(webhook.id.get())
             .filter(webhook::Column::CustomerId.eq(customer_id.get()))
             .one(&transaction)
             .await?
-            .is_some_and(|row| row.enabled);
-        let admitted = if still_enabled {
+            .filter(|row| row.enabled);
+        let owner = now
+            .as_ref()
+            .map_or(webhook.created_by, |row| UserId::from_db(row.created_by));
+        let admitted = if let Some(row) = &now {
             self.admit_triggered_run(
                 &transaction,
                 customer_id,
-                webhook.pipeline_id,
-                webhook.created_by,
+                PipelineId::from_db(row.pipeline_id),
+                owner,
                 parameters,
             )
             .await?
@@ -539,7 +539,7 @@ impl SystemStore {
             &parameters,
             &pipeline.definition.selector,
             Trigger::Webhook {
-                owner: webhook.created_by,
+                owner,
                 webhook: webhook.id,
                 delivery: WebhookDeliveryId::from_db(delivery.id),
             },
@@ -574,7 +574,7 @@ impl SystemStore {
             .filter(webhook::Column::Id.eq(webhook.id.get()))
             .exec(&transaction)
             .await?;
-        prune_deliveries(&transaction, webhook, delivery.id).await?;
+        prune_deliveries(&transaction, webhook).await?;
         transaction.commit().await?;
         Ok(Queued::Run(execution_id))
     }

@@ -51,7 +51,7 @@ pub async fn deliver(
         .and_then(|length| length.to_str().ok())
         .and_then(|length| length.parse::<u64>().ok());
     if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        web.hooks.count_too_large();
+        web.hooks.count("too_large");
         return Answer::too_large().into_response();
     }
     let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
@@ -59,10 +59,11 @@ pub async fn deliver(
     {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => {
-            web.hooks.count_too_large();
+            web.hooks.count("too_large");
             return Answer::too_large().into_response();
         }
         Err(_) => {
+            web.hooks.count("timeout");
             return (
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -78,11 +79,14 @@ pub async fn deliver(
         .spawn(async move { hooks.receive(&token, &headers, &body, Utc::now()).await });
     match task.await {
         Ok(answer) => answer.into_response(),
-        Err(_) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"outcome":"error","error":"the server is stopping; deliver again"}"#,
-        )
-            .into_response(),
+        Err(_) => {
+            web.hooks.count("error");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"outcome":"error","error":"the server is stopping; deliver again"}"#,
+            )
+                .into_response()
+        }
     }
 }

@@ -93,7 +93,7 @@ impl Answer {
         Answer::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({
-                "outcome": "rejected",
+                "outcome": "too_large",
                 "error": format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             }),
         )
@@ -139,9 +139,10 @@ impl Intake {
         }))
     }
 
-    /// Counts a body refused for its size (the handler refuses it before reading it all).
-    pub fn count_too_large(&self) {
-        self.0.metrics.webhook_delivery("too_large");
+    /// Counts a delivery the handler answered itself (`too_large`, `timeout`, `error`): a body
+    /// too large or too slow, or a server stopping.
+    pub fn count(&self, outcome: &'static str) {
+        self.0.metrics.webhook_delivery(outcome);
     }
 
     /// Handles one delivery to `token` received at `now`.

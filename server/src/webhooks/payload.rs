@@ -37,14 +37,15 @@ fn deletes(commit: &str) -> bool {
     !commit.is_empty() && commit.bytes().all(|digit| digit == b'0')
 }
 
-/// Whether `name` can be a git branch or tag name as senders report them: no control
-/// characters or spaces, no leading `-` (it would read as an option where a step passes it on).
+/// Whether a branch or tag name is one a run takes: letters, digits and `._/+@-` (values of
+/// these characters go into commands as they are, so none may mean anything to a shell), no
+/// leading `-` (it would read as an option where a step passes it on).
 fn ref_name_ok(name: &str) -> bool {
     name.len() <= 255
         && !name.starts_with('-')
-        && !name
+        && name
             .chars()
-            .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || "._/+@-".contains(c))
 }
 
 /// What a delivery whose signature held says; `Err` names what is missing or malformed.
@@ -77,7 +78,9 @@ pub fn read(
         ("tag", &facts.tag),
     ] {
         if !ref_name_ok(name) {
-            return Err(format!("the {what} {name:?} is not a git ref name"));
+            return Err(format!(
+                "the {what} {name:?} has characters other than letters, digits and ._/+@- (or starts with -)"
+            ));
         }
     }
     if facts.commit.len() > 100

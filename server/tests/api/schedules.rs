@@ -558,7 +558,7 @@ async fn a_schedule_stops_when_its_creator_loses_the_role(backend: Backend) {
             .map(|(_, fired)| fired.clone())
             .collect::<Vec<_>>(),
         [Fired::Skipped(
-            "stopped: its creator may no longer run this pipeline".to_owned()
+            "stopped: the member it runs for may no longer run this pipeline".to_owned()
         )]
     );
     let schedule = server

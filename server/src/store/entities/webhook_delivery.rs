@@ -15,7 +15,7 @@ pub struct Model {
     pub branch: String,
     pub commit: String,
     pub author: String,
-    /// `queued`, `ignored` or `refused`.
+    /// `queued`, `ignored`, `refused` or `rejected`.
     pub outcome: String,
     pub reason: String,
     pub execution_id: Option<i64>,

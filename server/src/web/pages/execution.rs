@@ -37,6 +37,8 @@ pub struct ArtifactRow {
 /// What a webhook's delivery said, for a run it started.
 pub struct WebhookTrigger {
     pub id: i64,
+    /// The reader may open its delivery log (admins and devops).
+    pub linked: bool,
     pub event: String,
     pub branch: String,
     pub commit: String,
@@ -172,6 +174,7 @@ pub async fn execution(
         .filter(|trigger| trigger.webhook_id > 0)
         .map(|trigger| WebhookTrigger {
             id: trigger.webhook_id,
+            linked: frame.may(&super::webhooks::MANAGERS),
             event: trigger.event.clone(),
             branch: trigger.branch.clone(),
             commit: trigger.commit.clone(),

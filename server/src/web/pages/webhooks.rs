@@ -167,7 +167,13 @@ pub async fn create_webhook(
                 ..Typed::default()
             };
             let page = page(&web, &session, customer_id, pipeline_id, typed).await?;
-            Ok(render(&page))
+            // The secret is in this answer only: no cache may keep it.
+            let mut response = render(&page);
+            response.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            Ok(response)
         }
         Err(status) => {
             let (errors, code) =
