@@ -129,6 +129,14 @@ impl PipelineService for PipelineApi {
     }
 
     #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        self.rotate_webhook_secret_rpc(request).await
+    }
+
+    #[tracing::instrument(skip_all, fields(customer_id = request.get_ref().customer_id))]
     async fn list_webhook_deliveries(
         &self,
         request: Request<pb::ListWebhookDeliveriesRequest>,

@@ -122,17 +122,7 @@ impl PipelineApi {
         self.check_not_secrets(&scope, pipeline_id, &rules.parameters)
             .await?;
         let token = crate::auth::token::random_text(TOKEN_BYTES);
-        let secret = format!("whsec_{}", crate::auth::token::random_text(SECRET_BYTES));
-        let sealed = self
-            .secrets
-            .seal(
-                &secret,
-                &crate::webhooks::secret_context(scope.customer_id(), &token),
-            )
-            .map_err(|error| {
-                tracing::error!(%error, "sealing a webhook secret failed");
-                Status::internal("the webhook secret could not be sealed")
-            })?;
+        let (secret, sealed) = self.new_secret(scope.customer_id(), &token)?;
         let new = NewWebhook {
             pipeline_id,
             format,
@@ -222,6 +212,49 @@ impl PipelineApi {
         Ok(Response::new(pb::UpdateWebhookResponse {
             webhook: Some(webhook.into()),
         }))
+    }
+
+    pub(super) async fn rotate_webhook_secret_rpc(
+        &self,
+        request: Request<pb::RotateWebhookSecretRequest>,
+    ) -> Result<Response<pb::RotateWebhookSecretResponse>, Status> {
+        let body = request.get_ref();
+        audit::note_resource("webhook", body.webhook_id);
+        let webhook_id = WebhookId::parse(body.webhook_id, "webhook_id");
+        let scope = self
+            .scope(&request, body.customer_id, Action::ManageWebhooks)
+            .await?;
+        let current = self.context.store.webhook_of(&scope, webhook_id?).await?;
+        let (secret, sealed) = self.new_secret(scope.customer_id(), &current.token)?;
+        let webhook = self
+            .context
+            .store
+            .replace_webhook_secret(&scope, current.id, sealed)
+            .await?;
+        Ok(Response::new(pb::RotateWebhookSecretResponse {
+            webhook: Some(webhook.into()),
+            secret,
+        }))
+    }
+
+    /// A new secret for the webhook at `token`, and the secret sealed for storage.
+    fn new_secret(
+        &self,
+        customer_id: crate::domain::CustomerId,
+        token: &str,
+    ) -> Result<(String, String), Status> {
+        let secret = format!("whsec_{}", crate::auth::token::random_text(SECRET_BYTES));
+        let sealed = self
+            .secrets
+            .seal(
+                &secret,
+                &crate::webhooks::secret_context(customer_id, token),
+            )
+            .map_err(|error| {
+                tracing::error!(%error, "sealing a webhook secret failed");
+                Status::internal("the webhook secret could not be sealed")
+            })?;
+        Ok((secret, sealed))
     }
 
     pub(super) async fn delete_webhook_rpc(

@@ -319,6 +319,26 @@ impl Store {
         row.try_into()
     }
 
+    /// Replaces a webhook's sealed secret; the caller becomes its owner (runs are on their
+    /// behalf from now on).
+    pub async fn replace_webhook_secret(
+        &self,
+        scope: &TenantScope,
+        webhook_id: WebhookId,
+        sealed_secret: String,
+    ) -> Result<Webhook, StoreError> {
+        let transaction = self.begin_write().await?;
+        let mut row: webhook::ActiveModel = find(&transaction, scope.customer_id(), webhook_id)
+            .await?
+            .into();
+        row.sealed_secret = Set(sealed_secret);
+        row.created_by = Set(scope.actor().get());
+        row.updated_at = Set(now());
+        let row = row.update(&transaction).await?;
+        transaction.commit().await?;
+        row.try_into()
+    }
+
     /// Deletes a webhook and its delivery log; the runs it queued stay.
     pub async fn delete_webhook(
         &self,

@@ -156,6 +156,10 @@ impl Web {
                 post(pages::delete_webhook),
             )
             .route(
+                "/c/{customer}/webhooks/{webhook}/secret",
+                post(pages::rotate_webhook_secret),
+            )
+            .route(
                 "/c/{customer}/pipelines/{pipeline}/run",
                 post(pages::run_pipeline),
             )

@@ -154,6 +154,24 @@ async fn webhooks_are_made_and_watched_in_the_dashboard(backend: Backend) {
     assert_has(&execution, "Started by a push delivery to");
     assert_has(&execution, "<code>main</code>");
 
+    // A new secret, from the row's button: shown once, the old one gone.
+    let rotated = http(
+        web,
+        "POST",
+        &format!("/c/{}/webhooks/{webhook_id}/secret", acme.id),
+        Some(&session),
+        Some(&[
+            ("csrf", token.as_str()),
+            ("pipeline", &build.id.to_string()),
+        ]),
+    )
+    .await;
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_has(&rotated, &format!("New secret for webhook {webhook_id}"));
+    assert_eq!(rotated.header("cache-control"), Some("no-store"));
+    let new_secret = element(&rotated.body, "webhook-secret");
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+
     // Disable, from the row's button.
     let toggled = http(
         web,

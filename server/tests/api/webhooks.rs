@@ -399,6 +399,41 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
         .executions;
     assert_eq!(by_webhook.len(), 4);
 
+    // A new secret works at once and the old one no longer does.
+    server
+        .admin_pipelines()
+        .update_webhook(pb::UpdateWebhookRequest {
+            customer_id: acme.id,
+            webhook_id: webhook.id,
+            enabled: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("enable");
+    let rotated = server
+        .admin_pipelines()
+        .rotate_webhook_secret(pb::RotateWebhookSecretRequest {
+            customer_id: acme.id,
+            webhook_id: webhook.id,
+        })
+        .await
+        .expect("rotate")
+        .into_inner();
+    assert_ne!(rotated.secret, secret);
+    let next = github_push("main", "abcdef");
+    let old = post(
+        headers("d-old-secret", &signature(&secret, &next)),
+        next.clone(),
+    )
+    .await;
+    assert_eq!(old.status, 401, "{}", old.body);
+    let new = post(
+        headers("d-new-secret", &signature(&rotated.secret, &next)),
+        next,
+    )
+    .await;
+    assert_eq!(new.status, 202, "{}", new.body);
+
     // Every outcome is counted.
     let metrics = cygnet_testkit::web_client::http(
         server.metrics_address.expect("metrics on"),
@@ -409,10 +444,10 @@ async fn github_deliveries_queue_once_and_forgeries_queue_nothing(backend: Backe
     )
     .await;
     for line in [
-        r#"cygnet_webhook_deliveries_total{outcome="queued"} 4"#,
+        r#"cygnet_webhook_deliveries_total{outcome="queued"} 5"#,
         r#"cygnet_webhook_deliveries_total{outcome="duplicate"} 2"#,
         r#"cygnet_webhook_deliveries_total{outcome="ignored"} 4"#,
-        r#"cygnet_webhook_deliveries_total{outcome="rejected"} 5"#,
+        r#"cygnet_webhook_deliveries_total{outcome="rejected"} 6"#,
     ] {
         assert!(metrics.body.contains(line), "{line} in:\n{}", metrics.body);
     }
@@ -775,6 +810,17 @@ async fn webhooks_follow_roles_quotas_and_rates(backend: Backend) {
         server
             .pipelines(&developer.token)
             .create_webhook(request.clone())
+            .await,
+        Code::PermissionDenied,
+        "manage webhooks",
+    );
+    assert_status(
+        server
+            .pipelines(&developer.token)
+            .rotate_webhook_secret(pb::RotateWebhookSecretRequest {
+                customer_id: acme.id,
+                webhook_id: 1,
+            })
             .await,
         Code::PermissionDenied,
         "manage webhooks",

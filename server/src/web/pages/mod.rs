@@ -79,7 +79,9 @@ pub use tokens::{create_token, revoke_token, tokens};
 pub use usage::{set_quotas, usage, usage_export};
 pub use users::{create_user, create_user_token, users};
 pub use variables::{create_group, set_variable, variables};
-pub use webhooks::{create_webhook, delete_webhook, toggle_webhook, webhook};
+pub use webhooks::{
+    create_webhook, delete_webhook, rotate_webhook_secret, toggle_webhook, webhook,
+};
 
 /// A path segment that must be an id; anything else is as unknown as a missing record.
 fn id(segment: &str) -> Result<i64, WebError> {

@@ -42,8 +42,68 @@ pub struct WebhookForm {
 
 /// A webhook just created: where to deliver and its secret, shown this once.
 pub struct CreatedWebhook {
+    /// "Webhook created", or "New secret for webhook 3".
+    pub heading: String,
     pub path: String,
     pub secret: String,
+}
+
+/// The pipeline's page showing a webhook's address and secret this once (never cached).
+async fn with_secret(
+    web: &Web,
+    session: &Session,
+    customer_id: i64,
+    pipeline_id: i64,
+    created: CreatedWebhook,
+) -> Result<Response, WebError> {
+    let typed = Typed {
+        created_webhook: Some(created),
+        ..Typed::default()
+    };
+    let page = page(web, session, customer_id, pipeline_id, typed).await?;
+    let mut response = render(&page);
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// Gives a webhook a new secret (`RotateWebhookSecret`) and shows it once.
+pub async fn rotate_webhook_secret(
+    State(web): State<Web>,
+    session: Session,
+    peer: Peer,
+    Path((customer, webhook)): Path<(String, String)>,
+    fields: Fields,
+) -> Result<Response, WebError> {
+    let (customer_id, webhook_id) = (id(&customer)?, id(&webhook)?);
+    session.check_csrf(&fields.one("csrf"))?;
+    let pipeline_id = id(&fields.one("pipeline"))?;
+    let api = web.pipelines.clone();
+    let request = session.request(pb::RotateWebhookSecretRequest {
+        customer_id,
+        webhook_id,
+    });
+    let rotated = write(
+        &web,
+        peer,
+        "cygnet.v1.PipelineService/RotateWebhookSecret",
+        async move { api.rotate_webhook_secret(request).await },
+    )
+    .await?;
+    let Some(webhook) = rotated.webhook else {
+        return Err(WebError::Page(
+            StatusCode::NOT_FOUND,
+            "no such webhook".into(),
+        ));
+    };
+    let created = CreatedWebhook {
+        heading: format!("New secret for webhook {}", webhook.id),
+        path: webhook.path,
+        secret: rotated.secret,
+    };
+    with_secret(&web, &session, customer_id, pipeline_id, created).await
 }
 
 pub fn format_name(format: i32) -> &'static str {
@@ -158,23 +218,20 @@ pub async fn create_webhook(
     .await?;
     match outcome {
         // The secret cannot be read again: the page that shows it is the answer itself.
-        Ok(created) => {
-            let typed = Typed {
-                created_webhook: created.webhook.map(|webhook| CreatedWebhook {
+        Ok(created) => match created.webhook {
+            Some(webhook) => {
+                let created = CreatedWebhook {
+                    heading: "Webhook created".to_owned(),
                     path: webhook.path,
                     secret: created.secret,
-                }),
-                ..Typed::default()
-            };
-            let page = page(&web, &session, customer_id, pipeline_id, typed).await?;
-            // The secret is in this answer only: no cache may keep it.
-            let mut response = render(&page);
-            response.headers_mut().insert(
-                axum::http::header::CACHE_CONTROL,
-                axum::http::HeaderValue::from_static("no-store"),
-            );
-            Ok(response)
-        }
+                };
+                with_secret(&web, &session, customer_id, pipeline_id, created).await
+            }
+            None => Err(WebError::Page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the webhook was not returned".into(),
+            )),
+        },
         Err(status) => {
             let (errors, code) =
                 FormErrors::from_status(status, &["format", "events", "branches", "parameters"])?;

@@ -420,6 +420,11 @@ pub fn call(
             update_webhook,
             pb::UpdateWebhookRequest
         )),
+        "cygnet.v1.PipelineService/RotateWebhookSecret" => spawn!(unary!(
+            PipelineServiceClient,
+            rotate_webhook_secret,
+            pb::RotateWebhookSecretRequest
+        )),
         "cygnet.v1.PipelineService/DeleteWebhook" => spawn!(unary!(
             PipelineServiceClient,
             delete_webhook,
