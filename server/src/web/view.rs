@@ -77,6 +77,19 @@ pub fn activity_link(customer_id: i64, event: &pb::ActivityEvent) -> String {
     }
 }
 
+/// The host (and port) the browser addressed (`Host`), when it is a plain host name or address.
+pub fn addressed_host(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
+        })
+}
+
 /// What started an execution, in a few words ("" for a member's own run).
 pub fn trigger_label(trigger: &pb::ExecutionTrigger) -> String {
     match pb::TriggerKind::try_from(trigger.kind) {

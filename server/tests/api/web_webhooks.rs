@@ -100,6 +100,11 @@ async fn webhooks_are_made_and_watched_in_the_dashboard(backend: Backend) {
     let path = element(&created.body, "webhook-path");
     assert!(secret.starts_with("whsec_"), "{secret}");
     assert!(path.starts_with("/hooks/"), "{path}");
+    // The full address, as this browser reached the dashboard (the test client says `cygnet`).
+    assert_eq!(
+        element(&created.body, "webhook-url"),
+        format!("http://cygnet{path}")
+    );
     // Shown once: the page read again has the webhook, not its secret.
     let again = http(web, "GET", &page_path, Some(&session), None).await;
     assert_has(&again, &path);

@@ -132,20 +132,13 @@ pub async fn tokens(
 /// The gRPC address an agent on another host would use: the host the browser addressed, on the
 /// gRPC port.
 fn server_url(web: &Web, headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
+    let host = crate::web::view::addressed_host(headers)
         .map(|host| match host.rsplit_once(':') {
             // Not inside an IPv6 literal's brackets.
             Some((name, port)) if !port.contains(']') => name,
             _ => host,
         })
-        .filter(|host| {
-            !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b))
-        })
+        .filter(|host| !host.is_empty())
         .unwrap_or("localhost");
     let scheme = if web.grpc_tls { "https" } else { "http" };
     format!("{scheme}://{host}:{}", web.grpc_port)

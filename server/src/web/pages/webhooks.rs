@@ -4,7 +4,7 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use cygnet_proto::v1 as pb;
 use cygnet_proto::v1::pipeline_service_server::PipelineService;
@@ -45,7 +45,17 @@ pub struct CreatedWebhook {
     /// "Webhook created", or "New secret for webhook 3".
     pub heading: String,
     pub path: String,
+    /// The address to deliver to, as this browser reached the dashboard.
+    pub url: String,
     pub secret: String,
+}
+
+/// The full address of `path` on the dashboard's listener, as the browser addressed it
+/// (behind a proxy, its own address is the one senders use).
+fn delivery_url(web: &Web, headers: &HeaderMap, path: &str) -> String {
+    let scheme = if web.secure_cookies { "https" } else { "http" };
+    let host = view::addressed_host(headers).unwrap_or("localhost");
+    format!("{scheme}://{host}{path}")
 }
 
 /// The pipeline's page showing a webhook's address and secret this once (never cached).
@@ -74,6 +84,7 @@ pub async fn rotate_webhook_secret(
     State(web): State<Web>,
     session: Session,
     peer: Peer,
+    headers: HeaderMap,
     Path((customer, webhook)): Path<(String, String)>,
     fields: Fields,
 ) -> Result<Response, WebError> {
@@ -100,6 +111,7 @@ pub async fn rotate_webhook_secret(
     };
     let created = CreatedWebhook {
         heading: format!("New secret for webhook {}", webhook.id),
+        url: delivery_url(&web, &headers, &webhook.path),
         path: webhook.path,
         secret: rotated.secret,
     };
@@ -159,6 +171,7 @@ pub async fn create_webhook(
     State(web): State<Web>,
     session: Session,
     peer: Peer,
+    headers: HeaderMap,
     Path((customer, pipeline)): Path<(String, String)>,
     fields: Fields,
 ) -> Result<Response, WebError> {
@@ -222,6 +235,7 @@ pub async fn create_webhook(
             Some(webhook) => {
                 let created = CreatedWebhook {
                     heading: "Webhook created".to_owned(),
+                    url: delivery_url(&web, &headers, &webhook.path),
                     path: webhook.path,
                     secret: created.secret,
                 };
