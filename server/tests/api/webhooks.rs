@@ -605,6 +605,38 @@ async fn gitlab_and_generic_deliveries(backend: Backend) {
     );
 }
 
+/// Sends one signed push to each of `webs` at once, all with one delivery id: one is queued
+/// (202), the others are its duplicates (200).
+async fn copies_queue_one_run(webs: &[std::net::SocketAddr], path: &str, secret: &str) {
+    let body = github_push("main", "1234");
+    let signed = signature(secret, &body);
+    let mut copies = Vec::new();
+    for web in webs.iter().copied() {
+        let (path, body, signed) = (path.to_owned(), body.clone(), signed.clone());
+        copies.push(tokio::spawn(async move {
+            post_body(
+                web,
+                &path,
+                &[
+                    ("x-github-event", "push"),
+                    ("x-github-delivery", "same-delivery"),
+                    ("x-hub-signature-256", &signed),
+                ],
+                &body,
+            )
+            .await
+            .status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for copy in copies {
+        statuses.push(copy.await.expect("delivery"));
+    }
+    let queued = statuses.iter().filter(|status| **status == 202).count();
+    let duplicates = statuses.iter().filter(|status| **status == 200).count();
+    assert_eq!((queued, duplicates), (1, webs.len() - 1), "{statuses:?}");
+}
+
 async fn concurrent_copies_of_a_delivery_queue_one_run(backend: Backend) {
     let server = TestServer::start_with(backend, web_options()).await;
     let web = server.web_address.expect("web on");
@@ -621,39 +653,8 @@ async fn concurrent_copies_of_a_delivery_queue_one_run(backend: Backend) {
         },
     )
     .await;
-    let body = github_push("main", "1234");
-    let signed = signature(&secret, &body);
-    let mut copies = Vec::new();
-    for _ in 0..8 {
-        let (path, body, signed) = (webhook.path.clone(), body.clone(), signed.clone());
-        copies.push(tokio::spawn(async move {
-            post_body(
-                web,
-                &path,
-                &[
-                    ("x-github-event", "push"),
-                    ("x-github-delivery", "same-delivery"),
-                    ("x-hub-signature-256", &signed),
-                ],
-                &body,
-            )
-            .await
-        }));
-    }
-    let mut statuses = Vec::new();
-    for copy in copies {
-        statuses.push(copy.await.expect("delivery").status);
-    }
-    assert_eq!(
-        statuses.iter().filter(|status| **status == 202).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|status| **status == 200).count(),
-        7,
-        "{statuses:?}"
-    );
+    let web = [web; 8];
+    copies_queue_one_run(&web, &webhook.path, &secret).await;
     assert_eq!(executions(&server, acme.id).await.len(), 1);
 }
 
@@ -677,44 +678,13 @@ async fn replicas_queue_one_run_per_delivery(backend: Backend) {
         },
     )
     .await;
-    let body = github_push("main", "5678");
-    let signed = signature(&secret, &body);
-    let mut copies = Vec::new();
-    for web in [first.web_address, second.web_address]
+    let webs: Vec<std::net::SocketAddr> = [first.web_address, second.web_address]
         .into_iter()
         .map(|address| address.expect("web on"))
         .cycle()
         .take(8)
-    {
-        let (path, body, signed) = (webhook.path.clone(), body.clone(), signed.clone());
-        copies.push(tokio::spawn(async move {
-            post_body(
-                web,
-                &path,
-                &[
-                    ("x-github-event", "push"),
-                    ("x-github-delivery", "one-delivery"),
-                    ("x-hub-signature-256", &signed),
-                ],
-                &body,
-            )
-            .await
-        }));
-    }
-    let mut statuses = Vec::new();
-    for copy in copies {
-        statuses.push(copy.await.expect("delivery").status);
-    }
-    assert_eq!(
-        statuses.iter().filter(|status| **status == 202).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|status| **status == 200).count(),
-        7,
-        "{statuses:?}"
-    );
+        .collect();
+    copies_queue_one_run(&webs, &webhook.path, &secret).await;
     assert_eq!(executions(&first, acme.id).await.len(), 1);
 }
 
