@@ -436,6 +436,51 @@ pub fn selector(
     })
 }
 
+/// The first of `names` that names one of the pipeline's secret variables, whatever the case of
+/// either: parameter names match their definitions case-insensitively, and `{{NAME}}` does
+/// too, so a parameter so named would stand in for the secret.
+pub fn named_like_a_secret<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    secret_keys: &[String],
+) -> Option<&'a str> {
+    names.into_iter().find(|name| {
+        secret_keys
+            .iter()
+            .any(|secret| secret.eq_ignore_ascii_case(name))
+    })
+}
+
+/// Refuses given parameters named like a secret variable of the pipeline (see
+/// [`named_like_a_secret`]), naming the parameter.
+pub fn check_not_secrets(
+    given: &BTreeMap<String, String>,
+    secret_keys: &[String],
+) -> Result<(), ValidationError> {
+    match named_like_a_secret(given.keys().map(String::as_str), secret_keys) {
+        Some(name) => Err(ValidationError::new(
+            format!("parameters[{name}]"),
+            "is a secret variable of this pipeline and cannot be overridden",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The definition of the parameter `name` (case-insensitively), or the refusal naming it.
+pub fn definition_named<'a>(
+    definitions: &'a [ParameterDefinition],
+    name: &str,
+) -> Result<&'a ParameterDefinition, ValidationError> {
+    definitions
+        .iter()
+        .find(|definition| definition.name.eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            ValidationError::new(
+                format!("parameters[{name}]"),
+                "is not a parameter of this pipeline",
+            )
+        })
+}
+
 /// Checks values given for some of a pipeline's parameters (names known, values fitting, none
 /// twice) without requiring the rest, and returns them under their declared names.
 pub fn given_parameters(
@@ -445,10 +490,7 @@ pub fn given_parameters(
     let mut resolved = BTreeMap::new();
     for (name, value) in given {
         let field = format!("parameters[{name}]");
-        let definition = definitions
-            .iter()
-            .find(|definition| definition.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| ValidationError::new(&field, "is not a parameter of this pipeline"))?;
+        let definition = definition_named(definitions, name)?;
         check_value(&field, definition, value)?;
         if resolved
             .insert(definition.name.clone(), value.clone())

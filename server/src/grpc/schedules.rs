@@ -49,18 +49,7 @@ impl PipelineApi {
             .store
             .secret_keys_of_pipeline(scope, pipeline_id)
             .await?;
-        // Parameter names match their definitions whatever their case.
-        if let Some(key) = parameters.keys().find(|key| {
-            secret_keys
-                .iter()
-                .any(|secret| secret.eq_ignore_ascii_case(key))
-        }) {
-            return Err(crate::domain::ValidationError::new(
-                format!("parameters[{key}]"),
-                "is a secret variable of this pipeline and cannot be overridden",
-            )
-            .into());
-        }
+        crate::domain::pipeline::check_not_secrets(parameters, &secret_keys)?;
         Ok(())
     }
 

@@ -2,9 +2,9 @@
 
 use super::{Operations, ServiceError};
 use crate::auth::TenantScope;
+use crate::domain::ExecutionId;
 use crate::domain::execution::{Execution, RunRequest, Trigger};
-use crate::domain::pipeline::resolve_parameters;
-use crate::domain::{ExecutionId, ValidationError};
+use crate::domain::pipeline::{check_not_secrets, resolve_parameters};
 use crate::store::Cancellation;
 
 impl Operations {
@@ -25,18 +25,7 @@ impl Operations {
             let secret_keys = store
                 .secret_keys_of_pipeline(scope, run.pipeline_id)
                 .await?;
-            // Parameter names match their definitions whatever their case, so this does too.
-            if let Some(key) = run.parameters.keys().find(|key| {
-                secret_keys
-                    .iter()
-                    .any(|secret| secret.eq_ignore_ascii_case(key))
-            }) {
-                return Err(ValidationError::new(
-                    format!("parameters[{key}]"),
-                    "is a secret variable of this pipeline and cannot be overridden",
-                )
-                .into());
-            }
+            check_not_secrets(&run.parameters, &secret_keys)?;
         }
         let resolved = resolve_parameters(&pipeline.definition.parameters, &run.parameters)?;
         let execution_id = store

@@ -11,7 +11,7 @@ use super::entities::{customer, user, user_customer};
 use super::pipelines::load_pipeline;
 use super::{StoreError, SystemStore};
 use crate::auth::Action;
-use crate::domain::pipeline::{Pipeline, resolve_parameters};
+use crate::domain::pipeline::{Pipeline, check_not_secrets, resolve_parameters};
 use crate::domain::{CustomerId, PipelineId, Quota, Role, UserId};
 
 /// Why a triggered run was not queued.
@@ -75,14 +75,8 @@ impl SystemStore {
             &pipeline.definition.variable_group_ids,
         )
         .await?;
-        if let Some(name) = parameters.keys().find(|name| {
-            secret_keys
-                .iter()
-                .any(|secret| secret.eq_ignore_ascii_case(name))
-        }) {
-            return Ok(Err(NotQueued::because(format!(
-                "parameters[{name}] is a secret variable of this pipeline and cannot be given"
-            ))));
+        if let Err(error) = check_not_secrets(parameters, &secret_keys) {
+            return Ok(Err(NotQueued::because(error.to_string())));
         }
         let parameters = match resolve_parameters(&pipeline.definition.parameters, parameters) {
             Ok(parameters) => parameters,

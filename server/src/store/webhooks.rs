@@ -19,6 +19,7 @@ use super::pipelines::{load_pipeline, to_json};
 use super::{Store, StoreError, SystemStore, now};
 use crate::auth::TenantScope;
 use crate::domain::execution::Trigger;
+use crate::domain::pipeline::definition_named;
 use crate::domain::webhook::{
     DeliveryFacts, DeliveryOutcome, NewWebhook, Webhook, WebhookDelivery, WebhookFormat,
     WebhookRules,
@@ -112,16 +113,8 @@ fn check_parameter_names(
     parameters: &BTreeMap<String, String>,
 ) -> Result<(), StoreError> {
     for name in parameters.keys() {
-        if !pipeline
-            .definition
-            .parameters
-            .iter()
-            .any(|definition| definition.name.eq_ignore_ascii_case(name))
-        {
-            return Err(StoreError::InvalidArgument(format!(
-                "parameters[{name}] is not a parameter of this pipeline"
-            )));
-        }
+        definition_named(&pipeline.definition.parameters, name)
+            .map_err(|error| StoreError::InvalidArgument(error.to_string()))?;
     }
     Ok(())
 }
@@ -288,9 +281,8 @@ impl Store {
     ) -> Result<Webhook, StoreError> {
         let customer_id = scope.customer_id();
         let transaction = self.begin_write().await?;
-        let current: Webhook = find(&transaction, customer_id, webhook_id)
-            .await?
-            .try_into()?;
+        let row = find(&transaction, customer_id, webhook_id).await?;
+        let current: Webhook = row.clone().try_into()?;
         let rules = WebhookRules::parse(
             current.format,
             patch.events.as_ref().unwrap_or(&current.events),
@@ -302,8 +294,7 @@ impl Store {
             let pipeline = load_pipeline(&transaction, customer_id, current.pipeline_id).await?;
             check_parameter_names(&pipeline, &rules.parameters)?;
         }
-        let mut row: webhook::ActiveModel =
-            find(&transaction, customer_id, webhook_id).await?.into();
+        let mut row: webhook::ActiveModel = row.into();
         row.events = Set(to_json(&rules.events));
         row.branches = Set(to_json(&rules.branches));
         row.parameters = Set(to_json(&rules.parameters));

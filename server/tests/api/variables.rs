@@ -595,8 +595,9 @@ async fn a_run_parameter_never_stands_in_for_a_secret(backend: Backend) {
             customer_id: acme.id,
             name: "Deploy".into(),
             steps: vec![cygnet_testkit::step("ship", "echo {{DB_PASSWORD}}")],
+            // Named in another case than the secret: matched whatever the case.
             parameters: vec![pb::Parameter {
-                name: "DB_PASSWORD".into(),
+                name: "db_password".into(),
                 r#type: pb::ParameterType::String as i32,
                 ..Default::default()
             }],
@@ -616,6 +617,43 @@ async fn a_run_parameter_never_stands_in_for_a_secret(backend: Backend) {
                 .run_pipeline(pb::RunPipelineRequest {
                     customer_id: acme.id,
                     pipeline_id: pipeline.id,
+                    parameters: [(name.to_owned(), "attacker-chosen".to_owned())].into(),
+                    ..Default::default()
+                })
+                .await,
+            &format!("parameters[{name}]"),
+        );
+    }
+    // Nor a deployer's parameter for a stage deploying with that pipeline (before, DeployRelease
+    // compared names exactly and took `Db_Password`).
+    let development = server.environments(acme.id).await["Development"].id;
+    let release = server
+        .releases(ADMIN_TOKEN)
+        .create_release(pb::CreateReleaseRequest {
+            customer_id: acme.id,
+            name: "API".into(),
+            stages: vec![pb::ReleaseStage {
+                order: 1,
+                environment_id: development,
+                pipeline_id: pipeline.id,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("release")
+        .into_inner()
+        .release
+        .expect("release");
+    for name in ["DB_PASSWORD", "Db_Password"] {
+        assert_invalid(
+            "DeployRelease",
+            server
+                .releases(&dev.token)
+                .deploy_release(pb::DeployReleaseRequest {
+                    customer_id: acme.id,
+                    release_id: release.id,
+                    version: "1.0".into(),
                     parameters: [(name.to_owned(), "attacker-chosen".to_owned())].into(),
                     ..Default::default()
                 })

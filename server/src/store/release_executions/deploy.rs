@@ -10,7 +10,7 @@ use super::moves::advance;
 use super::{ReleaseEffects, event, label, load_release_execution};
 use crate::auth::TenantScope;
 use crate::domain::execution::ExecutionStatus;
-use crate::domain::pipeline::resolve_parameters;
+use crate::domain::pipeline::{named_like_a_secret, resolve_parameters};
 use crate::domain::release::{
     DeployRequest, ReleaseExecution, ReleaseExecutionStatus, ReleaseStatus, StageStatus,
 };
@@ -128,7 +128,7 @@ impl Store {
                     .find(|parameter| parameter.name.eq_ignore_ascii_case(name))
                 {
                     // A deployer's parameter never stands in for a secret, as for a run.
-                    if secret_keys.contains(name) || secret_keys.contains(&known.name) {
+                    if named_like_a_secret([name.as_str()], &secret_keys).is_some() {
                         return Err(StoreError::InvalidArgument(format!(
                             "parameters[{name}] is a secret variable of stage {}'s deploy pipeline and cannot be overridden",
                             definition.order
